@@ -1,0 +1,32 @@
+/*
+ * A growable byte buffer with a hard size bound (curl's dynbuf). Appending past
+ * the bound fails with GHE_TOOBIG and frees nothing the caller must track. The
+ * contents are always NUL-terminated so they can be used as a C string.
+ */
+#ifndef GPUHOOK_BUF_H
+#define GPUHOOK_BUF_H
+
+#include <stddef.h>
+
+struct buf {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max;
+};
+
+/* Initializes an empty buffer that may grow up to max bytes. */
+void buf_init(struct buf *b, size_t max);
+/* Frees the contents and resets the buffer to empty. */
+void buf_cleanup(struct buf *b);
+/* Ensures room for n more bytes. Returns 0, GHE_TOOBIG or GHE_NOMEM. */
+int buf_reserve(struct buf *b, size_t n);
+int buf_append(struct buf *b, const void *data, size_t n);
+int buf_appends(struct buf *b, const char *s);
+int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as the body of a JSON string (without quotes), escaping as needed. */
+int buf_append_json_escaped(struct buf *b, const char *s, size_t n);
+/* Detaches and returns the contents (caller frees); the buffer is left empty. */
+char *buf_detach(struct buf *b, size_t *len);
+
+#endif

@@ -1,0 +1,73 @@
+/*
+ * The normalized event: what a GitHub delivery (or a manual /trigger request)
+ * means for selection and for the template. event_parse_delivery() turns a
+ * verified body into one; it does not check signatures and sends nothing.
+ */
+#ifndef GPUHOOK_EVENT_H
+#define GPUHOOK_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+/* One request header, borrowed from the HTTP layer for the length of a request. */
+struct event_header {
+    const char *name;
+    const char *value;
+};
+
+/*
+ * Every string is owned by the event (event_cleanup frees it) and is NULL when
+ * the delivery has no such value. body is the parsed payload, owned by the
+ * event as well; headers are borrowed.
+ */
+struct event {
+    char *event;          /* push, pull_request, ping, trigger, ... */
+    char *action;         /* pull_request action, NULL for a push */
+    char *repo_full_name; /* owner/name */
+    char *repo_url;       /* repository.clone_url */
+    char *ref;            /* refs/heads/x, refs/tags/y, refs/pull/N/head */
+    char *branch;         /* pushed branch, or the PR's head branch */
+    char *tag;            /* pushed tag */
+    char *revision;       /* after (push) or pull_request.head.sha */
+    char *base_branch;    /* PR target branch */
+    char *pr_number;      /* decimal */
+    char *message;        /* head-commit message (push) or PR title */
+    char *sender;         /* sender.login */
+    char *delivery;       /* X-GitHub-Delivery, or the trigger's key */
+    char *hook_id;        /* X-GitHub-Hook-ID */
+    char *added_label;    /* label.name of a pull_request "labeled" action */
+    char **labels;        /* PR labels */
+    size_t label_count;
+    char **changed_paths; /* added, modified and removed files of a push */
+    size_t changed_count;
+    bool deleted;         /* a push that deletes its ref */
+    bool draft;           /* a draft pull request */
+    cJSON *body;          /* the parsed payload; NULL for /trigger */
+    const struct event_header *headers;
+    size_t header_count;
+};
+
+void event_init(struct event *ev);
+void event_cleanup(struct event *ev);
+
+/*
+ * Parses a verified delivery body. content_type is the request's Content-Type
+ * (application/json, or application/x-www-form-urlencoded with a payload=
+ * field, which is URL-decoded in place: body is modified). event_name,
+ * delivery and hook_id come from the X-GitHub-* headers. On failure returns
+ * GHE_INVAL and writes a message for a 400 into err; ev is left for
+ * event_cleanup either way. The body must outlive nothing: the event copies.
+ */
+int event_parse_delivery(struct event *ev, const char *event_name, const char *delivery,
+                         const char *hook_id, const char *content_type, char *body, size_t len,
+                         char *err, size_t errlen);
+
+/* Returns the value of header name (case-insensitive) or NULL. */
+const char *event_header_get(const struct event *ev, const char *name);
+
+/* Sets *field to a copy of s (NULL stays NULL). Returns 0 or GHE_NOMEM. */
+int event_set(char **field, const char *s);
+
+#endif

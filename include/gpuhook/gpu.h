@@ -1,0 +1,63 @@
+/*
+ * GPU health. A background thread refreshes a snapshot from the CUDA runtime
+ * (probed once at start, since its errors are sticky) and from NVML (loaded
+ * with dlopen at run time); handlers only serialize the cached copy. The
+ * backend is chosen by CMake: gpu_cuda.c, or gpu_none.c which reports "built
+ * without CUDA". Nothing here creates a CUDA context.
+ */
+#ifndef GPUHOOK_GPU_H
+#define GPUHOOK_GPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "gpuhook/buf.h"
+
+struct gpu_options {
+    int refresh_seconds; /* gpu.refresh_seconds, >= 1 */
+    bool required;       /* gpu.required */
+};
+
+enum gpu_fit_mode { GPU_FIT_DOWNGRADE = 0, GPU_FIT_REJECT = 1, GPU_FIT_IGNORE = 2 };
+
+struct gpu_fit_policy {
+    long lite_min_free_mib;     /* default 2048 */
+    long original_min_free_mib; /* default 8192 */
+    int on_insufficient;        /* enum gpu_fit_mode, default GPU_FIT_DOWNGRADE */
+};
+
+/* Starts the refresh thread (probing CUDA once). Returns 0 or an error code. */
+int gpu_start(const struct gpu_options *opts);
+/* Stops the refresh thread; safe to call when not started. */
+void gpu_stop(void);
+/* Changes the options of a running probe (on SIGHUP). */
+void gpu_set_options(const struct gpu_options *opts);
+
+/*
+ * Serializes the cached snapshot as the body of GET /gpu (caller frees) and
+ * sets *http_status to 200 (ok, degraded) or 503 (unavailable). Returns NULL
+ * only when memory runs out.
+ */
+char *gpu_status_json(bool verbose, int *http_status);
+
+/* Appends gpuhook_gpu_up and the per-device gauges in Prometheus text format. */
+int gpu_metrics_append(struct buf *b);
+
+/* True when the snapshot says the GPU is usable (status ok or degraded). */
+bool gpu_ready(void);
+
+enum gpu_fit_outcome { GPU_FIT_KEEP = 0, GPU_FIT_DOWNGRADED = 1, GPU_FIT_REJECTED = 2 };
+
+/*
+ * Applies the gpu_fit policy to a chosen variant (0 lite, 1 original) given the
+ * cached free memory. Sets *variant_out, and writes one readable sentence with
+ * the numbers into reason (or leaves it empty when the check was skipped
+ * because no GPU is seen and required is false). Returns an enum gpu_fit_outcome.
+ */
+int gpu_fit_check(const struct gpu_fit_policy *policy, bool required, int variant,
+                  int *variant_out, char *reason, size_t reason_len);
+
+/* "cuda <runtime version>" or "cuda off" (static string). */
+const char *gpu_build_string(void);
+
+#endif

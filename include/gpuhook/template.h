@@ -1,0 +1,60 @@
+/*
+ * Tekton Triggers TriggerTemplate and TriggerBinding, read from YAML or JSON
+ * with libyaml, validated and compiled at load time, then rendered per event.
+ * Substitution works on parsed string values, never on JSON text, so no
+ * payload value can add a field or break the object.
+ */
+#ifndef GPUHOOK_TEMPLATE_H
+#define GPUHOOK_TEMPLATE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+#include "gpuhook/error.h"
+#include "gpuhook/event.h"
+#include "gpuhook/select.h"
+
+struct template;
+
+/*
+ * Loads and cross-checks a TriggerTemplate and a TriggerBinding (paths are
+ * used as given). Every problem goes into el, naming the file and the place.
+ * Returns 0 and sets *out (free with template_free) or GHE_INVAL / GHE_IO.
+ */
+int template_load(const char *template_path, const char *bindings_path, struct template **out,
+                  struct errlist *el);
+void template_free(struct template *t);
+
+/* True when the template declares a param of that name. */
+bool template_declares(const struct template *t, const char *param);
+
+struct template_override {
+    const char *name;
+    const char *value;
+};
+
+struct template_render_input {
+    const struct event *ev;              /* borrowed */
+    const struct select_decision *decision;
+    const char *namespace;               /* kubernetes.namespace */
+    const char *name_key[3];             /* parts for naming_pipelinerun */
+    const struct template_override *overrides; /* /trigger params, already checked */
+    size_t override_count;
+};
+
+/*
+ * Renders the PipelineRun: substitutes params, sets metadata.name (from the
+ * rendered spec.pipelineRef.name and name_key), namespace, labels and
+ * annotations. Returns 0 and sets *out (caller frees with cJSON_Delete), or
+ * GHE_INVAL with a message for a 400 in err (a $(body.path) missing with no
+ * default), or GHE_NOMEM.
+ */
+int template_render(const struct template *t, const struct template_render_input *in,
+                    cJSON **out, char *err, size_t errlen);
+
+/* Loads a YAML or JSON file holding one document into a cJSON tree. */
+int yamljson_load_file(const char *path, cJSON **out, char *err, size_t errlen);
+
+#endif
