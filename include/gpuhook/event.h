@@ -59,6 +59,8 @@ void event_cleanup(struct event *ev);
  * delivery and hook_id come from the X-GitHub-* headers. On failure returns
  * GHE_INVAL and writes a message for a 400 into err; ev is left for
  * event_cleanup either way. The body must outlive nothing: the event copies.
+ * Any other content type returns GHE_UNSUPPORTED (a 415), and GHE_NOMEM means
+ * memory ran out. The JSON is checked as event_json_parse() does.
  */
 int event_parse_delivery(struct event *ev, const char *event_name, const char *delivery,
                          const char *hook_id, const char *content_type, char *body, size_t len,
@@ -67,7 +69,36 @@ int event_parse_delivery(struct event *ev, const char *event_name, const char *d
 /* Returns the value of header name (case-insensitive) or NULL. */
 const char *event_header_get(const struct event *ev, const char *name);
 
-/* Sets *field to a copy of s (NULL stays NULL). Returns 0 or GHE_NOMEM. */
+/*
+ * Sets *field to a copy of s (NULL stays NULL), freeing the previous value.
+ * Returns 0 or GHE_NOMEM, leaving *field unchanged on failure.
+ */
 int event_set(char **field, const char *s);
+
+/* The deepest nesting of objects and arrays a body may have (the top object is 1). */
+#define EVENT_MAX_DEPTH 64
+
+enum event_content_type {
+    EVENT_CONTENT_UNSUPPORTED = -1,
+    EVENT_CONTENT_JSON = 0, /* application/json */
+    EVENT_CONTENT_FORM = 1  /* application/x-www-form-urlencoded */
+};
+
+/*
+ * Classifies a Content-Type header value (case-insensitive, parameters
+ * allowed). A charset other than utf-8, utf8 or us-ascii, a malformed
+ * parameter or a NULL value gives EVENT_CONTENT_UNSUPPORTED. Returns an enum
+ * event_content_type, so a handler can answer 415 before reading the body.
+ */
+int event_content_type_parse(const char *content_type);
+
+/*
+ * Parses len bytes of text (no NUL terminator needed) that must hold exactly
+ * one JSON object, padded only by whitespace. Before cJSON sees the bytes it
+ * rejects invalid UTF-8, NUL bytes and nesting deeper than EVENT_MAX_DEPTH.
+ * Returns 0 and sets *out (caller frees with cJSON_Delete), or GHE_INVAL with
+ * a message for a 400 in err, or GHE_NOMEM. Also used for POST /trigger.
+ */
+int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_t errlen);
 
 #endif

@@ -60,4 +60,23 @@ int gpu_fit_check(const struct gpu_fit_policy *policy, bool required, int varian
 /* "cuda <runtime version>" or "cuda off" (static string). */
 const char *gpu_build_string(void);
 
+/* Fills p with the defaults: 2048 MiB for lite, 8192 MiB for original, downgrade. */
+void gpu_fit_policy_init(struct gpu_fit_policy *p);
+
+/*
+ * Sets the needs that GET /gpu reports under "fit" and that "low_memory" is
+ * judged by (copied; call again on SIGHUP). Until called, the defaults apply.
+ */
+void gpu_set_fit_policy(const struct gpu_fit_policy *policy);
+
+/* "keep", "downgraded" or "rejected", for logs and annotations. */
+const char *gpu_fit_outcome_name(int outcome);
+
+/*
+ * True when an XID means the GPU should not take work. Every XID is fatal but
+ * 13, 31, 43, 45, 68 and 109, which the NVIDIA device plugin also skips: they
+ * are errors of one application, not of the device.
+ */
+bool gpu_xid_is_fatal(unsigned long long xid);
+
 #endif

@@ -54,7 +54,20 @@ struct template_render_input {
 int template_render(const struct template *t, const struct template_render_input *in,
                     cJSON **out, char *err, size_t errlen);
 
-/* Loads a YAML or JSON file holding one document into a cJSON tree. */
+/*
+ * Loads a YAML or JSON file holding one document into a cJSON tree (caller
+ * frees with cJSON_Delete). Quoted scalars stay strings; plain true/false,
+ * null/~/empty, integers of up to 15 digits and JSON-style floats become
+ * bools, nulls and numbers; everything else is a string. Anchors, aliases,
+ * several documents, duplicate keys, non-scalar keys, custom tags and NUL
+ * characters are refused. Returns 0, or GHE_IO / GHE_INVAL / GHE_TOOBIG /
+ * GHE_NOMEM with "FILE:LINE: reason" (or "FILE: reason") in err. Files are
+ * bounded at 1 MiB.
+ */
 int yamljson_load_file(const char *path, cJSON **out, char *err, size_t errlen);
+
+/* The same for a buffer already in memory; name stands for the file in messages. */
+int yamljson_load_string(const char *name, const char *data, size_t len, cJSON **out, char *err,
+                         size_t errlen);
 
 #endif

@@ -1,0 +1,89 @@
+/*
+ * The configuration: one JSON file, read with cJSON, described by a table of
+ * keys (type, default, bounds) and validated in one pass that reports every
+ * error at once as "FILE: .json.path: reason". Relative paths resolve against
+ * the config file's folder. Loading also reads the secrets and compiles the
+ * selection rules and the template, so requests only execute. A loaded config
+ * is immutable and reference-counted, so SIGHUP can swap it under requests
+ * in flight.
+ */
+#ifndef GPUHOOK_CONFIG_H
+#define GPUHOOK_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "gpuhook/error.h"
+#include "gpuhook/gpu.h"
+#include "gpuhook/select.h"
+#include "gpuhook/signature.h"
+#include "gpuhook/template.h"
+
+enum config_kube_mode {
+    CONFIG_KUBE_LOCAL = 0,
+    CONFIG_KUBE_URL = 1,
+    CONFIG_KUBE_IN_CLUSTER = 2,
+    CONFIG_KUBE_DRY_RUN = 3
+};
+
+struct config {
+    int refs;
+    char *path;
+    char *listen;      /* host:port as written */
+    char *listen_host; /* parsed */
+    int listen_port;
+    int log_level;
+    char *tls_cert_file;
+    char *tls_key_file;
+    long max_body_bytes;
+    long shutdown_grace_seconds;
+
+    char **secret_files;
+    size_t secret_count;
+    struct signature_keyring *keyring;
+    char **events;
+    size_t event_count;
+
+    char *trigger_token_file;
+    char *trigger_token; /* file contents, trailing newline trimmed */
+    char *trigger_default_repo_url;
+
+    int kube_mode;
+    char *kube_url;
+    char *kube_namespace;
+    char *kube_token_file;
+    char *kube_ca_file;
+    char *kube_local_dir;
+    char *kube_proxy;
+    long kube_timeout_seconds;
+
+    char *template_path;
+    char *bindings_path;
+    struct template *tmpl;
+    struct select_rules *rules;
+
+    char *spool_dir;
+    long spool_max_age_hours;
+
+    struct gpu_options gpu;
+};
+
+/*
+ * Loads, validates and compiles path. Returns 0 and sets *out (release with
+ * config_unref), or GHE_INVAL / GHE_IO with every problem in el. Secrets are
+ * named in messages, never printed.
+ */
+int config_load(const char *path, struct config **out, struct errlist *el);
+
+/* Takes and drops references; the last unref frees. Thread-safe. */
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config *cfg);
+
+/* Returns "local", "url", "in-cluster" or "dry-run". */
+const char *config_kube_mode_name(int mode);
+
+/* Reads a secret file: contents with one trailing newline (\n or \r\n) trimmed;
+ * empty counts as an error. Returns 0 and sets *out (caller frees) or an error. */
+int config_read_secret(const char *path, char **out, size_t *len);
+
+#endif

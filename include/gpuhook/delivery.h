@@ -1,0 +1,58 @@
+/*
+ * Delivery: lands one rendered PipelineRun exactly once through one of four
+ * sinks picked by kubernetes.mode: the API (with the durable spool behind it),
+ * a local folder, or dry-run. The name is deterministic, so "already exists"
+ * means a redelivery, never a failure. Delivery is built once at start-up;
+ * SIGHUP does not rebuild it (the kubernetes section needs a restart).
+ */
+#ifndef GPUHOOK_DELIVERY_H
+#define GPUHOOK_DELIVERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "gpuhook/buf.h"
+#include "gpuhook/config.h"
+
+enum delivery_outcome {
+    DELIVERY_CREATED = 0,
+    DELIVERY_EXISTS,
+    DELIVERY_QUEUED,
+    DELIVERY_DRY_RUN,
+    DELIVERY_REJECTED,   /* the API refused it for good (400, 422) */
+    DELIVERY_UNAVAILABLE /* neither created nor stored */
+};
+
+struct delivery_result {
+    int outcome;       /* enum delivery_outcome */
+    int api_status;    /* the API's last answer, 0 when none */
+    char message[512]; /* the API's message for REJECTED / UNAVAILABLE */
+};
+
+struct delivery;
+
+/* Builds the sink for cfg (opens the spool, reads in-cluster settings). */
+int delivery_new(const struct config *cfg, struct delivery **out, struct errlist *el);
+void delivery_free(struct delivery *d);
+
+/* Starts background work (the spool's retry worker). */
+int delivery_start(struct delivery *d);
+
+/* The namespace runs go to. */
+const char *delivery_namespace(const struct delivery *d);
+int delivery_mode(const struct delivery *d);
+
+/* Lands one object (JSON text) named name in namespace ns; fills r. */
+void delivery_submit(struct delivery *d, const char *name, const char *ns, const char *json,
+                     size_t len, struct delivery_result *r);
+
+/*
+ * Readiness of the sink, cached for about a second. Appends JSON members
+ * ("check":{"ok":...,"detail":...}) to detail; returns true when usable.
+ */
+bool delivery_ready(struct delivery *d, struct buf *detail);
+
+/* "created", "exists", "queued", "dry_run", "rejected", "unavailable". */
+const char *delivery_outcome_name(int outcome);
+
+#endif

@@ -1,0 +1,37 @@
+/*
+ * The durable spool: PipelineRuns that could not be created inside the
+ * deadline wait here as one file each, <dir>/<name>.json, written atomically
+ * (temp file, fsync, rename, fsync of the folder), so a crash or restart loses
+ * none. A background worker retries each with backoff from 1 s to 5 min;
+ * 201 or 409 removes the file, a permanent 4xx or old age moves it to
+ * <dir>/failed/ beside a .error file with the reason.
+ */
+#ifndef GPUHOOK_SPOOL_H
+#define GPUHOOK_SPOOL_H
+
+#include <stddef.h>
+
+#include "gpuhook/kube.h"
+
+struct spool;
+
+/* Opens (creating) dir and dir/failed. Returns 0 and sets *out, or an error with a message. */
+int spool_open(const char *dir, long max_age_hours, struct spool **out, char *err, size_t errlen);
+/* Stops the worker if running, then frees. */
+void spool_free(struct spool *s);
+
+/* Stores one run durably. Spooling the same name twice leaves one file. */
+int spool_put(struct spool *s, const char *name, const char *json, size_t len);
+
+/* Number of runs waiting (excluding failed/). */
+long spool_depth(struct spool *s);
+
+/* Starts the retry worker, which creates runs through k (borrowed). */
+int spool_start(struct spool *s, struct kube *k);
+
+/* Writes data to dir/name atomically: temp file, fsync, then rename (or link
+ * when exclusive, so an existing file gives GHE_EXISTS), then fsync of dir. */
+int spool_write_atomic(const char *dir, const char *name, const char *data, size_t len,
+                       int exclusive);
+
+#endif

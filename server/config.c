@@ -1,0 +1,593 @@
+#include "gpuhook/config.h"
+#include "gpuhook/logger.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#define CONFIG_FILE_MAX (1024 * 1024)
+#define CONFIG_SECRET_MAX (64 * 1024)
+
+enum config_type {
+    CONFIG_T_STRING,
+    CONFIG_T_PATH,
+    CONFIG_T_INT,
+    CONFIG_T_BOOL,
+    CONFIG_T_ENUM,
+    CONFIG_T_STRING_LIST,
+    CONFIG_T_PATH_LIST,
+    CONFIG_T_OBJECT,
+    CONFIG_T_SELECTION
+};
+
+/* One key of the config: its type, where it lands, its default and bounds. */
+struct config_key {
+    const char *name;
+    int type;
+    size_t offset;     /* into struct config; count follows lists at offset_count */
+    size_t offset_count;
+    const char *def;   /* default for strings and paths, NULL for none */
+    long idef, min, max;
+    const char *const *choices; /* enum: names, index is the value */
+    const struct config_key *children;
+    bool required;
+};
+
+#define CFG_OFF(f) offsetof(struct config, f)
+#define CFG_END {NULL, 0, 0, 0, NULL, 0, 0, 0, NULL, NULL, false}
+
+static const char *const config_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const config_modes[] = {"local", "url", "in-cluster", "dry-run", NULL};
+
+static const struct config_key config_tls_keys[] = {
+    {"cert_file", CONFIG_T_PATH, CFG_OFF(tls_cert_file), 0, NULL, 0, 0, 0, NULL, NULL, true},
+    {"key_file", CONFIG_T_PATH, CFG_OFF(tls_key_file), 0, NULL, 0, 0, 0, NULL, NULL, true},
+    CFG_END};
+static const struct config_key config_github_keys[] = {
+    {"secret_files", CONFIG_T_PATH_LIST, CFG_OFF(secret_files), CFG_OFF(secret_count), NULL, 0, 1,
+     SIGNATURE_MAX_KEYS, NULL, NULL, true},
+    {"events", CONFIG_T_STRING_LIST, CFG_OFF(events), CFG_OFF(event_count),
+     "push,pull_request,ping", 0, 0, 64, NULL, NULL, false},
+    CFG_END};
+static const struct config_key config_trigger_keys[] = {
+    {"token_file", CONFIG_T_PATH, CFG_OFF(trigger_token_file), 0, NULL, 0, 0, 0, NULL, NULL,
+     false},
+    {"default_repo_url", CONFIG_T_STRING, CFG_OFF(trigger_default_repo_url), 0, NULL, 0, 0, 0,
+     NULL, NULL, false},
+    CFG_END};
+static const struct config_key config_kube_keys[] = {
+    {"mode", CONFIG_T_ENUM, CFG_OFF(kube_mode), 0, NULL, CONFIG_KUBE_LOCAL, 0, 0, config_modes,
+     NULL, false},
+    {"url", CONFIG_T_STRING, CFG_OFF(kube_url), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    {"namespace", CONFIG_T_STRING, CFG_OFF(kube_namespace), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    {"token_file", CONFIG_T_PATH, CFG_OFF(kube_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    {"ca_file", CONFIG_T_PATH, CFG_OFF(kube_ca_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    {"local_dir", CONFIG_T_PATH, CFG_OFF(kube_local_dir), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    {"proxy", CONFIG_T_STRING, CFG_OFF(kube_proxy), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    {"timeout_seconds", CONFIG_T_INT, CFG_OFF(kube_timeout_seconds), 0, NULL, 5, 1, 9, NULL,
+     NULL, false},
+    CFG_END};
+static const struct config_key config_gpu_keys[] = {
+    {"refresh_seconds", CONFIG_T_INT, CFG_OFF(gpu.refresh_seconds), 0, NULL, 5, 1, 3600, NULL,
+     NULL, false},
+    {"required", CONFIG_T_BOOL, CFG_OFF(gpu.required), 0, NULL, 0, 0, 1, NULL, NULL, false},
+    CFG_END};
+static const struct config_key config_top_keys[] = {
+    {"listen", CONFIG_T_STRING, CFG_OFF(listen), 0, "127.0.0.1:8080", 0, 0, 0, NULL, NULL, false},
+    {"log_level", CONFIG_T_ENUM, CFG_OFF(log_level), 0, NULL, LOGGER_INFO, 0, 0, config_levels,
+     NULL, false},
+    {"tls", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_tls_keys, false},
+    {"max_body_bytes", CONFIG_T_INT, CFG_OFF(max_body_bytes), 0, NULL, 26214400, 1024,
+     64L * 1024 * 1024, NULL, NULL, false},
+    {"shutdown_grace_seconds", CONFIG_T_INT, CFG_OFF(shutdown_grace_seconds), 0, NULL, 20, 0, 600,
+     NULL, NULL, false},
+    {"github", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_github_keys, true},
+    {"trigger", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_trigger_keys, false},
+    {"kubernetes", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_kube_keys, false},
+    {"template", CONFIG_T_PATH, CFG_OFF(template_path), 0, NULL, 0, 0, 0, NULL, NULL, true},
+    {"bindings", CONFIG_T_PATH, CFG_OFF(bindings_path), 0, NULL, 0, 0, 0, NULL, NULL, true},
+    {"selection", CONFIG_T_SELECTION, 0, 0, NULL, 0, 0, 0, NULL, NULL, false},
+    {"spool_dir", CONFIG_T_PATH, CFG_OFF(spool_dir), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    {"spool_max_age_hours", CONFIG_T_INT, CFG_OFF(spool_max_age_hours), 0, NULL, 72, 1, 24 * 365,
+     NULL, NULL, false},
+    {"gpu", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_gpu_keys, false},
+    CFG_END};
+
+struct config_ctx {
+    struct config *cfg;
+    const char *file; /* as given, for messages */
+    char *dir;        /* the config file's folder */
+    struct errlist *el;
+    const cJSON *selection;
+};
+
+/* Writes a short, printable rendering of a bad value for messages. */
+static void config_value_str(const cJSON *v, char *out, size_t n) {
+    char *s = cJSON_PrintUnformatted(v);
+    if (!s) {
+        snprintf(out, n, "(value)");
+        return;
+    }
+    if (strlen(s) > 60)
+        memcpy(s + 57, "...", 4);
+    snprintf(out, n, "%s", s);
+    free(s);
+}
+
+static char *config_resolve(const struct config_ctx *c, const char *p) {
+    char *out = NULL;
+    if (p[0] == '/')
+        return strdup(p);
+    if (asprintf(&out, "%s/%s", c->dir, p) < 0)
+        return NULL;
+    return out;
+}
+
+static int config_set_default(struct config_ctx *c, const struct config_key *k) {
+    char *base = (char *)c->cfg;
+    switch (k->type) {
+    case CONFIG_T_STRING:
+    case CONFIG_T_PATH:
+        if (k->def) {
+            char *v = k->type == CONFIG_T_PATH ? config_resolve(c, k->def) : strdup(k->def);
+            if (!v)
+                return GHE_NOMEM;
+            *(char **)(base + k->offset) = v;
+        }
+        break;
+    case CONFIG_T_INT:
+        if (k->offset == CFG_OFF(gpu.refresh_seconds))
+            *(int *)(base + k->offset) = (int)k->idef;
+        else
+            *(long *)(base + k->offset) = k->idef;
+        break;
+    case CONFIG_T_ENUM:
+        *(int *)(base + k->offset) = (int)k->idef;
+        break;
+    case CONFIG_T_BOOL:
+        *(bool *)(base + k->offset) = k->idef != 0;
+        break;
+    case CONFIG_T_STRING_LIST:
+        if (k->def) {
+            /* Defaults of lists are comma-separated. */
+            char *copy = strdup(k->def), *save = NULL;
+            size_t n = 0;
+            char **items = calloc(16, sizeof(char *));
+            if (!copy || !items) {
+                free(copy);
+                free(items);
+                return GHE_NOMEM;
+            }
+            for (char *t = strtok_r(copy, ",", &save); t && n < 16; t = strtok_r(NULL, ",", &save))
+                items[n++] = strdup(t);
+            free(copy);
+            *(char ***)(base + k->offset) = items;
+            *(size_t *)(base + k->offset_count) = n;
+        }
+        break;
+    default:
+        break;
+    }
+    return 0;
+}
+
+static void config_parse_object(struct config_ctx *c, const cJSON *obj, const char *path,
+                                const struct config_key *keys);
+
+static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *path,
+                             const struct config_key *k) {
+    char *base = (char *)c->cfg;
+    char shown[96];
+
+    config_value_str(v, shown, sizeof(shown));
+    switch (k->type) {
+    case CONFIG_T_STRING:
+    case CONFIG_T_PATH:
+        if (!cJSON_IsString(v) || !v->valuestring[0]) {
+            errlist_add(c->el, "%s: %s: %s is not a non-empty string", c->file, path, shown);
+            return;
+        }
+        free(*(char **)(base + k->offset));
+        *(char **)(base + k->offset) =
+            k->type == CONFIG_T_PATH ? config_resolve(c, v->valuestring) : strdup(v->valuestring);
+        return;
+    case CONFIG_T_INT:
+        if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble) {
+            errlist_add(c->el, "%s: %s: %s is not an integer", c->file, path, shown);
+            return;
+        }
+        if ((long)v->valuedouble < k->min || (long)v->valuedouble > k->max) {
+            errlist_add(c->el, "%s: %s: %s is out of range [%ld, %ld]", c->file, path, shown,
+                        k->min, k->max);
+            return;
+        }
+        if (k->offset == CFG_OFF(gpu.refresh_seconds))
+            *(int *)(base + k->offset) = (int)v->valuedouble;
+        else
+            *(long *)(base + k->offset) = (long)v->valuedouble;
+        return;
+    case CONFIG_T_BOOL:
+        if (!cJSON_IsBool(v)) {
+            errlist_add(c->el, "%s: %s: %s is not true or false", c->file, path, shown);
+            return;
+        }
+        *(bool *)(base + k->offset) = cJSON_IsTrue(v);
+        return;
+    case CONFIG_T_ENUM: {
+        char choices[160] = "";
+        for (int i = 0; k->choices[i]; i++) {
+            if (cJSON_IsString(v) && strcmp(v->valuestring, k->choices[i]) == 0) {
+                *(int *)(base + k->offset) = i;
+                return;
+            }
+            snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices), "%s%s",
+                     i ? ", " : "", k->choices[i]);
+        }
+        errlist_add(c->el, "%s: %s: %s is not one of %s", c->file, path, shown, choices);
+        return;
+    }
+    case CONFIG_T_STRING_LIST:
+    case CONFIG_T_PATH_LIST: {
+        int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
+        if (n < 0 || n < k->min || n > k->max) {
+            errlist_add(c->el, "%s: %s: %s must be a list of %ld to %ld strings", c->file, path,
+                        shown, k->min, k->max);
+            return;
+        }
+        char ***items = (char ***)(base + k->offset);
+        size_t *count = (size_t *)(base + k->offset_count);
+        for (size_t i = 0; i < *count; i++)
+            free((*items)[i]);
+        free(*items);
+        *items = calloc((size_t)n + 1, sizeof(char *));
+        *count = 0;
+        if (!*items)
+            return;
+        const cJSON *it;
+        int i = 0;
+        cJSON_ArrayForEach(it, v) {
+            if (!cJSON_IsString(it) || !it->valuestring[0]) {
+                char item[96];
+                config_value_str(it, item, sizeof(item));
+                errlist_add(c->el, "%s: %s[%d]: %s is not a non-empty string", c->file, path, i,
+                            item);
+            } else {
+                (*items)[(*count)++] = k->type == CONFIG_T_PATH_LIST
+                                           ? config_resolve(c, it->valuestring)
+                                           : strdup(it->valuestring);
+            }
+            i++;
+        }
+        return;
+    }
+    case CONFIG_T_OBJECT:
+        if (!cJSON_IsObject(v)) {
+            errlist_add(c->el, "%s: %s: %s is not an object", c->file, path, shown);
+            return;
+        }
+        config_parse_object(c, v, path, k->children);
+        return;
+    case CONFIG_T_SELECTION:
+        c->selection = v;
+        return;
+    }
+}
+
+static void config_parse_object(struct config_ctx *c, const cJSON *obj, const char *path,
+                                const struct config_key *keys) {
+    char sub[256];
+    const cJSON *it;
+
+    cJSON_ArrayForEach(it, obj) {
+        const struct config_key *k = keys;
+        while (k->name && strcmp(k->name, it->string) != 0)
+            k++;
+        if (!k->name)
+            errlist_add(c->el, "%s: %s.%s: unknown key", c->file, path, it->string);
+    }
+    for (const struct config_key *k = keys; k->name; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, k->name);
+        snprintf(sub, sizeof(sub), "%s.%s", path, k->name);
+        if (!v) {
+            if (k->required)
+                errlist_add(c->el, "%s: %s: required key is missing", c->file, sub);
+            continue;
+        }
+        config_parse_key(c, v, sub, k);
+    }
+}
+
+static void config_defaults(struct config_ctx *c, const struct config_key *keys) {
+    for (const struct config_key *k = keys; k->name; k++) {
+        if (k->type == CONFIG_T_OBJECT)
+            config_defaults(c, k->children);
+        else
+            config_set_default(c, k);
+    }
+}
+
+int config_read_secret(const char *path, char **out, size_t *len) {
+    int rc = GHE_IO;
+    char *data = NULL;
+    size_t n = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+
+    *out = NULL;
+    if (fd < 0)
+        return GHE_IO;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_SECRET_MAX)
+        goto out;
+    data = malloc((size_t)st.st_size + 1);
+    if (!data) {
+        rc = GHE_NOMEM;
+        goto out;
+    }
+    while (n < (size_t)st.st_size) {
+        ssize_t r = read(fd, data + n, (size_t)st.st_size - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    if (n > 0 && data[n - 1] == '\n')
+        n--;
+    if (n > 0 && data[n - 1] == '\r')
+        n--;
+    data[n] = '\0';
+    if (n == 0) {
+        rc = GHE_INVAL;
+        goto out;
+    }
+    *out = data;
+    data = NULL;
+    if (len)
+        *len = n;
+    rc = 0;
+out:
+    if (data) {
+        explicit_bzero(data, n);
+        free(data);
+    }
+    close(fd);
+    return rc;
+}
+
+static int config_read_file(const char *path, char **out, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    char *data = NULL;
+    size_t n = 0;
+
+    if (!f)
+        return GHE_IO;
+    data = malloc(CONFIG_FILE_MAX + 1);
+    if (data)
+        n = fread(data, 1, CONFIG_FILE_MAX + 1, f);
+    fclose(f);
+    if (!data)
+        return GHE_NOMEM;
+    if (n > CONFIG_FILE_MAX) {
+        free(data);
+        return GHE_TOOBIG;
+    }
+    data[n] = '\0';
+    *out = data;
+    *len = n;
+    return 0;
+}
+
+static void config_check_listen(struct config_ctx *c) {
+    struct config *cfg = c->cfg;
+    const char *colon = cfg->listen ? strrchr(cfg->listen, ':') : NULL;
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+
+    if (!colon || colon == cfg->listen || !end || *end || colon[1] == '\0' || port < 0 ||
+        port > 65535) {
+        errlist_add(c->el, "%s: .listen: \"%s\" is not HOST:PORT", c->file,
+                    cfg->listen ? cfg->listen : "");
+        return;
+    }
+    cfg->listen_host = strndup(cfg->listen, (size_t)(colon - cfg->listen));
+    cfg->listen_port = (int)port;
+}
+
+/* Files the config names must exist and be readable; secrets must be non-empty. */
+static void config_check_files(struct config_ctx *c) {
+    struct config *cfg = c->cfg;
+    const char *secrets[SIGNATURE_MAX_KEYS];
+    size_t lens[SIGNATURE_MAX_KEYS];
+    size_t nsec = 0;
+
+    for (size_t i = 0; i < cfg->secret_count; i++) {
+        char *s = NULL;
+        size_t len = 0;
+        int rc = config_read_secret(cfg->secret_files[i], &s, &len);
+        if (rc == GHE_INVAL)
+            errlist_add(c->el, "%s: .github.secret_files[%zu]: %s is empty", c->file, i,
+                        cfg->secret_files[i]);
+        else if (rc)
+            errlist_add(c->el, "%s: .github.secret_files[%zu]: cannot read %s: %s", c->file, i,
+                        cfg->secret_files[i], strerror(errno));
+        else {
+            secrets[nsec] = s;
+            lens[nsec++] = len;
+        }
+    }
+    if (nsec == cfg->secret_count && nsec > 0) {
+        cfg->keyring = signature_keyring_new(secrets, lens, nsec);
+        if (!cfg->keyring)
+            errlist_add(c->el, "%s: .github.secret_files: cannot prepare HMAC keys", c->file);
+    }
+    for (size_t i = 0; i < nsec; i++) {
+        explicit_bzero((char *)secrets[i], lens[i]);
+        free((char *)secrets[i]);
+    }
+    if (cfg->trigger_token_file) {
+        int rc = config_read_secret(cfg->trigger_token_file, &cfg->trigger_token, NULL);
+        if (rc == GHE_INVAL)
+            errlist_add(c->el, "%s: .trigger.token_file: %s is empty", c->file,
+                        cfg->trigger_token_file);
+        else if (rc)
+            errlist_add(c->el, "%s: .trigger.token_file: cannot read %s: %s", c->file,
+                        cfg->trigger_token_file, strerror(errno));
+    }
+    const struct {
+        const char *key;
+        const char *path;
+    } files[] = {{".tls.cert_file", cfg->tls_cert_file},
+                 {".tls.key_file", cfg->tls_key_file},
+                 {".kubernetes.ca_file", cfg->kube_ca_file},
+                 {".kubernetes.token_file", cfg->kube_token_file}};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        if (files[i].path && access(files[i].path, R_OK) != 0)
+            errlist_add(c->el, "%s: %s: cannot read %s: %s", c->file, files[i].key, files[i].path,
+                        strerror(errno));
+}
+
+static void config_check_kube(struct config_ctx *c) {
+    struct config *cfg = c->cfg;
+
+    switch (cfg->kube_mode) {
+    case CONFIG_KUBE_URL:
+        if (!cfg->kube_url)
+            errlist_add(c->el, "%s: .kubernetes.url: required when mode is \"url\"", c->file);
+        else if (strncmp(cfg->kube_url, "http://", 7) != 0 &&
+                 strncmp(cfg->kube_url, "https://", 8) != 0)
+            errlist_add(c->el, "%s: .kubernetes.url: \"%s\" is not an http:// or https:// URL",
+                        c->file, cfg->kube_url);
+        break;
+    case CONFIG_KUBE_LOCAL:
+        if (!cfg->kube_local_dir)
+            errlist_add(c->el, "%s: .kubernetes.local_dir: required when mode is \"local\"",
+                        c->file);
+        break;
+    default:
+        break;
+    }
+    if ((cfg->kube_mode == CONFIG_KUBE_URL || cfg->kube_mode == CONFIG_KUBE_IN_CLUSTER) &&
+        !cfg->spool_dir)
+        errlist_add(c->el, "%s: .spool_dir: required when kubernetes.mode is \"%s\"", c->file,
+                    config_kube_mode_name(cfg->kube_mode));
+    if (cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER && !cfg->kube_namespace)
+        cfg->kube_namespace = strdup("tekton-pipelines");
+    if (cfg->tls_cert_file && !cfg->tls_key_file)
+        errlist_add(c->el, "%s: .tls.key_file: required with tls.cert_file", c->file);
+}
+
+const char *config_kube_mode_name(int mode) {
+    return mode >= 0 && mode <= CONFIG_KUBE_DRY_RUN ? config_modes[mode] : "unknown";
+}
+
+int config_load(const char *path, struct config **out, struct errlist *el) {
+    struct config_ctx c = {0};
+    char *text = NULL, *pathcopy = NULL;
+    size_t len = 0;
+    cJSON *root = NULL;
+    size_t before = el->count;
+    int rc;
+
+    *out = NULL;
+    c.file = path;
+    c.el = el;
+    rc = config_read_file(path, &text, &len);
+    if (rc) {
+        errlist_add(el, "%s: cannot read: %s", path,
+                    rc == GHE_TOOBIG ? "larger than 1 MiB" : strerror(errno));
+        return GHE_IO;
+    }
+    root = cJSON_ParseWithLength(text, len);
+    if (!cJSON_IsObject(root)) {
+        const char *at = cJSON_GetErrorPtr();
+        int line = 1;
+        for (const char *p = text; at && p < at && *p; p++)
+            line += *p == '\n';
+        errlist_add(el, "%s: line %d: not a JSON object", path, line);
+        rc = GHE_INVAL;
+        goto out;
+    }
+    c.cfg = calloc(1, sizeof(*c.cfg));
+    pathcopy = strdup(path);
+    if (!c.cfg || !pathcopy) {
+        rc = GHE_NOMEM;
+        goto out;
+    }
+    c.cfg->refs = 1;
+    c.cfg->path = strdup(path);
+    c.dir = strdup(dirname(pathcopy));
+    config_defaults(&c, config_top_keys);
+    config_parse_object(&c, root, "", config_top_keys);
+    /* Fill gaps left by the generic pass (the kube mode decides local_dir's default). */
+    if (c.cfg->kube_mode == CONFIG_KUBE_LOCAL && !c.cfg->kube_local_dir)
+        c.cfg->kube_local_dir = config_resolve(&c, "../var/pipelineruns");
+    config_check_listen(&c);
+    config_check_kube(&c);
+    config_check_files(&c);
+    if (select_rules_parse(c.selection, path, &c.cfg->rules, el) != 0 && el->count == before)
+        errlist_add(el, "%s: .selection: invalid", path);
+    if (c.cfg->template_path && c.cfg->bindings_path)
+        template_load(c.cfg->template_path, c.cfg->bindings_path, &c.cfg->tmpl, el);
+    rc = el->count == before ? 0 : GHE_INVAL;
+out:
+    cJSON_Delete(root);
+    free(text);
+    free(pathcopy);
+    free(c.dir);
+    if (rc == 0)
+        *out = c.cfg;
+    else if (c.cfg)
+        config_unref(c.cfg);
+    return rc;
+}
+
+struct config *config_ref(struct config *cfg) {
+    if (cfg)
+        __atomic_add_fetch(&cfg->refs, 1, __ATOMIC_ACQ_REL);
+    return cfg;
+}
+
+static void config_free_list(char **items, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(items[i]);
+    free(items);
+}
+
+void config_unref(struct config *cfg) {
+    if (!cfg || __atomic_sub_fetch(&cfg->refs, 1, __ATOMIC_ACQ_REL) != 0)
+        return;
+    free(cfg->path);
+    free(cfg->listen);
+    free(cfg->listen_host);
+    free(cfg->tls_cert_file);
+    free(cfg->tls_key_file);
+    config_free_list(cfg->secret_files, cfg->secret_count);
+    signature_keyring_free(cfg->keyring);
+    config_free_list(cfg->events, cfg->event_count);
+    free(cfg->trigger_token_file);
+    if (cfg->trigger_token) {
+        explicit_bzero(cfg->trigger_token, strlen(cfg->trigger_token));
+        free(cfg->trigger_token);
+    }
+    free(cfg->trigger_default_repo_url);
+    free(cfg->kube_url);
+    free(cfg->kube_namespace);
+    free(cfg->kube_token_file);
+    free(cfg->kube_ca_file);
+    free(cfg->kube_local_dir);
+    free(cfg->kube_proxy);
+    free(cfg->template_path);
+    free(cfg->bindings_path);
+    template_free(cfg->tmpl);
+    select_rules_free(cfg->rules);
+    free(cfg->spool_dir);
+    free(cfg);
+}

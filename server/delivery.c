@@ -1,0 +1,216 @@
+#include "gpuhook/delivery.h"
+#include "gpuhook/kube.h"
+#include "gpuhook/logger.h"
+#include "gpuhook/spool.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DELIVERY_READY_CACHE_MS 1000
+
+struct delivery {
+    int mode;
+    long timeout_ms;
+    char *namespace;
+    char *local_dir;
+    struct kube *kube;
+    struct spool *spool;
+
+    pthread_mutex_t lock; /* guards the readiness cache */
+    long ready_at_ms;
+    bool ready_ok;
+    char ready_detail[512];
+};
+
+static const char *const delivery_names[] = {"created",  "exists",   "queued",
+                                             "dry_run", "rejected", "unavailable"};
+
+const char *delivery_outcome_name(int outcome) {
+    return outcome >= 0 && outcome <= DELIVERY_UNAVAILABLE ? delivery_names[outcome] : "unknown";
+}
+
+static long delivery_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static int delivery_mkdirs(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0750) != 0 && errno != EEXIST)
+            return GHE_IO;
+        *p = '/';
+    }
+    return mkdir(path, 0750) != 0 && errno != EEXIST ? GHE_IO : 0;
+}
+
+int delivery_new(const struct config *cfg, struct delivery **out, struct errlist *el) {
+    struct delivery *d = calloc(1, sizeof(*d));
+    char err[512];
+
+    *out = NULL;
+    if (!d)
+        return GHE_NOMEM;
+    pthread_mutex_init(&d->lock, NULL);
+    d->mode = cfg->kube_mode;
+    d->timeout_ms = cfg->kube_timeout_seconds * 1000L;
+    if (d->mode == CONFIG_KUBE_URL || d->mode == CONFIG_KUBE_IN_CLUSTER) {
+        if (kube_new(cfg, &d->kube, el) != 0)
+            goto fail;
+        d->namespace = strdup(kube_namespace(d->kube));
+        if (spool_open(cfg->spool_dir, cfg->spool_max_age_hours, &d->spool, err, sizeof(err))) {
+            errlist_add(el, "%s", err);
+            goto fail;
+        }
+    } else {
+        d->namespace = strdup(cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines");
+    }
+    if (d->mode == CONFIG_KUBE_LOCAL) {
+        d->local_dir = strdup(cfg->kube_local_dir);
+        if (delivery_mkdirs(d->local_dir) != 0) {
+            errlist_add(el, "kubernetes.local_dir %s: %s", d->local_dir, strerror(errno));
+            goto fail;
+        }
+    }
+    *out = d;
+    return 0;
+fail:
+    delivery_free(d);
+    return GHE_INVAL;
+}
+
+int delivery_start(struct delivery *d) {
+    return d->spool ? spool_start(d->spool, d->kube) : 0;
+}
+
+void delivery_free(struct delivery *d) {
+    if (!d)
+        return;
+    spool_free(d->spool);
+    kube_free(d->kube);
+    free(d->namespace);
+    free(d->local_dir);
+    pthread_mutex_destroy(&d->lock);
+    free(d);
+}
+
+const char *delivery_namespace(const struct delivery *d) {
+    return d->namespace;
+}
+
+int delivery_mode(const struct delivery *d) {
+    return d->mode;
+}
+
+static void delivery_via_api(struct delivery *d, const char *name, const char *ns,
+                             const char *json, size_t len, struct delivery_result *r) {
+    struct kube_result kr;
+    char status[16];
+
+    kube_create(d->kube, ns, json, len, d->timeout_ms, &kr);
+    r->api_status = kr.status;
+    snprintf(r->message, sizeof(r->message), "%s", kr.message);
+    snprintf(status, sizeof(status), "%d", kr.status);
+    if (kr.status == 201) {
+        r->outcome = DELIVERY_CREATED;
+        return;
+    }
+    if (kr.status == 409) {
+        r->outcome = DELIVERY_EXISTS;
+        return;
+    }
+    if (kr.status == 400 || kr.status == 422) {
+        r->outcome = DELIVERY_REJECTED;
+        LOGGER_ERROR_("API rejected the PipelineRun", "pipelinerun", name, "status", status,
+                      "error", kr.message);
+        return;
+    }
+    /* Out of time: keep it durably and let the worker finish the job. */
+    if (spool_put(d->spool, name, json, len) == 0) {
+        r->outcome = DELIVERY_QUEUED;
+        LOGGER_WARN_("API unavailable, run spooled", "pipelinerun", name, "status", status,
+                     "error", kr.message);
+    } else {
+        r->outcome = DELIVERY_UNAVAILABLE;
+        LOGGER_ERROR_("API unavailable and the spool refused the run", "pipelinerun", name,
+                      "status", status, "error", strerror(errno));
+    }
+}
+
+void delivery_submit(struct delivery *d, const char *name, const char *ns, const char *json,
+                     size_t len, struct delivery_result *r) {
+    char file[128];
+    int rc;
+
+    memset(r, 0, sizeof(*r));
+    switch (d->mode) {
+    case CONFIG_KUBE_DRY_RUN:
+        r->outcome = DELIVERY_DRY_RUN;
+        return;
+    case CONFIG_KUBE_LOCAL:
+        snprintf(file, sizeof(file), "%s.json", name);
+        rc = spool_write_atomic(d->local_dir, file, json, len, 1);
+        r->outcome = rc == 0              ? DELIVERY_CREATED
+                     : rc == GHE_EXISTS   ? DELIVERY_EXISTS
+                                          : DELIVERY_UNAVAILABLE;
+        if (r->outcome == DELIVERY_UNAVAILABLE)
+            snprintf(r->message, sizeof(r->message), "cannot write to kubernetes.local_dir");
+        return;
+    default:
+        delivery_via_api(d, name, ns, json, len, r);
+    }
+}
+
+bool delivery_ready(struct delivery *d, struct buf *detail) {
+    long now = delivery_now_ms();
+    bool ok;
+    char msg[512] = "";
+
+    pthread_mutex_lock(&d->lock);
+    if (d->ready_at_ms && now - d->ready_at_ms < DELIVERY_READY_CACHE_MS) {
+        ok = d->ready_ok;
+        snprintf(msg, sizeof(msg), "%s", d->ready_detail);
+        pthread_mutex_unlock(&d->lock);
+        goto report;
+    }
+    pthread_mutex_unlock(&d->lock);
+
+    switch (d->mode) {
+    case CONFIG_KUBE_DRY_RUN:
+        ok = true;
+        snprintf(msg, sizeof(msg), "dry-run: nothing is sent");
+        break;
+    case CONFIG_KUBE_LOCAL:
+        ok = access(d->local_dir, W_OK) == 0;
+        snprintf(msg, sizeof(msg), "%s is %swritable", d->local_dir, ok ? "" : "not ");
+        break;
+    default:
+        ok = kube_probe(d->kube, msg, sizeof(msg)) == 0;
+        if (ok)
+            snprintf(msg, sizeof(msg), "API server answers");
+    }
+    pthread_mutex_lock(&d->lock);
+    d->ready_at_ms = delivery_now_ms();
+    d->ready_ok = ok;
+    snprintf(d->ready_detail, sizeof(d->ready_detail), "%s", msg);
+    pthread_mutex_unlock(&d->lock);
+report:
+    buf_appendf(detail, "\"delivery\":{\"ok\":%s,\"mode\":\"%s\",\"detail\":\"",
+                ok ? "true" : "false", config_kube_mode_name(d->mode));
+    buf_append_json_escaped(detail, msg, strlen(msg));
+    buf_appends(detail, "\"}");
+    if (d->spool)
+        buf_appendf(detail, ",\"spool\":{\"ok\":true,\"depth\":%ld}", spool_depth(d->spool));
+    return ok;
+}

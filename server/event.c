@@ -1,0 +1,594 @@
+#include "gpuhook/event.h"
+#include "gpuhook/error.h"
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+void event_init(struct event *ev) {
+    *ev = (struct event){0};
+}
+
+static void strv_free(char **v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void event_cleanup(struct event *ev) {
+    char **fields[] = {&ev->event,       &ev->action,    &ev->repo_full_name, &ev->repo_url,
+                       &ev->ref,         &ev->branch,    &ev->tag,            &ev->revision,
+                       &ev->base_branch, &ev->pr_number, &ev->message,        &ev->sender,
+                       &ev->delivery,    &ev->hook_id,   &ev->added_label};
+
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        free(*fields[i]);
+    strv_free(ev->labels, ev->label_count);
+    strv_free(ev->changed_paths, ev->changed_count);
+    cJSON_Delete(ev->body);
+    event_init(ev);
+}
+
+int event_set(char **field, const char *s) {
+    char *copy = NULL;
+
+    if (s) {
+        copy = strdup(s);
+        if (!copy)
+            return GHE_NOMEM;
+    }
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+const char *event_header_get(const struct event *ev, const char *name) {
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < ev->header_count; i++) {
+        if (ev->headers[i].name && strcasecmp(ev->headers[i].name, name) == 0)
+            return ev->headers[i].value;
+    }
+    return NULL;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+
+    if (!err || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* RFC 9110 token characters. */
+static bool is_tchar(char c) {
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+        return true;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static const char *skip_ows(const char *p) {
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+static bool charset_is_utf8(const char *v) {
+    return strcasecmp(v, "utf-8") == 0 || strcasecmp(v, "utf8") == 0 ||
+           strcasecmp(v, "us-ascii") == 0;
+}
+
+int event_content_type_parse(const char *content_type) {
+    static const char json[] = "application/json";
+    static const char form[] = "application/x-www-form-urlencoded";
+    int kind;
+
+    if (!content_type)
+        return EVENT_CONTENT_UNSUPPORTED;
+    const char *p = skip_ows(content_type);
+    const char *start = p;
+    while (is_tchar(*p) || *p == '/')
+        p++;
+    size_t n = (size_t)(p - start);
+    if (n == sizeof(json) - 1 && strncasecmp(start, json, n) == 0)
+        kind = EVENT_CONTENT_JSON;
+    else if (n == sizeof(form) - 1 && strncasecmp(start, form, n) == 0)
+        kind = EVENT_CONTENT_FORM;
+    else
+        return EVENT_CONTENT_UNSUPPORTED;
+
+    for (;;) {
+        char value[32];
+        size_t vlen = 0;
+        bool too_long = false;
+
+        p = skip_ows(p);
+        if (*p == '\0')
+            return kind;
+        if (*p != ';')
+            return EVENT_CONTENT_UNSUPPORTED;
+        p = skip_ows(p + 1);
+        if (*p == '\0')
+            return kind;
+        const char *name = p;
+        while (is_tchar(*p))
+            p++;
+        size_t name_len = (size_t)(p - name);
+        if (name_len == 0 || *p != '=')
+            return EVENT_CONTENT_UNSUPPORTED;
+        p++;
+        if (*p == '"') {
+            for (p++; *p && *p != '"'; p++) {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (vlen < sizeof(value) - 1)
+                    value[vlen++] = *p;
+                else
+                    too_long = true;
+            }
+            if (*p != '"')
+                return EVENT_CONTENT_UNSUPPORTED;
+            p++;
+        } else {
+            for (; is_tchar(*p); p++) {
+                if (vlen < sizeof(value) - 1)
+                    value[vlen++] = *p;
+                else
+                    too_long = true;
+            }
+            if (vlen == 0)
+                return EVENT_CONTENT_UNSUPPORTED;
+        }
+        value[vlen] = '\0';
+        if (name_len == 7 && strncasecmp(name, "charset", 7) == 0 &&
+            (too_long || !charset_is_utf8(value)))
+            return EVENT_CONTENT_UNSUPPORTED;
+    }
+}
+
+/*
+ * Returns the offset of the first byte that breaks strict UTF-8 (overlong
+ * forms, surrogates and code points past U+10FFFF included), or len.
+ */
+static size_t utf8_invalid_offset(const unsigned char *s, size_t len) {
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t need;
+        unsigned char lo = 0x80, hi = 0xBF;
+
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xC2 && c <= 0xDF) {
+            need = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            need = 2;
+            if (c == 0xE0)
+                lo = 0xA0;
+            else if (c == 0xED)
+                hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            need = 3;
+            if (c == 0xF0)
+                lo = 0x90;
+            else if (c == 0xF4)
+                hi = 0x8F;
+        } else {
+            return i;
+        }
+        if (len - i <= need)
+            return i;
+        if (s[i + 1] < lo || s[i + 1] > hi)
+            return i;
+        for (size_t k = 2; k <= need; k++) {
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+                return i;
+        }
+        i += need + 1;
+    }
+    return len;
+}
+
+static bool is_json_ws(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_t errlen) {
+    size_t i = 0, begin;
+    int depth = 0;
+    bool in_string = false;
+
+    *out = NULL;
+    if (len > 0 && !text)
+        len = 0;
+    size_t bad = utf8_invalid_offset((const unsigned char *)text, len);
+    if (bad < len) {
+        set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
+        return GHE_INVAL;
+    }
+    if (len > 0 && memchr(text, '\0', len)) {
+        set_err(err, errlen, "body contains a NUL byte");
+        return GHE_INVAL;
+    }
+
+    /*
+     * cJSON recurses once per nesting level, so the depth is bounded by a
+     * cheap scan first. The same scan finds where the top-level object ends,
+     * which lets trailing data be refused although cJSON_ParseWithLength
+     * stops at the end of the first value.
+     */
+    while (i < len && is_json_ws(text[i]))
+        i++;
+    if (i == len || text[i] != '{') {
+        set_err(err, errlen, "body is not a JSON object");
+        return GHE_INVAL;
+    }
+    begin = i;
+    for (; i < len; i++) {
+        char c = text[i];
+
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+            continue;
+        }
+        if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            if (++depth > EVENT_MAX_DEPTH) {
+                set_err(err, errlen, "body nests deeper than %d levels", EVENT_MAX_DEPTH);
+                return GHE_INVAL;
+            }
+        } else if (c == '}' || c == ']') {
+            if (--depth == 0)
+                break;
+        }
+    }
+    if (i >= len) {
+        set_err(err, errlen, "body is not valid JSON");
+        return GHE_INVAL;
+    }
+    size_t end = i + 1;
+    for (i = end; i < len; i++) {
+        if (!is_json_ws(text[i])) {
+            set_err(err, errlen, "body has data after the JSON object (byte %zu)", i);
+            return GHE_INVAL;
+        }
+    }
+
+    cJSON *root = cJSON_ParseWithLength(text + begin, end - begin);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        set_err(err, errlen, "body is not valid JSON");
+        return GHE_INVAL;
+    }
+    *out = root;
+    return 0;
+}
+
+static int hex_value(char c) {
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/*
+ * Finds the payload field of a form body and URL-decodes it in place. Field
+ * names are compared as sent: GitHub never encodes "payload".
+ */
+static int form_payload(char *body, size_t len, char **value, size_t *value_len, char *err,
+                        size_t errlen) {
+    char *found = NULL;
+    size_t found_len = 0;
+    size_t i = 0;
+
+    while (body && i <= len) {
+        size_t start = i;
+
+        while (i < len && body[i] != '&')
+            i++;
+        char *eq = memchr(body + start, '=', i - start);
+        size_t name_len = eq ? (size_t)(eq - (body + start)) : i - start;
+        if (name_len == 7 && memcmp(body + start, "payload", 7) == 0) {
+            if (found) {
+                set_err(err, errlen, "form body has more than one \"payload\" field");
+                return GHE_INVAL;
+            }
+            found = eq ? eq + 1 : body + i;
+            found_len = (size_t)(body + i - found);
+        }
+        i++;
+    }
+    if (!found) {
+        set_err(err, errlen, "form body lacks a \"payload\" field");
+        return GHE_INVAL;
+    }
+
+    size_t o = 0;
+    for (size_t k = 0; k < found_len; k++) {
+        char c = found[k];
+
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%') {
+            int hi = k + 2 < found_len ? hex_value(found[k + 1]) : -1;
+            int lo = hi >= 0 ? hex_value(found[k + 2]) : -1;
+            if (lo < 0) {
+                set_err(err, errlen, "form field \"payload\" has a bad %%-escape at offset %zu",
+                        k);
+                return GHE_INVAL;
+            }
+            c = (char)(hi << 4 | lo);
+            k += 2;
+        }
+        found[o++] = c;
+    }
+    *value = found;
+    *value_len = o;
+    return 0;
+}
+
+static const cJSON *obj_get(const cJSON *o, const char *key) {
+    return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
+}
+
+static const char *obj_string(const cJSON *o, const char *key) {
+    const cJSON *v = obj_get(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static const char *strip_prefix(const char *s, const char *prefix) {
+    size_t n = strlen(prefix);
+    return s && strncmp(s, prefix, n) == 0 ? s + n : NULL;
+}
+
+/* True for a SHA of only zeros, which GitHub sends as "after" when a ref is deleted. */
+static bool sha_is_zero(const char *s) {
+    if (!*s)
+        return false;
+    for (; *s; s++) {
+        if (*s != '0')
+            return false;
+    }
+    return true;
+}
+
+/* Formats a JSON number that holds a non-negative whole number below 2^53. */
+static bool number_format(const cJSON *v, char *out, size_t outlen) {
+    if (!cJSON_IsNumber(v))
+        return false;
+    double d = v->valuedouble;
+    if (!(d >= 0 && d <= 9007199254740992.0) || (double)(long long)d != d)
+        return false;
+    snprintf(out, outlen, "%lld", (long long)d);
+    return true;
+}
+
+/* Appends a copy of s to *v. */
+static int strv_push(char ***v, size_t *n, const char *s) {
+    char *copy = strdup(s);
+    if (!copy)
+        return GHE_NOMEM;
+    char **grown = realloc(*v, (*n + 1) * sizeof(**v));
+    if (!grown) {
+        free(copy);
+        return GHE_NOMEM;
+    }
+    grown[(*n)++] = copy;
+    *v = grown;
+    return 0;
+}
+
+struct path_ref {
+    const char *s;
+    size_t idx;
+};
+
+static int path_ref_cmp(const void *a, const void *b) {
+    const struct path_ref *x = a, *y = b;
+    int c = strcmp(x->s, y->s);
+    if (c)
+        return c;
+    return (x->idx > y->idx) - (x->idx < y->idx);
+}
+
+/*
+ * Collects the union of commits[].added/modified/removed, in order of first
+ * appearance. Sorting keeps this O(n log n) for pushes with many files.
+ */
+static int event_collect_paths(struct event *ev, const cJSON *commits) {
+    static const char *const lists[] = {"added", "modified", "removed"};
+    const char **all = NULL;
+    struct path_ref *sorted = NULL;
+    bool *keep = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    const cJSON *commit;
+
+    if (!cJSON_IsArray(commits))
+        return 0;
+    cJSON_ArrayForEach(commit, commits) {
+        for (size_t l = 0; l < 3; l++) {
+            const cJSON *list = obj_get(commit, lists[l]);
+            const cJSON *p;
+
+            if (!cJSON_IsArray(list))
+                continue;
+            cJSON_ArrayForEach(p, list) {
+                if (!cJSON_IsString(p))
+                    continue;
+                if (n == cap) {
+                    size_t ncap = cap ? cap * 2 : 16;
+                    const char **grown = realloc(all, ncap * sizeof(*all));
+                    if (!grown) {
+                        rc = GHE_NOMEM;
+                        goto out;
+                    }
+                    all = grown;
+                    cap = ncap;
+                }
+                all[n++] = p->valuestring;
+            }
+        }
+    }
+    if (n == 0)
+        goto out;
+
+    sorted = malloc(n * sizeof(*sorted));
+    keep = calloc(n, sizeof(*keep));
+    ev->changed_paths = calloc(n, sizeof(*ev->changed_paths));
+    if (!sorted || !keep || !ev->changed_paths) {
+        rc = GHE_NOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        sorted[i] = (struct path_ref){all[i], i};
+    qsort(sorted, n, sizeof(*sorted), path_ref_cmp);
+    for (size_t i = 0; i < n; i++)
+        keep[sorted[i].idx] = i == 0 || strcmp(sorted[i].s, sorted[i - 1].s) != 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!keep[i])
+            continue;
+        ev->changed_paths[ev->changed_count] = strdup(all[i]);
+        if (!ev->changed_paths[ev->changed_count]) {
+            rc = GHE_NOMEM;
+            goto out;
+        }
+        ev->changed_count++;
+    }
+
+out:
+    free(all);
+    free(sorted);
+    free(keep);
+    return rc;
+}
+
+static int event_fill_push(struct event *ev, const cJSON *b, char *err, size_t errlen) {
+    const char *after = obj_string(b, "after");
+    const char *ref = obj_string(b, "ref");
+    int rc;
+
+    if (!after) {
+        set_err(err, errlen, "push payload lacks \"after\"");
+        return GHE_INVAL;
+    }
+    if (!ev->repo_url) {
+        set_err(err, errlen, "push payload lacks \"repository.clone_url\"");
+        return GHE_INVAL;
+    }
+    if ((rc = event_set(&ev->revision, after)) || (rc = event_set(&ev->ref, ref)) ||
+        (rc = event_set(&ev->branch, strip_prefix(ref, "refs/heads/"))) ||
+        (rc = event_set(&ev->tag, strip_prefix(ref, "refs/tags/"))) ||
+        (rc = event_set(&ev->message, obj_string(obj_get(b, "head_commit"), "message"))))
+        return rc;
+    ev->deleted = cJSON_IsTrue(obj_get(b, "deleted")) || sha_is_zero(after);
+    return event_collect_paths(ev, obj_get(b, "commits"));
+}
+
+static int event_fill_pull_request(struct event *ev, const cJSON *b, char *err, size_t errlen) {
+    const cJSON *pr = obj_get(b, "pull_request");
+    const cJSON *head = obj_get(pr, "head");
+    const char *sha = obj_string(head, "sha");
+    const cJSON *labels = obj_get(pr, "labels");
+    const cJSON *label;
+    char number[32], ref[64];
+    int rc;
+
+    if (!sha) {
+        set_err(err, errlen, "pull_request payload lacks \"pull_request.head.sha\"");
+        return GHE_INVAL;
+    }
+    if (!ev->repo_url) {
+        set_err(err, errlen, "pull_request payload lacks \"repository.clone_url\"");
+        return GHE_INVAL;
+    }
+    if ((rc = event_set(&ev->revision, sha)) ||
+        (rc = event_set(&ev->branch, obj_string(head, "ref"))) ||
+        (rc = event_set(&ev->base_branch, obj_string(obj_get(pr, "base"), "ref"))) ||
+        (rc = event_set(&ev->message, obj_string(pr, "title"))))
+        return rc;
+    if (number_format(obj_get(b, "number"), number, sizeof(number)) ||
+        number_format(obj_get(pr, "number"), number, sizeof(number))) {
+        snprintf(ref, sizeof(ref), "refs/pull/%s/head", number);
+        if ((rc = event_set(&ev->pr_number, number)) || (rc = event_set(&ev->ref, ref)))
+            return rc;
+    }
+    ev->draft = cJSON_IsTrue(obj_get(pr, "draft"));
+    if (ev->action && strcmp(ev->action, "labeled") == 0 &&
+        (rc = event_set(&ev->added_label, obj_string(obj_get(b, "label"), "name"))))
+        return rc;
+    if (cJSON_IsArray(labels)) {
+        cJSON_ArrayForEach(label, labels) {
+            const char *name = obj_string(label, "name");
+            if (name && (rc = strv_push(&ev->labels, &ev->label_count, name)))
+                return rc;
+        }
+    }
+    return 0;
+}
+
+int event_parse_delivery(struct event *ev, const char *event_name, const char *delivery,
+                         const char *hook_id, const char *content_type, char *body, size_t len,
+                         char *err, size_t errlen) {
+    char *json = body;
+    size_t json_len = len;
+    int rc;
+
+    if (err && errlen)
+        err[0] = '\0';
+    if ((rc = event_set(&ev->event, event_name)) || (rc = event_set(&ev->delivery, delivery)) ||
+        (rc = event_set(&ev->hook_id, hook_id)))
+        goto out;
+
+    int kind = event_content_type_parse(content_type);
+    if (kind == EVENT_CONTENT_UNSUPPORTED) {
+        set_err(err, errlen,
+                "content type is neither application/json nor "
+                "application/x-www-form-urlencoded");
+        return GHE_UNSUPPORTED;
+    }
+    if (kind == EVENT_CONTENT_FORM && (rc = form_payload(body, len, &json, &json_len, err, errlen)))
+        return rc;
+
+    cJSON_Delete(ev->body);
+    ev->body = NULL;
+    if ((rc = event_json_parse(json, json_len, &ev->body, err, errlen)))
+        return rc;
+
+    const cJSON *b = ev->body;
+    const cJSON *repo = obj_get(b, "repository");
+    if ((rc = event_set(&ev->action, obj_string(b, "action"))) ||
+        (rc = event_set(&ev->repo_full_name, obj_string(repo, "full_name"))) ||
+        (rc = event_set(&ev->repo_url, obj_string(repo, "clone_url"))) ||
+        (rc = event_set(&ev->sender, obj_string(obj_get(b, "sender"), "login"))))
+        goto out;
+
+    if (event_name && strcmp(event_name, "push") == 0)
+        rc = event_fill_push(ev, b, err, errlen);
+    else if (event_name && strcmp(event_name, "pull_request") == 0)
+        rc = event_fill_pull_request(ev, b, err, errlen);
+
+out:
+    if (rc == GHE_NOMEM)
+        set_err(err, errlen, "out of memory");
+    return rc;
+}
