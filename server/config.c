@@ -109,6 +109,7 @@ struct config_ctx {
     char *dir;        /* the config file's folder */
     struct errlist *el;
     const cJSON *selection;
+    bool offline;
 };
 
 /* Writes a short, printable rendering of a bad value for messages. */
@@ -488,7 +489,8 @@ const char *config_kube_mode_name(int mode) {
     return mode >= 0 && mode <= CONFIG_KUBE_DRY_RUN ? config_modes[mode] : "unknown";
 }
 
-int config_load(const char *path, struct config **out, struct errlist *el) {
+static int config_load_ctx(const char *path, struct config **out, struct errlist *el,
+                           bool offline) {
     struct config_ctx c = {0};
     char *text = NULL, *pathcopy = NULL;
     size_t len = 0;
@@ -531,7 +533,9 @@ int config_load(const char *path, struct config **out, struct errlist *el) {
         c.cfg->kube_local_dir = config_resolve(&c, "../var/pipelineruns");
     config_check_listen(&c);
     config_check_kube(&c);
-    config_check_files(&c);
+    c.offline = offline;
+    if (!offline)
+        config_check_files(&c);
     if (select_rules_parse(c.selection, path, &c.cfg->rules, el) != 0 && el->count == before)
         errlist_add(el, "%s: .selection: invalid", path);
     if (c.cfg->template_path && c.cfg->bindings_path)
@@ -547,6 +551,14 @@ out:
     else if (c.cfg)
         config_unref(c.cfg);
     return rc;
+}
+
+int config_load(const char *path, struct config **out, struct errlist *el) {
+    return config_load_ctx(path, out, el, false);
+}
+
+int config_load_offline(const char *path, struct config **out, struct errlist *el) {
+    return config_load_ctx(path, out, el, true);
 }
 
 struct config *config_ref(struct config *cfg) {

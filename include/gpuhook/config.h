@@ -75,6 +75,9 @@ struct config {
  */
 int config_load(const char *path, struct config **out, struct errlist *el);
 
+/* Like config_load, but secrets are neither required nor read (for `gpuhook render`). */
+int config_load_offline(const char *path, struct config **out, struct errlist *el);
+
 /* Takes and drops references; the last unref frees. Thread-safe. */
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);

@@ -54,8 +54,8 @@ enum gpu_fit_outcome { GPU_FIT_KEEP = 0, GPU_FIT_DOWNGRADED = 1, GPU_FIT_REJECTE
  * the numbers into reason (or leaves it empty when the check was skipped
  * because no GPU is seen and required is false). Returns an enum gpu_fit_outcome.
  */
-int gpu_fit_check(const struct gpu_fit_policy *policy, bool required, int variant,
-                  int *variant_out, char *reason, size_t reason_len);
+int gpu_fit_check(const struct gpu_fit_policy *policy, bool required, int variant, int *variant_out,
+                  char *reason, size_t reason_len);
 
 /* "cuda <runtime version>" or "cuda off" (static string). */
 const char *gpu_build_string(void);

@@ -22,11 +22,11 @@
 #include "gpuhook/gpu.h"
 
 #define GPU_MAX_DEVICES 16
-#define GPU_NAME_MAX 256     /* cudaDeviceProp.name */
-#define GPU_UUID_MAX 96      /* NVML_DEVICE_UUID_V2_BUFFER_SIZE */
-#define GPU_PCI_ID_MAX 32    /* NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE */
+#define GPU_NAME_MAX 256  /* cudaDeviceProp.name */
+#define GPU_UUID_MAX 96   /* NVML_DEVICE_UUID_V2_BUFFER_SIZE */
+#define GPU_PCI_ID_MAX 32 /* NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE */
 #define GPU_ERROR_NAME_MAX 64
-#define GPU_DRIVER_MAX 80    /* NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE */
+#define GPU_DRIVER_MAX 80 /* NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE */
 #define GPU_VISIBLE_MAX 256
 
 /* CUDA's error codes that decide a reason (driver_types.h). */
@@ -212,12 +212,12 @@ enum gpu_reason {
 
 /* A snapshot judged at one moment. */
 struct gpu_view {
-    int status;             /* enum gpu_status */
-    unsigned reasons;       /* GPU_REASON_BIT()s */
-    int device_count;       /* CUDA devices seen */
-    int usable_count;       /* devices with no unavailable reason of their own */
-    long long free_mib;     /* most free memory on a usable device, -1 when none is usable */
-    long long age_ms;       /* -1 before the first snapshot */
+    int status;         /* enum gpu_status */
+    unsigned reasons;   /* GPU_REASON_BIT()s */
+    int device_count;   /* CUDA devices seen */
+    int usable_count;   /* devices with no unavailable reason of their own */
+    long long free_mib; /* most free memory on a usable device, -1 when none is usable */
+    long long age_ms;   /* -1 before the first snapshot */
 };
 
 /* "ok", "degraded" or "unavailable". */
@@ -230,9 +230,8 @@ const char *gpu_reason_name(int reason);
  * refresh intervals is stale. policy->original_min_free_mib is the line under
  * which free memory is "low_memory". Always fills v.
  */
-void gpu_snapshot_evaluate(const struct gpu_snapshot *s, long long now_mono_ms,
-                           int refresh_seconds, const struct gpu_fit_policy *policy,
-                           struct gpu_view *v);
+void gpu_snapshot_evaluate(const struct gpu_snapshot *s, long long now_mono_ms, int refresh_seconds,
+                           const struct gpu_fit_policy *policy, struct gpu_view *v);
 
 /*
  * Serializes s as judged in v: the default body, plus the verbose extras when

@@ -3,6 +3,12 @@
  * compiled at load time and evaluated per event. The first matching rule wins;
  * when none matches, the default applies. It knows nothing about GPUs: the
  * gpu_fit policy is only parsed here and applied by gpu_fit_check().
+ *
+ * Globs are fnmatch() patterns without FNM_PATHNAME or FNM_PERIOD, so a star
+ * also matches "/" and a leading dot: "feature/" followed by a star covers
+ * "feature/a/b", and "docs/" followed by a star every file below docs.
+ * Repository globs ignore case, as GitHub does; the others do not. A
+ * condition on a value the event lacks does not match.
  */
 #ifndef GPUHOOK_SELECT_H
 #define GPUHOOK_SELECT_H

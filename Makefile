@@ -1,0 +1,44 @@
+# A thin wrapper over CMake. `make run` and `make test` install what is missing
+# from Debian's archive first (apt-get as root, sudo otherwise).
+BUILD ?= build
+BUILD_TYPE ?= RelWithDebInfo
+CMAKE_FLAGS ?=
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CONFIG ?= config/gpuhook.json
+
+.PHONY: all build deps run test check-config memcheck bench fuzz clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/CMakeCache.txt:
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) $(CMAKE_FLAGS)
+
+build: $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS)
+
+var/webhook-secret var/trigger-token:
+	@mkdir -p var
+	@umask 077 && openssl rand -hex 32 > $@ && chmod 600 $@
+
+run: deps build var/webhook-secret var/trigger-token
+	@scripts/run-banner.sh $(CONFIG)
+	exec $(BUILD)/gpuhook --config $(CONFIG)
+
+check-config: build var/webhook-secret var/trigger-token
+	$(BUILD)/gpuhook --config $(CONFIG) --check-config
+
+test: deps build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+memcheck: deps build
+	cd $(BUILD) && GPUHOOK_WRAPPER="valgrind --leak-check=full --error-exitcode=1 --errors-for-leak-kinds=definite --quiet" \
+		ctest --output-on-failure -L integration -E kubeapi
+
+bench: deps build
+	bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

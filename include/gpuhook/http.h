@@ -1,0 +1,78 @@
+/*
+ * The HTTP layer over libmicrohttpd: one thread per connection, so a request
+ * waiting on a slow Kubernetes API never delays /healthz or /metrics. It
+ * routes, enforces the body limit before reading, collects headers, gives each
+ * request an ID, streams bodies to the route's handler, and writes one access
+ * log line and the request metrics. Handlers fill struct http_request's
+ * response fields; every body is JSON.
+ */
+#ifndef GPUHOOK_HTTP_H
+#define GPUHOOK_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "gpuhook/app.h"
+#include "gpuhook/buf.h"
+#include "gpuhook/event.h"
+#include "gpuhook/signature.h"
+
+#define HTTP_MAX_HEADERS 100
+
+struct http_request {
+    struct app *app;
+    struct config *cfg; /* a reference held for the whole request */
+    const char *method;
+    const char *path;
+    const char *route; /* webhook, trigger, healthz, ... for metrics */
+    char request_id[65];
+    struct event_header headers[HTTP_MAX_HEADERS];
+    size_t header_count;
+    int content_length_count;
+    bool has_transfer_encoding;
+    bool dry_run_query;
+    bool verbose_query;
+    long long content_length; /* -1 when absent */
+    long start_ms;
+
+    /* Body streaming. */
+    struct buf body;
+    bool body_started;
+    struct signature_check sig;
+    unsigned char sig_expected[SIGNATURE_LEN];
+    bool responded; /* a response is ready; discard further upload */
+
+    /* Response. */
+    int status;
+    struct buf out;
+    const char *allow;
+    bool www_authenticate;
+
+    /* Context for the access log (borrowed or small copies). */
+    char log_event[64];
+    char log_delivery[80];
+    char log_variant[16];
+    char log_pipelinerun[64];
+};
+
+/* Finds a request header (case-insensitive); NULL when absent. */
+const char *http_request_header(const struct http_request *req, const char *name);
+
+/* Sets a JSON error response {"error": msg, "request_id": ...}. */
+void http_request_error(struct http_request *req, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Sets a JSON response from obj (not freed) with request_id appended to objects. */
+void http_request_json(struct http_request *req, int status, const cJSON *obj);
+
+struct http_server;
+
+/* Starts serving cfg's listen address. Returns NULL with messages in el. */
+struct http_server *http_server_start(struct app *app, const struct config *cfg,
+                                      struct errlist *el);
+/* The bound port (useful with port 0). */
+int http_server_port(const struct http_server *s);
+/* Stops accepting, waits up to grace_seconds for requests in flight, then stops. */
+void http_server_stop(struct http_server *s, long grace_seconds);
+
+#endif

@@ -1,0 +1,71 @@
+#include "gpuhook/app.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int app_init(struct app *app, struct config *cfg, struct delivery *delivery) {
+    memset(app, 0, sizeof(*app));
+    pthread_mutex_init(&app->lock, NULL);
+    app->cfg = cfg;
+    app->delivery = delivery;
+    return 0;
+}
+
+void app_cleanup(struct app *app) {
+    config_unref(app->cfg);
+    delivery_free(app->delivery);
+    pthread_mutex_destroy(&app->lock);
+    memset(app, 0, sizeof(*app));
+}
+
+struct config *app_config(struct app *app) {
+    pthread_mutex_lock(&app->lock);
+    struct config *cfg = config_ref(app->cfg);
+    pthread_mutex_unlock(&app->lock);
+    return cfg;
+}
+
+void app_config_swap(struct app *app, struct config *cfg) {
+    pthread_mutex_lock(&app->lock);
+    struct config *old = app->cfg;
+    app->cfg = cfg;
+    pthread_mutex_unlock(&app->lock);
+    config_unref(old);
+}
+
+static void app_lru_key(char *key, size_t n, const char *hook_id, const char *delivery) {
+    snprintf(key, n, "%s/%s", hook_id ? hook_id : "", delivery ? delivery : "");
+}
+
+bool app_lru_get(struct app *app, const char *hook_id, const char *delivery,
+                 struct app_lru_entry *out) {
+    char key[160];
+    bool hit = false;
+
+    app_lru_key(key, sizeof(key), hook_id, delivery);
+    pthread_mutex_lock(&app->lock);
+    for (size_t i = 0; i < APP_LRU_SIZE && !hit; i++) {
+        if (app->lru[i].key[0] && strcmp(app->lru[i].key, key) == 0) {
+            *out = app->lru[i];
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&app->lock);
+    return hit;
+}
+
+void app_lru_put(struct app *app, const char *hook_id, const char *delivery, const char *name,
+                 const char *variant, const char *rule) {
+    struct app_lru_entry e;
+
+    memset(&e, 0, sizeof(e));
+    app_lru_key(e.key, sizeof(e.key), hook_id, delivery);
+    snprintf(e.name, sizeof(e.name), "%s", name);
+    snprintf(e.variant, sizeof(e.variant), "%s", variant);
+    snprintf(e.rule, sizeof(e.rule), "%s", rule);
+    pthread_mutex_lock(&app->lock);
+    /* A ring: the oldest entry goes first, which is close enough to LRU here. */
+    app->lru[app->lru_next] = e;
+    app->lru_next = (app->lru_next + 1) % APP_LRU_SIZE;
+    pthread_mutex_unlock(&app->lock);
+}

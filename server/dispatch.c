@@ -1,0 +1,161 @@
+#include "gpuhook/dispatch.h"
+#include "gpuhook/gpu.h"
+#include "gpuhook/logger.h"
+#include "gpuhook/metrics.h"
+#include "gpuhook/select.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void dispatch_note(struct http_request *req, const char *variant, const char *name) {
+    if (variant)
+        snprintf(req->log_variant, sizeof(req->log_variant), "%s", variant);
+    if (name)
+        snprintf(req->log_pipelinerun, sizeof(req->log_pipelinerun), "%s", name);
+}
+
+static void dispatch_respond(struct http_request *req, int status, const char *outcome,
+                             const char *name, const char *ns, const char *variant,
+                             const char *rule, const struct event *ev) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", outcome);
+    cJSON_AddStringToObject(o, "pipelinerun", name);
+    cJSON_AddStringToObject(o, "namespace", ns);
+    cJSON_AddStringToObject(o, "variant", variant);
+    cJSON_AddStringToObject(o, "rule", rule);
+    if (ev->delivery)
+        cJSON_AddStringToObject(o, "delivery", ev->delivery);
+    http_request_json(req, status, o);
+    cJSON_Delete(o);
+}
+
+void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
+    struct config *cfg = req->cfg;
+    struct event *ev = in->ev;
+    struct select_decision d;
+    struct delivery_result r;
+    char err[512] = "", fit_reason[256] = "";
+    cJSON *obj = NULL;
+    char *json = NULL;
+    const char *event_name = ev->event ? ev->event : "unknown";
+
+    memset(&d, 0, sizeof(d));
+    if (in->forced_variant >= 0) {
+        d.variant = in->forced_variant;
+        snprintf(d.rule, sizeof(d.rule), "manual");
+        snprintf(d.reason, sizeof(d.reason), "variant %s was requested by POST /trigger",
+                 select_variant_name(d.variant));
+    } else {
+        select_decide(cfg->rules, ev, &d);
+    }
+    if (d.variant == SELECT_SKIP) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "ignored");
+        cJSON_AddStringToObject(o, "reason", d.reason);
+        cJSON_AddStringToObject(o, "rule", d.rule);
+        http_request_json(req, 200, o);
+        cJSON_Delete(o);
+        metrics_delivery(event_name, "ignored");
+        return;
+    }
+
+    int variant = d.variant;
+    int fit = gpu_fit_check(select_rules_gpu_fit(cfg->rules), cfg->gpu.required, d.variant,
+                            &variant, fit_reason, sizeof(fit_reason));
+    if (fit == GPU_FIT_REJECTED) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "error", "insufficient GPU memory");
+        cJSON_AddStringToObject(o, "reason", fit_reason);
+        cJSON_AddStringToObject(o, "variant", select_variant_name(d.variant));
+        http_request_json(req, 503, o);
+        cJSON_Delete(o);
+        metrics_delivery(event_name, "gpu_rejected");
+        return;
+    }
+    if (fit_reason[0]) {
+        size_t n = strlen(d.reason);
+        snprintf(d.reason + n, sizeof(d.reason) - n, "%s%s", n ? " " : "", fit_reason);
+    }
+    d.variant = variant;
+    const char *vname = select_variant_name(d.variant);
+
+    struct template_render_input ri = {
+        .ev = ev,
+        .decision = &d,
+        .namespace = delivery_namespace(req->app->delivery),
+        .name_key = {in->name_key[0], in->name_key[1], vname},
+        .overrides = in->overrides,
+        .override_count = in->override_count,
+    };
+    int rc = template_render(cfg->tmpl, &ri, &obj, err, sizeof(err));
+    if (rc == GHE_INVAL) {
+        http_request_error(req, 400, "%s", err);
+        metrics_delivery(event_name, "invalid");
+        return;
+    }
+    if (rc) {
+        http_request_error(req, 500, "cannot render the PipelineRun: %s", ghe_strerror(rc));
+        metrics_delivery(event_name, "error");
+        return;
+    }
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "name"));
+    const char *ns = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "namespace"));
+    if (!name || !ns) {
+        http_request_error(req, 500, "the rendered PipelineRun has no name or namespace");
+        goto out;
+    }
+    dispatch_note(req, vname, name);
+
+    if (in->preview) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "dry_run");
+        cJSON_AddStringToObject(o, "variant", vname);
+        cJSON_AddStringToObject(o, "rule", d.rule);
+        cJSON_AddStringToObject(o, "reason", d.reason);
+        cJSON_AddItemToObject(o, "pipelinerun", obj);
+        obj = NULL;
+        http_request_json(req, 200, o);
+        cJSON_Delete(o);
+        metrics_delivery(event_name, "dry_run");
+        goto out;
+    }
+
+    json = cJSON_PrintUnformatted(obj);
+    if (!json) {
+        http_request_error(req, 500, "out of memory");
+        goto out;
+    }
+    delivery_submit(req->app->delivery, name, ns, json, strlen(json), &r);
+    metrics_delivery(event_name, delivery_outcome_name(r.outcome));
+    LOGGER_INFO_("delivery", "request_id", req->request_id, "delivery", ev->delivery, "event",
+                 event_name, "variant", vname, "rule", d.rule, "pipelinerun", name, "outcome",
+                 delivery_outcome_name(r.outcome));
+    switch (r.outcome) {
+    case DELIVERY_CREATED:
+        metrics_pipelinerun_created(vname);
+        dispatch_respond(req, 201, "created", name, ns, vname, d.rule, ev);
+        break;
+    case DELIVERY_EXISTS:
+        dispatch_respond(req, 200, "exists", name, ns, vname, d.rule, ev);
+        break;
+    case DELIVERY_QUEUED:
+        dispatch_respond(req, 202, "queued", name, ns, vname, d.rule, ev);
+        break;
+    case DELIVERY_DRY_RUN:
+        dispatch_respond(req, 200, "dry_run", name, ns, vname, d.rule, ev);
+        break;
+    case DELIVERY_REJECTED:
+        http_request_error(req, 500, "the Kubernetes API rejected the PipelineRun (HTTP %d): %s",
+                           r.api_status, r.message);
+        break;
+    default:
+        http_request_error(req, 503, "no delivery backend is ready: %s", r.message);
+    }
+    if ((r.outcome == DELIVERY_CREATED || r.outcome == DELIVERY_EXISTS) && ev->delivery)
+        app_lru_put(req->app, ev->hook_id, ev->delivery, name, vname, d.rule);
+out:
+    free(json);
+    cJSON_Delete(obj);
+}

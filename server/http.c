@@ -1,0 +1,499 @@
+#include "gpuhook/http.h"
+#include "gpuhook/gpu.h"
+#include "gpuhook/logger.h"
+#include "gpuhook/metrics.h"
+#include "gpuhook/trigger.h"
+#include "gpuhook/webhook.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+
+#define HTTP_OUT_MAX (8 * 1024 * 1024)
+#define HTTP_SMALL_BODY_MAX 4096
+
+struct http_server {
+    struct MHD_Daemon *daemon;
+    struct app *app;
+    int port;
+    char *tls_key;
+    char *tls_cert;
+};
+
+static atomic_long http_in_flight;
+
+enum http_route_id { HTTP_WEBHOOK, HTTP_TRIGGER, HTTP_HEALTHZ, HTTP_READYZ, HTTP_GPU, HTTP_METRICS };
+
+struct http_route {
+    const char *path;
+    const char *method; /* GET routes also answer HEAD */
+    const char *allow;
+    const char *name;
+    int id;
+};
+
+static const struct http_route http_routes[] = {
+    {"/webhook", "POST", "POST", "webhook", HTTP_WEBHOOK},
+    {"/trigger", "POST", "POST", "trigger", HTTP_TRIGGER},
+    {"/healthz", "GET", "GET, HEAD", "healthz", HTTP_HEALTHZ},
+    {"/readyz", "GET", "GET, HEAD", "readyz", HTTP_READYZ},
+    {"/gpu", "GET", "GET, HEAD", "gpu", HTTP_GPU},
+    {"/metrics", "GET", "GET, HEAD", "metrics", HTTP_METRICS},
+};
+#define HTTP_ROUTE_COUNT (sizeof(http_routes) / sizeof(http_routes[0]))
+
+static long http_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+const char *http_request_header(const struct http_request *req, const char *name) {
+    for (size_t i = 0; i < req->header_count; i++)
+        if (strcasecmp(req->headers[i].name, name) == 0)
+            return req->headers[i].value;
+    return NULL;
+}
+
+void http_request_error(struct http_request *req, int status, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    req->status = status;
+    req->out.len = 0;
+    buf_appends(&req->out, "{\"error\":\"");
+    buf_append_json_escaped(&req->out, msg, strlen(msg));
+    buf_appends(&req->out, "\",\"request_id\":\"");
+    buf_appends(&req->out, req->request_id);
+    buf_appends(&req->out, "\"}");
+    req->responded = true;
+}
+
+void http_request_json(struct http_request *req, int status, const cJSON *obj) {
+    char *s = cJSON_PrintUnformatted(obj);
+    req->out.len = 0;
+    if (!s) {
+        http_request_error(req, 500, "out of memory");
+        return;
+    }
+    req->status = status;
+    buf_appends(&req->out, s);
+    free(s);
+    if (cJSON_IsObject(obj) && req->out.len > 1 && req->out.data[req->out.len - 1] == '}') {
+        req->out.len--;
+        buf_appendf(&req->out, "%s\"request_id\":\"%s\"}",
+                    cJSON_GetArraySize(obj) ? "," : "", req->request_id);
+    }
+    req->responded = true;
+}
+
+static enum MHD_Result http_collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                           const char *value) {
+    struct http_request *req = cls;
+    (void)kind;
+    if (strcasecmp(key, "Content-Length") == 0)
+        req->content_length_count++;
+    if (strcasecmp(key, "Transfer-Encoding") == 0)
+        req->has_transfer_encoding = true;
+    if (req->header_count < HTTP_MAX_HEADERS) {
+        req->headers[req->header_count].name = key;
+        req->headers[req->header_count].value = value ? value : "";
+        req->header_count++;
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value) {
+    struct http_request *req = cls;
+    (void)kind;
+    bool on = !value || !*value || strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
+    if (strcmp(key, "dry_run") == 0)
+        req->dry_run_query = on;
+    else if (strcmp(key, "verbose") == 0)
+        req->verbose_query = on;
+    return MHD_YES;
+}
+
+/* Echoes a client's X-Request-Id when it is short and plain, else makes one. */
+static void http_request_id(struct http_request *req) {
+    const char *given = http_request_header(req, "X-Request-Id");
+    if (given && *given && strlen(given) < sizeof(req->request_id)) {
+        bool ok = true;
+        for (const char *p = given; *p && ok; p++)
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                 (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' || *p == ':';
+        if (ok) {
+            snprintf(req->request_id, sizeof(req->request_id), "%s", given);
+            return;
+        }
+    }
+    unsigned char rnd[12] = {0};
+    if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+        memset(rnd, 0, sizeof(rnd));
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        snprintf(req->request_id + 2 * i, 3, "%02x", rnd[i]);
+}
+
+static void http_probe_readyz(struct http_request *req) {
+    struct buf *o = &req->out;
+    bool ok = true;
+
+    buf_appends(o, "{\"checks\":{\"config\":{\"ok\":true,\"path\":\"");
+    buf_append_json_escaped(o, req->cfg->path, strlen(req->cfg->path));
+    buf_appends(o, "\"},");
+    ok = delivery_ready(req->app->delivery, o) && ok;
+    if (req->cfg->gpu.required) {
+        bool g = gpu_ready();
+        buf_appendf(o, ",\"gpu\":{\"ok\":%s}", g ? "true" : "false");
+        ok = ok && g;
+    }
+    buf_appendf(o, "},\"status\":\"%s\",\"request_id\":\"%s\"}", ok ? "ok" : "unavailable",
+                req->request_id);
+    req->status = ok ? 200 : 503;
+}
+
+static void http_handle_get(struct http_request *req, int id) {
+    switch (id) {
+    case HTTP_HEALTHZ:
+        req->status = 200;
+        buf_appends(&req->out, "{\"status\":\"ok\"}");
+        break;
+    case HTTP_READYZ:
+        http_probe_readyz(req);
+        break;
+    case HTTP_GPU: {
+        int status = 503;
+        char *s = gpu_status_json(req->verbose_query, &status);
+        if (!s) {
+            http_request_error(req, 500, "out of memory");
+            break;
+        }
+        req->status = status;
+        buf_appends(&req->out, s);
+        free(s);
+        break;
+    }
+    case HTTP_METRICS:
+        req->status = metrics_render(&req->out) == 0 ? 200 : 500;
+        break;
+    default:
+        break;
+    }
+}
+
+static const struct http_route *http_find_route(const char *path, bool *path_known) {
+    for (size_t i = 0; i < HTTP_ROUTE_COUNT; i++) {
+        if (strcmp(http_routes[i].path, path) == 0) {
+            *path_known = true;
+            return &http_routes[i];
+        }
+    }
+    *path_known = false;
+    return NULL;
+}
+
+static enum MHD_Result http_queue(struct MHD_Connection *conn, struct http_request *req,
+                                  bool close) {
+    size_t len = 0;
+    char *body = buf_detach(&req->out, &len);
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(body);
+        return MHD_NO;
+    }
+    const char *ctype = strcmp(req->route, "metrics") == 0 && req->status == 200
+                            ? "text/plain; version=0.0.4; charset=utf-8"
+                            : "application/json";
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
+    MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (req->allow)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+    if (req->www_authenticate)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                "Bearer realm=\"gpuhook\"");
+    if (close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    enum MHD_Result r = MHD_queue_response(conn, (unsigned int)req->status, resp);
+    MHD_destroy_response(resp);
+    return r;
+}
+
+static struct http_request *http_request_new(struct app *app, struct MHD_Connection *conn,
+                                             const char *method, const char *url) {
+    struct http_request *req = calloc(1, sizeof(*req));
+    if (!req)
+        return NULL;
+    req->app = app;
+    req->cfg = app_config(app);
+    req->method = method;
+    req->path = url;
+    req->route = "other";
+    req->start_ms = http_now_ms();
+    req->content_length = -1;
+    buf_init(&req->out, HTTP_OUT_MAX);
+    buf_init(&req->body, (size_t)req->cfg->max_body_bytes);
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, http_collect_header, req);
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
+    const char *cl = http_request_header(req, "Content-Length");
+    if (cl) {
+        char *end = NULL;
+        long long v = strtoll(cl, &end, 10);
+        req->content_length = end && *end == '\0' && v >= 0 ? v : -2;
+    }
+    http_request_id(req);
+    atomic_fetch_add(&http_in_flight, 1);
+    return req;
+}
+
+/* Body limits apply to every route: /trigger's is small, /webhook's is the config's. */
+static bool http_body_limit(struct http_request *req, long long max) {
+    if (req->content_length > max) {
+        http_request_error(req, 413, "request body of %lld bytes exceeds the limit of %lld bytes",
+                           req->content_length, max);
+        return true;
+    }
+    return false;
+}
+
+static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                   const char *method, const char *version,
+                                   const char *upload_data, size_t *upload_data_size,
+                                   void **req_cls) {
+    struct app *app = cls;
+    struct http_request *req = *req_cls;
+    (void)version;
+
+    if (!req) {
+        req = http_request_new(app, conn, method, url);
+        if (!req)
+            return MHD_NO;
+        *req_cls = req;
+        bool known = false;
+        const struct http_route *r = http_find_route(url, &known);
+        if (r)
+            req->route = r->name;
+        if (req->content_length_count > 1 ||
+            (req->content_length_count && req->has_transfer_encoding) ||
+            req->content_length == -2) {
+            http_request_error(req, 400, "conflicting or invalid Content-Length and "
+                                         "Transfer-Encoding headers");
+            return http_queue(conn, req, true);
+        }
+        if (!r) {
+            http_request_error(req, 404, "no such endpoint: %s", url);
+            return http_queue(conn, req, *upload_data_size > 0 || req->content_length > 0);
+        }
+        bool head = strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0;
+        if (strcmp(method, r->method) != 0 && !head) {
+            req->allow = r->allow;
+            http_request_error(req, 405, "method %s is not allowed on %s; use %s", method, url,
+                               r->allow);
+            return http_queue(conn, req, req->content_length > 0 || req->has_transfer_encoding);
+        }
+        bool early = false;
+        switch (r->id) {
+        case HTTP_WEBHOOK:
+            early = http_body_limit(req, req->cfg->max_body_bytes) || webhook_begin(req);
+            break;
+        case HTTP_TRIGGER:
+            req->body.max = TRIGGER_BODY_MAX;
+            early = http_body_limit(req, TRIGGER_BODY_MAX) || trigger_begin(req);
+            break;
+        default:
+            early = http_body_limit(req, HTTP_SMALL_BODY_MAX);
+        }
+        if (early)
+            return http_queue(conn, req, true);
+        return MHD_YES;
+    }
+
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->responded)
+            return MHD_YES;
+        bool done;
+        if (strcmp(req->route, "webhook") == 0) {
+            done = webhook_upload(req, upload_data, n);
+        } else {
+            done = buf_append(&req->body, upload_data, n) != 0;
+            if (done)
+                http_request_error(req, 413, "request body exceeds the limit of %zu bytes",
+                                   req->body.max);
+        }
+        /* A body past the limit is answered at once and the connection closed. */
+        if (done)
+            return http_queue(conn, req, true);
+        return MHD_YES;
+    }
+    if (req->responded)
+        return MHD_YES;
+
+    if (strcmp(req->route, "webhook") == 0)
+        webhook_finish(req);
+    else if (strcmp(req->route, "trigger") == 0)
+        trigger_finish(req);
+    else {
+        bool known = false;
+        const struct http_route *r = http_find_route(url, &known);
+        http_handle_get(req, r->id);
+    }
+    req->responded = true;
+    return http_queue(conn, req, false);
+}
+
+static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                           enum MHD_RequestTerminationCode toe) {
+    struct http_request *req = *req_cls;
+    (void)cls;
+    (void)conn;
+    if (!req)
+        return;
+    long ms = http_now_ms() - req->start_ms;
+    char status[16], dur[32];
+    snprintf(status, sizeof(status), "%d", req->status);
+    snprintf(dur, sizeof(dur), "%ld", ms);
+    metrics_http_observe(req->route, req->status, (double)ms / 1000.0);
+    logger_write(req->status >= 500 ? LOGGER_WARN : LOGGER_INFO, "request", "request_id",
+                 req->request_id, "method", req->method, "path", req->route, "status", status,
+                 "duration_ms", dur, "event", req->log_event[0] ? req->log_event : NULL,
+                 "delivery", req->log_delivery[0] ? req->log_delivery : NULL, "variant",
+                 req->log_variant[0] ? req->log_variant : NULL, "pipelinerun",
+                 req->log_pipelinerun[0] ? req->log_pipelinerun : NULL, "termination",
+                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "aborted", (const char *)NULL);
+    signature_check_cleanup(&req->sig);
+    buf_cleanup(&req->body);
+    buf_cleanup(&req->out);
+    config_unref(req->cfg);
+    free(req);
+    *req_cls = NULL;
+    atomic_fetch_sub(&http_in_flight, 1);
+}
+
+static void http_mhd_log(void *cls, const char *fmt, va_list ap) {
+    char msg[512];
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    LOGGER_DEBUG_("libmicrohttpd", "detail", msg);
+}
+
+static char *http_read_file(const char *path) {
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    s = malloc(1024 * 1024 + 1);
+    if (s) {
+        len = fread(s, 1, 1024 * 1024, f);
+        s[len] = '\0';
+    }
+    fclose(f);
+    return s;
+}
+
+struct http_server *http_server_start(struct app *app, const struct config *cfg,
+                                      struct errlist *el) {
+    struct http_server *s = calloc(1, sizeof(*s));
+    struct addrinfo hints = {0}, *ai = NULL;
+    char port[16];
+    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
+                         MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+
+    if (!s)
+        return NULL;
+    s->app = app;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    const char *host = cfg->listen_host;
+    if (host[0] == '[') {
+        /* [::1]:8080 */
+        static char bare[64];
+        snprintf(bare, sizeof(bare), "%.*s", (int)strlen(host) - 2, host + 1);
+        host = bare;
+    }
+    int gai = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port, &hints, &ai);
+    if (gai != 0) {
+        errlist_add(el, "listen %s: %s", cfg->listen, gai_strerror(gai));
+        free(s);
+        return NULL;
+    }
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    if (cfg->tls_cert_file) {
+        s->tls_cert = http_read_file(cfg->tls_cert_file);
+        s->tls_key = http_read_file(cfg->tls_key_file);
+        if (!s->tls_cert || !s->tls_key) {
+            errlist_add(el, "tls: cannot read %s or %s", cfg->tls_cert_file, cfg->tls_key_file);
+            goto fail;
+        }
+        flags |= MHD_USE_TLS;
+    }
+    s->daemon = MHD_start_daemon(
+        flags, 0, NULL, NULL, http_access, app, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)15, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
+        http_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
+        s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
+        MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_END);
+    if (!s->daemon) {
+        errlist_add(el, "listen %s: cannot start the HTTP server (address in use?)", cfg->listen);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : cfg->listen_port;
+    freeaddrinfo(ai);
+    return s;
+fail:
+    freeaddrinfo(ai);
+    free(s->tls_cert);
+    free(s->tls_key);
+    free(s);
+    return NULL;
+}
+
+int http_server_port(const struct http_server *s) {
+    return s->port;
+}
+
+void http_server_stop(struct http_server *s, long grace_seconds) {
+    if (!s)
+        return;
+    /* Stop accepting first, then let requests in flight finish within the grace period. */
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+    long deadline = http_now_ms() + grace_seconds * 1000L;
+    while (atomic_load(&http_in_flight) > 0 && http_now_ms() < deadline) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    MHD_stop_daemon(s->daemon);
+    if (s->tls_key)
+        explicit_bzero(s->tls_key, strlen(s->tls_key));
+    free(s->tls_key);
+    free(s->tls_cert);
+    free(s);
+}

@@ -1,0 +1,1281 @@
+/*
+ * TriggerTemplate and TriggerBinding: load, validate and compile once, then
+ * render per event. Every string value of the PipelineRun that holds
+ * $(tt.params.X) or $(uid) becomes a "site" with its parts compiled; every
+ * binding value becomes a list of literal, $(body...), $(header...) and
+ * $(extensions...) parts. A render only evaluates the bound params, copies the
+ * PipelineRun tree and rewrites the sites in the copy. Values are placed into
+ * parsed strings, never into JSON text, and are never scanned again.
+ */
+#include "gpuhook/template.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+
+#include <openssl/rand.h>
+
+#include "gpuhook/buf.h"
+#include "gpuhook/naming.h"
+
+#define TEMPLATE_API_VERSION "triggers.tekton.dev/v1beta1"
+#define TEMPLATE_RUN_API_VERSION "tekton.dev/v1"
+#define TEMPLATE_VALUE_MAX (1024 * 1024)      /* one param's rendered value */
+#define TEMPLATE_STRING_MAX (4 * 1024 * 1024) /* one rendered string of the PipelineRun */
+#define TEMPLATE_PLACE_MAX 512
+#define TEMPLATE_MISSING 1 /* internal: a $(body...) or $(header...) had no value */
+
+enum tpl_kind { TPL_LIT, TPL_PARAM, TPL_UID, TPL_BODY, TPL_HEADER, TPL_EXT };
+
+enum tpl_ext {
+    TPL_EXT_VARIANT,
+    TPL_EXT_RULE,
+    TPL_EXT_REASON,
+    TPL_EXT_EVENT,
+    TPL_EXT_ACTION,
+    TPL_EXT_DELIVERY,
+    TPL_EXT_HOOK_ID,
+    TPL_EXT_SENDER,
+    TPL_EXT_REPO_URL,
+    TPL_EXT_REPO_FULL_NAME,
+    TPL_EXT_REF,
+    TPL_EXT_BRANCH,
+    TPL_EXT_TAG,
+    TPL_EXT_REVISION,
+    TPL_EXT_BASE_BRANCH,
+    TPL_EXT_PR_NUMBER,
+    TPL_EXT_MESSAGE,
+    TPL_EXT_COUNT_
+};
+
+static const char *const tpl_ext_names[TPL_EXT_COUNT_] = {
+    "variant", "rule",           "reason", "event",  "action",   "delivery",
+    "hook_id", "sender",         "repo_url", "repo_full_name", "ref", "branch",
+    "tag",     "revision",       "base_branch", "pr_number", "message",
+};
+
+#define TPL_EXT_LIST                                                                               \
+    "variant, rule, reason, event, action, delivery, hook_id, sender, repo_url, "                  \
+    "repo_full_name, ref, branch, tag, revision, base_branch, pr_number, message"
+
+struct tpl_seg {
+    char *key;   /* the key as written, escapes removed */
+    long index;  /* the array index when key is all digits, else -1 */
+    bool bracket; /* written as [N]: only an array index */
+};
+
+struct tpl_part {
+    enum tpl_kind kind;
+    const char *text; /* TPL_LIT: the bytes; others: the expression, NUL-terminated */
+    size_t len;       /* TPL_LIT only */
+    size_t param;     /* TPL_PARAM */
+    int ext;          /* TPL_EXT */
+    struct tpl_seg *segs; /* TPL_BODY; nseg == 0 means the whole body */
+    size_t nseg;
+};
+
+struct tpl_expr {
+    char *src; /* a private copy of the source string that the parts point into */
+    struct tpl_part *parts;
+    size_t count;
+};
+
+struct tpl_param {
+    char *name;
+    char *def;       /* the default as text, NULL when there is none */
+    size_t def_len;
+    cJSON *def_json; /* the default when it is an array or an object */
+    struct tpl_expr bind;
+    bool bound;
+    bool used;       /* some site references it */
+};
+
+struct tpl_site {
+    const cJSON *node; /* a string node of template->run */
+    char *place;       /* ".spec.resourcetemplates[0]..." for messages */
+    struct tpl_expr expr;
+};
+
+struct template {
+    cJSON *run; /* the PipelineRun, detached from the TriggerTemplate */
+    struct tpl_param *params;
+    size_t nparam;
+    struct tpl_site *sites; /* in the tree's pre-order, the order render walks */
+    size_t nsite;
+    size_t capsite;
+    bool uses_uid;
+};
+
+struct tpl_load {
+    struct errlist *el;
+    const char *file;
+    size_t errors;
+};
+
+/* One param's value during a render. */
+struct tpl_val {
+    const char *s;
+    size_t len;
+    const cJSON *node; /* the value as an array or object when it may become one */
+    char *owned;       /* free() */
+    char *owned_json;  /* cJSON_free() */
+    cJSON *owned_node; /* cJSON_Delete() */
+};
+
+struct tpl_render {
+    const struct template *t;
+    const struct template_render_input *in;
+    const struct event *ev;
+    struct tpl_val *vals;
+    char uid[37];
+    char *err;
+    size_t errlen;
+};
+
+static void tpl_error(struct tpl_load *lc, const char *place, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Adds "FILE: PLACE: reason" to the error list. */
+static void tpl_error(struct tpl_load *lc, const char *place, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (place && *place)
+        errlist_add(lc->el, "%s: %s: %s", lc->file, place, msg);
+    else
+        errlist_add(lc->el, "%s: %s", lc->file, msg);
+    lc->errors++;
+}
+
+static void tpl_render_error(struct tpl_render *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void tpl_render_error(struct tpl_render *r, const char *fmt, ...) {
+    va_list ap;
+
+    if (!r->err || !r->errlen)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(r->err, r->errlen, fmt, ap);
+    va_end(ap);
+}
+
+static const char *tpl_type_name(const cJSON *n) {
+    if (cJSON_IsString(n))
+        return "a string";
+    if (cJSON_IsNumber(n))
+        return "a number";
+    if (cJSON_IsBool(n))
+        return "a boolean";
+    if (cJSON_IsNull(n))
+        return "null";
+    if (cJSON_IsArray(n))
+        return "a list";
+    return "a mapping";
+}
+
+static bool tpl_key_is_simple(const char *k) {
+    if (!*k)
+        return false;
+    for (; *k; k++) {
+        unsigned char c = (unsigned char)*k;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Appends a child's step (".key", ["key"] or [N]) to place; returns the new length. */
+static size_t tpl_place_push(char *place, size_t used, const char *key, size_t index) {
+    int n;
+
+    if (key && tpl_key_is_simple(key))
+        n = snprintf(place + used, TEMPLATE_PLACE_MAX - used, ".%s", key);
+    else if (key)
+        n = snprintf(place + used, TEMPLATE_PLACE_MAX - used, "[\"%s\"]", key);
+    else
+        n = snprintf(place + used, TEMPLATE_PLACE_MAX - used, "[%zu]", index);
+    if (n < 0)
+        return used;
+    used += (size_t)n;
+    return used >= TEMPLATE_PLACE_MAX ? TEMPLATE_PLACE_MAX - 1 : used;
+}
+
+/* Reports every key of obj that is not in allowed (a NULL-terminated list). */
+static void tpl_check_keys(struct tpl_load *lc, const cJSON *obj, const char *place,
+                           const char *const *allowed) {
+    const cJSON *c;
+
+    cJSON_ArrayForEach(c, obj) {
+        const char *const *a = allowed;
+        while (*a && strcmp(*a, c->string) != 0)
+            a++;
+        if (!*a) {
+            char p[TEMPLATE_PLACE_MAX];
+            snprintf(p, sizeof(p), "%s", place);
+            tpl_place_push(p, strlen(p), c->string, 0);
+            tpl_error(lc, p, "unknown key");
+        }
+    }
+}
+
+/* Checks that obj.key is the string want; reports and returns false otherwise. */
+static bool tpl_expect_value(struct tpl_load *lc, const cJSON *obj, const char *place,
+                             const char *key, const char *want) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+    char p[TEMPLATE_PLACE_MAX];
+
+    snprintf(p, sizeof(p), "%s", place);
+    tpl_place_push(p, strlen(p), key, 0);
+    if (!v) {
+        tpl_error(lc, p, "missing; expected \"%s\"", want);
+        return false;
+    }
+    if (!cJSON_IsString(v)) {
+        tpl_error(lc, p, "expected \"%s\", found %s", want, tpl_type_name(v));
+        return false;
+    }
+    if (strcmp(v->valuestring, want) != 0) {
+        tpl_error(lc, p, "\"%s\" is not %s", v->valuestring, want);
+        return false;
+    }
+    return true;
+}
+
+static void tpl_expr_cleanup(struct tpl_expr *x) {
+    for (size_t i = 0; i < x->count; i++) {
+        for (size_t s = 0; s < x->parts[i].nseg; s++)
+            free(x->parts[i].segs[s].key);
+        free(x->parts[i].segs);
+    }
+    free(x->parts);
+    free(x->src);
+    memset(x, 0, sizeof(*x));
+}
+
+static struct tpl_part *tpl_expr_add(struct tpl_expr *x, enum tpl_kind kind) {
+    struct tpl_part *parts = realloc(x->parts, (x->count + 1) * sizeof(*parts));
+    if (!parts)
+        return NULL;
+    x->parts = parts;
+    memset(&parts[x->count], 0, sizeof(parts[0]));
+    parts[x->count].kind = kind;
+    return &parts[x->count++];
+}
+
+static int tpl_expr_add_literal(struct tpl_expr *x, size_t from, size_t to) {
+    if (to <= from)
+        return 0;
+    struct tpl_part *p = tpl_expr_add(x, TPL_LIT);
+    if (!p)
+        return GHE_NOMEM;
+    p->text = x->src + from;
+    p->len = to - from;
+    return 0;
+}
+
+/* Parses the path after "body" (".a.b", ".commits.0.id", ".commits[0].id") into segments. */
+static int tpl_body_compile(struct tpl_part *p, const char *path, const char **why) {
+    const char *q = path;
+
+    while (*q) {
+        struct tpl_seg seg = {NULL, -1, false};
+        char key[256];
+        size_t n = 0;
+
+        if (*q == '[') {
+            for (q++; *q >= '0' && *q <= '9'; q++)
+                if (n < 9)
+                    key[n++] = *q;
+                else
+                    return (*why = "array index too large", GHE_INVAL);
+            if (n == 0 || *q != ']')
+                return (*why = "expected digits and ']' after '['", GHE_INVAL);
+            q++;
+            seg.bracket = true;
+        } else if (*q == '.') {
+            for (q++; *q && *q != '.' && *q != '['; q++) {
+                if (*q == '\\' && q[1])
+                    q++; /* "\." is a literal dot inside a key, as in Tekton */
+                if (n + 1 >= sizeof(key))
+                    return (*why = "key longer than 255 bytes", GHE_INVAL);
+                key[n++] = *q;
+            }
+            if (n == 0)
+                return (*why = "empty key in the path", GHE_INVAL);
+        } else {
+            return (*why = "expected '.' or '[' in the path", GHE_INVAL);
+        }
+        key[n] = '\0';
+        seg.key = strdup(key);
+        if (!seg.key)
+            return GHE_NOMEM;
+        if (strspn(key, "0123456789") == n && n <= 9)
+            seg.index = strtol(key, NULL, 10);
+        struct tpl_seg *segs = realloc(p->segs, (p->nseg + 1) * sizeof(*segs));
+        if (!segs) {
+            free(seg.key);
+            return GHE_NOMEM;
+        }
+        p->segs = segs;
+        p->segs[p->nseg++] = seg;
+    }
+    return 0;
+}
+
+static bool tpl_is_header_name(const char *s) {
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!strchr("!#$%&'*+-.^_`|~", *s) &&
+            !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+            return false;
+    return true;
+}
+
+/* Compiles one binding expression (the text between "$(" and ")"). */
+static int tpl_binding_part(struct tpl_expr *x, const char *e, const char **why) {
+    struct tpl_part *p;
+
+    if (strncmp(e, "body", 4) == 0 && (e[4] == '\0' || e[4] == '.' || e[4] == '[')) {
+        if (!(p = tpl_expr_add(x, TPL_BODY)))
+            return GHE_NOMEM;
+        p->text = e;
+        return tpl_body_compile(p, e + 4, why);
+    }
+    if (strncmp(e, "header.", 7) == 0) {
+        if (!tpl_is_header_name(e + 7))
+            return (*why = "not a header name", GHE_INVAL);
+        if (!(p = tpl_expr_add(x, TPL_HEADER)))
+            return GHE_NOMEM;
+        p->text = e + 7;
+        return 0;
+    }
+    if (strncmp(e, "extensions.", 11) == 0) {
+        for (int i = 0; i < TPL_EXT_COUNT_; i++) {
+            if (strcmp(e + 11, tpl_ext_names[i]) == 0) {
+                if (!(p = tpl_expr_add(x, TPL_EXT)))
+                    return GHE_NOMEM;
+                p->text = e;
+                p->ext = i;
+                return 0;
+            }
+        }
+        return (*why = "unknown extension (gpuhook provides " TPL_EXT_LIST ")", GHE_INVAL);
+    }
+    return (*why = "expected body, header.NAME or extensions.NAME", GHE_INVAL);
+}
+
+static ssize_t tpl_param_find(const struct template *t, const char *name) {
+    for (size_t i = 0; i < t->nparam; i++)
+        if (strcmp(t->params[i].name, name) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+/* Compiles $(uid) or $(tt.params.X) and marks the param used. */
+static int tpl_template_part(struct template *t, struct tpl_expr *x, const char *e,
+                             const char **why) {
+    struct tpl_part *p;
+
+    if (strcmp(e, "uid") == 0) {
+        if (!tpl_expr_add(x, TPL_UID))
+            return GHE_NOMEM;
+        t->uses_uid = true;
+        return 0;
+    }
+    if (e[10] == '\0')
+        return (*why = "names no param", GHE_INVAL);
+    ssize_t i = tpl_param_find(t, e + 10);
+    if (i < 0)
+        return (*why = "is not declared in .spec.params", GHE_INVAL);
+    if (!(p = tpl_expr_add(x, TPL_PARAM)))
+        return GHE_NOMEM;
+    p->text = e;
+    p->param = (size_t)i;
+    t->params[i].used = true;
+    return 0;
+}
+
+/*
+ * Compiles s into x. For a template (t set) only $(tt.params.X) and $(uid) are
+ * ours: Tekton's own $(params.x), $(context...) and the like stay literal. For
+ * a binding (t NULL) every "$(" must open a valid expression. Problems are
+ * reported at place; returns GHE_INVAL after reporting, or GHE_NOMEM.
+ */
+static int tpl_expr_compile(struct tpl_load *lc, const char *place, struct template *t,
+                            const char *s, struct tpl_expr *x) {
+    size_t lit = 0, i = 0;
+    int rc = 0, bad = 0;
+
+    memset(x, 0, sizeof(*x));
+    if (!(x->src = strdup(s)))
+        return GHE_NOMEM;
+    for (;;) {
+        char *open = strstr(x->src + i, "$(");
+        if (!open)
+            break;
+        char *e = open + 2;
+        if (t && strncmp(e, "tt.params.", 10) != 0 && strncmp(e, "uid)", 4) != 0) {
+            i = (size_t)(e - x->src);
+            continue;
+        }
+        char *close = strchr(e, ')');
+        if (!close) {
+            tpl_error(lc, place, "unterminated \"$(\" at byte %zu", (size_t)(open - x->src));
+            bad = 1;
+            break;
+        }
+        rc = tpl_expr_add_literal(x, lit, (size_t)(open - x->src));
+        if (rc)
+            break;
+        *close = '\0';
+        const char *why = NULL;
+        rc = t ? tpl_template_part(t, x, e, &why) : tpl_binding_part(x, e, &why);
+        if (rc == GHE_INVAL) {
+            if (t)
+                tpl_error(lc, place, "$(%s) %s", e, why);
+            else
+                tpl_error(lc, place, "$(%s): %s", e, why);
+            bad = 1;
+            rc = 0;
+        } else if (rc) {
+            break;
+        }
+        lit = i = (size_t)(close + 1 - x->src);
+    }
+    if (!rc)
+        rc = tpl_expr_add_literal(x, lit, strlen(s));
+    if (!rc && bad)
+        rc = GHE_INVAL;
+    return rc;
+}
+
+/* Turns a scalar default or value into text; arrays and objects become compact JSON. */
+static char *tpl_scalar_text(const cJSON *v) {
+    if (cJSON_IsString(v))
+        return strdup(v->valuestring);
+    if (cJSON_IsTrue(v))
+        return strdup("true");
+    if (cJSON_IsFalse(v))
+        return strdup("false");
+    char *json = cJSON_PrintUnformatted(v);
+    char *s = json ? strdup(json) : NULL;
+    cJSON_free(json);
+    return s;
+}
+
+static int tpl_param_default(struct tpl_param *p, const cJSON *d) {
+    if (!d || cJSON_IsNull(d))
+        return 0;
+    if (!(p->def = tpl_scalar_text(d)))
+        return GHE_NOMEM;
+    p->def_len = strlen(p->def);
+    /* Tekton writes array and object defaults as YAML or as JSON text. */
+    if (cJSON_IsArray(d) || cJSON_IsObject(d)) {
+        p->def_json = cJSON_Duplicate(d, 1);
+    } else if (p->def[0] == '[' || p->def[0] == '{') {
+        p->def_json = cJSON_ParseWithLength(p->def, p->def_len);
+        if (p->def_json && !cJSON_IsArray(p->def_json) && !cJSON_IsObject(p->def_json)) {
+            cJSON_Delete(p->def_json);
+            p->def_json = NULL;
+        }
+        return 0;
+    } else {
+        return 0;
+    }
+    return p->def_json ? 0 : GHE_NOMEM;
+}
+
+static bool tpl_is_param_name(const char *s) {
+    if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_'))
+        return false;
+    for (s++; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '_' || *s == '-' || *s == '.'))
+            return false;
+    return true;
+}
+
+static int tpl_load_params(struct tpl_load *lc, struct template *t, const cJSON *params) {
+    static const char *const keys[] = {"name", "default", "description", NULL};
+    const cJSON *item;
+    size_t idx = 0;
+
+    if (!params)
+        return 0;
+    if (!cJSON_IsArray(params)) {
+        tpl_error(lc, ".spec.params", "expected a list, found %s", tpl_type_name(params));
+        return 0;
+    }
+    t->params = calloc((size_t)cJSON_GetArraySize(params) + 1, sizeof(*t->params));
+    if (!t->params)
+        return GHE_NOMEM;
+    cJSON_ArrayForEach(item, params) {
+        char place[64];
+        snprintf(place, sizeof(place), ".spec.params[%zu]", idx++);
+        if (!cJSON_IsObject(item)) {
+            tpl_error(lc, place, "expected a mapping, found %s", tpl_type_name(item));
+            continue;
+        }
+        tpl_check_keys(lc, item, place, keys);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(item, "name");
+        const cJSON *desc = cJSON_GetObjectItemCaseSensitive(item, "description");
+        char sub[TEMPLATE_PLACE_MAX];
+        if (!cJSON_IsString(name) || !tpl_is_param_name(name->valuestring)) {
+            snprintf(sub, sizeof(sub), "%s.name", place);
+            tpl_error(lc, sub, "%s; a param name is a letter or '_' and then letters, digits, "
+                      "'_', '-' or '.'", name ? "not a valid param name" : "missing");
+            continue;
+        }
+        if (desc && !cJSON_IsString(desc)) {
+            snprintf(sub, sizeof(sub), "%s.description", place);
+            tpl_error(lc, sub, "expected a string, found %s", tpl_type_name(desc));
+        }
+        if (tpl_param_find(t, name->valuestring) >= 0) {
+            tpl_error(lc, place, "duplicate param \"%s\"", name->valuestring);
+            continue;
+        }
+        struct tpl_param *p = &t->params[t->nparam];
+        if (!(p->name = strdup(name->valuestring)))
+            return GHE_NOMEM;
+        t->nparam++;
+        if (tpl_param_default(p, cJSON_GetObjectItemCaseSensitive(item, "default")))
+            return GHE_NOMEM;
+    }
+    return 0;
+}
+
+static int tpl_site_add(struct template *t, const cJSON *node, const char *place,
+                        struct tpl_expr *x) {
+    if (t->nsite == t->capsite) {
+        size_t cap = t->capsite ? t->capsite * 2 : 8;
+        struct tpl_site *s = realloc(t->sites, cap * sizeof(*s));
+        if (!s)
+            return GHE_NOMEM;
+        t->sites = s;
+        t->capsite = cap;
+    }
+    struct tpl_site *s = &t->sites[t->nsite];
+    if (!(s->place = strdup(place)))
+        return GHE_NOMEM;
+    s->node = node;
+    s->expr = *x;
+    t->nsite++;
+    return 0;
+}
+
+/* Walks the PipelineRun in pre-order and records every string value holding our expressions. */
+static int tpl_scan(struct tpl_load *lc, struct template *t, const cJSON *node, char *place,
+                    size_t used) {
+    const cJSON *c;
+    size_t idx = 0;
+    int rc = 0;
+
+    cJSON_ArrayForEach(c, node) {
+        size_t n = tpl_place_push(place, used, c->string, idx++);
+        if (cJSON_IsString(c) && strstr(c->valuestring, "$(")) {
+            struct tpl_expr x;
+            rc = tpl_expr_compile(lc, place, t, c->valuestring, &x);
+            if (rc == 0 && (x.count > 1 || (x.count == 1 && x.parts[0].kind != TPL_LIT))) {
+                rc = tpl_site_add(t, c, place, &x);
+                if (rc)
+                    tpl_expr_cleanup(&x);
+            } else {
+                tpl_expr_cleanup(&x);
+            }
+            if (rc == GHE_INVAL)
+                rc = 0;
+        } else if (cJSON_IsArray(c) || cJSON_IsObject(c)) {
+            rc = tpl_scan(lc, t, c, place, n);
+        }
+        place[used] = '\0';
+        if (rc)
+            break;
+    }
+    return rc;
+}
+
+/* Gives run a metadata mapping with labels and annotations, so render only fills them. */
+static int tpl_prepare_metadata(struct tpl_load *lc, cJSON *run) {
+    static const char *const maps[] = {"labels", "annotations"};
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(run, "metadata");
+
+    if (!meta) {
+        if (!(meta = cJSON_AddObjectToObject(run, "metadata")))
+            return GHE_NOMEM;
+    } else if (!cJSON_IsObject(meta)) {
+        tpl_error(lc, ".spec.resourcetemplates[0].metadata", "expected a mapping, found %s",
+                  tpl_type_name(meta));
+        return 0;
+    }
+    for (size_t i = 0; i < 2; i++) {
+        cJSON *m = cJSON_GetObjectItemCaseSensitive(meta, maps[i]);
+        if (!m) {
+            if (!cJSON_AddObjectToObject(meta, maps[i]))
+                return GHE_NOMEM;
+        } else if (!cJSON_IsObject(m)) {
+            char place[TEMPLATE_PLACE_MAX];
+            snprintf(place, sizeof(place), ".spec.resourcetemplates[0].metadata.%s", maps[i]);
+            tpl_error(lc, place, "expected a mapping, found %s", tpl_type_name(m));
+        }
+    }
+    return 0;
+}
+
+static int tpl_load_run(struct tpl_load *lc, struct template *t, cJSON *rts) {
+    static const char *const keys[] = {"apiVersion", "kind", "metadata", "spec", NULL};
+    const char *place = ".spec.resourcetemplates[0]";
+    char p[TEMPLATE_PLACE_MAX];
+
+    if (!cJSON_IsArray(rts)) {
+        tpl_error(lc, ".spec.resourcetemplates",
+                  rts ? "expected a list holding one PipelineRun" : "missing; expected a list "
+                                                                    "holding one PipelineRun");
+        return 0;
+    }
+    int n = cJSON_GetArraySize(rts);
+    if (n != 1) {
+        tpl_error(lc, ".spec.resourcetemplates",
+                  "holds %d resources; gpuhook renders exactly one PipelineRun", n);
+        return 0;
+    }
+    cJSON *run = cJSON_GetArrayItem(rts, 0);
+    if (!cJSON_IsObject(run)) {
+        tpl_error(lc, place, "expected a mapping, found %s", tpl_type_name(run));
+        return 0;
+    }
+    size_t before = lc->errors;
+    tpl_expect_value(lc, run, place, "apiVersion", TEMPLATE_RUN_API_VERSION);
+    tpl_expect_value(lc, run, place, "kind", "PipelineRun");
+    tpl_check_keys(lc, run, place, keys);
+    if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(run, "spec")))
+        tpl_error(lc, ".spec.resourcetemplates[0].spec", "missing or not a mapping");
+    if (lc->errors != before)
+        return 0;
+    t->run = cJSON_DetachItemViaPointer(rts, run);
+    int rc = tpl_prepare_metadata(lc, t->run);
+    if (rc)
+        return rc;
+    snprintf(p, sizeof(p), "%s", place);
+    return tpl_scan(lc, t, t->run, p, strlen(p));
+}
+
+static int tpl_load_template(struct tpl_load *lc, struct template *t, const char *path) {
+    static const char *const top[] = {"apiVersion", "kind", "metadata", "spec", NULL};
+    static const char *const spec_keys[] = {"params", "resourcetemplates", NULL};
+    char err[512];
+    cJSON *doc = NULL;
+    int rc = yamljson_load_file(path, &doc, err, sizeof(err));
+
+    if (rc) {
+        errlist_add(lc->el, "%s", err);
+        lc->errors++;
+        return rc;
+    }
+    if (!cJSON_IsObject(doc)) {
+        tpl_error(lc, NULL, "expected a TriggerTemplate mapping, found %s", tpl_type_name(doc));
+        goto out;
+    }
+    tpl_expect_value(lc, doc, "", "apiVersion", TEMPLATE_API_VERSION);
+    tpl_expect_value(lc, doc, "", "kind", "TriggerTemplate");
+    tpl_check_keys(lc, doc, "", top);
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "metadata");
+    if (meta && !cJSON_IsObject(meta))
+        tpl_error(lc, ".metadata", "expected a mapping, found %s", tpl_type_name(meta));
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(doc, "spec");
+    if (!cJSON_IsObject(spec)) {
+        tpl_error(lc, ".spec", "missing or not a mapping");
+        goto out;
+    }
+    tpl_check_keys(lc, spec, ".spec", spec_keys);
+    rc = tpl_load_params(lc, t, cJSON_GetObjectItemCaseSensitive(spec, "params"));
+    if (!rc)
+        rc = tpl_load_run(lc, t, cJSON_GetObjectItemCaseSensitive(spec, "resourcetemplates"));
+out:
+    cJSON_Delete(doc);
+    return rc;
+}
+
+/* Loads the binding; t_ok says whether the template's params can be cross-checked. */
+static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok,
+                            const char *tfile, const char *path) {
+    static const char *const top[] = {"apiVersion", "kind", "metadata", "spec", NULL};
+    static const char *const spec_keys[] = {"params", NULL};
+    static const char *const pkeys[] = {"name", "value", NULL};
+    char err[512];
+    cJSON *doc = NULL;
+    const cJSON *item;
+    size_t idx = 0;
+    int rc = yamljson_load_file(path, &doc, err, sizeof(err));
+
+    if (rc) {
+        errlist_add(lc->el, "%s", err);
+        lc->errors++;
+        return rc;
+    }
+    rc = 0;
+    if (!cJSON_IsObject(doc)) {
+        tpl_error(lc, NULL, "expected a TriggerBinding mapping, found %s", tpl_type_name(doc));
+        goto out;
+    }
+    tpl_expect_value(lc, doc, "", "apiVersion", TEMPLATE_API_VERSION);
+    tpl_expect_value(lc, doc, "", "kind", "TriggerBinding");
+    tpl_check_keys(lc, doc, "", top);
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(doc, "spec");
+    if (!cJSON_IsObject(spec)) {
+        tpl_error(lc, ".spec", "missing or not a mapping");
+        goto out;
+    }
+    tpl_check_keys(lc, spec, ".spec", spec_keys);
+    const cJSON *params = cJSON_GetObjectItemCaseSensitive(spec, "params");
+    if (params && !cJSON_IsArray(params)) {
+        tpl_error(lc, ".spec.params", "expected a list, found %s", tpl_type_name(params));
+        goto out;
+    }
+    cJSON_ArrayForEach(item, params) {
+        char place[64], vplace[64];
+        snprintf(place, sizeof(place), ".spec.params[%zu]", idx);
+        snprintf(vplace, sizeof(vplace), ".spec.params[%zu].value", idx++);
+        if (!cJSON_IsObject(item)) {
+            tpl_error(lc, place, "expected a mapping, found %s", tpl_type_name(item));
+            continue;
+        }
+        tpl_check_keys(lc, item, place, pkeys);
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(item, "name");
+        const cJSON *value = cJSON_GetObjectItemCaseSensitive(item, "value");
+        if (!cJSON_IsString(name) || !*name->valuestring) {
+            char nplace[64];
+            snprintf(nplace, sizeof(nplace), "%s.name", place);
+            tpl_error(lc, nplace, "missing or not a string");
+            continue;
+        }
+        if (!value || cJSON_IsNull(value) || cJSON_IsArray(value) || cJSON_IsObject(value)) {
+            tpl_error(lc, vplace, "expected a string, found %s",
+                      value ? tpl_type_name(value) : "nothing");
+            continue;
+        }
+        ssize_t pi = t_ok ? tpl_param_find(t, name->valuestring) : -1;
+        if (t_ok && pi < 0) {
+            tpl_error(lc, place, "param \"%s\" is not declared by %s", name->valuestring, tfile);
+            continue;
+        }
+        if (pi >= 0 && t->params[pi].bound) {
+            tpl_error(lc, place, "param \"%s\" is bound twice", name->valuestring);
+            continue;
+        }
+        char *text = tpl_scalar_text(value);
+        struct tpl_expr x;
+        if (!text) {
+            rc = GHE_NOMEM;
+            goto out;
+        }
+        rc = tpl_expr_compile(lc, vplace, NULL, text, &x);
+        free(text);
+        if (rc == 0 && pi >= 0) {
+            t->params[pi].bind = x;
+            t->params[pi].bound = true;
+        } else {
+            tpl_expr_cleanup(&x);
+        }
+        if (rc == GHE_NOMEM)
+            goto out;
+        rc = 0;
+    }
+out:
+    cJSON_Delete(doc);
+    return rc;
+}
+
+int template_load(const char *template_path, const char *bindings_path, struct template **out,
+                  struct errlist *el) {
+    struct template *t = calloc(1, sizeof(*t));
+    struct tpl_load lt = {el, template_path, 0};
+    struct tpl_load lb = {el, bindings_path, 0};
+    int rc_t, rc_b = 0;
+
+    *out = NULL;
+    if (!t)
+        return GHE_NOMEM;
+    rc_t = tpl_load_template(&lt, t, template_path);
+    bool t_ok = rc_t == 0 && lt.errors == 0;
+    if (bindings_path && rc_t != GHE_NOMEM)
+        rc_b = tpl_load_binding(&lb, t, t_ok, template_path, bindings_path);
+    if (t_ok && rc_b == 0 && lb.errors == 0) {
+        for (size_t i = 0; i < t->nparam; i++) {
+            if (t->params[i].def || t->params[i].bound)
+                continue;
+            char place[64];
+            snprintf(place, sizeof(place), ".spec.params[%zu]", i);
+            if (bindings_path)
+                tpl_error(&lt, place, "param \"%s\" has no default and no binding in %s",
+                          t->params[i].name, bindings_path);
+            else
+                tpl_error(&lt, place, "param \"%s\" has no default and no binding file is set",
+                          t->params[i].name);
+        }
+    }
+    if (rc_t == GHE_NOMEM || rc_b == GHE_NOMEM) {
+        template_free(t);
+        return GHE_NOMEM;
+    }
+    if (rc_t || rc_b || lt.errors || lb.errors) {
+        template_free(t);
+        return (rc_t == GHE_IO || rc_b == GHE_IO) ? GHE_IO : GHE_INVAL;
+    }
+    *out = t;
+    return 0;
+}
+
+void template_free(struct template *t) {
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->nparam; i++) {
+        free(t->params[i].name);
+        free(t->params[i].def);
+        cJSON_Delete(t->params[i].def_json);
+        tpl_expr_cleanup(&t->params[i].bind);
+    }
+    free(t->params);
+    for (size_t i = 0; i < t->nsite; i++) {
+        free(t->sites[i].place);
+        tpl_expr_cleanup(&t->sites[i].expr);
+    }
+    free(t->sites);
+    cJSON_Delete(t->run);
+    free(t);
+}
+
+bool template_declares(const struct template *t, const char *param) {
+    return t && param && tpl_param_find(t, param) >= 0;
+}
+
+static const char *tpl_ext_value(const struct tpl_render *r, int ext) {
+    const struct event *ev = r->ev;
+    const struct select_decision *d = r->in->decision;
+    const char *v = NULL;
+
+    switch ((enum tpl_ext)ext) {
+    case TPL_EXT_VARIANT: v = d ? select_variant_name(d->variant) : NULL; break;
+    case TPL_EXT_RULE: v = d ? d->rule : NULL; break;
+    case TPL_EXT_REASON: v = d ? d->reason : NULL; break;
+    case TPL_EXT_EVENT: v = ev->event; break;
+    case TPL_EXT_ACTION: v = ev->action; break;
+    case TPL_EXT_DELIVERY: v = ev->delivery; break;
+    case TPL_EXT_HOOK_ID: v = ev->hook_id; break;
+    case TPL_EXT_SENDER: v = ev->sender; break;
+    case TPL_EXT_REPO_URL: v = ev->repo_url; break;
+    case TPL_EXT_REPO_FULL_NAME: v = ev->repo_full_name; break;
+    case TPL_EXT_REF: v = ev->ref; break;
+    case TPL_EXT_BRANCH: v = ev->branch; break;
+    case TPL_EXT_TAG: v = ev->tag; break;
+    case TPL_EXT_REVISION: v = ev->revision; break;
+    case TPL_EXT_BASE_BRANCH: v = ev->base_branch; break;
+    case TPL_EXT_PR_NUMBER: v = ev->pr_number; break;
+    case TPL_EXT_MESSAGE: v = ev->message; break;
+    case TPL_EXT_COUNT_: break;
+    }
+    return v ? v : "";
+}
+
+/* Follows a compiled body path; JSON null counts as missing. */
+static const cJSON *tpl_body_get(const cJSON *node, const struct tpl_part *p) {
+    for (size_t i = 0; i < p->nseg && node; i++) {
+        const struct tpl_seg *s = &p->segs[i];
+        if (cJSON_IsArray(node))
+            node = s->index >= 0 && s->index <= INT32_MAX
+                       ? cJSON_GetArrayItem(node, (int)s->index)
+                       : NULL;
+        else if (cJSON_IsObject(node) && !s->bracket)
+            node = cJSON_GetObjectItemCaseSensitive(node, s->key);
+        else
+            node = NULL;
+    }
+    return cJSON_IsNull(node) ? NULL : node;
+}
+
+/*
+ * Evaluates one part of a binding into (*s, *len). A string is borrowed; other
+ * JSON is printed into *printed (cJSON_free). Returns 0, TEMPLATE_MISSING or
+ * GHE_NOMEM.
+ */
+static int tpl_part_eval(struct tpl_render *r, const struct tpl_part *p, const char **s,
+                         size_t *len, const cJSON **node, char **printed) {
+    const cJSON *n;
+
+    *node = NULL;
+    switch (p->kind) {
+    case TPL_LIT:
+        *s = p->text;
+        *len = p->len;
+        return 0;
+    case TPL_EXT:
+        *s = tpl_ext_value(r, p->ext);
+        break;
+    case TPL_HEADER:
+        if (!(*s = event_header_get(r->ev, p->text)))
+            return TEMPLATE_MISSING;
+        break;
+    case TPL_BODY:
+        if (!(n = tpl_body_get(r->ev->body, p)))
+            return TEMPLATE_MISSING;
+        if (cJSON_IsString(n)) {
+            *s = n->valuestring;
+        } else if (cJSON_IsTrue(n)) {
+            *s = "true";
+        } else if (cJSON_IsFalse(n)) {
+            *s = "false";
+        } else {
+            if (!(*printed = cJSON_PrintUnformatted(n)))
+                return GHE_NOMEM;
+            *s = *printed;
+            if (cJSON_IsArray(n) || cJSON_IsObject(n))
+                *node = n;
+        }
+        break;
+    default:
+        *s = "";
+        break;
+    }
+    *len = strlen(*s);
+    return 0;
+}
+
+static int tpl_missing(struct tpl_render *r, const struct tpl_param *pm, const struct tpl_part *p) {
+    if (p->kind == TPL_HEADER)
+        tpl_render_error(r, "request lacks header %s required by param \"%s\"", p->text,
+                         pm->name);
+    else
+        tpl_render_error(r, "payload lacks %s required by param \"%s\"", p->text, pm->name);
+    return GHE_INVAL;
+}
+
+/* Evaluates a param's binding into v; a missing part falls back to the default. */
+static int tpl_bind_eval(struct tpl_render *r, const struct tpl_param *pm, struct tpl_val *v) {
+    const struct tpl_expr *x = &pm->bind;
+    const struct tpl_part *missing = NULL;
+    struct buf b;
+    int rc = 0;
+
+    if (x->count == 1) {
+        rc = tpl_part_eval(r, &x->parts[0], &v->s, &v->len, &v->node, &v->owned_json);
+        if (rc == TEMPLATE_MISSING)
+            missing = &x->parts[0];
+        else
+            return rc;
+    } else {
+        buf_init(&b, TEMPLATE_VALUE_MAX);
+        for (size_t i = 0; i < x->count && !rc; i++) {
+            const char *s = "";
+            size_t len = 0;
+            const cJSON *node;
+            char *printed = NULL;
+            rc = tpl_part_eval(r, &x->parts[i], &s, &len, &node, &printed);
+            if (rc == 0)
+                rc = buf_append(&b, s, len);
+            else if (rc == TEMPLATE_MISSING)
+                missing = &x->parts[i];
+            cJSON_free(printed);
+        }
+        if (rc == 0) {
+            v->owned = buf_detach(&b, &v->len);
+            if (!v->owned)
+                return GHE_NOMEM;
+            v->s = v->owned;
+            return 0;
+        }
+        buf_cleanup(&b);
+        if (rc == GHE_TOOBIG) {
+            tpl_render_error(r, "param \"%s\" is longer than %d bytes", pm->name,
+                             TEMPLATE_VALUE_MAX);
+            return rc;
+        }
+        if (rc != TEMPLATE_MISSING)
+            return rc;
+    }
+    if (!pm->def)
+        return tpl_missing(r, pm, missing);
+    v->s = pm->def;
+    v->len = pm->def_len;
+    v->node = pm->def_json;
+    return 0;
+}
+
+static const struct template_override *tpl_override_find(const struct template_render_input *in,
+                                                         const char *name) {
+    for (size_t i = 0; i < in->override_count; i++)
+        if (in->overrides[i].name && strcmp(in->overrides[i].name, name) == 0)
+            return &in->overrides[i];
+    return NULL;
+}
+
+/*
+ * Gives each used param its value: an override, else its binding, else its
+ * default. Only values that were structured at their source (a default, an
+ * override, or a $(body...) that is an array or object) may become arrays or
+ * objects: a string from the payload that happens to look like JSON stays a
+ * string, so no branch name or commit message can change the object's shape.
+ */
+static int tpl_values(struct tpl_render *r) {
+    const struct template *t = r->t;
+
+    for (size_t i = 0; i < r->in->override_count; i++) {
+        if (!r->in->overrides[i].name || tpl_param_find(t, r->in->overrides[i].name) < 0) {
+            tpl_render_error(r, "param \"%s\" is not declared by the template",
+                             r->in->overrides[i].name ? r->in->overrides[i].name : "");
+            return GHE_INVAL;
+        }
+    }
+    for (size_t i = 0; i < t->nparam; i++) {
+        const struct tpl_param *pm = &t->params[i];
+        struct tpl_val *v = &r->vals[i];
+        const struct template_override *o;
+        int rc;
+
+        if (!pm->used)
+            continue;
+        if ((o = tpl_override_find(r->in, pm->name)) != NULL) {
+            v->s = o->value ? o->value : "";
+            v->len = strlen(v->s);
+            if (v->s[0] == '[' || v->s[0] == '{') {
+                cJSON *j = cJSON_ParseWithLength(v->s, v->len);
+                if (cJSON_IsArray(j) || cJSON_IsObject(j))
+                    v->node = v->owned_node = j;
+                else
+                    cJSON_Delete(j);
+            }
+            continue;
+        }
+        if (pm->bound) {
+            rc = tpl_bind_eval(r, pm, v);
+            if (rc)
+                return rc;
+            continue;
+        }
+        v->s = pm->def ? pm->def : "";
+        v->len = pm->def ? pm->def_len : 0;
+        v->node = pm->def_json;
+    }
+    return 0;
+}
+
+static void tpl_values_free(struct tpl_val *vals, size_t n) {
+    for (size_t i = 0; vals && i < n; i++) {
+        free(vals[i].owned);
+        cJSON_free(vals[i].owned_json);
+        cJSON_Delete(vals[i].owned_node);
+    }
+    free(vals);
+}
+
+/* Rewrites one site in the copy: dst is the copy of site->node, parent its container. */
+static int tpl_site_render(struct tpl_render *r, const struct tpl_site *site, cJSON *parent,
+                           cJSON *dst) {
+    const struct tpl_expr *x = &site->expr;
+    size_t total = 0;
+
+    if (x->count == 1 && x->parts[0].kind == TPL_PARAM && r->vals[x->parts[0].param].node) {
+        cJSON *rep = cJSON_Duplicate(r->vals[x->parts[0].param].node, 1);
+        if (!rep)
+            return GHE_NOMEM;
+        /* The copy takes over the key; ReplaceItemViaPointer frees the old node. */
+        rep->string = dst->string;
+        rep->type |= dst->type & cJSON_StringIsConst;
+        dst->string = NULL;
+        dst->type &= ~cJSON_StringIsConst;
+        cJSON_ReplaceItemViaPointer(parent, dst, rep);
+        return 0;
+    }
+    for (size_t i = 0; i < x->count; i++) {
+        const struct tpl_part *p = &x->parts[i];
+        size_t len = p->kind == TPL_LIT ? p->len : p->kind == TPL_UID ? 36 : r->vals[p->param].len;
+        if (len > TEMPLATE_STRING_MAX - total) {
+            tpl_render_error(r, "the value rendered at %s is longer than %d bytes", site->place,
+                             TEMPLATE_STRING_MAX);
+            return GHE_TOOBIG;
+        }
+        total += len;
+    }
+    char *s = cJSON_malloc(total + 1), *w = s;
+    if (!s)
+        return GHE_NOMEM;
+    for (size_t i = 0; i < x->count; i++) {
+        const struct tpl_part *p = &x->parts[i];
+        if (p->kind == TPL_LIT) {
+            memcpy(w, p->text, p->len);
+            w += p->len;
+        } else if (p->kind == TPL_UID) {
+            memcpy(w, r->uid, 36);
+            w += 36;
+        } else {
+            memcpy(w, r->vals[p->param].s, r->vals[p->param].len);
+            w += r->vals[p->param].len;
+        }
+    }
+    *w = '\0';
+    cJSON_free(dst->valuestring);
+    dst->valuestring = s;
+    return 0;
+}
+
+/* Walks the template and its copy in step; sites come in the same pre-order. */
+static int tpl_subst(struct tpl_render *r, const cJSON *src, cJSON *dst, size_t *cursor) {
+    const cJSON *s = src->child;
+    cJSON *d = dst->child;
+    int rc = 0;
+
+    while (s && d && *cursor < r->t->nsite && !rc) {
+        cJSON *next = d->next;
+        if (r->t->sites[*cursor].node == s)
+            rc = tpl_site_render(r, &r->t->sites[(*cursor)++], dst, d);
+        else if (s->child)
+            rc = tpl_subst(r, s, d, cursor);
+        s = s->next;
+        d = next;
+    }
+    return rc;
+}
+
+static int tpl_uuid4(char out[37]) {
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    size_t n = 0;
+
+    if (RAND_bytes(b, sizeof(b)) != 1)
+        return GHE_UNAVAILABLE;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[n++] = '-';
+        out[n++] = hex[b[i] >> 4];
+        out[n++] = hex[b[i] & 15];
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* Sets obj[key] to a string, replacing what the template had there. */
+static int tpl_set(cJSON *obj, const char *key, const char *value) {
+    cJSON *v = cJSON_CreateString(value);
+
+    if (!v)
+        return GHE_NOMEM;
+    if (cJSON_GetObjectItemCaseSensitive(obj, key)) {
+        if (cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v))
+            return 0;
+    } else if (cJSON_AddItemToObject(obj, key, v)) {
+        return 0;
+    }
+    cJSON_Delete(v);
+    return GHE_NOMEM;
+}
+
+static int tpl_set_label(cJSON *labels, const char *key, const char *value) {
+    char safe[NAMING_MAX + 1];
+
+    naming_label_value(value, safe);
+    return tpl_set(labels, key, safe);
+}
+
+/* Sets the annotation when there is a value; an absent value leaves no annotation. */
+static int tpl_set_note(cJSON *notes, const char *key, const char *value) {
+    return value ? tpl_set(notes, key, value) : 0;
+}
+
+static int tpl_metadata(struct tpl_render *r, cJSON *run) {
+    const struct template_render_input *in = r->in;
+    const struct select_decision *d = in->decision;
+    const struct event *ev = r->ev;
+    cJSON *meta = cJSON_GetObjectItemCaseSensitive(run, "metadata");
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(run, "spec");
+    cJSON *ref = cJSON_GetObjectItemCaseSensitive(spec, "pipelineRef");
+    cJSON *pname = cJSON_GetObjectItemCaseSensitive(ref, "name");
+    cJSON *gen = cJSON_GetObjectItemCaseSensitive(meta, "generateName");
+    const char *prefix = "run";
+    char name[NAMING_MAX + 1];
+    int rc = 0;
+
+    if (cJSON_IsString(pname) && *pname->valuestring)
+        prefix = pname->valuestring;
+    else if (cJSON_IsString(gen) && *gen->valuestring)
+        prefix = gen->valuestring;
+    naming_pipelinerun(prefix, in->name_key[0], in->name_key[1], in->name_key[2], name);
+    cJSON_DeleteItemFromObjectCaseSensitive(meta, "generateName");
+    rc = tpl_set(meta, "name", name);
+    if (!rc && in->namespace)
+        rc = tpl_set(meta, "namespace", in->namespace);
+    if (rc)
+        return rc;
+
+    cJSON *labels = cJSON_GetObjectItemCaseSensitive(meta, "labels");
+    cJSON *notes = cJSON_GetObjectItemCaseSensitive(meta, "annotations");
+    const char *variant = d ? select_variant_name(d->variant) : NULL;
+    if ((rc = tpl_set(labels, "app.kubernetes.io/managed-by", "gpuhook")) ||
+        (rc = tpl_set_label(labels, "gpuhook.dev/variant", variant)) ||
+        (rc = tpl_set_label(labels, "gpuhook.dev/event", ev->event)) ||
+        (rc = tpl_set_label(labels, "triggers.tekton.dev/triggers-eventid", ev->delivery)) ||
+        (rc = tpl_set_label(labels, "gpuhook.dev/repository", ev->repo_full_name)))
+        return rc;
+    if ((rc = tpl_set_note(notes, "gpuhook.dev/rule", d ? d->rule : NULL)) ||
+        (rc = tpl_set_note(notes, "gpuhook.dev/reason", d ? d->reason : NULL)) ||
+        (rc = tpl_set_note(notes, "gpuhook.dev/delivery", ev->delivery)) ||
+        (rc = tpl_set_note(notes, "gpuhook.dev/ref", ev->ref)) ||
+        (rc = tpl_set_note(notes, "gpuhook.dev/revision", ev->revision)) ||
+        (rc = tpl_set_note(notes, "gpuhook.dev/repository", ev->repo_full_name)))
+        return rc;
+    return 0;
+}
+
+int template_render(const struct template *t, const struct template_render_input *in,
+                    cJSON **out, char *err, size_t errlen) {
+    static const struct event no_event;
+    struct tpl_render r;
+    cJSON *run = NULL;
+    size_t cursor = 0;
+    int rc;
+
+    *out = NULL;
+    if (err && errlen)
+        err[0] = '\0';
+    memset(&r, 0, sizeof(r));
+    r.t = t;
+    r.in = in;
+    r.ev = in->ev ? in->ev : &no_event;
+    r.err = err;
+    r.errlen = errlen;
+    r.vals = calloc(t->nparam + 1, sizeof(*r.vals));
+    if (!r.vals)
+        return GHE_NOMEM;
+    rc = tpl_values(&r);
+    if (rc)
+        goto out;
+    if (t->uses_uid && (rc = tpl_uuid4(r.uid)) != 0) {
+        tpl_render_error(&r, "no random bytes for $(uid)");
+        goto out;
+    }
+    if (!(run = cJSON_Duplicate(t->run, 1))) {
+        rc = GHE_NOMEM;
+        goto out;
+    }
+    rc = tpl_subst(&r, t->run, run, &cursor);
+    if (!rc)
+        rc = tpl_metadata(&r, run);
+out:
+    tpl_values_free(r.vals, t->nparam);
+    if (rc) {
+        cJSON_Delete(run);
+        if (rc == GHE_NOMEM && err && errlen)
+            snprintf(err, errlen, "out of memory while rendering the PipelineRun");
+        return rc;
+    }
+    *out = run;
+    return 0;
+}

@@ -1,0 +1,234 @@
+#include "gpuhook/webhook.h"
+#include "gpuhook/dispatch.h"
+#include "gpuhook/logger.h"
+#include "gpuhook/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define WEBHOOK_UNAUTHORIZED "invalid or missing X-Hub-Signature-256 signature"
+
+static bool webhook_token_ok(const char *s, size_t max, bool digits_only) {
+    size_t n = 0;
+    if (!s || !*s)
+        return false;
+    for (; s[n]; n++) {
+        char c = s[n];
+        bool digit = c >= '0' && c <= '9';
+        bool ok = digits_only ? digit
+                              : digit || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                    c == '-' || c == '_';
+        if (!ok || n >= max)
+            return false;
+    }
+    return true;
+}
+
+/* Compares a media type, ignoring parameters such as "; charset=utf-8". */
+static bool webhook_media_type_is(const char *ct, const char *want) {
+    size_t n = strlen(want);
+    if (!ct || strncasecmp(ct, want, n) != 0)
+        return false;
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
+}
+
+static void webhook_unauthorized(struct http_request *req) {
+    metrics_signature_failure();
+    metrics_delivery(req->log_event[0] ? req->log_event : "unknown", "unauthorized");
+    http_request_error(req, 401, WEBHOOK_UNAUTHORIZED);
+}
+
+bool webhook_begin(struct http_request *req) {
+    const char *event = http_request_header(req, "X-GitHub-Event");
+    const char *delivery = http_request_header(req, "X-GitHub-Delivery");
+    const char *hook = http_request_header(req, "X-GitHub-Hook-ID");
+    const char *ct = http_request_header(req, "Content-Type");
+
+    if (!webhook_token_ok(event, 64, false)) {
+        http_request_error(req, 400, "missing or malformed X-GitHub-Event header");
+        return true;
+    }
+    snprintf(req->log_event, sizeof(req->log_event), "%s", event);
+    if (!webhook_token_ok(delivery, 72, false)) {
+        http_request_error(req, 400, "missing or malformed X-GitHub-Delivery header");
+        return true;
+    }
+    snprintf(req->log_delivery, sizeof(req->log_delivery), "%s", delivery);
+    if (hook && !webhook_token_ok(hook, 20, true)) {
+        http_request_error(req, 400, "malformed X-GitHub-Hook-ID header: expected digits");
+        return true;
+    }
+    if (!webhook_media_type_is(ct, "application/json") &&
+        !webhook_media_type_is(ct, "application/x-www-form-urlencoded")) {
+        http_request_error(req, 415,
+                           "unsupported Content-Type: use application/json or "
+                           "application/x-www-form-urlencoded");
+        return true;
+    }
+    /* Only SHA-256 counts; a SHA-1 X-Hub-Signature alone is an unsigned delivery. */
+    if (signature_parse_header(http_request_header(req, "X-Hub-Signature-256"),
+                               req->sig_expected) != 0) {
+        webhook_unauthorized(req);
+        return true;
+    }
+    if (signature_check_init(&req->sig, req->cfg->keyring) != 0) {
+        http_request_error(req, 500, "out of memory");
+        return true;
+    }
+    return false;
+}
+
+bool webhook_upload(struct http_request *req, const char *data, size_t len) {
+    if (!req->body_started && req->content_length > 0) {
+        /* One allocation of the announced size: the body is never copied again. */
+        buf_reserve(&req->body, (size_t)req->content_length);
+    }
+    req->body_started = true;
+    if (buf_append(&req->body, data, len) != 0) {
+        http_request_error(req, 413, "request body exceeds max_body_bytes (%ld bytes)",
+                           req->cfg->max_body_bytes);
+        return true;
+    }
+    signature_check_update(&req->sig, data, len);
+    return false;
+}
+
+static void webhook_ignore(struct http_request *req, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void webhook_ignore(struct http_request *req, const char *event, const char *fmt, ...) {
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof(reason), fmt, ap);
+    va_end(ap);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "ignored");
+    cJSON_AddStringToObject(o, "event", event);
+    cJSON_AddStringToObject(o, "reason", reason);
+    http_request_json(req, 200, o);
+    cJSON_Delete(o);
+    metrics_delivery(event, "ignored");
+}
+
+static bool webhook_event_enabled(const struct config *cfg, const char *event) {
+    for (size_t i = 0; i < cfg->event_count; i++)
+        if (strcmp(cfg->events[i], event) == 0)
+            return true;
+    return false;
+}
+
+static bool webhook_pr_action_runs(const struct config *cfg, const struct event *ev) {
+    static const char *const actions[] = {"opened", "synchronize", "reopened", "ready_for_review"};
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+        if (ev->action && strcmp(ev->action, actions[i]) == 0)
+            return true;
+    return ev->action && strcmp(ev->action, "labeled") == 0 && ev->added_label &&
+           select_rules_names_label(cfg->rules, ev->added_label);
+}
+
+bool webhook_should_ignore(const struct config *cfg, const char *event, const struct event *ev,
+                           char *reason, size_t n) {
+    if (!webhook_event_enabled(cfg, event)) {
+        snprintf(reason, n, "event %s is not in github.events", event);
+        return true;
+    }
+    if (strcmp(event, "push") != 0 && strcmp(event, "pull_request") != 0) {
+        snprintf(reason, n, "event %s does not start runs", event);
+        return true;
+    }
+    if (!ev)
+        return false;
+    if (ev->deleted) {
+        snprintf(reason, n, "push deletes %s", ev->ref ? ev->ref : "a ref");
+        return true;
+    }
+    if (strcmp(event, "pull_request") != 0)
+        return false;
+    if (!webhook_pr_action_runs(cfg, ev)) {
+        snprintf(reason, n, "pull_request action %s does not start runs",
+                 ev->action ? ev->action : "(none)");
+        return true;
+    }
+    if (ev->draft) {
+        snprintf(reason, n, "pull request #%s is a draft", ev->pr_number ? ev->pr_number : "?");
+        return true;
+    }
+    return false;
+}
+
+void webhook_finish(struct http_request *req) {
+    const char *event = http_request_header(req, "X-GitHub-Event");
+    const char *delivery = http_request_header(req, "X-GitHub-Delivery");
+    const char *hook = http_request_header(req, "X-GitHub-Hook-ID");
+    const char *ct = http_request_header(req, "Content-Type");
+    struct app_lru_entry hit;
+    struct event ev;
+    char err[512] = "", reason[512];
+
+    if (!signature_check_finish(&req->sig, req->sig_expected)) {
+        webhook_unauthorized(req);
+        return;
+    }
+    if (strcmp(event, "ping") == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "ok");
+        cJSON_AddStringToObject(o, "event", "ping");
+        if (hook)
+            cJSON_AddNumberToObject(o, "hook_id", strtod(hook, NULL));
+        else
+            cJSON_AddNullToObject(o, "hook_id");
+        http_request_json(req, 200, o);
+        cJSON_Delete(o);
+        metrics_delivery("ping", "ok");
+        return;
+    }
+    if (webhook_should_ignore(req->cfg, event, NULL, reason, sizeof(reason))) {
+        webhook_ignore(req, event, "%s", reason);
+        return;
+    }
+    /* A redelivery already created: answer from memory without rendering again. */
+    if (req->app && delivery_mode(req->app->delivery) != CONFIG_KUBE_DRY_RUN &&
+        app_lru_get(req->app, hook, delivery, &hit)) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "status", "exists");
+        cJSON_AddStringToObject(o, "pipelinerun", hit.name);
+        cJSON_AddStringToObject(o, "namespace", delivery_namespace(req->app->delivery));
+        cJSON_AddStringToObject(o, "variant", hit.variant);
+        cJSON_AddStringToObject(o, "rule", hit.rule);
+        cJSON_AddStringToObject(o, "delivery", delivery);
+        http_request_json(req, 200, o);
+        cJSON_Delete(o);
+        snprintf(req->log_pipelinerun, sizeof(req->log_pipelinerun), "%s", hit.name);
+        metrics_delivery(event, "exists");
+        return;
+    }
+
+    event_init(&ev);
+    ev.headers = req->headers;
+    ev.header_count = req->header_count;
+    int rc = event_parse_delivery(&ev, event, delivery, hook, ct, req->body.data ? req->body.data : "",
+                                  req->body.len, err, sizeof(err));
+    /* The tree holds what we need; drop the raw body to halve peak memory. */
+    buf_cleanup(&req->body);
+    if (rc) {
+        http_request_error(req, 400, "%s", err[0] ? err : "invalid payload");
+        metrics_delivery(event, "invalid");
+        goto out;
+    }
+    if (webhook_should_ignore(req->cfg, event, &ev, reason, sizeof(reason))) {
+        webhook_ignore(req, event, "%s", reason);
+        goto out;
+    }
+    struct dispatch_input in = {
+        .ev = &ev,
+        .forced_variant = -1,
+        .name_key = {hook ? hook : "", delivery},
+    };
+    dispatch_run(req, &in);
+out:
+    event_cleanup(&ev);
+}
