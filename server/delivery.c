@@ -4,6 +4,7 @@
 #include "gpuhook/spool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,6 +173,15 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
     }
 }
 
+/* Creates and drops an unnamed file: access(2) says yes to root even on a read-only mount. */
+static bool delivery_dir_writable(const char *dir) {
+    int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return false;
+    close(fd);
+    return true;
+}
+
 bool delivery_ready(struct delivery *d, struct buf *detail) {
     long now = delivery_now_ms();
     bool ok;
@@ -192,7 +202,7 @@ bool delivery_ready(struct delivery *d, struct buf *detail) {
         snprintf(msg, sizeof(msg), "dry-run: nothing is sent");
         break;
     case CONFIG_KUBE_LOCAL:
-        ok = access(d->local_dir, W_OK) == 0;
+        ok = delivery_dir_writable(d->local_dir);
         snprintf(msg, sizeof(msg), "%s is %swritable", d->local_dir, ok ? "" : "not ");
         break;
     default:

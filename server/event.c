@@ -9,9 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
-void event_init(struct event *ev) {
-    *ev = (struct event){0};
-}
+void event_init(struct event *ev) { *ev = (struct event){0}; }
 
 static void strv_free(char **v, size_t n) {
     for (size_t i = 0; i < n; i++)
@@ -20,10 +18,10 @@ static void strv_free(char **v, size_t n) {
 }
 
 void event_cleanup(struct event *ev) {
-    char **fields[] = {&ev->event,       &ev->action,    &ev->repo_full_name, &ev->repo_url,
-                       &ev->ref,         &ev->branch,    &ev->tag,            &ev->revision,
-                       &ev->base_branch, &ev->pr_number, &ev->message,        &ev->sender,
-                       &ev->delivery,    &ev->hook_id,   &ev->added_label};
+    char **fields[] = {
+        &ev->event,   &ev->action, &ev->repo_full_name, &ev->repo_url,    &ev->ref,
+        &ev->branch,  &ev->tag,    &ev->revision,       &ev->base_branch, &ev->pr_number,
+        &ev->message, &ev->sender, &ev->delivery,       &ev->hook_id,     &ev->added_label};
 
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         free(*fields[i]);
@@ -201,9 +199,7 @@ static size_t utf8_invalid_offset(const unsigned char *s, size_t len) {
     return len;
 }
 
-static bool is_json_ws(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
+static bool is_json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_t errlen) {
     size_t i = 0, begin;
@@ -332,8 +328,7 @@ static int form_payload(char *body, size_t len, char **value, size_t *value_len,
             int hi = k + 2 < found_len ? hex_value(found[k + 1]) : -1;
             int lo = hi >= 0 ? hex_value(found[k + 2]) : -1;
             if (lo < 0) {
-                set_err(err, errlen, "form field \"payload\" has a bad %%-escape at offset %zu",
-                        k);
+                set_err(err, errlen, "form field \"payload\" has a bad %%-escape at offset %zu", k);
                 return GHE_INVAL;
             }
             c = (char)(hi << 4 | lo);

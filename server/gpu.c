@@ -493,6 +493,7 @@ static void add_verbose(struct json_ctx *j, cJSON *root, const struct gpu_snapsh
     } else {
         jcheck(j, cJSON_AddNullToObject(nvml, "error"));
     }
+    jbool(j, nvml, "xid_events", s->nvml.xid_events);
 
     cJSON *probe = jcheck(j, cJSON_AddObjectToObject(root, "probe"));
     jnum(j, probe, "refresh_seconds", refresh_seconds);
@@ -608,6 +609,7 @@ static bool wait_for_next(const struct gpu_source *src, struct gpu_snapshot *wor
         int rc = src->xid_wait(src->ctx, (int)slice, &index, &xid);
         if (rc < 0) {
             *events = false;
+            work->nvml.xid_events = false;
         } else if (rc == 1 && index >= 0 && index < work->cuda.device_count &&
                    index < GPU_MAX_DEVICES) {
             record_xid(work, index, xid);

@@ -197,6 +197,7 @@ int gpu_nvml_open(void *ctx, struct gpu_snapshot *s) {
             n.events = NULL;
         }
     }
+    s->nvml.xid_events = n.events != NULL;
     return 0;
 }
 

@@ -22,6 +22,7 @@
 
 #define HTTP_OUT_MAX (8 * 1024 * 1024)
 #define HTTP_SMALL_BODY_MAX 4096
+#define HTTP_DISCARD_MAX (1024 * 1024)
 
 struct http_server {
     struct MHD_Daemon *daemon;
@@ -327,8 +328,16 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (req->responded)
-            return MHD_YES;
+        if (req->discarded || req->responded) {
+            /*
+             * libmicrohttpd 0.9.75 cannot queue a response while a body is
+             * still arriving, so the rest of an oversized body is read and
+             * dropped, up to the limit plus 1 MiB, then answered with 413
+             * and a close. A client that keeps sending is cut off.
+             */
+            req->discarded += n;
+            return req->discarded > req->body.max + HTTP_DISCARD_MAX ? MHD_NO : MHD_YES;
+        }
         bool done;
         if (strcmp(req->route, "webhook") == 0) {
             done = webhook_upload(req, upload_data, n);
@@ -338,11 +347,14 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
                 http_request_error(req, 413, "request body exceeds the limit of %zu bytes",
                                    req->body.max);
         }
-        /* A body past the limit is answered at once and the connection closed. */
-        if (done)
-            return http_queue(conn, req, true);
+        if (done) {
+            req->discarded = n;
+            buf_cleanup(&req->body);
+        }
         return MHD_YES;
     }
+    if (req->discarded)
+        return http_queue(conn, req, true);
     if (req->responded)
         return MHD_YES;
 

@@ -28,8 +28,8 @@ enum select_cond {
 };
 
 static const char *const select_cond_names[SELECT_COND_COUNT_] = {
-    "event", "branch", "base_branch", "tag", "repository", "label", "message_contains",
-    "changed_path"};
+    "event",      "branch", "base_branch",      "tag",
+    "repository", "label",  "message_contains", "changed_path"};
 
 /* The events a rule may name, as bits of select_rule.events. */
 static const char *const select_event_names[] = {"push", "pull_request", "trigger"};
@@ -266,8 +266,9 @@ static unsigned select_parse_events(struct select_parse *sp, const cJSON *v, con
 
 static void select_parse_when(struct select_parse *sp, const cJSON *when, const char *path,
                               struct select_rule *r, const char *suffix) {
-    static const char *const known[] = {"event", "branch", "base_branch", "tag", "repository",
-                                        "label", "message_contains", "changed_path", NULL};
+    static const char *const known[] = {"event",      "branch", "base_branch",      "tag",
+                                        "repository", "label",  "message_contains", "changed_path",
+                                        NULL};
     const cJSON *item;
 
     if (!cJSON_IsObject(when)) {
@@ -381,8 +382,8 @@ static void select_parse_rule(struct select_parse *sp, struct select_rules *rule
     }
 }
 
-static void select_parse_mib(struct select_parse *sp, const cJSON *fit, const char *key,
-                             long *out, bool *ok) {
+static void select_parse_mib(struct select_parse *sp, const cJSON *fit, const char *key, long *out,
+                             bool *ok) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(fit, key);
     char path[96];
 
@@ -597,25 +598,35 @@ static bool select_rule_matches(const struct select_rule *r, const struct event 
     return true;
 }
 
-/* A bounded sentence builder that never cuts a UTF-8 character. */
+/*
+ * A bounded sentence builder that never cuts a UTF-8 character. A sentence
+ * that does not fit ends in "..." and takes nothing more.
+ */
 struct select_text {
     char *p;
-    size_t cap;
+    size_t cap; /* at least 4 */
     size_t len;
+    bool full;
 };
 
 static void select_text_add(struct select_text *t, const char *s) {
     size_t n = strlen(s);
 
-    if (t->len + 1 >= t->cap)
+    if (t->full)
         return;
-    if (n > t->cap - 1 - t->len) {
-        n = t->cap - 1 - t->len;
+    /* len never passes cap - 4, so "..." and the terminator always fit. */
+    if (n > t->cap - 4 - t->len) {
+        n = t->cap - 4 - t->len;
         while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
             n--;
+        t->full = true;
     }
     memcpy(t->p + t->len, s, n);
     t->len += n;
+    if (t->full) {
+        memcpy(t->p + t->len, "...", 3);
+        t->len += 3;
+    }
     t->p[t->len] = '\0';
 }
 
@@ -629,7 +640,7 @@ static void select_text_quoted(struct select_text *t, const char *before, const 
 
 static void select_reason(const struct select_rule *r, const struct event *ev,
                           const struct select_match *m, char *out, size_t outlen) {
-    struct select_text t = {out, outlen, 0};
+    struct select_text t = {out, outlen, 0, false};
     bool pr = select_event_is(ev, "pull_request");
 
     out[0] = '\0';

@@ -753,7 +753,7 @@ static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok,
         const cJSON *value = cJSON_GetObjectItemCaseSensitive(item, "value");
         if (!cJSON_IsString(name) || !*name->valuestring) {
             char nplace[64];
-            snprintf(nplace, sizeof(nplace), "%s.name", place);
+            snprintf(nplace, sizeof(nplace), ".spec.params[%zu].name", idx - 1);
             tpl_error(lc, nplace, "missing or not a string");
             continue;
         }
@@ -1085,7 +1085,11 @@ static int tpl_site_render(struct tpl_render *r, const struct tpl_site *site, cJ
         cJSON *rep = cJSON_Duplicate(r->vals[x->parts[0].param].node, 1);
         if (!rep)
             return GHE_NOMEM;
-        /* The copy takes over the key; ReplaceItemViaPointer frees the old node. */
+        /* The copy drops the key its source had (a default's "default", a body member's
+         * name) and takes over dst's; ReplaceItemViaPointer frees the old node. */
+        if (!(rep->type & cJSON_StringIsConst))
+            cJSON_free(rep->string);
+        rep->type &= ~cJSON_StringIsConst;
         rep->string = dst->string;
         rep->type |= dst->type & cJSON_StringIsConst;
         dst->string = NULL;

@@ -88,13 +88,15 @@ void trigger_finish(struct http_request *req) {
     size_t nov = 0;
     struct event ev;
     char uuid[37];
-    cJSON *body = cJSON_ParseWithLength(req->body.data ? req->body.data : "", req->body.len);
+    cJSON *body = NULL;
     const cJSON *it;
     int forced = -1;
+    char err[256] = "";
 
     event_init(&ev);
-    if (!cJSON_IsObject(body)) {
-        http_request_error(req, 400, "body is not a JSON object");
+    if (event_json_parse(req->body.data ? req->body.data : "", req->body.len, &body, err,
+                         sizeof(err)) != 0) {
+        http_request_error(req, 400, "%s", err[0] ? err : "body is not a JSON object");
         goto out;
     }
     cJSON_ArrayForEach(it, body) {

@@ -27,14 +27,6 @@ static bool webhook_token_ok(const char *s, size_t max, bool digits_only) {
     return true;
 }
 
-/* Compares a media type, ignoring parameters such as "; charset=utf-8". */
-static bool webhook_media_type_is(const char *ct, const char *want) {
-    size_t n = strlen(want);
-    if (!ct || strncasecmp(ct, want, n) != 0)
-        return false;
-    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
-}
-
 static void webhook_unauthorized(struct http_request *req) {
     metrics_signature_failure();
     metrics_delivery(req->log_event[0] ? req->log_event : "unknown", "unauthorized");
@@ -61,8 +53,7 @@ bool webhook_begin(struct http_request *req) {
         http_request_error(req, 400, "malformed X-GitHub-Hook-ID header: expected digits");
         return true;
     }
-    if (!webhook_media_type_is(ct, "application/json") &&
-        !webhook_media_type_is(ct, "application/x-www-form-urlencoded")) {
+    if (event_content_type_parse(ct) == EVENT_CONTENT_UNSUPPORTED) {
         http_request_error(req, 415,
                            "unsupported Content-Type: use application/json or "
                            "application/x-www-form-urlencoded");
@@ -214,8 +205,14 @@ void webhook_finish(struct http_request *req) {
                                   req->body.len, err, sizeof(err));
     /* The tree holds what we need; drop the raw body to halve peak memory. */
     buf_cleanup(&req->body);
+    if (rc == GHE_NOMEM) {
+        http_request_error(req, 500, "out of memory");
+        metrics_delivery(event, "error");
+        goto out;
+    }
     if (rc) {
-        http_request_error(req, 400, "%s", err[0] ? err : "invalid payload");
+        http_request_error(req, rc == GHE_UNSUPPORTED ? 415 : 400, "%s",
+                           err[0] ? err : "invalid payload");
         metrics_delivery(event, "invalid");
         goto out;
     }

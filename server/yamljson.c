@@ -208,7 +208,7 @@ static int yamljson_on_start(struct yamljson_state *st, const yaml_event_t *e) {
     if (rc)
         return rc;
     if (st->depth == YAMLJSON_DEPTH_MAX)
-        return yamljson_fail(st, mark, "nesting is deeper than 128 levels");
+        return yamljson_fail(st, mark, "nesting is deeper than %d levels", YAMLJSON_DEPTH_MAX);
     cJSON *item = seq ? cJSON_CreateArray() : cJSON_CreateObject();
     if (!item)
         return GHE_NOMEM;
@@ -286,6 +286,23 @@ static int yamljson_parse_yaml(struct yamljson_state *st, const char *data, size
     return rc;
 }
 
+/* The nesting depth of a cJSON tree, stopping once it passes the bound. */
+static size_t yamljson_depth(const cJSON *n, size_t depth) {
+    const cJSON *c;
+    size_t max = depth;
+
+    if (depth > YAMLJSON_DEPTH_MAX || !(cJSON_IsArray(n) || cJSON_IsObject(n)))
+        return depth;
+    cJSON_ArrayForEach(c, n) {
+        size_t d = yamljson_depth(c, depth + 1);
+        if (d > max)
+            max = d;
+        if (max > YAMLJSON_DEPTH_MAX)
+            break;
+    }
+    return max == depth ? depth + 1 : max;
+}
+
 int yamljson_load_string(const char *name, const char *data, size_t len, cJSON **out, char *err,
                          size_t errlen) {
     struct yamljson_state st;
@@ -306,6 +323,13 @@ int yamljson_load_string(const char *name, const char *data, size_t len, cJSON *
         i++;
     if (i < len && (data[i] == '{' || data[i] == '[')) {
         cJSON *doc = cJSON_ParseWithLength(data, len);
+        if (doc && yamljson_depth(doc, 0) > YAMLJSON_DEPTH_MAX) {
+            cJSON_Delete(doc);
+            if (err && errlen)
+                snprintf(err, errlen, "%s: nesting is deeper than %d levels", name,
+                         YAMLJSON_DEPTH_MAX);
+            return GHE_INVAL;
+        }
         if (doc) {
             *out = doc;
             return 0;

@@ -138,38 +138,86 @@ struct fixture_case {
 };
 
 static const struct fixture_case fixture_cases[] = {
-    {"push_with-new-branch.json", "push", NULL, "Codertocat/Hello-World",
-     "https://github.com/Codertocat/Hello-World.git", "refs/heads/master", "master", NULL,
-     "6113728f27ae82c7b1a177c8d03f9e96e0adf246", NULL, NULL, "Initial commit", "Codertocat", NULL,
-     NULL, 0, "README.md", 1, false, false},
-    {"push.json", "push", NULL, "Codertocat/Hello-World",
-     "https://github.com/Codertocat/Hello-World.git", "refs/tags/simple-tag", NULL, "simple-tag",
-     "0000000000000000000000000000000000000000", NULL, NULL, NULL, "Codertocat", NULL, NULL, 0,
-     NULL, 0, true, false},
-    {"pull_request_opened.json", "pull_request", "opened", "Codertocat/Hello-World",
-     "https://github.com/Codertocat/Hello-World.git", "refs/pull/2/head", "changes", NULL,
-     "ec26c3e57ca3a959ca5aad62de7213c562f8c821", "master", "2",
-     "Update the README with new information.", "Codertocat", NULL, "bug", 1, NULL, 0, false,
-     false},
-    {"pull_request_labeled.json", "pull_request", "labeled", "Codertocat/Hello-World",
-     "https://github.com/Codertocat/Hello-World.git", "refs/pull/2/head", "changes", NULL,
-     "ec26c3e57ca3a959ca5aad62de7213c562f8c821", "master", "2",
-     "Update the README with new information.", "Codertocat", "bug", "bug", 1, NULL, 0, false,
-     false},
-    {"pull_request_synchronize.json", "pull_request", "synchronize", "Codertocat/Hello-World",
-     "https://github.com/Codertocat/Hello-World.git", "refs/pull/2/head", "changes", NULL,
-     "ec26c3e57ca3a959ca5aad62de7213c562f8c821", "master", "2",
-     "Update the README with new information.", "Codertocat", NULL, "bug", 1, NULL, 0, false,
-     false},
-    {"ping.json", "ping", NULL, "Octocoders/Hello-World",
-     "https://github.com/Octocoders/Hello-World.git", NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-     "Codertocat", NULL, NULL, 0, NULL, 0, false, false},
-    {"issue_comment_created.json", "issue_comment", "created", "Codertocat/Hello-World",
-     "https://github.com/Codertocat/Hello-World.git", NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-     "Codertocat", NULL, NULL, 0, NULL, 0, false, false},
-    {"workflow_dispatch.json", "workflow_dispatch", NULL, "octo-org/octo-repo",
-     "https://github.com/octo-org/octo-repo.git", NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-     "Codertocat", NULL, NULL, 0, NULL, 0, false, false},
+    {.file = "push_with-new-branch.json",
+     .event = "push",
+     .full_name = "Codertocat/Hello-World",
+     .repo_url = "https://github.com/Codertocat/Hello-World.git",
+     .ref = "refs/heads/master",
+     .branch = "master",
+     .revision = "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+     .message = "Initial commit",
+     .sender = "Codertocat",
+     .first_path = "README.md",
+     .changed_count = 1},
+    {.file = "push.json",
+     .event = "push",
+     .full_name = "Codertocat/Hello-World",
+     .repo_url = "https://github.com/Codertocat/Hello-World.git",
+     .ref = "refs/tags/simple-tag",
+     .tag = "simple-tag",
+     .revision = "0000000000000000000000000000000000000000",
+     .sender = "Codertocat",
+     .deleted = true},
+    {.file = "pull_request_opened.json",
+     .event = "pull_request",
+     .action = "opened",
+     .full_name = "Codertocat/Hello-World",
+     .repo_url = "https://github.com/Codertocat/Hello-World.git",
+     .ref = "refs/pull/2/head",
+     .branch = "changes",
+     .revision = "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+     .base_branch = "master",
+     .pr_number = "2",
+     .message = "Update the README with new information.",
+     .sender = "Codertocat",
+     .first_label = "bug",
+     .label_count = 1},
+    {.file = "pull_request_labeled.json",
+     .event = "pull_request",
+     .action = "labeled",
+     .full_name = "Codertocat/Hello-World",
+     .repo_url = "https://github.com/Codertocat/Hello-World.git",
+     .ref = "refs/pull/2/head",
+     .branch = "changes",
+     .revision = "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+     .base_branch = "master",
+     .pr_number = "2",
+     .message = "Update the README with new information.",
+     .sender = "Codertocat",
+     .added_label = "bug",
+     .first_label = "bug",
+     .label_count = 1},
+    {.file = "pull_request_synchronize.json",
+     .event = "pull_request",
+     .action = "synchronize",
+     .full_name = "Codertocat/Hello-World",
+     .repo_url = "https://github.com/Codertocat/Hello-World.git",
+     .ref = "refs/pull/2/head",
+     .branch = "changes",
+     .revision = "ec26c3e57ca3a959ca5aad62de7213c562f8c821",
+     .base_branch = "master",
+     .pr_number = "2",
+     .message = "Update the README with new information.",
+     .sender = "Codertocat",
+     .first_label = "bug",
+     .label_count = 1},
+    /* Other events keep the repository, the sender and the action, and nothing else. */
+    {.file = "ping.json",
+     .event = "ping",
+     .full_name = "Octocoders/Hello-World",
+     .repo_url = "https://github.com/Octocoders/Hello-World.git",
+     .sender = "Codertocat"},
+    {.file = "issue_comment_created.json",
+     .event = "issue_comment",
+     .action = "created",
+     .full_name = "Codertocat/Hello-World",
+     .repo_url = "https://github.com/Codertocat/Hello-World.git",
+     .sender = "Codertocat"},
+    {.file = "workflow_dispatch.json",
+     .event = "workflow_dispatch",
+     .full_name = "octo-org/octo-repo",
+     .repo_url = "https://github.com/octo-org/octo-repo.git",
+     .sender = "Codertocat"},
 };
 
 static void check_fixture_event(const struct event *ev, const struct fixture_case *c) {
@@ -210,8 +258,8 @@ static void test_event_fixture_fields_are_extracted(void **state) {
 
         print_message("fixture %s\n", c->file);
         event_init(&ev);
-        assert_int_equal(event_parse_delivery(&ev, c->event, "d-1", "42", "application/json",
-                                              body, len, err, sizeof(err)),
+        assert_int_equal(event_parse_delivery(&ev, c->event, "d-1", "42", "application/json", body,
+                                              len, err, sizeof(err)),
                          0);
         check_fixture_event(&ev, c);
         event_cleanup(&ev);
@@ -258,8 +306,7 @@ static void test_event_body_tree_is_kept_for_templates(void **state) {
     free(body);
     const cJSON *hook = cJSON_GetObjectItemCaseSensitive(ev.body, "hook");
     assert_true(cJSON_IsObject(hook));
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(hook, "type")->valuestring,
-                        "Repository");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(hook, "type")->valuestring, "Repository");
     event_cleanup(&ev);
     assert_null(ev.body);
     assert_null(ev.event);
@@ -498,9 +545,10 @@ static void test_event_brackets_inside_strings_do_not_count_as_nesting(void **st
 
     (void)state;
     /* 99 brackets and an escaped quote inside a string are not nesting. */
-    snprintf(text, sizeof(text), "{\"action\":\"%s\\\"]]]}\"}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
-                                                             "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
-                                                             "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[");
+    snprintf(text, sizeof(text), "{\"action\":\"%s\\\"]]]}\"}",
+             "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+             "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+             "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[");
     event_init(&ev);
     assert_int_equal(parse_json(&ev, "ping", text, err, sizeof(err)), 0);
     assert_int_equal(strlen(ev.action), 99 + 5);
@@ -584,10 +632,11 @@ static void test_event_draft_pull_request_is_marked_draft(void **state) {
 static void test_event_pull_request_number_falls_back_to_the_pr_object(void **state) {
     struct event ev;
     char err[256];
-    const char *json = "{\"action\":\"opened\",\"pull_request\":{\"number\":1234567,"
-                       "\"head\":{\"sha\":\"abc\",\"ref\":\"f\"},\"base\":{\"ref\":\"main\"},"
-                       "\"labels\":[{\"name\":\"a\"},{\"color\":\"x\"},{\"name\":\"gpu:original\"}]},"
-                       "\"repository\":{\"clone_url\":\"https://h/o/r.git\"}}";
+    const char *json =
+        "{\"action\":\"opened\",\"pull_request\":{\"number\":1234567,"
+        "\"head\":{\"sha\":\"abc\",\"ref\":\"f\"},\"base\":{\"ref\":\"main\"},"
+        "\"labels\":[{\"name\":\"a\"},{\"color\":\"x\"},{\"name\":\"gpu:original\"}]},"
+        "\"repository\":{\"clone_url\":\"https://h/o/r.git\"}}";
 
     (void)state;
     event_init(&ev);
@@ -639,9 +688,9 @@ static void test_event_other_events_never_fail_on_an_object(void **state) {
         char err[256];
 
         event_init(&ev);
-        assert_int_equal(parse_json(&ev, events[i], "{\"ref\":\"refs/heads/x\",\"after\":1}", err,
-                                    sizeof(err)),
-                         0);
+        assert_int_equal(
+            parse_json(&ev, events[i], "{\"ref\":\"refs/heads/x\",\"after\":1}", err, sizeof(err)),
+            0);
         assert_string_equal(ev.event, events[i]);
         assert_null(ev.ref);
         assert_null(ev.branch);
@@ -673,7 +722,8 @@ static void test_event_hostile_strings_survive_byte_for_byte(void **state) {
         for (int form = 0; form < 2; form++) {
             cJSON *tree = load_fixture_tree("push_with-new-branch.json");
             cJSON *hc = cJSON_GetObjectItemCaseSensitive(tree, "head_commit");
-            cJSON *commit = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tree, "commits"), 0);
+            cJSON *commit =
+                cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(tree, "commits"), 0);
             cJSON *sender = cJSON_GetObjectItemCaseSensitive(tree, "sender");
             struct event ev;
             char err[256];

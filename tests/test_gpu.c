@@ -54,6 +54,7 @@ static int fake_nvml_open(void *ctx, struct gpu_snapshot *s) {
     struct fake *f = ctx;
     pthread_mutex_lock(&f->lock);
     s->nvml = f->nvml;
+    s->nvml.xid_events = f->events;
     f->opens++;
     int rc = f->nvml.loaded ? 0 : GHE_UNAVAILABLE;
     pthread_mutex_unlock(&f->lock);
@@ -463,6 +464,7 @@ static void test_fatal_xid_event_makes_gpu_unavailable(void **state) {
         assert_int_equal((int)num_of(xid, "xid"), (int)cases[i].xid);
         assert_int_equal(bool_of(xid, "fatal"), cases[i].fatal);
         assert_int_equal(strlen(str_of(xid, "at")), 24);
+        assert_true(bool_of(obj_of(doc, "nvml"), "xid_events"));
         assert_string_equal(str_of(doc, "status"), cases[i].status);
         assert_int_equal(http, cases[i].fatal ? 503 : 200);
 
@@ -594,7 +596,7 @@ static void test_verbose_body_adds_cuda_nvml_and_devices(void **state) {
                                       "probe",        "devices", NULL};
     static const char *const cuda[] = {"driver_version", "runtime_version", "error",
                                        "visible_devices", NULL};
-    static const char *const nvml[] = {"loaded", "driver_version", "error", NULL};
+    static const char *const nvml[] = {"loaded", "driver_version", "error", "xid_events", NULL};
     static const char *const device[] = {"index",
                                          "name",
                                          "uuid",
@@ -633,6 +635,7 @@ static void test_verbose_body_adds_cuda_nvml_and_devices(void **state) {
     assert_true(bool_of(n, "loaded"));
     assert_string_equal(str_of(n, "driver_version"), "580.159.04");
     assert_null_field(n, "error");
+    assert_false(bool_of(n, "xid_events"));
 
     const cJSON *probe = obj_of(doc, "probe");
     assert_int_equal((int)num_of(probe, "refresh_seconds"), 5);

@@ -84,7 +84,8 @@ static void event_from_spec(struct event *ev, const struct event_spec *s) {
 
 static const char *const ordered_rules =
     "{\"default\":\"lite\",\"rules\":["
-    "{\"name\":\"skip-marker\",\"when\":{\"message_contains\":\"[skip gpu]\"},\"variant\":\"skip\"},"
+    "{\"name\":\"skip-marker\",\"when\":{\"message_contains\":\"[skip "
+    "gpu]\"},\"variant\":\"skip\"},"
     "{\"name\":\"main-full\",\"when\":{\"event\":\"push\",\"branch\":\"main\"},"
     "\"variant\":\"original\"},"
     "{\"name\":\"release-tags\",\"when\":{\"event\":[\"push\"],\"tag\":\"v*\"},"
@@ -109,16 +110,25 @@ struct decide_case {
 };
 
 static const struct decide_case decide_cases[] = {
-    {"event and branch", {.event = "push", .branch = "main", .message = "fix"}, SELECT_ORIGINAL,
-     "main-full", "rule \"main-full\" matched: push to branch \"main\""},
+    {"event and branch",
+     {.event = "push", .branch = "main", .message = "fix"},
+     SELECT_ORIGINAL,
+     "main-full",
+     "rule \"main-full\" matched: push to branch \"main\""},
     {"first matching rule wins",
      {.event = "push", .branch = "main", .message = "wip [skip gpu]"},
      SELECT_SKIP,
      "skip-marker",
      "rule \"skip-marker\" matched: push whose message contains \"[skip gpu]\""},
-    {"event list and tag glob", {.event = "push", .tag = "v1.2.0"}, SELECT_ORIGINAL,
-     "release-tags", "rule \"release-tags\" matched: push of tag \"v1.2.0\""},
-    {"tag glob that does not match", {.event = "push", .tag = "nightly"}, SELECT_LITE, "default",
+    {"event list and tag glob",
+     {.event = "push", .tag = "v1.2.0"},
+     SELECT_ORIGINAL,
+     "release-tags",
+     "rule \"release-tags\" matched: push of tag \"v1.2.0\""},
+    {"tag glob that does not match",
+     {.event = "push", .tag = "nightly"},
+     SELECT_LITE,
+     "default",
      "no rule matched; default variant lite"},
     {"base branch glob",
      {.event = "pull_request", .branch = "fix", .base_branch = "release/1.0"},
@@ -145,8 +155,11 @@ static const struct decide_case decide_cases[] = {
      SELECT_ORIGINAL,
      "big-org",
      "rule \"big-org\" matched: trigger in repository \"Big-Org/Model\""},
-    {"repository rule limited to trigger", {.event = "push", .repo = "big-org/model"}, SELECT_LITE,
-     "default", "no rule matched; default variant lite"},
+    {"repository rule limited to trigger",
+     {.event = "push", .repo = "big-org/model"},
+     SELECT_LITE,
+     "default",
+     "no rule matched; default variant lite"},
     {"changed path glob spans folders",
      {.event = "push", .branch = "dev", .paths = {"src/a.c", "docs/guide/a.md"}},
      SELECT_SKIP,
@@ -157,7 +170,10 @@ static const struct decide_case decide_cases[] = {
      SELECT_LITE,
      "default",
      "no rule matched; default variant lite"},
-    {"branch glob on a push", {.event = "push", .branch = "feature/a/b"}, SELECT_LITE, "feature",
+    {"branch glob on a push",
+     {.event = "push", .branch = "feature/a/b"},
+     SELECT_LITE,
+     "feature",
      "rule \"feature\" matched: push to branch \"feature/a/b\""},
     {"branch glob on a pull request head",
      {.event = "pull_request", .branch = "feature/x", .base_branch = "main"},
@@ -174,9 +190,15 @@ static const struct decide_case decide_cases[] = {
      SELECT_LITE,
      "default",
      "no rule matched; default variant lite"},
-    {"nothing matches", {.event = "push", .branch = "dev"}, SELECT_LITE, "default",
+    {"nothing matches",
+     {.event = "push", .branch = "dev"},
+     SELECT_LITE,
+     "default",
      "no rule matched; default variant lite"},
-    {"branch glob is anchored", {.event = "push", .branch = "my-main"}, SELECT_LITE, "default",
+    {"branch glob is anchored",
+     {.event = "push", .branch = "my-main"},
+     SELECT_LITE,
+     "default",
      "no rule matched; default variant lite"},
 };
 
@@ -315,10 +337,9 @@ static void test_select_default_applies_when_no_rule_matches(void **state) {
     const char *configs[] = {"{}", "{\"default\":\"lite\"}", "{\"default\":\"original\"}",
                              "{\"default\":\"skip\",\"rules\":[]}"};
     const int variants[] = {SELECT_LITE, SELECT_LITE, SELECT_ORIGINAL, SELECT_SKIP};
-    const char *reasons[] = {"no rule matched; default variant lite",
-                             "no rule matched; default variant lite",
-                             "no rule matched; default variant original",
-                             "no rule matched; default variant skip"};
+    const char *reasons[] = {
+        "no rule matched; default variant lite", "no rule matched; default variant lite",
+        "no rule matched; default variant original", "no rule matched; default variant skip"};
     const struct event_spec spec = {.event = "push", .branch = "main"};
 
     (void)state;
@@ -440,11 +461,15 @@ static void test_select_reason_escapes_and_caps_payload_values(void **state) {
     assert_int_equal(d.variant, SELECT_ORIGINAL);
     assert_string_equal(d.rule, "any \"q\"");
     assert_true(strlen(d.reason) < sizeof(d.reason));
-    const char *prefix = "rule \"any \\\"q\\\"\" matched: push to branch \"\\\"\\n$(x)`\xE2\x9C\x93";
+    const char *prefix =
+        "rule \"any \\\"q\\\"\" matched: push to branch \"\\\"\\n$(x)`\xE2\x9C\x93";
     assert_true(strncmp(d.reason, prefix, strlen(prefix)) == 0);
     assert_null(strchr(d.reason, '\n'));
     assert_true(utf8_valid(d.reason));
     assert_non_null(strstr(d.reason, "\"..."));
+    /* Six quoted values overflow the sentence, which then ends in "...". */
+    assert_true(strlen(d.reason) > sizeof(d.reason) - 8);
+    assert_string_equal(d.reason + strlen(d.reason) - 3, "...");
     event_cleanup(&ev);
     select_rules_free(rules);
 }
@@ -476,7 +501,8 @@ static const struct error_case error_cases[] = {
       "decision"}},
     {"{\"rules\":[{\"name\":\"a\\nb\",\"variant\":\"lite\"}]}",
      {"gpuhook.json: .selection.rules[0].name: \"a\\nb\" contains a control character"}},
-    {"{\"rules\":[{\"name\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+    {"{\"rules\":[{\"name\":"
+     "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
      "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\",\"variant\":\"lite\"}]}",
      {"gpuhook.json: .selection.rules[0].name: "
       "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"... is longer than 127 "
@@ -547,7 +573,8 @@ static const struct error_case error_cases[] = {
       "reject, ignore"}},
     {"{\"gpu_fit\":{\"on_insufficient\":0}}",
      {"gpuhook.json: .selection.gpu_fit.on_insufficient: expected a string"}},
-    {"{\"gpu_fit\":{\"lite_free\":1}}", {"gpuhook.json: .selection.gpu_fit.lite_free: unknown key"}},
+    {"{\"gpu_fit\":{\"lite_free\":1}}",
+     {"gpuhook.json: .selection.gpu_fit.lite_free: unknown key"}},
     {"{\"rules\":[{\"name\":\"a\",\"variant\":\"a\\\"b\\nc$(x)`\"}]}",
      {"gpuhook.json: .selection.rules[0].variant: \"a\\\"b\\nc$(x)`\" is not one of lite, "
       "original, skip in rule \"a\""}},
@@ -610,7 +637,8 @@ struct fixture_case {
 
 static const char *const fixture_rules =
     "{\"default\":\"lite\",\"rules\":["
-    "{\"name\":\"skip-marker\",\"when\":{\"message_contains\":\"[skip gpu]\"},\"variant\":\"skip\"},"
+    "{\"name\":\"skip-marker\",\"when\":{\"message_contains\":\"[skip "
+    "gpu]\"},\"variant\":\"skip\"},"
     "{\"name\":\"master-full\",\"when\":{\"event\":\"push\",\"branch\":\"master\"},"
     "\"variant\":\"original\"},"
     "{\"name\":\"readme-only\",\"when\":{\"event\":\"pull_request\",\"changed_path\":\"*\"},"

@@ -25,7 +25,7 @@
 #define GPU_NAME_MAX 256  /* cudaDeviceProp.name */
 #define GPU_UUID_MAX 96   /* NVML_DEVICE_UUID_V2_BUFFER_SIZE */
 #define GPU_PCI_ID_MAX 32 /* NVML_DEVICE_PCI_BUS_ID_BUFFER_SIZE */
-#define GPU_ERROR_NAME_MAX 64
+#define GPU_ERROR_NAME_MAX 128
 #define GPU_DRIVER_MAX 80 /* NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE */
 #define GPU_VISIBLE_MAX 256
 
@@ -78,6 +78,7 @@ struct gpu_nvml_info {
     char driver_version[GPU_DRIVER_MAX];
     int error; /* nvmlReturn_t of nvmlInit_v2, or -1 when the library could not be loaded */
     char error_name[GPU_ERROR_NAME_MAX];
+    bool xid_events; /* XID events are subscribed on at least one device */
 };
 
 /*

@@ -40,7 +40,8 @@ struct http_request {
     bool body_started;
     struct signature_check sig;
     unsigned char sig_expected[SIGNATURE_LEN];
-    bool responded; /* a response is ready; discard further upload */
+    bool responded;   /* a response is ready; discard further upload */
+    size_t discarded; /* bytes dropped after the body passed its limit */
 
     /* Response. */
     int status;

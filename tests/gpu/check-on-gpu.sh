@@ -1,0 +1,385 @@
+#!/usr/bin/env bash
+# Checks GET /gpu against a real GPU.
+#
+#   tests/gpu/check-on-gpu.sh prepare      (here, on the build machine)
+#       builds build-gpu/gpuhook and tests/gpu/gpu_probe_main.c, and copies
+#       them with the shared libraries a bare GPU machine lacks into .devcarry/
+#   tests/gpu/check-on-gpu.sh run OUTDIR   (there, from the repository root)
+#       starts gpuhook on 127.0.0.1:$PORT with a dry-run config, captures
+#       /gpu and /gpu?verbose, times the first refresh and 100 cached requests,
+#       checks with nvidia-smi that gpuhook holds no GPU memory (no context),
+#       runs again with CUDA_VISIBLE_DEVICES="" to see the 503, runs the probe
+#       harness, and writes everything, with summary.txt, under OUTDIR.
+#
+# The run step needs bash, python3 and (preferably) curl; nvidia-smi when
+# there is a GPU. It never fails half-way: each check is recorded in
+# summary.txt as PASS or FAIL, and the exit status is 1 when any failed.
+set -u
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+CARRY="$ROOT/.devcarry"
+PORT=${PORT:-18087}
+REQUESTS=${REQUESTS:-100}
+
+die() {
+    echo "check-on-gpu: $*" >&2
+    exit 2
+}
+
+prepare() {
+    cd "$ROOT" || die "no repository root"
+    mkdir -p "$CARRY/lib" "$CARRY/extra"
+    cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=RelWithDebInfo -DENABLE_WERROR=OFF >/dev/null ||
+        die "cmake configure failed"
+    if cmake --build build-gpu -j2 --target gpuhook >"$CARRY/build.log" 2>&1; then
+        cp build-gpu/gpuhook "$CARRY/gpuhook"
+    else
+        echo "check-on-gpu: gpuhook did not build (see $CARRY/build.log); only the probe will run" >&2
+        rm -f "$CARRY/gpuhook"
+    fi
+
+    local cuda=/usr/local/cuda
+    gcc -std=c11 -D_GNU_SOURCE -O2 -g -DGPUHOOK_HAVE_CUDA=1 -Wall -Wextra -Werror \
+        -Iinclude -isystem "$cuda/include" \
+        server/gpu.c server/gpu_cuda.c server/gpu_nvml.c server/buf.c server/error.c \
+        tests/gpu/gpu_probe_main.c -o "$CARRY/gpu_probe" \
+        -L"$cuda/lib64" -lcudart_static -lcjson -lpthread -ldl -lrt ||
+        die "the probe harness did not build"
+
+    # The GPU machine lacks these; they travel in lib/. Everything else ldd
+    # lists travels in extra/, used there only for what is still missing.
+    local bin lib path
+    for bin in "$CARRY/gpuhook" "$CARRY/gpu_probe"; do
+        [ -x "$bin" ] || continue
+        ldd "$bin" | awk '$3 ~ /^\// {print $1, $3}' | while read -r lib path; do
+            case "$lib" in
+            libc.so.* | libm.so.* | libdl.so.* | libpthread.so.* | librt.so.* | ld-linux*) ;;
+            libmicrohttpd.so.* | libcjson.so.* | libyaml-0.so.*) cp -L "$path" "$CARRY/lib/$lib" ;;
+            *) cp -L "$path" "$CARRY/extra/$lib" ;;
+            esac
+        done
+    done
+    du -sh "$CARRY"
+    ls -l "$CARRY" "$CARRY/lib"
+}
+
+# ---------- run ----------
+
+OUTDIR=
+SUMMARY=
+FAILED=0
+
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+check() {
+    local name=$1
+    shift
+    if "$@"; then
+        note "PASS $name"
+    else
+        note "FAIL $name"
+        FAILED=1
+    fi
+}
+
+# Prints the value at a dotted path of a JSON file ("" when absent).
+json_get() {
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+try:
+    v = json.load(open(sys.argv[1]))
+    for k in sys.argv[2].split("."):
+        v = v[int(k)] if isinstance(v, list) else v[k]
+    print(json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v)
+except Exception:
+    print("")
+EOF
+}
+
+# GET path: writes the body to $2 and prints the status code.
+http_get() {
+    if command -v curl >/dev/null; then
+        curl -s -o "$2" -w '%{http_code}' "http://127.0.0.1:$PORT$1"
+    else
+        python3 - "http://127.0.0.1:$PORT$1" "$2" <<'EOF'
+import sys, urllib.request, urllib.error
+try:
+    r = urllib.request.urlopen(sys.argv[1], timeout=5)
+    code, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    code, body = e.code, e.read()
+except Exception:
+    code, body = 0, b""
+open(sys.argv[2], "wb").write(body)
+print(code, end="")
+EOF
+    fi
+}
+
+# Resolves the libraries the binaries need: lib/ always, extra/ only for
+# what the machine lacks (a symlink farm, so system copies still win).
+setup_libs() {
+    local farm=/tmp/gpuhook-extra-libs lib
+    rm -rf "$farm"
+    mkdir -p "$farm"
+    export LD_LIBRARY_PATH="$CARRY/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    for bin in "$CARRY/gpuhook" "$CARRY/gpu_probe"; do
+        [ -x "$bin" ] || continue
+        ldd "$bin" | awk '/not found/ {print $1}' | while read -r lib; do
+            [ -e "$CARRY/extra/$lib" ] && ln -sf "$CARRY/extra/$lib" "$farm/$lib"
+        done
+    done
+    export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$farm"
+    {
+        echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+        ls "$farm"
+        for bin in "$CARRY/gpuhook" "$CARRY/gpu_probe"; do
+            [ -x "$bin" ] && echo "== $bin" && ldd "$bin"
+        done
+    } >"$OUTDIR/ldd.txt" 2>&1
+}
+
+write_config() {
+    local dir=$1
+    mkdir -p "$dir/spool"
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$dir/webhook-secret"
+    chmod 600 "$dir/webhook-secret"
+    cat >"$dir/gpuhook.json" <<EOF
+{
+  "listen": "127.0.0.1:$PORT",
+  "log_level": "info",
+  "shutdown_grace_seconds": 2,
+  "github": { "secret_files": ["webhook-secret"], "events": ["push", "pull_request", "ping"] },
+  "kubernetes": { "mode": "dry-run", "namespace": "tekton-pipelines" },
+  "template": "$ROOT/k8s/triggers/trigger-template.yaml",
+  "bindings": "$ROOT/k8s/triggers/trigger-binding.yaml",
+  "spool_dir": "spool",
+  "gpu": { "refresh_seconds": 5, "required": false }
+}
+EOF
+}
+
+SERVER_PID=
+
+start_server() {
+    local tag=$1
+    "$CARRY/gpuhook" --config "$CFGDIR/gpuhook.json" 2>"$OUTDIR/gpuhook-$tag.log" &
+    SERVER_PID=$!
+    START_NS=$(date +%s%N)
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    wait "$SERVER_PID" 2>/dev/null
+    SERVER_PID=
+}
+
+# Waits until /gpu reports something other than "starting"; prints ms since start.
+wait_first_snapshot() {
+    local tmp="$OUTDIR/.wait.json"
+    for _ in $(seq 1 3000); do
+        if [ "$(http_get /gpu "$tmp")" != "000" ] && [ -s "$tmp" ] &&
+            ! grep -q '"starting"' "$tmp"; then
+            echo $((($(date +%s%N) - START_NS) / 1000000))
+            rm -f "$tmp"
+            return 0
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.01
+    done
+    echo -1
+    return 1
+}
+
+wait_healthz() {
+
+    for _ in $(seq 1 1000); do
+        [ "$(http_get /healthz /dev/null)" = 200 ] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || return 1
+        sleep 0.01
+    done
+    return 1
+}
+
+compute_apps() {
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-compute-apps=pid,used_memory --format=csv 2>&1
+    else
+        echo "nvidia-smi not found"
+    fi
+}
+
+gpu_memory_used() {
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv,noheader 2>&1 |
+            tr '\n' ';'
+    else
+        echo "n/a"
+    fi
+}
+
+# Times $REQUESTS GETs of /gpu; writes one latency in ms per line to $1.
+time_requests() {
+    local out=$1
+    : >"$out"
+    if command -v curl >/dev/null; then
+        for _ in $(seq 1 "$REQUESTS"); do
+            curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$PORT/gpu" |
+                awk '{printf "%.3f\n", $1 * 1000}' >>"$out"
+        done
+        echo "curl, one connection per request" >"$out.how"
+    else
+        python3 - "$PORT" "$REQUESTS" "$out" <<'EOF'
+import http.client, sys, time
+port, n, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+with open(out, "w") as f:
+    for _ in range(n):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        t = time.perf_counter()
+        c.request("GET", "/gpu")
+        c.getresponse().read()
+        f.write("%.3f\n" % ((time.perf_counter() - t) * 1000))
+        c.close()
+EOF
+        echo "python3 http.client, one connection per request" >"$out.how"
+    fi
+}
+
+usable_answer() {
+    [ "$1" = 200 ] && { [ "$2" = ok ] || [ "$2" = degraded ]; }
+}
+
+stats() {
+    sort -n "$1" | awk '{a[NR] = $1; s += $1} END {
+        if (NR == 0) { print "no samples"; exit }
+        printf "n=%d min=%.3f median=%.3f p95=%.3f p99=%.3f max=%.3f mean=%.3f ms\n",
+            NR, a[1], a[int((NR + 1) / 2)], a[int(NR * 0.95 + 0.5)], a[int(NR * 0.99 + 0.5)],
+            a[NR], s / NR }'
+}
+
+run() {
+    OUTDIR=$1
+    mkdir -p "$OUTDIR" || die "cannot create $OUTDIR"
+    OUTDIR=$(cd "$OUTDIR" && pwd)
+    SUMMARY="$OUTDIR/summary.txt"
+    : >"$SUMMARY"
+    CFGDIR=$(mktemp -d)
+    trap 'stop_server; rm -rf "$CFGDIR"' EXIT
+    setup_libs
+    write_config "$CFGDIR"
+
+    {
+        date -u +%Y-%m-%dT%H:%M:%SZ
+        uname -a
+        grep PRETTY_NAME /etc/os-release
+        if command -v nvidia-smi >/dev/null; then
+            nvidia-smi
+            nvidia-smi --query-gpu=name,uuid,pci.bus_id,driver_version,memory.total,memory.used,memory.free,memory.reserved,temperature.gpu,power.draw,utilization.gpu,compute_cap,ecc.mode.current,mig.mode.current,clocks_event_reasons.active --format=csv
+        fi
+    } >"$OUTDIR/machine.txt" 2>&1
+    note "machine: $(grep PRETTY_NAME /etc/os-release | cut -d= -f2)"
+    if command -v nvidia-smi >/dev/null; then
+        note "nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -1)"
+    fi
+
+    if [ -x "$CARRY/gpuhook" ]; then
+        note "gpuhook --version: $("$CARRY/gpuhook" --version 2>&1 | tr '\n' ' ')"
+        note "compute apps before start: $(compute_apps | tr '\n' ';')"
+
+        # 1. The normal run.
+        start_server normal
+        check "healthz answers" wait_healthz
+        local first
+        first=$(wait_first_snapshot)
+        note "first /gpu with a snapshot: ${first} ms after exec"
+        local code vcode
+        code=$(http_get /gpu "$OUTDIR/gpu.json")
+        vcode=$(http_get '/gpu?verbose' "$OUTDIR/gpu-verbose.json")
+        http_get /metrics "$OUTDIR/metrics.txt" >/dev/null
+        grep '^gpuhook_gpu\|gpuhook_build_info' "$OUTDIR/metrics.txt" >"$OUTDIR/metrics-gpu.txt"
+        rm -f "$OUTDIR/metrics.txt"
+        http_get /readyz "$OUTDIR/readyz.json" >/dev/null
+        note "GET /gpu: $code $(cat "$OUTDIR/gpu.json")"
+        note "GET /gpu?verbose: $vcode"
+        note "probe.first_refresh_ms (inside gpuhook): $(json_get "$OUTDIR/gpu-verbose.json" probe.first_refresh_ms)"
+        note "probe.last_refresh_ms: $(json_get "$OUTDIR/gpu-verbose.json" probe.last_refresh_ms)"
+        local status
+        status=$(json_get "$OUTDIR/gpu.json" status)
+        check "/gpu answers 200 with ok or degraded (got $code $status)" \
+            usable_answer "$code" "$status"
+        check "/gpu sees at least one device" \
+            test "$(json_get "$OUTDIR/gpu.json" device_count)" -ge 1
+        check "verbose names the device ($(json_get "$OUTDIR/gpu-verbose.json" devices.0.name))" \
+            test -n "$(json_get "$OUTDIR/gpu-verbose.json" devices.0.uuid)"
+        check "NVML is loaded" test "$(json_get "$OUTDIR/gpu-verbose.json" nvml.loaded)" = true
+        check "NVML memory was read" \
+            test -n "$(json_get "$OUTDIR/gpu-verbose.json" devices.0.memory.free_mib | grep -v null)"
+
+        local before after rss_before rss_after
+        before=$(compute_apps)
+        rss_before=$(grep VmRSS "/proc/$SERVER_PID/status" | awk '{print $2 " " $3}')
+        note "GPU memory.used before requests: $(gpu_memory_used)"
+        time_requests "$OUTDIR/latency-ms.txt"
+        note "GET /gpu x$REQUESTS ($(cat "$OUTDIR/latency-ms.txt.how")): $(stats "$OUTDIR/latency-ms.txt")"
+        after=$(compute_apps)
+        rss_after=$(grep VmRSS "/proc/$SERVER_PID/status" | awk '{print $2 " " $3}')
+        note "GPU memory.used after requests: $(gpu_memory_used)"
+        note "compute apps before requests: $(echo "$before" | tr '\n' ';')"
+        note "compute apps after requests: $(echo "$after" | tr '\n' ';')"
+        note "gpuhook RSS before/after: $rss_before / $rss_after; threads: $(grep Threads "/proc/$SERVER_PID/status" | awk '{print $2}')"
+        note "gpuhook open /dev/nvidia* files: $(find "/proc/$SERVER_PID/fd" -lname '/dev/nvidia*' 2>/dev/null | wc -l)"
+        check "gpuhook (pid $SERVER_PID) holds no CUDA context before the requests" \
+            bash -c "! echo \"\$1\" | grep -q \"^$SERVER_PID,\"" _ "$before"
+        check "gpuhook (pid $SERVER_PID) holds no CUDA context after the requests" \
+            bash -c "! echo \"\$1\" | grep -q \"^$SERVER_PID,\"" _ "$after"
+        check "gpuhook still serves /healthz" test "$(http_get /healthz /dev/null)" = 200
+        stop_server
+        echo "--- normal run log" >>"$OUTDIR/gpuhook.log"
+        cat "$OUTDIR/gpuhook-normal.log" >>"$OUTDIR/gpuhook.log"
+        rm -f "$OUTDIR/gpuhook-normal.log"
+
+        # 2. No visible device.
+        CUDA_VISIBLE_DEVICES="" start_server novisible
+        wait_healthz >/dev/null
+        first=$(wait_first_snapshot)
+        code=$(http_get '/gpu?verbose' "$OUTDIR/gpu-novisible.json")
+        note "CUDA_VISIBLE_DEVICES=\"\": first snapshot ${first} ms; GET /gpu?verbose: $code $(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["status"], d["reasons"], d["cuda"]["error"], d["cuda"]["visible_devices"])' "$OUTDIR/gpu-novisible.json" 2>&1)"
+        check "CUDA_VISIBLE_DEVICES=\"\" gives 503 with no_device" \
+            bash -c "test $code = 503 && grep -q '\"no_device\"' \"\$1\"" _ "$OUTDIR/gpu-novisible.json"
+        check "healthz does not depend on the GPU" test "$(http_get /healthz /dev/null)" = 200
+        stop_server
+        echo "--- CUDA_VISIBLE_DEVICES=\"\" run log" >>"$OUTDIR/gpuhook.log"
+        cat "$OUTDIR/gpuhook-novisible.log" >>"$OUTDIR/gpuhook.log"
+        rm -f "$OUTDIR/gpuhook-novisible.log"
+    else
+        note "SKIP gpuhook: not built, see .devcarry/build.log"
+    fi
+
+    # 3. The probe harness, without the HTTP server.
+    if [ -x "$CARRY/gpu_probe" ]; then
+        {
+            echo "=== gpu_probe"
+            "$CARRY/gpu_probe" 10000
+            echo "=== compute apps while no probe runs"
+            compute_apps
+            echo "=== gpu_probe with CUDA_VISIBLE_DEVICES=\"\""
+            CUDA_VISIBLE_DEVICES="" "$CARRY/gpu_probe" 1000
+        } >"$OUTDIR/probe.txt" 2>&1
+        note "probe: $(grep -E '^(first_snapshot_ms|gpu_http_status|gpu_status_json_us|gpu_status_json_verbose_us|fit_original|gpu_stop_ms)' "$OUTDIR/probe.txt" | tr '\n' ';')"
+        check "probe sees the GPU (200)" grep -q '^gpu_http_status: 200' "$OUTDIR/probe.txt"
+        check "probe with CUDA_VISIBLE_DEVICES=\"\" answers 503" \
+            bash -c "grep '^gpu_http_status:' \"\$1\" | tail -1 | grep -q 503" _ "$OUTDIR/probe.txt"
+    fi
+    note "overall: $([ "$FAILED" = 0 ] && echo PASS || echo FAIL)"
+    return "$FAILED"
+}
+
+case "${1:-}" in
+prepare) prepare ;;
+run)
+    [ $# -ge 2 ] || die "usage: $0 run OUTDIR"
+    run "$2"
+    ;;
+*) die "usage: $0 prepare | run OUTDIR" ;;
+esac
