@@ -78,7 +78,7 @@ int buf_appendf(struct buf *b, const char *fmt, ...) {
 
 int buf_append_json_escaped(struct buf *b, const char *s, size_t n) {
     static const char hex[] = "0123456789abcdef";
-    size_t start = 0;
+    size_t start = 0, orig = b->len;
     int rc = 0;
 
     for (size_t i = 0; i < n && !rc; i++) {
@@ -109,6 +109,11 @@ int buf_append_json_escaped(struct buf *b, const char *s, size_t n) {
     }
     if (!rc)
         rc = buf_append(b, s + start, n - start);
+    /* All or nothing, like buf_append: a half-escaped string would break the JSON around it. */
+    if (rc && b->data) {
+        b->len = orig;
+        b->data[orig] = '\0';
+    }
     return rc;
 }
 

@@ -10,6 +10,7 @@
 #include "gpuhook/template.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,49 +31,56 @@
 
 enum tpl_kind { TPL_LIT, TPL_PARAM, TPL_UID, TPL_BODY, TPL_HEADER, TPL_EXT };
 
-enum tpl_ext {
-    TPL_EXT_VARIANT,
-    TPL_EXT_RULE,
-    TPL_EXT_REASON,
-    TPL_EXT_EVENT,
-    TPL_EXT_ACTION,
-    TPL_EXT_DELIVERY,
-    TPL_EXT_HOOK_ID,
-    TPL_EXT_SENDER,
-    TPL_EXT_REPO_URL,
-    TPL_EXT_REPO_FULL_NAME,
-    TPL_EXT_REF,
-    TPL_EXT_BRANCH,
-    TPL_EXT_TAG,
-    TPL_EXT_REVISION,
-    TPL_EXT_BASE_BRANCH,
-    TPL_EXT_PR_NUMBER,
-    TPL_EXT_MESSAGE,
-    TPL_EXT_COUNT_
+/* Where an extension's value comes from: the decision, or a string field of struct event. */
+enum tpl_ext_source { TPL_FROM_VARIANT, TPL_FROM_RULE, TPL_FROM_REASON, TPL_FROM_EVENT };
+
+struct tpl_ext_def {
+    const char *name;
+    enum tpl_ext_source source;
+    size_t offset; /* of the char * in struct event, for TPL_FROM_EVENT */
 };
 
-static const char *const tpl_ext_names[TPL_EXT_COUNT_] = {
-    "variant", "rule",           "reason", "event",  "action",   "delivery",
-    "hook_id", "sender",         "repo_url", "repo_full_name", "ref", "branch",
-    "tag",     "revision",       "base_branch", "pr_number", "message",
+#define TPL_EV(field)                                                                              \
+    { #field, TPL_FROM_EVENT, offsetof(struct event, field) }
+
+static const struct tpl_ext_def tpl_exts[] = {
+    {"variant", TPL_FROM_VARIANT, 0},
+    {"rule", TPL_FROM_RULE, 0},
+    {"reason", TPL_FROM_REASON, 0},
+    TPL_EV(event),
+    TPL_EV(action),
+    TPL_EV(delivery),
+    TPL_EV(hook_id),
+    TPL_EV(sender),
+    TPL_EV(repo_url),
+    TPL_EV(repo_full_name),
+    TPL_EV(ref),
+    TPL_EV(branch),
+    TPL_EV(tag),
+    TPL_EV(revision),
+    TPL_EV(base_branch),
+    TPL_EV(pr_number),
+    TPL_EV(message),
 };
+
+#define TPL_EXT_COUNT (sizeof(tpl_exts) / sizeof(tpl_exts[0]))
 
 #define TPL_EXT_LIST                                                                               \
     "variant, rule, reason, event, action, delivery, hook_id, sender, repo_url, "                  \
     "repo_full_name, ref, branch, tag, revision, base_branch, pr_number, message"
 
 struct tpl_seg {
-    char *key;   /* the key as written, escapes removed */
-    long index;  /* the array index when key is all digits, else -1 */
+    char *key;    /* the key as written, escapes removed */
+    long index;   /* the array index when key is all digits, else -1 */
     bool bracket; /* written as [N]: only an array index */
 };
 
 struct tpl_part {
     enum tpl_kind kind;
-    const char *text; /* TPL_LIT: the bytes; others: the expression, NUL-terminated */
-    size_t len;       /* TPL_LIT only */
-    size_t param;     /* TPL_PARAM */
-    int ext;          /* TPL_EXT */
+    const char *text;     /* TPL_LIT: the bytes; others: the expression, NUL-terminated */
+    size_t len;           /* TPL_LIT only */
+    size_t param;         /* TPL_PARAM */
+    size_t ext;           /* TPL_EXT: index into tpl_exts */
     struct tpl_seg *segs; /* TPL_BODY; nseg == 0 means the whole body */
     size_t nseg;
 };
@@ -85,12 +93,12 @@ struct tpl_expr {
 
 struct tpl_param {
     char *name;
-    char *def;       /* the default as text, NULL when there is none */
+    char *def; /* the default as text, NULL when there is none */
     size_t def_len;
     cJSON *def_json; /* the default when it is an array or an object */
     struct tpl_expr bind;
     bool bound;
-    bool used;       /* some site references it */
+    bool used; /* some site references it */
 };
 
 struct tpl_site {
@@ -359,8 +367,8 @@ static int tpl_binding_part(struct tpl_expr *x, const char *e, const char **why)
         return 0;
     }
     if (strncmp(e, "extensions.", 11) == 0) {
-        for (int i = 0; i < TPL_EXT_COUNT_; i++) {
-            if (strcmp(e + 11, tpl_ext_names[i]) == 0) {
+        for (size_t i = 0; i < TPL_EXT_COUNT; i++) {
+            if (strcmp(e + 11, tpl_exts[i].name) == 0) {
                 if (!(p = tpl_expr_add(x, TPL_EXT)))
                     return GHE_NOMEM;
                 p->text = e;
@@ -531,8 +539,10 @@ static int tpl_load_params(struct tpl_load *lc, struct template *t, const cJSON 
         char sub[TEMPLATE_PLACE_MAX];
         if (!cJSON_IsString(name) || !tpl_is_param_name(name->valuestring)) {
             snprintf(sub, sizeof(sub), "%s.name", place);
-            tpl_error(lc, sub, "%s; a param name is a letter or '_' and then letters, digits, "
-                      "'_', '-' or '.'", name ? "not a valid param name" : "missing");
+            tpl_error(lc, sub,
+                      "%s; a param name is a letter or '_' and then letters, digits, "
+                      "'_', '-' or '.'",
+                      name ? "not a valid param name" : "missing");
             continue;
         }
         if (desc && !cJSON_IsString(desc)) {
@@ -637,8 +647,9 @@ static int tpl_load_run(struct tpl_load *lc, struct template *t, cJSON *rts) {
 
     if (!cJSON_IsArray(rts)) {
         tpl_error(lc, ".spec.resourcetemplates",
-                  rts ? "expected a list holding one PipelineRun" : "missing; expected a list "
-                                                                    "holding one PipelineRun");
+                  rts ? "expected a list holding one PipelineRun"
+                      : "missing; expected a list "
+                        "holding one PipelineRun");
         return 0;
     }
     int n = cJSON_GetArraySize(rts);
@@ -705,8 +716,8 @@ out:
 }
 
 /* Loads the binding; t_ok says whether the template's params can be cross-checked. */
-static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok,
-                            const char *tfile, const char *path) {
+static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok, const char *tfile,
+                            const char *path) {
     static const char *const top[] = {"apiVersion", "kind", "metadata", "spec", NULL};
     static const char *const spec_keys[] = {"params", NULL};
     static const char *const pkeys[] = {"name", "value", NULL};
@@ -857,30 +868,24 @@ bool template_declares(const struct template *t, const char *param) {
     return t && param && tpl_param_find(t, param) >= 0;
 }
 
-static const char *tpl_ext_value(const struct tpl_render *r, int ext) {
-    const struct event *ev = r->ev;
+static const char *tpl_ext_value(const struct tpl_render *r, size_t ext) {
+    const struct tpl_ext_def *x = &tpl_exts[ext];
     const struct select_decision *d = r->in->decision;
     const char *v = NULL;
 
-    switch ((enum tpl_ext)ext) {
-    case TPL_EXT_VARIANT: v = d ? select_variant_name(d->variant) : NULL; break;
-    case TPL_EXT_RULE: v = d ? d->rule : NULL; break;
-    case TPL_EXT_REASON: v = d ? d->reason : NULL; break;
-    case TPL_EXT_EVENT: v = ev->event; break;
-    case TPL_EXT_ACTION: v = ev->action; break;
-    case TPL_EXT_DELIVERY: v = ev->delivery; break;
-    case TPL_EXT_HOOK_ID: v = ev->hook_id; break;
-    case TPL_EXT_SENDER: v = ev->sender; break;
-    case TPL_EXT_REPO_URL: v = ev->repo_url; break;
-    case TPL_EXT_REPO_FULL_NAME: v = ev->repo_full_name; break;
-    case TPL_EXT_REF: v = ev->ref; break;
-    case TPL_EXT_BRANCH: v = ev->branch; break;
-    case TPL_EXT_TAG: v = ev->tag; break;
-    case TPL_EXT_REVISION: v = ev->revision; break;
-    case TPL_EXT_BASE_BRANCH: v = ev->base_branch; break;
-    case TPL_EXT_PR_NUMBER: v = ev->pr_number; break;
-    case TPL_EXT_MESSAGE: v = ev->message; break;
-    case TPL_EXT_COUNT_: break;
+    switch (x->source) {
+    case TPL_FROM_VARIANT:
+        v = d ? select_variant_name(d->variant) : NULL;
+        break;
+    case TPL_FROM_RULE:
+        v = d ? d->rule : NULL;
+        break;
+    case TPL_FROM_REASON:
+        v = d ? d->reason : NULL;
+        break;
+    case TPL_FROM_EVENT:
+        v = *(char *const *)(const void *)((const char *)r->ev + x->offset);
+        break;
     }
     return v ? v : "";
 }
@@ -890,9 +895,8 @@ static const cJSON *tpl_body_get(const cJSON *node, const struct tpl_part *p) {
     for (size_t i = 0; i < p->nseg && node; i++) {
         const struct tpl_seg *s = &p->segs[i];
         if (cJSON_IsArray(node))
-            node = s->index >= 0 && s->index <= INT32_MAX
-                       ? cJSON_GetArrayItem(node, (int)s->index)
-                       : NULL;
+            node = s->index >= 0 && s->index <= INT32_MAX ? cJSON_GetArrayItem(node, (int)s->index)
+                                                          : NULL;
         else if (cJSON_IsObject(node) && !s->bracket)
             node = cJSON_GetObjectItemCaseSensitive(node, s->key);
         else
@@ -950,8 +954,7 @@ static int tpl_part_eval(struct tpl_render *r, const struct tpl_part *p, const c
 
 static int tpl_missing(struct tpl_render *r, const struct tpl_param *pm, const struct tpl_part *p) {
     if (p->kind == TPL_HEADER)
-        tpl_render_error(r, "request lacks header %s required by param \"%s\"", p->text,
-                         pm->name);
+        tpl_render_error(r, "request lacks header %s required by param \"%s\"", p->text, pm->name);
     else
         tpl_render_error(r, "payload lacks %s required by param \"%s\"", p->text, pm->name);
     return GHE_INVAL;
@@ -995,7 +998,7 @@ static int tpl_bind_eval(struct tpl_render *r, const struct tpl_param *pm, struc
         if (rc == GHE_TOOBIG) {
             tpl_render_error(r, "param \"%s\" is longer than %d bytes", pm->name,
                              TEMPLATE_VALUE_MAX);
-            return rc;
+            return GHE_INVAL;
         }
         if (rc != TEMPLATE_MISSING)
             return rc;
@@ -1103,7 +1106,7 @@ static int tpl_site_render(struct tpl_render *r, const struct tpl_site *site, cJ
         if (len > TEMPLATE_STRING_MAX - total) {
             tpl_render_error(r, "the value rendered at %s is longer than %d bytes", site->place,
                              TEMPLATE_STRING_MAX);
-            return GHE_TOOBIG;
+            return GHE_INVAL;
         }
         total += len;
     }
@@ -1238,8 +1241,8 @@ static int tpl_metadata(struct tpl_render *r, cJSON *run) {
     return 0;
 }
 
-int template_render(const struct template *t, const struct template_render_input *in,
-                    cJSON **out, char *err, size_t errlen) {
+int template_render(const struct template *t, const struct template_render_input *in, cJSON **out,
+                    char *err, size_t errlen) {
     static const struct event no_event;
     struct tpl_render r;
     cJSON *run = NULL;

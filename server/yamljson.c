@@ -203,8 +203,7 @@ static int yamljson_on_start(struct yamljson_state *st, const yaml_event_t *e) {
 
     if (anchor)
         return yamljson_fail(st, mark, "anchors are not supported (&%s)", (const char *)anchor);
-    rc = yamljson_check_tag(st, tag, seq ? "tag:yaml.org,2002:seq" : "tag:yaml.org,2002:map",
-                            mark);
+    rc = yamljson_check_tag(st, tag, seq ? "tag:yaml.org,2002:seq" : "tag:yaml.org,2002:map", mark);
     if (rc)
         return rc;
     if (st->depth == YAMLJSON_DEPTH_MAX)

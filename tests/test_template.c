@@ -140,8 +140,7 @@ static struct select_decision decision(int variant, const char *rule, const char
     return d;
 }
 
-static struct template_render_input input(const struct event *ev,
-                                          const struct select_decision *d) {
+static struct template_render_input input(const struct event *ev, const struct select_decision *d) {
     struct template_render_input in;
     memset(&in, 0, sizeof(in));
     in.ev = ev;
@@ -198,8 +197,8 @@ static void test_yamljson_types_only_plain_scalars(void **state) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         cJSON *doc = NULL;
         char err[256];
-        int rc = yamljson_load_string("case.yaml", cases[i].yaml, strlen(cases[i].yaml), &doc,
-                                      err, sizeof(err));
+        int rc = yamljson_load_string("case.yaml", cases[i].yaml, strlen(cases[i].yaml), &doc, err,
+                                      sizeof(err));
         if (rc)
             fail_msg("case %zu (%s): %s", i, cases[i].yaml, err);
         assert_json_equal(cJSON_GetObjectItemCaseSensitive(doc, "a"), cases[i].json);
@@ -272,8 +271,7 @@ static void test_yamljson_reads_json_files_and_reports_missing_ones(void **state
 
     /* A YAML flow mapping that is not JSON still loads through libyaml. */
     const char *flow = "{a: 1, b: [x, \"y\"]}";
-    assert_int_equal(yamljson_load_string("f.yaml", flow, strlen(flow), &doc, err, sizeof(err)),
-                     0);
+    assert_int_equal(yamljson_load_string("f.yaml", flow, strlen(flow), &doc, err, sizeof(err)), 0);
     assert_json_equal(doc, "{\"a\": 1, \"b\": [\"x\", \"y\"]}");
     cJSON_Delete(doc);
 }
@@ -308,6 +306,8 @@ static void expand(char *out, size_t n, const char *msg, const char *tp, const c
 }
 
 static void test_template_load_errors_name_file_and_place(void **state) {
+    /* One case per entry reads better than one field per line. */
+    // clang-format off
     static const struct load_case cases[] = {
         {FX "bad-kind-taskrun.yaml", NULL, GHE_INVAL,
          {"T: .spec.resourcetemplates[0].kind: \"TaskRun\" is not PipelineRun"}},
@@ -401,6 +401,7 @@ static void test_template_load_errors_name_file_and_place(void **state) {
         {FX "needs-binding-template.yaml", FX "no-such-binding.yaml", GHE_IO,
          {"B: cannot open: No such file or directory"}},
     };
+    // clang-format on
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const struct load_case *c = &cases[i];
@@ -453,8 +454,8 @@ static void event_fill(struct event *ev, const char *fixture) {
 }
 
 static void test_template_shipped_files_render_a_push(void **state) {
-    struct template *t = load_ok("k8s/triggers/trigger-template.yaml",
-                                 "k8s/triggers/trigger-binding.yaml");
+    struct template *t =
+        load_ok("k8s/triggers/trigger-template.yaml", "k8s/triggers/trigger-binding.yaml");
     struct event ev;
     struct select_decision d = decision(SELECT_LITE, "default", "No rule matched; lite.");
     cJSON *run = NULL;
@@ -502,8 +503,8 @@ static void test_template_shipped_files_render_a_push(void **state) {
 }
 
 static void test_template_shipped_files_render_a_pull_request(void **state) {
-    struct template *t = load_ok("k8s/triggers/trigger-template.yaml",
-                                 "k8s/triggers/trigger-binding.yaml");
+    struct template *t =
+        load_ok("k8s/triggers/trigger-template.yaml", "k8s/triggers/trigger-binding.yaml");
     struct event ev;
     struct select_decision d =
         decision(SELECT_ORIGINAL, "label-original", "The PR carries the label gpu:original.");
@@ -563,8 +564,8 @@ static void test_template_shipped_files_render_a_pull_request(void **state) {
 
 /* The deployment guide's TriggerTemplate is the shipped file, read here verbatim. */
 static void test_template_deployment_guide_template_declares_its_params(void **state) {
-    struct template *t = load_ok("k8s/triggers/trigger-template.yaml",
-                                 "k8s/triggers/trigger-binding.yaml");
+    struct template *t =
+        load_ok("k8s/triggers/trigger-template.yaml", "k8s/triggers/trigger-binding.yaml");
     cJSON *doc = read_json("k8s/triggers/trigger-template.yaml");
     (void)state;
 
@@ -637,24 +638,24 @@ struct subst_case {
 
 static void test_template_substitutes_every_expression_kind(void **state) {
     static const struct subst_case cases[] = {
-        {"sha", "\"abc123\""},                           /* dotted body path */
-        {"first-id-dotted", "\"c0\""},                   /* commits.0.id */
-        {"first-id-bracket", "\"c1\""},                  /* commits[1].id */
-        {"event-header", "\"push\""},                    /* header name in any case */
-        {"branch", "\"feature/x\""},                     /* extension */
+        {"sha", "\"abc123\""},          /* dotted body path */
+        {"first-id-dotted", "\"c0\""},  /* commits.0.id */
+        {"first-id-bracket", "\"c1\""}, /* commits[1].id */
+        {"event-header", "\"push\""},   /* header name in any case */
+        {"branch", "\"feature/x\""},    /* extension */
         {"multi", "\"ref=refs/heads/feature/x sha=def456 by GitHub-Hookshot/abc!\""},
-        {"number", "\"42\""},                            /* numbers as JSON text */
-        {"flag", "\"false\""},                           /* booleans as JSON text */
+        {"number", "\"42\""},  /* numbers as JSON text */
+        {"flag", "\"false\""}, /* booleans as JSON text */
         {"repo-text", "\"repo={\\\"name\\\":\\\"r\\\",\\\"tags\\\":[1,\\\"two\\\"]}\""},
         {"labels", "[{\"name\": \"gpu:original\"}, {\"name\": \"x\"}]"},
         {"labels-in-text", "\"labels: [{\\\"name\\\":\\\"gpu:original\\\"},"
                            "{\\\"name\\\":\\\"x\\\"}]\""},
-        {"default-list", "[\"a\", \"b\"]"},              /* YAML list default */
-        {"default-json-text", "{\"k\": \"v\"}"},         /* JSON-text default */
-        {"with-default", "\"fallback\""},                /* missing path, default */
+        {"default-list", "[\"a\", \"b\"]"},      /* YAML list default */
+        {"default-json-text", "{\"k\": \"v\"}"}, /* JSON-text default */
+        {"with-default", "\"fallback\""},        /* missing path, default */
         {"literal", "\"plain text\""},
         {"json-like", "\"[\\\"not\\\", \\\"an array\\\"]\""}, /* payload strings stay strings */
-        {"dotted-key", "\"dotted\""},                    /* \. inside a key */
+        {"dotted-key", "\"dotted\""},                         /* \. inside a key */
         {"sneaky", "\"$(tt.params.literal) $(uid) \\\"q\\\" \\\\ \\n`x`\""}, /* not re-scanned */
         {"overridden", "\"original\""},
         {"quoted-number", "\"007\""},
@@ -766,8 +767,36 @@ static void test_template_overrides_replace_bound_values(void **state) {
     subst_teardown(&f);
 }
 
+static void test_template_oversized_values_are_refused(void **state) {
+    struct subst_fixture f;
+    cJSON *run = NULL;
+    char err[256];
+    size_t big = 5u << 20;
+    (void)state;
+
+    subst_setup(&f, subst_body);
+    struct template_render_input in = input(&f.ev, &f.d);
+    free(f.ev.branch);
+    f.ev.branch = malloc(big + 1);
+    assert_non_null(f.ev.branch);
+    memset(f.ev.branch, 'b', big);
+    f.ev.branch[big] = '\0';
+    assert_int_equal(template_render(f.t, &in, &run, err, sizeof(err)), GHE_INVAL);
+    assert_string_equal(err, "the value rendered at .spec.resourcetemplates[0].metadata."
+                             "generateName is longer than 4194304 bytes");
+    assert_null(run);
+
+    /* A value built from several parts is bounded while it is built. */
+    f.ev.branch[0] = '\0';
+    cJSON_ReplaceItemInObjectCaseSensitive(f.ev.body, "after", cJSON_CreateString(f.ev.branch + 1));
+    assert_int_equal(template_render(f.t, &in, &run, err, sizeof(err)), GHE_INVAL);
+    assert_string_equal(err, "param \"multi\" is longer than 1048576 bytes");
+    assert_null(run);
+    subst_teardown(&f);
+}
+
 struct missing_case {
-    const char *body;    /* NULL: no payload at all, as for /trigger */
+    const char *body; /* NULL: no payload at all, as for /trigger */
     bool with_agent;
     int rc;
     const char *result; /* the error, or "rev|title|agent|mixed" */
@@ -910,11 +939,48 @@ static void append_utf8(struct buf *b, uint32_t cp) {
 /* A random hostile string: pieces that break naive substitution, random code points, or both. */
 static char *hostile_string(size_t iter) {
     static const char *const pieces[] = {
-        "\"", "\\", "\n", "\r\n", "\t", "$(tt.params.branch)", "$(tt.params.x)", "$(body.a)",
-        "$(uid)", "$(extensions.branch)", "`", "$(", ")", "{\"a\":1}", "[1,2]", "{", "[", "]",
-        "}", "\\u0000", "\\\"", "\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "\xf0\x9f\x98\x80",
-        "\x01", "\x1f", "\x7f", "</script>", "'", "%s%n", "${x}", " ", "null", "true", ",",
-        ":", "\xe2\x80\xa8", "\xef\xbb\xbf", "refs/heads/", "..", "@{", "a",
+        "\"",
+        "\\",
+        "\n",
+        "\r\n",
+        "\t",
+        "$(tt.params.branch)",
+        "$(tt.params.x)",
+        "$(body.a)",
+        "$(uid)",
+        "$(extensions.branch)",
+        "`",
+        "$(",
+        ")",
+        "{\"a\":1}",
+        "[1,2]",
+        "{",
+        "[",
+        "]",
+        "}",
+        "\\u0000",
+        "\\\"",
+        "\xc3\xa9",
+        "\xe6\x97\xa5\xe6\x9c\xac",
+        "\xf0\x9f\x98\x80",
+        "\x01",
+        "\x1f",
+        "\x7f",
+        "</script>",
+        "'",
+        "%s%n",
+        "${x}",
+        " ",
+        "null",
+        "true",
+        ",",
+        ":",
+        "\xe2\x80\xa8",
+        "\xef\xbb\xbf",
+        "refs/heads/",
+        "..",
+        "@{",
+        "a",
     };
     const size_t npieces = sizeof(pieces) / sizeof(pieces[0]);
     struct buf b;
@@ -923,9 +989,9 @@ static char *hostile_string(size_t iter) {
     buf_init(&b, 1 << 20);
     switch (iter % 8) {
     case 0: /* JSON that must not become structure */
-        assert_int_equal(buf_appends(&b, iter % 16 ? "{\"injected\": [1, {\"x\": \"y\"}]}"
-                                                   : "[\"a\", \"b\"]"),
-                         0);
+        assert_int_equal(
+            buf_appends(&b, iter % 16 ? "{\"injected\": [1, {\"x\": \"y\"}]}" : "[\"a\", \"b\"]"),
+            0);
         break;
     case 1: /* long */
         n = 4096 + rng() % 60000;
@@ -966,8 +1032,7 @@ static void shape(const cJSON *n, struct buf *path, struct buf *out) {
     const cJSON *c;
     size_t idx = 0;
 
-    assert_int_equal(buf_appendf(out, "%s:%d\n", path->data ? path->data : "", n->type & 0xff),
-                     0);
+    assert_int_equal(buf_appendf(out, "%s:%d\n", path->data ? path->data : "", n->type & 0xff), 0);
     cJSON_ArrayForEach(c, n) {
         size_t len = path->len;
         if (c->string)
@@ -1074,11 +1139,9 @@ static void test_template_property_hostile_values_keep_shape_and_bytes(void **st
         assert_string_equal(str_at(run, "spec.taskRunTemplate.podTemplate.env[0]"), branch);
         assert_string_equal(str_at(run, "spec.taskRunTemplate.podTemplate.env[1]"), env1);
         assert_string_equal(str_at(run, "metadata.annotations[\"example.com/branch\"]"), branch);
-        assert_string_equal(str_at(run, "metadata.annotations[\"gpuhook.dev/delivery\"]"),
-                            branch);
+        assert_string_equal(str_at(run, "metadata.annotations[\"gpuhook.dev/delivery\"]"), branch);
         assert_string_equal(str_at(run, "metadata.annotations[\"gpuhook.dev/revision\"]"), rev);
-        assert_string_equal(str_at(run, "metadata.annotations[\"gpuhook.dev/repository\"]"),
-                            repo);
+        assert_string_equal(str_at(run, "metadata.annotations[\"gpuhook.dev/repository\"]"), repo);
         const cJSON *l;
         cJSON_ArrayForEach(l, at(run, "metadata.labels")) {
             if (!label_safe(l->valuestring))
@@ -1111,6 +1174,7 @@ int main(void) {
         cmocka_unit_test(test_template_uid_is_one_fresh_uuid_per_render),
         cmocka_unit_test(test_template_overrides_replace_bound_values),
         cmocka_unit_test(test_template_missing_paths_use_default_or_fail),
+        cmocka_unit_test(test_template_oversized_values_are_refused),
         cmocka_unit_test(test_template_null_extensions_are_empty),
         cmocka_unit_test(test_template_loads_json_templates),
         cmocka_unit_test(test_template_property_hostile_values_keep_shape_and_bytes),

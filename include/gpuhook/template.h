@@ -20,8 +20,17 @@ struct template;
 
 /*
  * Loads and cross-checks a TriggerTemplate and a TriggerBinding (paths are
- * used as given). Every problem goes into el, naming the file and the place.
- * Returns 0 and sets *out (free with template_free) or GHE_INVAL / GHE_IO.
+ * used as given; bindings_path may be NULL when every param has a default).
+ * Every problem goes into el as "FILE: .place: reason", all at once. Returns 0
+ * and sets *out (free with template_free) or GHE_INVAL / GHE_IO / GHE_NOMEM.
+ *
+ * The template's PipelineRun may use $(tt.params.NAME) and $(uid) in string
+ * values; other $(...) (Tekton's own $(params.x), $(context...)) stay as they
+ * are. Binding values may mix literal text with $(body.a.b), $(body.a[0].b) or
+ * $(body.a.0.b) ("\." for a dot inside a key), $(header.Name) and
+ * $(extensions.NAME): variant, rule, reason, event, action, delivery, hook_id,
+ * sender, repo_url, repo_full_name, ref, branch, tag, revision, base_branch,
+ * pr_number and message.
  */
 int template_load(const char *template_path, const char *bindings_path, struct template **out,
                   struct errlist *el);
@@ -48,8 +57,14 @@ struct template_render_input {
  * Renders the PipelineRun: substitutes params, sets metadata.name (from the
  * rendered spec.pipelineRef.name and name_key), namespace, labels and
  * annotations. Returns 0 and sets *out (caller frees with cJSON_Delete), or
- * GHE_INVAL with a message for a 400 in err (a $(body.path) missing with no
- * default), or GHE_NOMEM.
+ * GHE_INVAL with a message for a 400 in err (a $(body.path) or header missing
+ * with no default, an undeclared override, a value over 1 MiB or a rendered
+ * string over 4 MiB), GHE_NOMEM, or GHE_UNAVAILABLE (no random bytes for
+ * $(uid)). ev and decision may be NULL (their extensions are then ""); JSON
+ * null in the payload counts as missing. Only values structured at their
+ * source (a default, an override, a $(body...) array or object) become arrays
+ * or objects; strings from the payload always stay strings. Safe to call from
+ * several threads on one template.
  */
 int template_render(const struct template *t, const struct template_render_input *in,
                     cJSON **out, char *err, size_t errlen);

@@ -117,7 +117,7 @@ class GpuHook:
                                      stdout=self.logf, stderr=self.logf, env=self.env)
         deadline = time.time() + timeout
         while time.time() < deadline:
-            for line in self.log_lines():
+            for line in self.log_lines(since=self.log_offset):
                 if line.get("msg") == "listening":
                     self.port = line["port"]
                     return self
@@ -147,13 +147,14 @@ class GpuHook:
         if WRAPPER and rc not in (0, None) and exc[0] is None:
             raise AssertionError("gpuhook exited %s under %s:\n%s" % (rc, WRAPPER, self.log_text()))
 
-    def log_text(self):
+    def log_text(self, since=0):
         with open(self.log_path, "rb") as f:
+            f.seek(since)
             return f.read().decode("utf-8", "replace")
 
-    def log_lines(self):
+    def log_lines(self, since=0):
         out = []
-        for raw in self.log_text().splitlines():
+        for raw in self.log_text(since).splitlines():
             try:
                 out.append(json.loads(raw))
             except ValueError:
