@@ -5,8 +5,9 @@
  *   GET  /readyz                                             200 "ok"
  *   anything else                                            404
  * over keep-alive connections. It reads and drops the request body and keeps
- * nothing, so its cost per request is as small as the stack allows. It counts
- * the runs it "created" and prints the count on stderr when stopped.
+ * nothing, so its cost per request is as small as the stack allows. When
+ * stopped it prints "created N connections M" on stdout: the runs it accepted
+ * and the TCP connections they came over.
  *
  * usage: fakeapi PORT   (0 picks a free port; "port N" is printed on stdout)
  */
@@ -29,7 +30,17 @@ static const char fakeapi_created_body[] =
     "\"metadata\":{\"name\":\"bench\",\"uid\":\"00000000-0000-0000-0000-000000000000\"}}";
 
 static struct MHD_Response *fakeapi_created, *fakeapi_ok, *fakeapi_missing;
-static atomic_long fakeapi_count;
+static atomic_long fakeapi_count, fakeapi_connections;
+
+/* Counting connections shows whether the client reuses them (keep-alive). */
+static void fakeapi_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                               enum MHD_ConnectionNotificationCode toe) {
+    (void)cls;
+    (void)conn;
+    (void)socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        atomic_fetch_add(&fakeapi_connections, 1);
+}
 
 static int fakeapi_is_create(const char *method, const char *url) {
     size_t plen = sizeof(FAKEAPI_PREFIX) - 1, slen = sizeof(FAKEAPI_SUFFIX) - 1;
@@ -96,7 +107,8 @@ int main(int argc, char **argv) {
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO, (uint16_t)port, NULL, NULL,
         fakeapi_access, NULL, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(cores > 0 ? cores : 1),
-        MHD_OPTION_CONNECTION_LIMIT, 1024U, MHD_OPTION_CONNECTION_TIMEOUT, 30U, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, 1024U, MHD_OPTION_CONNECTION_TIMEOUT, 30U,
+        MHD_OPTION_NOTIFY_CONNECTION, fakeapi_connection, NULL, MHD_OPTION_END);
     if (!d) {
         fprintf(stderr, "fakeapi: cannot listen on port %d\n", port);
         return 1;
@@ -106,7 +118,8 @@ int main(int argc, char **argv) {
     fflush(stdout);
     sigwait(&set, &sig);
     MHD_stop_daemon(d);
-    fprintf(stderr, "fakeapi: %ld runs created\n", atomic_load(&fakeapi_count));
+    printf("created %ld connections %ld\n", atomic_load(&fakeapi_count),
+           atomic_load(&fakeapi_connections));
     MHD_destroy_response(fakeapi_created);
     MHD_destroy_response(fakeapi_ok);
     MHD_destroy_response(fakeapi_missing);

@@ -291,41 +291,41 @@ int gpu_fit_decide(const struct gpu_view *v, const struct gpu_fit_policy *policy
     }
     if (!seen) {
         snprintf(reason, reason_len,
-                 "rejected %s, which needs %ld MiB: gpu.required is true and no GPU is seen (%s).",
+                 "Rejected %s, which needs %ld MiB: gpu.required is true and no GPU is seen (%s).",
                  variant_word(variant), need, why);
         return GPU_FIT_REJECTED;
     }
     if (v->usable_count == 0) {
         snprintf(reason, reason_len,
-                 "rejected %s, which needs %ld MiB: the GPU is unavailable (%s).",
+                 "Rejected %s, which needs %ld MiB: the GPU is unavailable (%s).",
                  variant_word(variant), need, why);
         return GPU_FIT_REJECTED;
     }
     long long free_mib = v->free_mib;
     if (free_mib >= need) {
         snprintf(reason, reason_len, "%s fits: %lld MiB free, %ld MiB needed.",
-                 variant_word(variant), free_mib, need);
+                 variant == 1 ? "Original" : "Lite", free_mib, need);
         return GPU_FIT_KEEP;
     }
     if (variant == 1 && policy->on_insufficient == GPU_FIT_DOWNGRADE && free_mib >= lite) {
         *variant_out = 0;
         snprintf(reason, reason_len,
-                 "downgraded original to lite: %lld MiB free is below the %ld MiB original needs "
+                 "Downgraded original to lite: %lld MiB free is below the %ld MiB original needs "
                  "but covers the %ld MiB lite needs.",
                  free_mib, need, lite);
         return GPU_FIT_DOWNGRADED;
     }
     if (variant == 0)
-        snprintf(reason, reason_len, "rejected lite: %lld MiB free is below the %ld MiB it needs.",
+        snprintf(reason, reason_len, "Rejected lite: %lld MiB free is below the %ld MiB it needs.",
                  free_mib, need);
     else if (free_mib >= lite)
         snprintf(reason, reason_len,
-                 "rejected original: %lld MiB free is below the %ld MiB it needs, and gpu_fit "
+                 "Rejected original: %lld MiB free is below the %ld MiB it needs, and gpu_fit "
                  "is reject.",
                  free_mib, need);
     else
         snprintf(reason, reason_len,
-                 "rejected original: %lld MiB free is below the %ld MiB it needs and the %ld MiB "
+                 "Rejected original: %lld MiB free is below the %ld MiB it needs and the %ld MiB "
                  "lite needs.",
                  free_mib, need, lite);
     return GPU_FIT_REJECTED;

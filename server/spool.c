@@ -165,12 +165,15 @@ static bool spool_is_entry(const char *name) {
 }
 
 int spool_put(struct spool *s, const char *name, const char *json, size_t len) {
-    char file[128];
+    char file[128], path[4096];
     snprintf(file, sizeof(file), "%s.json", name);
+    snprintf(path, sizeof(path), "%s/%s", s->dir, file);
+    bool existed = access(path, F_OK) == 0;
     int rc = spool_write_atomic(s->dir, file, json, len, 0);
     if (rc == 0) {
         pthread_mutex_lock(&s->lock);
-        s->depth++;
+        if (!existed)
+            s->depth++;
         metrics_spool_depth_set(s->depth);
         pthread_cond_broadcast(&s->wake);
         pthread_mutex_unlock(&s->lock);

@@ -1185,6 +1185,25 @@ static int tpl_set(cJSON *obj, const char *key, const char *value) {
     return GHE_NOMEM;
 }
 
+/*
+ * Sets obj[key] and moves it to the front, so name and namespace read first in
+ * the printed object. cJSON's array insert works on any child list.
+ */
+static int tpl_set_first(cJSON *obj, const char *key, const char *value) {
+    cJSON *v = cJSON_CreateString(value);
+
+    if (!v)
+        return GHE_NOMEM;
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+    if (!cJSON_AddItemToObject(obj, key, v)) {
+        cJSON_Delete(v);
+        return GHE_NOMEM;
+    }
+    cJSON_DetachItemViaPointer(obj, v);
+    cJSON_InsertItemInArray(obj, 0, v);
+    return 0;
+}
+
 static int tpl_set_label(cJSON *labels, const char *key, const char *value) {
     char safe[NAMING_MAX + 1];
 
@@ -1216,10 +1235,9 @@ static int tpl_metadata(struct tpl_render *r, cJSON *run) {
         prefix = gen->valuestring;
     naming_pipelinerun(prefix, in->name_key[0], in->name_key[1], in->name_key[2], name);
     cJSON_DeleteItemFromObjectCaseSensitive(meta, "generateName");
-    rc = tpl_set(meta, "name", name);
-    if (!rc && in->namespace)
-        rc = tpl_set(meta, "namespace", in->namespace);
-    if (rc)
+    if (in->namespace && (rc = tpl_set_first(meta, "namespace", in->namespace)) != 0)
+        return rc;
+    if ((rc = tpl_set_first(meta, "name", name)) != 0)
         return rc;
 
     cJSON *labels = cJSON_GetObjectItemCaseSensitive(meta, "labels");

@@ -729,39 +729,39 @@ static void test_fit_policies_downgrade_reject_ignore(void **state) {
         const char *reason;
     } cases[] = {
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 1, 143000, GPU_FIT_KEEP, 1,
-         "original fits: 143000 MiB free, 8192 MiB needed."},
+         "Original fits: 143000 MiB free, 8192 MiB needed."},
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 1, 8192, GPU_FIT_KEEP, 1,
-         "original fits: 8192 MiB free, 8192 MiB needed."},
+         "Original fits: 8192 MiB free, 8192 MiB needed."},
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 1, 5000, GPU_FIT_DOWNGRADED, 0,
-         "downgraded original to lite: 5000 MiB free is below the 8192 MiB original needs but "
+         "Downgraded original to lite: 5000 MiB free is below the 8192 MiB original needs but "
          "covers the 2048 MiB lite needs."},
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 1, 1000, GPU_FIT_REJECTED, 1,
-         "rejected original: 1000 MiB free is below the 8192 MiB it needs and the 2048 MiB lite "
+         "Rejected original: 1000 MiB free is below the 8192 MiB it needs and the 2048 MiB lite "
          "needs."},
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 0, 5000, GPU_FIT_KEEP, 0,
-         "lite fits: 5000 MiB free, 2048 MiB needed."},
+         "Lite fits: 5000 MiB free, 2048 MiB needed."},
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 0, 1000, GPU_FIT_REJECTED, 0,
-         "rejected lite: 1000 MiB free is below the 2048 MiB it needs."},
+         "Rejected lite: 1000 MiB free is below the 2048 MiB it needs."},
         {GPU_FIT_DOWNGRADE, 4096, 16384, false, 1, 10000, GPU_FIT_DOWNGRADED, 0,
-         "downgraded original to lite: 10000 MiB free is below the 16384 MiB original needs but "
+         "Downgraded original to lite: 10000 MiB free is below the 16384 MiB original needs but "
          "covers the 4096 MiB lite needs."},
         {GPU_FIT_REJECT, 2048, 8192, false, 1, 5000, GPU_FIT_REJECTED, 1,
-         "rejected original: 5000 MiB free is below the 8192 MiB it needs, and gpu_fit is "
+         "Rejected original: 5000 MiB free is below the 8192 MiB it needs, and gpu_fit is "
          "reject."},
         {GPU_FIT_REJECT, 2048, 8192, false, 1, 9000, GPU_FIT_KEEP, 1,
-         "original fits: 9000 MiB free, 8192 MiB needed."},
+         "Original fits: 9000 MiB free, 8192 MiB needed."},
         {GPU_FIT_IGNORE, 2048, 8192, false, 1, 1000, GPU_FIT_KEEP, 1,
          "gpu_fit is ignore: kept original, which needs 8192 MiB, with 1000 MiB free."},
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 1, NO_GPU, GPU_FIT_KEEP, 1, ""},
         {GPU_FIT_REJECT, 2048, 8192, false, 1, NO_GPU, GPU_FIT_KEEP, 1, ""},
         {GPU_FIT_DOWNGRADE, 2048, 8192, true, 1, NO_GPU, GPU_FIT_REJECTED, 1,
-         "rejected original, which needs 8192 MiB: gpu.required is true and no GPU is seen "
+         "Rejected original, which needs 8192 MiB: gpu.required is true and no GPU is seen "
          "(no_driver)."},
         {GPU_FIT_IGNORE, 2048, 8192, true, 1, NO_GPU, GPU_FIT_KEEP, 1,
          "gpu_fit is ignore: kept original, which needs 8192 MiB, with no usable GPU "
          "(no_driver)."},
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 0, FATAL_XID, GPU_FIT_REJECTED, 0,
-         "rejected lite, which needs 2048 MiB: the GPU is unavailable (xid_fatal)."},
+         "Rejected lite, which needs 2048 MiB: the GPU is unavailable (xid_fatal)."},
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 2, 100, GPU_FIT_KEEP, 2, ""},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {

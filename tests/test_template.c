@@ -528,6 +528,9 @@ static void test_template_shipped_files_render_a_pull_request(void **state) {
     assert_string_equal(str_at(run, "metadata.name"), name);
     assert_null(at(run, "metadata.generateName"));
     assert_string_equal(str_at(run, "metadata.namespace"), "gpu-ci");
+    /* name and namespace come first in the printed object. */
+    assert_string_equal(at(run, "metadata")->child->string, "name");
+    assert_string_equal(at(run, "metadata")->child->next->string, "namespace");
     assert_string_equal(str_at(run, "spec.pipelineRef.name"), "gpu-real-8-step-workflow-original");
     assert_string_equal(run_param_str(run, "git-revision"),
                         "ec26c3e57ca3a959ca5aad62de7213c562f8c821");
@@ -575,6 +578,10 @@ static void test_template_deployment_guide_template_declares_its_params(void **s
     assert_false(template_declares(t, "pipeline_version"));
     assert_false(template_declares(t, ""));
     assert_string_equal(str_at(doc, "spec.params[2].default"), "lite");
+    /* The shipped file still says what the deployment guide says (a verbatim copy). */
+    cJSON *guide = read_json(FX "deployment-guide-template.yaml");
+    assert_true(cJSON_Compare(doc, guide, 1));
+    cJSON_Delete(guide);
     assert_string_equal(str_at(doc, "spec.resourcetemplates[0].spec.pipelineRef.name"),
                         "gpu-real-8-step-workflow-$(tt.params.pipeline-version)");
     cJSON_Delete(doc);
