@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -203,11 +204,12 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
             k->type == CONFIG_T_PATH ? config_resolve(c, v->valuestring) : strdup(v->valuestring);
         return;
     case CONFIG_T_INT:
-        if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble) {
+        /* Compare as doubles first: casting an out-of-range double to long is undefined. */
+        if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble)) {
             errlist_add(c->el, "%s: %s: %s is not an integer", c->file, path, shown);
             return;
         }
-        if ((long)v->valuedouble < k->min || (long)v->valuedouble > k->max) {
+        if (v->valuedouble < (double)k->min || v->valuedouble > (double)k->max) {
             errlist_add(c->el, "%s: %s: %s is out of range [%ld, %ld]", c->file, path, shown,
                         k->min, k->max);
             return;
@@ -327,8 +329,13 @@ int config_read_secret(const char *path, char **out, size_t *len) {
     *out = NULL;
     if (fd < 0)
         return GHE_IO;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > CONFIG_SECRET_MAX)
+    if (fstat(fd, &st) != 0)
         goto out;
+    /* Set errno so that the caller's message gives the real reason. */
+    if (!S_ISREG(st.st_mode) || st.st_size > CONFIG_SECRET_MAX) {
+        errno = S_ISDIR(st.st_mode) ? EISDIR : S_ISREG(st.st_mode) ? EFBIG : EINVAL;
+        goto out;
+    }
     data = malloc((size_t)st.st_size + 1);
     if (!data) {
         rc = GHE_NOMEM;
@@ -481,8 +488,6 @@ static void config_check_kube(struct config_ctx *c) {
                     config_kube_mode_name(cfg->kube_mode));
     if (cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER && !cfg->kube_namespace)
         cfg->kube_namespace = strdup("tekton-pipelines");
-    if (cfg->tls_cert_file && !cfg->tls_key_file)
-        errlist_add(c->el, "%s: .tls.key_file: required with tls.cert_file", c->file);
 }
 
 const char *config_kube_mode_name(int mode) {
