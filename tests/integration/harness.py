@@ -88,7 +88,8 @@ class Response:
 class GpuHook:
     """One gpuhook process. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, config=None, tmp=None, secrets=(SECRET,), env=None, tls=None):
+    def __init__(self, config=None, tmp=None, secrets=(SECRET,), env=None, tls=None, binary=None):
+        self.binary = binary or BINARY
         self.tmp = tmp or tempfile.mkdtemp(prefix="gpuhook-it-")
         self.config = config if config is not None else default_config(self.tmp)
         for i, s in enumerate(secrets):
@@ -113,7 +114,7 @@ class GpuHook:
         self.write_config()
         self.logf = open(self.log_path, "ab")
         self.log_offset = self.logf.tell()
-        self.proc = subprocess.Popen(WRAPPER + [BINARY, "--config", self.config_path],
+        self.proc = subprocess.Popen(WRAPPER + [self.binary, "--config", self.config_path],
                                      stdout=self.logf, stderr=self.logf, env=self.env)
         deadline = time.time() + timeout
         while time.time() < deadline:

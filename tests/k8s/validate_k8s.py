@@ -555,7 +555,8 @@ def check_pipeline_spec(spec, where, path, tree, kz, report):
         if not isinstance(t, dict):
             continue
         tp = path + (field, i)
-        for j, after in enumerate(t.get("runAfter") or []):
+        run_after = t.get("runAfter") if isinstance(t.get("runAfter"), list) else []
+        for j, after in enumerate(run_after):
             if field == "finally":
                 report.error(where, f"{jpath(tp + ('runAfter',))}: finally tasks cannot "
                                     "have runAfter")
@@ -827,8 +828,8 @@ def check_config_mounts(workloads, kz, report):
 def find_config_mount(mounts, volumes, cm_name, key):
     for m in mounts:
         v = volumes.get(m.get("name")) or {}
-        sources = [v] + [s for s in (v.get("projected") or {}).get("sources") or []]
-        for s in sources:
+        sources = (v.get("projected") or {}).get("sources") if "projected" in v else [v]
+        for s in sources or []:
             if (s.get("configMap") or {}).get("name") == cm_name:
                 return m
     return None
@@ -865,10 +866,10 @@ def check_mounted(value, cpath, mounts, volumes, claims, kz, obj, src, report):
         if best.get("name") not in claims:
             report.error(where, f"mount {best.get('name')} has no volume")
         return
-    sources = [v] + list((v.get("projected") or {}).get("sources") or [])
+    sources = (v.get("projected") or {}).get("sources") if "projected" in v else [v]
     provided = set()
     opaque = False
-    for s in sources:
+    for s in sources or []:
         if s.get("configMap"):
             keys = kz.generated.get(s["configMap"].get("name"))
             if keys is None:

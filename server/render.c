@@ -1,0 +1,172 @@
+#include "gpuhook/render.h"
+#include "gpuhook/config.h"
+#include "gpuhook/select.h"
+#include "gpuhook/template.h"
+#include "gpuhook/webhook.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cjson/cJSON.h>
+
+#define RENDER_MAX_HEADERS 32
+
+static void render_print_errors(const struct errlist *el) {
+    for (size_t i = 0; i < el->count; i++)
+        fprintf(stderr, "%s\n", el->items[i]);
+}
+
+static char *render_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *data = malloc(cap + 1);
+    while (data) {
+        size_t r = fread(data + n, 1, cap - n, f);
+        n += r;
+        if (n < cap)
+            break;
+        if (cap >= (size_t)64 << 20) {
+            free(data);
+            data = NULL;
+            break;
+        }
+        char *p = realloc(data, cap * 2 + 1);
+        if (!p) {
+            free(data);
+            data = NULL;
+            break;
+        }
+        data = p;
+        cap *= 2;
+    }
+    fclose(f);
+    if (data) {
+        data[n] = '\0';
+        *len = n;
+    }
+    return data;
+}
+
+int render_main(int argc, char **argv, const char *default_config) {
+    const char *config_path = default_config, *event_name = NULL, *payload = NULL;
+    const char *delivery = "00000000-0000-0000-0000-000000000000";
+    struct event_header headers[RENDER_MAX_HEADERS];
+    char header_buf[RENDER_MAX_HEADERS][512];
+    size_t nh = 0;
+    struct errlist el;
+    struct config *cfg = NULL;
+    struct event ev;
+    char err[512] = "", reason[512];
+    int rc = 2;
+    char *body = NULL;
+    size_t len = 0;
+
+    errlist_init(&el);
+    event_init(&ev);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "render: %s needs a value\n", a);
+            goto out;
+        }
+        i++;
+        if (strcmp(a, "--config") == 0) {
+            config_path = v;
+        } else if (strcmp(a, "--event") == 0) {
+            event_name = v;
+        } else if (strcmp(a, "--payload") == 0) {
+            payload = v;
+        } else if (strcmp(a, "--delivery") == 0) {
+            delivery = v;
+        } else if (strcmp(a, "--header") == 0) {
+            const char *colon = strchr(v, ':');
+            if (!colon || nh == RENDER_MAX_HEADERS || strlen(v) >= 512) {
+                fprintf(stderr, "render: --header %s: expected 'Name: value'\n", v);
+                goto out;
+            }
+            snprintf(header_buf[nh], sizeof(header_buf[nh]), "%s", v);
+            header_buf[nh][colon - v] = '\0';
+            const char *val = header_buf[nh] + (colon - v) + 1;
+            while (*val == ' ')
+                val++;
+            headers[nh].name = header_buf[nh];
+            headers[nh].value = val;
+            nh++;
+        } else {
+            fprintf(stderr, "render: unknown option %s\n", a);
+            goto out;
+        }
+    }
+    if (!event_name || !payload) {
+        fprintf(stderr, "render: --event and --payload are required\n");
+        goto out;
+    }
+    if (config_load_offline(config_path, &cfg, &el) != 0) {
+        render_print_errors(&el);
+        goto out;
+    }
+    body = render_read_file(payload, &len);
+    if (!body) {
+        fprintf(stderr, "render: %s: cannot read the payload\n", payload);
+        goto out;
+    }
+    const char *hook = NULL;
+    for (size_t i = 0; i < nh; i++)
+        if (strcasecmp(headers[i].name, "X-GitHub-Hook-ID") == 0)
+            hook = headers[i].value;
+    if (webhook_should_ignore(cfg, event_name, NULL, reason, sizeof(reason))) {
+        fprintf(stderr, "ignored: %s\n", reason);
+        rc = 3;
+        goto out;
+    }
+    ev.headers = headers;
+    ev.header_count = nh;
+    if (event_parse_delivery(&ev, event_name, delivery, hook, "application/json", body, len, err,
+                             sizeof(err)) != 0) {
+        fprintf(stderr, "%s: %s\n", payload, err);
+        goto out;
+    }
+    if (webhook_should_ignore(cfg, event_name, &ev, reason, sizeof(reason))) {
+        fprintf(stderr, "ignored: %s\n", reason);
+        rc = 3;
+        goto out;
+    }
+    struct select_decision d;
+    select_decide(cfg->rules, &ev, &d);
+    if (d.variant == SELECT_SKIP) {
+        fprintf(stderr, "ignored: rule %s: %s\n", d.rule, d.reason);
+        rc = 3;
+        goto out;
+    }
+    struct template_render_input in = {
+        .ev = &ev,
+        .decision = &d,
+        .namespace = cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines",
+        .name_key = {hook ? hook : "", delivery, select_variant_name(d.variant)},
+    };
+    cJSON *obj = NULL;
+    if (template_render(cfg->tmpl, &in, &obj, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: %s\n", payload, err);
+        goto out;
+    }
+    char *text = cJSON_Print(obj);
+    if (text)
+        printf("%s\n", text);
+    free(text);
+    cJSON_Delete(obj);
+    fprintf(stderr, "variant: %s\nrule: %s\nreason: %s\n", select_variant_name(d.variant), d.rule,
+            d.reason);
+    rc = text ? 0 : 2;
+out:
+    free(body);
+    event_cleanup(&ev);
+    config_unref(cfg);
+    errlist_cleanup(&el);
+    return rc;
+}
+

@@ -1,0 +1,118 @@
+#include "gpuhook/serve.h"
+#include "gpuhook/app.h"
+#include "gpuhook/config.h"
+#include "gpuhook/delivery.h"
+#include "gpuhook/gpu.h"
+#include "gpuhook/http.h"
+#include "gpuhook/logger.h"
+#include "gpuhook/select.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+static bool serve_same(const char *a, const char *b) {
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static void serve_reload(struct app *app, const char *path) {
+    struct errlist el;
+    struct config *cfg = NULL;
+
+    errlist_init(&el);
+    if (config_load(path, &cfg, &el) != 0) {
+        for (size_t i = 0; i < el.count; i++)
+            LOGGER_ERROR_("reload refused; the old config stays in force", "error", el.items[i]);
+        errlist_cleanup(&el);
+        return;
+    }
+    struct config *old = app_config(app);
+    if (!serve_same(old->listen, cfg->listen) || !serve_same(old->tls_cert_file, cfg->tls_cert_file) ||
+        old->kube_mode != cfg->kube_mode || !serve_same(old->kube_url, cfg->kube_url) ||
+        !serve_same(old->spool_dir, cfg->spool_dir) ||
+        !serve_same(old->kube_local_dir, cfg->kube_local_dir) ||
+        !serve_same(old->kube_namespace, cfg->kube_namespace))
+        LOGGER_WARN_("listen, tls and kubernetes settings take effect only after a restart");
+    config_unref(old);
+    logger_set_level(cfg->log_level);
+    gpu_set_options(&cfg->gpu);
+    gpu_set_fit_policy(select_rules_gpu_fit(cfg->rules));
+    app_config_swap(app, cfg);
+    LOGGER_INFO_("config reloaded", "config", path);
+    errlist_cleanup(&el);
+}
+
+int serve_run(struct config *cfg, const char *config_path) {
+    struct errlist el;
+    struct delivery *delivery = NULL;
+    struct app app;
+    struct http_server *server = NULL;
+    sigset_t set;
+    int sig = 0;
+
+    errlist_init(&el);
+    logger_set_level(cfg->log_level);
+
+    /* Signals go to this thread only: every thread created below inherits the mask. */
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+
+    if (delivery_new(cfg, &delivery, &el) != 0) {
+        for (size_t i = 0; i < el.count; i++)
+            LOGGER_ERROR_("cannot start the delivery backend", "error", el.items[i]);
+        config_unref(cfg);
+        errlist_cleanup(&el);
+        curl_global_cleanup();
+        return 2;
+    }
+    app_init(&app, cfg, delivery);
+    gpu_set_fit_policy(select_rules_gpu_fit(cfg->rules));
+    /* A probe already started (by a test harness injecting a source) is kept. */
+    gpu_start(&cfg->gpu);
+    server = http_server_start(&app, cfg, &el);
+    if (!server) {
+        for (size_t i = 0; i < el.count; i++)
+            LOGGER_ERROR_("cannot serve", "error", el.items[i]);
+        gpu_stop();
+        app_cleanup(&app);
+        errlist_cleanup(&el);
+        curl_global_cleanup();
+        return 2;
+    }
+    delivery_start(delivery);
+    char port[16];
+    snprintf(port, sizeof(port), "%d", http_server_port(server));
+    LOGGER_INFO_("listening", "host", cfg->listen_host, "port", port, "config", config_path,
+                 "kubernetes", config_kube_mode_name(cfg->kube_mode), "tls",
+                 cfg->tls_cert_file ? "on" : "off");
+
+    for (;;) {
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            serve_reload(&app, config_path);
+            continue;
+        }
+        break;
+    }
+    LOGGER_INFO_("shutting down", "signal", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    struct config *now = app_config(&app);
+    long grace = now->shutdown_grace_seconds;
+    config_unref(now);
+    http_server_stop(server, grace);
+    gpu_stop();
+    app_cleanup(&app);
+    errlist_cleanup(&el);
+    curl_global_cleanup();
+    LOGGER_INFO_("stopped");
+    return 0;
+}
