@@ -102,31 +102,37 @@ void http_request_json(struct http_request *req, int status, const cJSON *obj) {
     req->responded = true;
 }
 
-static enum MHD_Result http_collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                           const char *value) {
-    struct http_request *req = cls;
-    (void)kind;
-    if (strcasecmp(key, "Content-Length") == 0)
+void http_request_add_header(struct http_request *req, const char *name, const char *value) {
+    if (strcasecmp(name, "Content-Length") == 0)
         req->content_length_count++;
-    if (strcasecmp(key, "Transfer-Encoding") == 0)
+    if (strcasecmp(name, "Transfer-Encoding") == 0)
         req->has_transfer_encoding = true;
     if (req->header_count < HTTP_MAX_HEADERS) {
-        req->headers[req->header_count].name = key;
+        req->headers[req->header_count].name = name;
         req->headers[req->header_count].value = value ? value : "";
         req->header_count++;
     }
-    return MHD_YES;
 }
 
-static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                        const char *value) {
-    struct http_request *req = cls;
-    (void)kind;
+void http_request_add_arg(struct http_request *req, const char *key, const char *value) {
     bool on = !value || !*value || strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
     if (strcmp(key, "dry_run") == 0)
         req->dry_run_query = on;
     else if (strcmp(key, "verbose") == 0)
         req->verbose_query = on;
+}
+
+static enum MHD_Result http_collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                           const char *value) {
+    (void)kind;
+    http_request_add_header(cls, key, value);
+    return MHD_YES;
+}
+
+static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                        const char *value) {
+    (void)kind;
+    http_request_add_arg(cls, key, value);
     return MHD_YES;
 }
 
@@ -236,29 +242,20 @@ static enum MHD_Result http_queue(struct MHD_Connection *conn, struct http_reque
     return r;
 }
 
-static struct http_request *http_request_new(struct app *app, struct MHD_Connection *conn,
-                                             const char *method, const char *url) {
+struct http_request *http_request_new(struct app *app, const char *method, const char *path) {
     struct http_request *req = calloc(1, sizeof(*req));
     if (!req)
         return NULL;
     req->app = app;
     req->cfg = app_config(app);
     req->method = method;
-    req->path = url;
+    req->path = path;
     req->route = "other";
+    req->route_id = -1;
     req->start_ms = http_now_ms();
     req->content_length = -1;
     buf_init(&req->out, HTTP_OUT_MAX);
     buf_init(&req->body, (size_t)req->cfg->max_body_bytes);
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, http_collect_header, req);
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
-    const char *cl = http_request_header(req, "Content-Length");
-    if (cl) {
-        char *end = NULL;
-        long long v = strtoll(cl, &end, 10);
-        req->content_length = end && *end == '\0' && v >= 0 ? v : -2;
-    }
-    http_request_id(req);
     atomic_fetch_add(&http_in_flight, 1);
     return req;
 }
@@ -273,102 +270,134 @@ static bool http_body_limit(struct http_request *req, long long max) {
     return false;
 }
 
+bool http_request_begin(struct http_request *req) {
+    const char *cl = http_request_header(req, "Content-Length");
+    if (cl) {
+        char *end = NULL;
+        long long v = strtoll(cl, &end, 10);
+        req->content_length = *cl && end && *end == '\0' && v >= 0 ? v : -2;
+    }
+    http_request_id(req);
+    bool known = false;
+    const struct http_route *r = http_find_route(req->path, &known);
+    bool has_body = req->content_length > 0 || req->has_transfer_encoding;
+    if (r) {
+        req->route = r->name;
+        req->route_id = r->id;
+    }
+    /* Ambiguous framing is how requests get smuggled: refuse it outright. */
+    if (req->content_length_count > 1 ||
+        (req->content_length_count && req->has_transfer_encoding) || req->content_length == -2) {
+        http_request_error(req, 400, "conflicting or invalid Content-Length and "
+                                     "Transfer-Encoding headers");
+        req->close = true;
+        return true;
+    }
+    if (!r) {
+        http_request_error(req, 404, "no such endpoint: %s", req->path);
+        req->close = has_body;
+        return true;
+    }
+    bool head = strcmp(req->method, "HEAD") == 0 && strcmp(r->method, "GET") == 0;
+    if (strcmp(req->method, r->method) != 0 && !head) {
+        req->allow = r->allow;
+        http_request_error(req, 405, "method %s is not allowed on %s; use %s", req->method,
+                           req->path, r->allow);
+        req->close = has_body;
+        return true;
+    }
+    bool early;
+    switch (r->id) {
+    case HTTP_WEBHOOK:
+        early = http_body_limit(req, req->cfg->max_body_bytes) || webhook_begin(req);
+        break;
+    case HTTP_TRIGGER:
+        req->body.max = TRIGGER_BODY_MAX;
+        early = http_body_limit(req, TRIGGER_BODY_MAX) || trigger_begin(req);
+        break;
+    default:
+        early = http_body_limit(req, HTTP_SMALL_BODY_MAX);
+    }
+    req->close = early;
+    return early;
+}
+
+bool http_request_upload(struct http_request *req, const char *data, size_t n) {
+    if (req->discarded || req->responded) {
+        /*
+         * libmicrohttpd 0.9.75 cannot queue a response while a body is still
+         * arriving, so the rest of an oversized body is read and dropped, up
+         * to the limit plus 1 MiB, then answered with 413 and a close. A
+         * client that keeps sending is cut off.
+         */
+        req->discarded += n;
+        return req->discarded <= req->body.max + HTTP_DISCARD_MAX;
+    }
+    bool done;
+    if (req->route_id == HTTP_WEBHOOK) {
+        done = webhook_upload(req, data, n);
+    } else {
+        done = buf_append(&req->body, data, n) != 0;
+        if (done)
+            http_request_error(req, 413, "request body exceeds the limit of %zu bytes",
+                               req->body.max);
+    }
+    if (done) {
+        req->discarded = n;
+        req->close = true;
+        buf_cleanup(&req->body);
+    }
+    return true;
+}
+
+void http_request_finish(struct http_request *req) {
+    if (req->discarded || req->responded)
+        return;
+    if (req->route_id == HTTP_WEBHOOK)
+        webhook_finish(req);
+    else if (req->route_id == HTTP_TRIGGER)
+        trigger_finish(req);
+    else
+        http_handle_get(req, req->route_id);
+    req->responded = true;
+}
+
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version,
                                    const char *upload_data, size_t *upload_data_size,
                                    void **req_cls) {
-    struct app *app = cls;
     struct http_request *req = *req_cls;
     (void)version;
 
     if (!req) {
-        req = http_request_new(app, conn, method, url);
+        req = http_request_new(cls, method, url);
         if (!req)
             return MHD_NO;
         *req_cls = req;
-        bool known = false;
-        const struct http_route *r = http_find_route(url, &known);
-        if (r)
-            req->route = r->name;
-        if (req->content_length_count > 1 ||
-            (req->content_length_count && req->has_transfer_encoding) ||
-            req->content_length == -2) {
-            http_request_error(req, 400, "conflicting or invalid Content-Length and "
-                                         "Transfer-Encoding headers");
-            return http_queue(conn, req, true);
-        }
-        if (!r) {
-            http_request_error(req, 404, "no such endpoint: %s", url);
-            return http_queue(conn, req, *upload_data_size > 0 || req->content_length > 0);
-        }
-        bool head = strcmp(method, "HEAD") == 0 && strcmp(r->method, "GET") == 0;
-        if (strcmp(method, r->method) != 0 && !head) {
-            req->allow = r->allow;
-            http_request_error(req, 405, "method %s is not allowed on %s; use %s", method, url,
-                               r->allow);
-            return http_queue(conn, req, req->content_length > 0 || req->has_transfer_encoding);
-        }
-        bool early = false;
-        switch (r->id) {
-        case HTTP_WEBHOOK:
-            early = http_body_limit(req, req->cfg->max_body_bytes) || webhook_begin(req);
-            break;
-        case HTTP_TRIGGER:
-            req->body.max = TRIGGER_BODY_MAX;
-            early = http_body_limit(req, TRIGGER_BODY_MAX) || trigger_begin(req);
-            break;
-        default:
-            early = http_body_limit(req, HTTP_SMALL_BODY_MAX);
-        }
-        if (early)
-            return http_queue(conn, req, true);
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, http_collect_header, req);
+        MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
+        if (http_request_begin(req))
+            return http_queue(conn, req, req->close);
         return MHD_YES;
     }
-
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
-        if (req->discarded || req->responded) {
-            /*
-             * libmicrohttpd 0.9.75 cannot queue a response while a body is
-             * still arriving, so the rest of an oversized body is read and
-             * dropped, up to the limit plus 1 MiB, then answered with 413
-             * and a close. A client that keeps sending is cut off.
-             */
-            req->discarded += n;
-            return req->discarded > req->body.max + HTTP_DISCARD_MAX ? MHD_NO : MHD_YES;
-        }
-        bool done;
-        if (strcmp(req->route, "webhook") == 0) {
-            done = webhook_upload(req, upload_data, n);
-        } else {
-            done = buf_append(&req->body, upload_data, n) != 0;
-            if (done)
-                http_request_error(req, 413, "request body exceeds the limit of %zu bytes",
-                                   req->body.max);
-        }
-        if (done) {
-            req->discarded = n;
-            buf_cleanup(&req->body);
-        }
-        return MHD_YES;
+        return http_request_upload(req, upload_data, n) ? MHD_YES : MHD_NO;
     }
-    if (req->discarded)
-        return http_queue(conn, req, true);
-    if (req->responded)
+    if (req->responded && !req->discarded)
         return MHD_YES;
+    http_request_finish(req);
+    return http_queue(conn, req, req->close);
+}
 
-    if (strcmp(req->route, "webhook") == 0)
-        webhook_finish(req);
-    else if (strcmp(req->route, "trigger") == 0)
-        trigger_finish(req);
-    else {
-        bool known = false;
-        const struct http_route *r = http_find_route(url, &known);
-        http_handle_get(req, r->id);
-    }
-    req->responded = true;
-    return http_queue(conn, req, false);
+void http_request_free(struct http_request *req) {
+    signature_check_cleanup(&req->sig);
+    buf_cleanup(&req->body);
+    buf_cleanup(&req->out);
+    config_unref(req->cfg);
+    free(req);
+    atomic_fetch_sub(&http_in_flight, 1);
 }
 
 static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -390,13 +419,8 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
                  req->log_variant[0] ? req->log_variant : NULL, "pipelinerun",
                  req->log_pipelinerun[0] ? req->log_pipelinerun : NULL, "termination",
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "aborted", (const char *)NULL);
-    signature_check_cleanup(&req->sig);
-    buf_cleanup(&req->body);
-    buf_cleanup(&req->out);
-    config_unref(req->cfg);
-    free(req);
+    http_request_free(req);
     *req_cls = NULL;
-    atomic_fetch_sub(&http_in_flight, 1);
 }
 
 static void http_mhd_log(void *cls, const char *fmt, va_list ap) {

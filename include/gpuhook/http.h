@@ -25,6 +25,8 @@ struct http_request {
     const char *method;
     const char *path;
     const char *route; /* webhook, trigger, healthz, ... for metrics */
+    int route_id;      /* index of the route, -1 when none matched */
+    bool close;        /* close the connection after the response */
     char request_id[65];
     struct event_header headers[HTTP_MAX_HEADERS];
     size_t header_count;
@@ -55,6 +57,20 @@ struct http_request {
     char log_variant[16];
     char log_pipelinerun[64];
 };
+
+/*
+ * The request's life, free of libmicrohttpd so that tests and fuzzers drive
+ * the same code: new, add headers and query arguments (borrowed, kept until
+ * free), begin (true when a response is already set), upload each body chunk
+ * (false when the connection must be cut), finish (sets the response), free.
+ */
+struct http_request *http_request_new(struct app *app, const char *method, const char *path);
+void http_request_add_header(struct http_request *req, const char *name, const char *value);
+void http_request_add_arg(struct http_request *req, const char *key, const char *value);
+bool http_request_begin(struct http_request *req);
+bool http_request_upload(struct http_request *req, const char *data, size_t len);
+void http_request_finish(struct http_request *req);
+void http_request_free(struct http_request *req);
 
 /* Finds a request header (case-insensitive); NULL when absent. */
 const char *http_request_header(const struct http_request *req, const char *name);

@@ -93,13 +93,15 @@ done
 # ------------------------------------------------------------- kustomize --
 echo "== kustomize builds"
 if command -v kubectl >/dev/null 2>&1; then
-    # The ingress component, as an overlay would use it.
+    # The ingress component, as an overlay would use it (kustomize wants
+    # relative paths).
     mkdir -p "$TMP/ingress-overlay"
+    relto() { "$PY" -c 'import os, sys; print(os.path.relpath(sys.argv[1], sys.argv[2]))' "$@"; }
     cat >"$TMP/ingress-overlay/kustomization.yaml" <<EOF
 resources:
-  - $ROOT/k8s/overlays/gpu-view
+  - $(relto "$ROOT/k8s/overlays/gpu-view" "$TMP/ingress-overlay")
 components:
-  - $ROOT/k8s/components/webhook-ingress
+  - $(relto "$ROOT/k8s/components/webhook-ingress" "$TMP/ingress-overlay")
 EOF
     for target in k8s k8s/overlays/gpu-view k8s/secrets k8s/runs "$TMP/ingress-overlay"; do
         name=${target#"$TMP/"}
@@ -159,7 +161,16 @@ EOF
         else
             fail "gpu-view overlay does not set NVIDIA_VISIBLE_DEVICES=all"
         fi
-        expect_not_in "$gv" "nvidia.com/gpu: " "gpu-view overlay takes no GPU (no nvidia.com/gpu request)"
+        if "$PY" - "$gv" <<'EOF'; then
+import sys, yaml
+sts = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "StatefulSet"]
+text = yaml.safe_dump(sts)
+sys.exit(1 if "nvidia.com/gpu:" in text or len(sts) != 1 else 0)
+EOF
+            pass "gpu-view overlay takes no GPU (no nvidia.com/gpu request on gpuhook)"
+        else
+            fail "gpu-view overlay gives gpuhook a nvidia.com/gpu request"
+        fi
     fi
     ing=$TMP/build-ingress-overlay.yaml
     [ ! -f "$ing" ] || expect_in "$ing" "path: /webhook" "ingress component routes /webhook"
@@ -231,7 +242,7 @@ EOF
 
 for variant in lite original; do
     if [ "$variant" = lite ]; then sfx=_lite summary=STEP_SUMMARY_LITE.md; else
-        sfx= summary=STEP_SUMMARY_ORIGINAL.md
+        sfx='' summary=STEP_SUMMARY_ORIGINAL.md
     fi
     ws=$TMP/ws-$variant
     fake_workspace "$ws" "$sfx"
@@ -243,7 +254,7 @@ for variant in lite original; do
         fail "$variant: collect-results.sh failed:"
         cat "$TMP/collect.out" >&2
     fi
-    listing=$(cd "$ws/artifacts" && ls | tr '\n' ' ')
+    listing=$(find "$ws/artifacts" -mindepth 1 -printf '%f\n' | sort | tr '\n' ' ')
     want="coverage$sfx.xml jupyter_nbconvert.log output_analysis$sfx.html output_analysis$sfx.ipynb papermill.log pytest_output.log pytest_report$sfx.html pytest_results$sfx.xml "
     if [ "$listing" = "$want" ]; then pass "$variant: artifacts/ holds exactly the 8 artifacts"; else
         fail "$variant: artifacts/ holds \"$listing\", want \"$want\""
@@ -265,9 +276,10 @@ for variant in lite original; do
     while IFS= read -r row; do
         expect_in "$md" "$row" "$variant: summary row ${row%% |*} |"
     done < <(expected_rows "$sfx")
-    rows=$(grep -c '^| .* | [0-9]* | `[0-9a-f]\{64\}` |$' "$md" || true)
-    [ "$rows" -eq 8 ] && pass "$variant: exactly 8 artifact rows" ||
+    rows=$(grep -c "^| .* | [0-9]* | \`[0-9a-f]\{64\}\` |\$" "$md" || true)
+    if [ "$rows" -eq 8 ]; then pass "$variant: exactly 8 artifact rows"; else
         fail "$variant: $rows artifact rows, want 8"
+    fi
     for step in 1 2 3 4 5 6 7 8; do
         if grep -q "^| $step | .* | ✅ success |" "$md"; then pass "$variant: step $step reported a success"
         else fail "$variant: step $step not reported as a success"; fi
