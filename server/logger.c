@@ -37,20 +37,31 @@ static bool logger_is_numeric_key(const char *k) {
     return false;
 }
 
+/* True for a JSON number without exponent: -?(0|[1-9][0-9]*)(\.[0-9]+)? */
 static bool logger_is_number(const char *v) {
-    if (!*v)
+    const char *p = v + (*v == '-');
+    if (*p == '0')
+        p++;
+    else if (*p >= '1' && *p <= '9')
+        while (*p >= '0' && *p <= '9')
+            p++;
+    else
         return false;
-    for (const char *p = v; *p; p++)
-        if (!((*p >= '0' && *p <= '9') || *p == '.' || (*p == '-' && p == v)))
+    if (*p == '.') {
+        if (!(*++p >= '0' && *p <= '9'))
             return false;
-    return true;
+        while (*p >= '0' && *p <= '9')
+            p++;
+    }
+    return *p == '\0';
 }
 
 void logger_write(int level, const char *msg, ...) {
     if (!logger_enabled(level))
         return;
     char stackbuf[LOGGER_LINE_MAX];
-    struct buf b = {stackbuf, 0, sizeof(stackbuf), sizeof(stackbuf) - 1};
+    /* The bound keeps room for the closing "}\n" (and buf's NUL) in the stack buffer. */
+    struct buf b = {stackbuf, 0, sizeof(stackbuf), sizeof(stackbuf) - 8};
     struct timespec ts;
     struct tm tm;
 
@@ -72,21 +83,32 @@ void logger_write(int level, const char *msg, ...) {
         if (!v)
             continue;
         size_t vlen = strnlen(v, LOGGER_VALUE_MAX);
-        buf_appends(&b, ",\"");
-        buf_appends(&b, k);
-        if (logger_is_numeric_key(k) && logger_is_number(v)) {
-            buf_appends(&b, "\":");
-            buf_append(&b, v, vlen);
-        } else {
-            buf_appends(&b, "\":\"");
-            buf_append_json_escaped(&b, v, vlen);
-            buf_appends(&b, "\"");
+        /* Never cut inside a UTF-8 sequence: back up to the start of a character. */
+        if (vlen == LOGGER_VALUE_MAX)
+            while (vlen > 0 && ((unsigned char)v[vlen] & 0xc0) == 0x80)
+                vlen--;
+        size_t mark = b.len;
+        int rc = buf_appends(&b, ",\"");
+        if (!rc)
+            rc = buf_appends(&b, k);
+        if (!rc && logger_is_numeric_key(k) && logger_is_number(v)) {
+            rc = buf_appends(&b, "\":");
+            if (!rc)
+                rc = buf_append(&b, v, vlen);
+        } else if (!rc) {
+            rc = buf_appends(&b, "\":\"");
+            if (!rc)
+                rc = buf_append_json_escaped(&b, v, vlen);
+            if (!rc)
+                rc = buf_appends(&b, "\"");
+        }
+        /* A field that does not fit is dropped whole, so the line stays one JSON object. */
+        if (rc) {
+            b.len = mark;
+            break;
         }
     }
     va_end(ap);
-    /* A line that hit the bound is closed anyway so it stays one JSON object. */
-    if (b.len > sizeof(stackbuf) - 8)
-        b.len = sizeof(stackbuf) - 8;
     memcpy(b.data + b.len, "}\n", 2);
     b.len += 2;
     ssize_t off = 0;

@@ -482,6 +482,45 @@ else
 fi
 unset PYTHONPATH
 
+# ---------------------------------------------------------- Containerfile --
+echo "== Containerfile (Docker does not run here: its package lists are checked)"
+if [ -f Containerfile ]; then
+    # The build stage's apt-get install: everything up to the runtime stage.
+    build_stage=$(sed -n '1,/^FROM .* AS runtime/p' Containerfile)
+    runtime_stage=$(sed -n '/^FROM .* AS runtime/,$p' Containerfile)
+    if [ -f scripts/install-deps.sh ]; then
+        while IFS= read -r pkg; do
+            if grep -qw -- "$pkg" <<<"$build_stage"; then
+                pass "Containerfile builds with $pkg, as scripts/install-deps.sh does"
+            else
+                fail "Containerfile's build stage lacks $pkg, which scripts/install-deps.sh installs"
+            fi
+        done < <(grep -o '[a-z0-9.+-]*-dev\b\|\bbuild-essential\b\|\bcmake\b\|\bpkg-config\b' \
+            scripts/install-deps.sh | grep -v '^libcmocka-dev$' | sort -u)
+    else
+        skip "scripts/install-deps.sh not found: build packages not compared"
+    fi
+    # Each -dev package's runtime library must be in the runtime stage.
+    while IFS= read -r dev; do
+        libs=$(apt-cache depends "$dev" 2>/dev/null | awk '$1 == "Depends:" {print $2}' |
+            grep -v -- '-dev$' || true)
+        if [ -z "$libs" ]; then
+            skip "apt-cache knows no runtime library of $dev"
+            continue
+        fi
+        found=
+        for lib in $libs; do
+            if grep -qw -- "$lib" <<<"$runtime_stage"; then found=$lib; fi
+        done
+        if [ -n "$found" ]; then pass "Containerfile's runtime stage has $found (for $dev)"; else
+            fail "Containerfile's runtime stage lacks the library of $dev (one of: $libs)"
+        fi
+    done < <(grep -o '\blib[a-z0-9.+-]*-dev\b' <<<"$build_stage" | sort -u)
+    expect_in Containerfile "USER 10001:10001" "Containerfile runs as a numeric non-root user"
+else
+    fail "Containerfile not found at the repository root"
+fi
+
 # ------------------------------------------------- gpuhook --check-config --
 echo "== the in-cluster config with gpuhook --check-config"
 bin=${GPUHOOK_BIN:-}
