@@ -297,6 +297,12 @@ static void config_parse_object(struct config_ctx *c, const cJSON *obj, const ch
             k++;
         if (!k->name)
             errlist_add(c->el, "%s: %s.%s: unknown key", c->file, path, it->string);
+        /* cJSON keeps duplicates and lookups see the first: say so rather than guess. */
+        for (const cJSON *prev = obj->child; prev != it; prev = prev->next)
+            if (strcmp(prev->string, it->string) == 0) {
+                errlist_add(c->el, "%s: %s.%s: duplicate key", c->file, path, it->string);
+                break;
+            }
     }
     for (const struct config_key *k = keys; k->name; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, k->name);
@@ -343,9 +349,16 @@ int config_read_secret(const char *path, char **out, size_t *len) {
     }
     while (n < (size_t)st.st_size) {
         ssize_t r = read(fd, data + n, (size_t)st.st_size - n);
+        if (r < 0 && errno == EINTR)
+            continue;
         if (r <= 0)
             break;
         n += (size_t)r;
+    }
+    /* A short read would hand back a truncated secret: refuse it instead. */
+    if (n != (size_t)st.st_size) {
+        errno = EIO;
+        goto out;
     }
     if (n > 0 && data[n - 1] == '\n')
         n--;

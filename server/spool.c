@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ struct spool {
     struct kube *kube;
     pthread_t thread;
     bool running;
-    bool stopping;
+    atomic_bool stopping; /* read by the worker between files without the lock */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     struct spool_entry *entries;

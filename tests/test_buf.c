@@ -109,7 +109,8 @@ static void test_buf_json_escaping(void **state) {
         {"\x01\x1f\x7f", 3, "\\u0001\\u001f\x7f"},
         {"\b\f", 2, "\\u0008\\u000c"},
         {"nul\0byte", 8, "nul\\u0000byte"},
-        {"caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x9a\x80", 14, "caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x9a\x80"},
+        {"caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x9a\x80", 14,
+         "caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x9a\x80"},
         {"</script>", 9, "</script>"},
         {"", 0, ""},
     };

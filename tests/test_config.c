@@ -85,8 +85,9 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     struct fixture *fx = *state;
-    static const char *const names[] = {"secret", "secret2", "token",   "empty",  "newline",
-                                        "cert.pem", "key.pem", "gpuhook.json", "unreadable"};
+    static const char *const names[] = {"secret",  "secret2",      "token",
+                                        "empty",   "newline",      "cert.pem",
+                                        "key.pem", "gpuhook.json", "unreadable"};
     char path[512];
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
@@ -204,8 +205,8 @@ static void sign(const char *secret, const char *body, char header[8 + 64]) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
 
-    assert_non_null(HMAC(EVP_sha256(), secret, (int)strlen(secret),
-                         (const unsigned char *)body, strlen(body), md, &mdlen));
+    assert_non_null(HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body,
+                         strlen(body), md, &mdlen));
     memcpy(header, "sha256=", 7);
     for (unsigned int i = 0; i < mdlen; i++) {
         header[7 + 2 * i] = hex[md[i] >> 4];
@@ -333,19 +334,26 @@ static const struct bad_case bad_cases[] = {
      "\"template\":\"@T@\",\"bindings\":\"@B@\"}",
      {".github.secrets: unknown key"}},
     {"keys are case-sensitive", "{" BASE ",\"Listen\":\"0.0.0.0:1\"}", {".Listen: unknown key"}},
-    {"string given a number", "{" BASE ",\"listen\":8080}",
+    {"string given a number",
+     "{" BASE ",\"listen\":8080}",
      {".listen: 8080 is not a non-empty string"}},
-    {"string given empty", "{" BASE ",\"spool_dir\":\"\"}",
+    {"string given empty",
+     "{" BASE ",\"spool_dir\":\"\"}",
      {".spool_dir: \"\" is not a non-empty string"}},
-    {"integer given a string", "{" BASE ",\"max_body_bytes\":\"25MB\"}",
+    {"integer given a string",
+     "{" BASE ",\"max_body_bytes\":\"25MB\"}",
      {".max_body_bytes: \"25MB\" is not an integer"}},
-    {"integer given a fraction", "{" BASE ",\"shutdown_grace_seconds\":1.5}",
+    {"integer given a fraction",
+     "{" BASE ",\"shutdown_grace_seconds\":1.5}",
      {".shutdown_grace_seconds: 1.5 is not an integer"}},
-    {"integer given a bool", "{" BASE ",\"gpu\":{\"refresh_seconds\":true}}",
+    {"integer given a bool",
+     "{" BASE ",\"gpu\":{\"refresh_seconds\":true}}",
      {".gpu.refresh_seconds: true is not an integer"}},
-    {"bool given a string", "{" BASE ",\"gpu\":{\"required\":\"yes\"}}",
+    {"bool given a string",
+     "{" BASE ",\"gpu\":{\"required\":\"yes\"}}",
      {".gpu.required: \"yes\" is not true or false"}},
-    {"object given a list", "{\"github\":[],\"template\":\"@T@\",\"bindings\":\"@B@\"}",
+    {"object given a list",
+     "{\"github\":[],\"template\":\"@T@\",\"bindings\":\"@B@\"}",
      {".github: [] is not an object"}},
     {"object given a string", "{" BASE ",\"tls\":\"on\"}", {".tls: \"on\" is not an object"}},
     {"list given a string",
@@ -358,25 +366,35 @@ static const struct bad_case bad_cases[] = {
      "{\"github\":{\"secret_files\":[\"secret\"],\"events\":[\"push\",3]},"
      "\"template\":\"@T@\",\"bindings\":\"@B@\"}",
      {".github.events[1]: 3 is not a non-empty string"}},
-    {"integer below range", "{" BASE ",\"max_body_bytes\":100}",
+    {"integer below range",
+     "{" BASE ",\"max_body_bytes\":100}",
      {".max_body_bytes: 100 is out of range [1024, 67108864]"}},
-    {"integer above range", "{" BASE ",\"max_body_bytes\":67108865}",
+    {"integer above range",
+     "{" BASE ",\"max_body_bytes\":67108865}",
      {".max_body_bytes: 67108865 is out of range [1024, 67108864]"}},
-    {"integer far above range", "{" BASE ",\"max_body_bytes\":1e30}",
+    {"integer far above range",
+     "{" BASE ",\"max_body_bytes\":1e30}",
      {".max_body_bytes: 1e+30 is out of range [1024, 67108864]"}},
-    {"negative integer", "{" BASE ",\"shutdown_grace_seconds\":-1}",
+    {"negative integer",
+     "{" BASE ",\"shutdown_grace_seconds\":-1}",
      {".shutdown_grace_seconds: -1 is out of range [0, 600]"}},
-    {"nested integer out of range", "{" BASE ",\"kubernetes\":{\"timeout_seconds\":0}}",
+    {"nested integer out of range",
+     "{" BASE ",\"kubernetes\":{\"timeout_seconds\":0}}",
      {".kubernetes.timeout_seconds: 0 is out of range [1, 9]"}},
-    {"bad enum", "{" BASE ",\"kubernetes\":{\"mode\":\"cloud\"}}",
+    {"bad enum",
+     "{" BASE ",\"kubernetes\":{\"mode\":\"cloud\"}}",
      {".kubernetes.mode: \"cloud\" is not one of local, url, in-cluster, dry-run"}},
-    {"enum given a number", "{" BASE ",\"log_level\":3}",
+    {"enum given a number",
+     "{" BASE ",\"log_level\":3}",
      {".log_level: 3 is not one of debug, info, warn, error"}},
-    {"missing github", "{\"template\":\"@T@\",\"bindings\":\"@B@\"}",
+    {"missing github",
+     "{\"template\":\"@T@\",\"bindings\":\"@B@\"}",
      {".github: required key is missing"}},
-    {"missing template", "{\"github\":{\"secret_files\":[\"secret\"]},\"bindings\":\"@B@\"}",
+    {"missing template",
+     "{\"github\":{\"secret_files\":[\"secret\"]},\"bindings\":\"@B@\"}",
      {".template: required key is missing"}},
-    {"missing bindings", "{\"github\":{\"secret_files\":[\"secret\"]},\"template\":\"@T@\"}",
+    {"missing bindings",
+     "{\"github\":{\"secret_files\":[\"secret\"]},\"template\":\"@T@\"}",
      {".bindings: required key is missing"}},
     {"missing github.secret_files",
      "{\"github\":{\"events\":[\"push\"]},\"template\":\"@T@\",\"bindings\":\"@B@\"}",
@@ -395,21 +413,29 @@ static const struct bad_case bad_cases[] = {
     {"secret file that is a folder",
      "{\"github\":{\"secret_files\":[\"adir\"]},\"template\":\"@T@\",\"bindings\":\"@B@\"}",
      {".github.secret_files[0]: cannot read @D@/adir: Is a directory"}},
-    {"empty trigger token", "{" BASE ",\"trigger\":{\"token_file\":\"empty\"}}",
+    {"empty trigger token",
+     "{" BASE ",\"trigger\":{\"token_file\":\"empty\"}}",
      {".trigger.token_file: @D@/empty is empty"}},
-    {"missing trigger token", "{" BASE ",\"trigger\":{\"token_file\":\"nope\"}}",
+    {"missing trigger token",
+     "{" BASE ",\"trigger\":{\"token_file\":\"nope\"}}",
      {".trigger.token_file: cannot read @D@/nope: No such file or directory"}},
-    {"listen without a port", "{" BASE ",\"listen\":\"localhost\"}",
+    {"listen without a port",
+     "{" BASE ",\"listen\":\"localhost\"}",
      {".listen: \"localhost\" is not HOST:PORT"}},
-    {"listen without a host", "{" BASE ",\"listen\":\":8080\"}",
+    {"listen without a host",
+     "{" BASE ",\"listen\":\":8080\"}",
      {".listen: \":8080\" is not HOST:PORT"}},
-    {"listen with an empty port", "{" BASE ",\"listen\":\"localhost:\"}",
+    {"listen with an empty port",
+     "{" BASE ",\"listen\":\"localhost:\"}",
      {".listen: \"localhost:\" is not HOST:PORT"}},
-    {"listen with a port over 65535", "{" BASE ",\"listen\":\"127.0.0.1:65536\"}",
+    {"listen with a port over 65535",
+     "{" BASE ",\"listen\":\"127.0.0.1:65536\"}",
      {".listen: \"127.0.0.1:65536\" is not HOST:PORT"}},
-    {"listen with a named port", "{" BASE ",\"listen\":\"127.0.0.1:http\"}",
+    {"listen with a named port",
+     "{" BASE ",\"listen\":\"127.0.0.1:http\"}",
      {".listen: \"127.0.0.1:http\" is not HOST:PORT"}},
-    {"url mode without url", "{" BASE ",\"kubernetes\":{\"mode\":\"url\"},\"spool_dir\":\"s\"}",
+    {"url mode without url",
+     "{" BASE ",\"kubernetes\":{\"mode\":\"url\"},\"spool_dir\":\"s\"}",
      {".kubernetes.url: required when mode is \"url\""}},
     {"url mode with a non-http URL",
      "{" BASE ",\"kubernetes\":{\"mode\":\"url\",\"url\":\"ftp://k8s.local\"},\"spool_dir\":\"s\"}",
@@ -421,19 +447,24 @@ static const struct bad_case bad_cases[] = {
     {"url mode without spool_dir",
      "{" BASE ",\"kubernetes\":{\"mode\":\"url\",\"url\":\"http://127.0.0.1:8001\"}}",
      {".spool_dir: required when kubernetes.mode is \"url\""}},
-    {"in-cluster mode without spool_dir", "{" BASE ",\"kubernetes\":{\"mode\":\"in-cluster\"}}",
+    {"in-cluster mode without spool_dir",
+     "{" BASE ",\"kubernetes\":{\"mode\":\"in-cluster\"}}",
      {".spool_dir: required when kubernetes.mode is \"in-cluster\""}},
-    {"tls cert without key", "{" BASE ",\"tls\":{\"cert_file\":\"cert.pem\"}}",
+    {"tls cert without key",
+     "{" BASE ",\"tls\":{\"cert_file\":\"cert.pem\"}}",
      {".tls.key_file: required key is missing"}},
-    {"tls key without cert", "{" BASE ",\"tls\":{\"key_file\":\"key.pem\"}}",
+    {"tls key without cert",
+     "{" BASE ",\"tls\":{\"key_file\":\"key.pem\"}}",
      {".tls.cert_file: required key is missing"}},
-    {"tls cert unreadable", "{" BASE ",\"tls\":{\"cert_file\":\"nope.pem\",\"key_file\":\"key.pem\"}}",
+    {"tls cert unreadable",
+     "{" BASE ",\"tls\":{\"cert_file\":\"nope.pem\",\"key_file\":\"key.pem\"}}",
      {".tls.cert_file: cannot read @D@/nope.pem: No such file or directory"}},
     {"kubernetes ca_file unreadable",
      "{" BASE ",\"kubernetes\":{\"mode\":\"url\",\"url\":\"https://k8s:6443\","
      "\"ca_file\":\"ca.crt\"},\"spool_dir\":\"s\"}",
      {".kubernetes.ca_file: cannot read @D@/ca.crt: No such file or directory"}},
-    {"invalid JSON names its line", "{\n  " BASE ",\n  \"listen\": \"127.0.0.1:1\"\n  oops\n}\n",
+    {"invalid JSON names its line",
+     "{\n  " BASE ",\n  \"listen\": \"127.0.0.1:1\"\n  oops\n}\n",
      {"line 4: not a JSON object"}},
     {"JSON that is not an object", "\n[1, 2]\n", {"line 1: not a JSON object"}},
     {"empty file", "", {"line 1: not a JSON object"}},
@@ -483,8 +514,8 @@ static void test_config_each_kind_of_error_has_its_message(void **state) {
         }
         assert_no_secret_text(&el);
         if (!ok) {
-            print_error("case \"%s\": rc %d, %zu message(s), %zu expected\n", bc->why, rc,
-                        el.count, want);
+            print_error("case \"%s\": rc %d, %zu message(s), %zu expected\n", bc->why, rc, el.count,
+                        want);
             dump_errors(&el);
             failures++;
         }
@@ -589,9 +620,9 @@ static void test_config_read_secret_trims_one_newline(void **state) {
         int rc;
         const char *secret;
     } cases[] = {
-        {"abc", 0, "abc"},         {"abc\n", 0, "abc"},   {"abc\r\n", 0, "abc"},
-        {"abc\n\n", 0, "abc\n"},   {" abc ", 0, " abc "}, {"", GHE_INVAL, NULL},
-        {"\n", GHE_INVAL, NULL},   {"\r\n", GHE_INVAL, NULL},
+        {"abc", 0, "abc"},       {"abc\n", 0, "abc"},       {"abc\r\n", 0, "abc"},
+        {"abc\n\n", 0, "abc\n"}, {" abc ", 0, " abc "},     {"", GHE_INVAL, NULL},
+        {"\n", GHE_INVAL, NULL}, {"\r\n", GHE_INVAL, NULL},
     };
     char path[512];
 

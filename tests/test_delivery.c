@@ -270,8 +270,8 @@ static void test_delivery_ready_reports_local_and_dry_run(void **state) {
     const cJSON *del = cJSON_GetObjectItemCaseSensitive(root, "delivery");
     assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(del, "ok")));
     assert_string_equal(cJSON_GetObjectItemCaseSensitive(del, "mode")->valuestring, "local");
-    assert_non_null(strstr(cJSON_GetObjectItemCaseSensitive(del, "detail")->valuestring,
-                           "is writable"));
+    assert_non_null(
+        strstr(cJSON_GetObjectItemCaseSensitive(del, "detail")->valuestring, "is writable"));
     assert_null(cJSON_GetObjectItemCaseSensitive(root, "spool"));
     cJSON_Delete(root);
     /* The readiness probe leaves nothing behind in the folder. */
@@ -297,8 +297,8 @@ static void test_delivery_ready_fails_when_the_local_folder_is_gone(void **state
     assert_false(ok);
     const cJSON *del = cJSON_GetObjectItemCaseSensitive(root, "delivery");
     assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(del, "ok")));
-    assert_non_null(strstr(cJSON_GetObjectItemCaseSensitive(del, "detail")->valuestring,
-                           "is not writable"));
+    assert_non_null(
+        strstr(cJSON_GetObjectItemCaseSensitive(del, "detail")->valuestring, "is not writable"));
     cJSON_Delete(root);
     delivery_free(d);
 }
@@ -341,8 +341,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_delivery_local_same_name_again_is_exists, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_delivery_local_unwritable_folder_is_unavailable,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_local_unwritable_folder_is_unavailable, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_delivery_local_folder_that_cannot_be_made_is_an_error,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_delivery_dry_run_creates_nothing, setup, teardown),
@@ -350,8 +350,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_delivery_ready_fails_when_the_local_folder_is_gone,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delivery_namespace_defaults_to_tekton_pipelines,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_namespace_defaults_to_tekton_pipelines, setup,
+                                        teardown),
         cmocka_unit_test(test_delivery_outcome_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

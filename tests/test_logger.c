@@ -181,9 +181,15 @@ static void test_logger_level_names_parse(void **state) {
         const char *name;
         int level;
     } cases[] = {
-        {"debug", LOGGER_DEBUG}, {"info", LOGGER_INFO}, {"warn", LOGGER_WARN},
-        {"error", LOGGER_ERROR}, {"WARN", -1},          {"warning", -1},
-        {"", -1},                {"fatal", -1},         {NULL, -1},
+        {"debug", LOGGER_DEBUG},
+        {"info", LOGGER_INFO},
+        {"warn", LOGGER_WARN},
+        {"error", LOGGER_ERROR},
+        {"WARN", -1},
+        {"warning", -1},
+        {"", -1},
+        {"fatal", -1},
+        {NULL, -1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         assert_int_equal(logger_level_parse(cases[i].name), cases[i].level);
@@ -198,22 +204,14 @@ static void test_logger_numeric_fields_are_numbers(void **state) {
         bool number;
         double as_number;
     } cases[] = {
-        {"status", "201", true, 201},
-        {"code", "0", true, 0},
-        {"duration_ms", "12.5", true, 12.5},
-        {"port", "8080", true, 8080},
-        {"depth", "-3", true, -3},
-        {"attempt", "2", true, 2},
-        {"status", "abc", false, 0},
-        {"status", "", false, 0},
-        {"status", "1.2.3", false, 0},
-        {"status", "-", false, 0},
-        {"status", ".", false, 0},
-        {"status", "5.", false, 0},
-        {"status", "007", false, 0},
-        {"status", "--1", false, 0},
-        {"status", "1-2", false, 0},
-        {"request_id", "123", false, 0},
+        {"status", "201", true, 201},        {"code", "0", true, 0},
+        {"duration_ms", "12.5", true, 12.5}, {"port", "8080", true, 8080},
+        {"depth", "-3", true, -3},           {"attempt", "2", true, 2},
+        {"status", "abc", false, 0},         {"status", "", false, 0},
+        {"status", "1.2.3", false, 0},       {"status", "-", false, 0},
+        {"status", ".", false, 0},           {"status", "5.", false, 0},
+        {"status", "007", false, 0},         {"status", "--1", false, 0},
+        {"status", "1-2", false, 0},         {"request_id", "123", false, 0},
         {"pipelinerun", "42", false, 0},
     };
 
@@ -292,8 +290,11 @@ static void test_logger_values_are_cut_at_1_kib(void **state) {
 
 static bool valid_utf8(const unsigned char *s) {
     while (*s) {
-        int n = *s < 0x80 ? 0 : (*s & 0xe0) == 0xc0 ? 1 : (*s & 0xf0) == 0xe0 ? 2
-                                                    : (*s & 0xf8) == 0xf0 ? 3 : -1;
+        int n = *s < 0x80             ? 0
+                : (*s & 0xe0) == 0xc0 ? 1
+                : (*s & 0xf0) == 0xe0 ? 2
+                : (*s & 0xf8) == 0xf0 ? 3
+                                      : -1;
         if (n < 0)
             return false;
         s++;

@@ -232,8 +232,8 @@ static void test_metrics_histogram_buckets_are_cumulative(void **state) {
         prev = v;
     }
     double count = sample(text, "gpuhook_http_request_duration_seconds_count{route=\"webhook\"}");
-    double inf = sample(
-        text, "gpuhook_http_request_duration_seconds_bucket{route=\"webhook\",le=\"+Inf\"}");
+    double inf =
+        sample(text, "gpuhook_http_request_duration_seconds_bucket{route=\"webhook\",le=\"+Inf\"}");
     assert_true(count == 4);
     assert_true(inf == count);
     double sum = sample(text, "gpuhook_http_request_duration_seconds_sum{route=\"webhook\"}");

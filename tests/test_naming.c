@@ -63,10 +63,10 @@ static void test_naming_same_parts_give_the_same_name(void **state) {
     (void)state;
     char a[NAMING_MAX + 1], b[NAMING_MAX + 1];
 
-    naming_pipelinerun("gpu-real-8-step-workflow-lite", "123456", "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-                       "lite", a);
-    naming_pipelinerun("gpu-real-8-step-workflow-lite", "123456", "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-                       "lite", b);
+    naming_pipelinerun("gpu-real-8-step-workflow-lite", "123456",
+                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", "lite", a);
+    naming_pipelinerun("gpu-real-8-step-workflow-lite", "123456",
+                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", "lite", b);
     assert_string_equal(a, b);
     assert_true(strncmp(a, "gpu-real-8-step-workflow-lite-", 30) == 0);
     assert_int_equal(strlen(a), 30 + 10);

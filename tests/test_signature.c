@@ -152,12 +152,14 @@ static void test_signature_malformed_headers_are_rejected(void **state) {
         {"prefix only", "sha256="},
         {"63 hex digits", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e1"},
         {"65 hex digits", VECTOR_HEADER "7"},
-        {"non-hex digit", "sha256=g57107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"},
+        {"non-hex digit",
+         "sha256=g57107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"},
         {"space inside", "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e 7"},
         {"leading space", " " VECTOR_HEADER},
         {"trailing space", VECTOR_HEADER " "},
         {"trailing newline", VECTOR_HEADER "\n"},
-        {"0x prefix on the digest", "sha256=0x757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b04"},
+        {"0x prefix on the digest",
+         "sha256=0x757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b04"},
     };
     struct signature_keyring *kr = vector_keyring();
 

@@ -320,9 +320,8 @@ static void test_spool_worker_moves_expired_runs_to_failed(void **state) {
 
     /* A run left by an earlier process, two hours old, with a one-hour limit. */
     assert_int_equal(spool_open(fx->dir, 1, &s, err, sizeof(err)), 0);
-    assert_int_equal(spool_write_atomic(fx->dir, "old-run-0123456789.json", RUN_JSON,
-                                        strlen(RUN_JSON), 0),
-                     0);
+    assert_int_equal(
+        spool_write_atomic(fx->dir, "old-run-0123456789.json", RUN_JSON, strlen(RUN_JSON), 0), 0);
     set_age_hours(fx->dir, "old-run-0123456789.json", 2);
     assert_int_equal(spool_start(s, k), 0);
 
@@ -404,11 +403,11 @@ static void test_spool_worker_keeps_runs_while_the_api_is_down(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_spool_exclusive_write_refuses_an_existing_file,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_exclusive_write_refuses_an_existing_file, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_spool_replacing_write_replaces, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_spool_write_into_a_missing_folder_fails_cleanly,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_write_into_a_missing_folder_fails_cleanly, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_spool_large_contents_are_written_whole, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_spool_open_creates_the_folder_and_failed, setup,
@@ -419,8 +418,8 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_spool_worker_moves_expired_runs_to_failed, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_spool_worker_moves_unreadable_entries_to_failed,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_spool_worker_moves_unreadable_entries_to_failed, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_spool_worker_keeps_runs_while_the_api_is_down, setup,
                                         teardown),
     };

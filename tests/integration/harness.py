@@ -32,6 +32,12 @@ SECRET = "It's a Secret to Everybody"
 TOKEN = "trigger-token-" + "x" * 20
 
 
+def timing_free(reason="timings and memory figures mean nothing under a wrapper"):
+    """Skips a test whose assertion is a time or memory bound when run under valgrind."""
+    import pytest
+    return pytest.mark.skipif(bool(WRAPPER), reason=reason)
+
+
 def fixture(name):
     with open(os.path.join(FIXTURES, "github", name), "rb") as f:
         return f.read()

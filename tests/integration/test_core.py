@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from harness import (BINARY, SECRET, TOKEN, GpuHook, default_config, fixture, raw_http, sign)
+from harness import (timing_free, BINARY, SECRET, TOKEN, GpuHook, default_config, fixture, raw_http, sign)
 
 
 def run_cli(*args, env=None):
@@ -243,6 +243,7 @@ def test_tls_serving():
         assert (r.status, r.json) == (200, {"status": "ok"})
 
 
+@timing_free()
 def test_slow_api_never_delays_healthz_or_metrics():
     from fake_apiserver import FakeApiServer
     import tempfile
@@ -269,3 +270,12 @@ def test_slow_api_never_delays_healthz_or_metrics():
             assert len(api.objects()) == 16
     finally:
         api.stop()
+
+
+def test_duplicate_config_key_is_an_error():
+    g = GpuHook()
+    g.write_config()
+    text = open(g.config_path).read().replace('"log_level": "info"', '"log_level": "info", "log_level": "debug"')
+    open(g.config_path, "w").write(text)
+    r = run_cli("--config", g.config_path, "--check-config")
+    assert r.returncode == 2 and ".log_level: duplicate key" in r.stderr

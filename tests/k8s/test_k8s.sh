@@ -73,7 +73,6 @@ for dir in tests/k8s/bad/*/; do
     ok=1
     while IFS= read -r line; do
         [ -n "$line" ] || continue
-        n=$(grep -c '^ERROR' "$out" | tr -d ' ')
         hits=$(grep '^ERROR' "$out" | grep -cF -- "$line" || true)
         if [ "$hits" -ne 1 ]; then
             fail "$case: expected exactly one error containing \"$line\", got $hits"
@@ -183,7 +182,15 @@ echo "== shellcheck"
 if ! command -v shellcheck >/dev/null 2>&1; then
     fail "shellcheck is not installed (make test installs it: apt-get install shellcheck)"
 else
-    mapfile -t shell_scripts < <(find k8s tests -type f -name '*.sh' | sort)
+    # Every *.sh, and every other file that starts with a sh or bash shebang.
+    mapfile -t shell_scripts < <(find k8s tests -type f -not -path '*/.*' | sort | while IFS= read -r f; do
+        case "$f" in
+        *.sh) echo "$f" ;;
+        *) if head -n 1 "$f" 2>/dev/null | grep -qE '^#! ?(/usr)?/bin/(env )?(ba)?sh\b'; then
+            echo "$f"
+        fi ;;
+        esac
+    done)
     for f in "${shell_scripts[@]}"; do
         if shellcheck -x "$f" >"$TMP/sc.out" 2>&1; then
             pass "shellcheck $f"
@@ -353,6 +360,66 @@ else
     expect_in "$TMP/variant.out" 'VARIANT must be lite or original, not "huge"' \
         "collect-results.sh rejects an unknown variant"
 fi
+
+# ------------------------------------------ steps 3 and 4, with a fake python3 --
+echo "== steps 3 (papermill) and 4 (nbconvert) with a stand-in python3"
+# The stand-in records its arguments and writes what papermill and nbconvert
+# would; everything else (rmm-init.py) succeeds.
+mkdir -p "$TMP/bin"
+cat >"$TMP/bin/python3" <<'EOF'
+#!/bin/sh
+printf '%s\n' "$*" >>"$FAKE_PYTHON_LOG"
+if [ "$1 $2" = "-m papermill" ]; then
+    printf '{"cells": []}\n' >"$4"
+    echo "papermill ran $3"
+elif [ "$1 $2 $3" = "-m jupyter nbconvert" ]; then
+    shift 3
+    while [ $# -gt 0 ]; do
+        case "$1" in
+        --output) out=$2; shift ;;
+        --output-dir) dir=$2; shift ;;
+        esac
+        shift
+    done
+    printf '<html></html>\n' >"$dir/$out.html"
+    echo "[NbConvertApp] Writing to $dir/$out.html"
+fi
+EOF
+chmod +x "$TMP/bin/python3"
+ws=$TMP/ws-notebook
+mkdir -p "$ws/src/analysis/notebooks"
+echo '{}' >"$ws/src/analysis/notebooks/nb.ipynb"
+export FAKE_PYTHON_LOG=$TMP/python.log
+if PATH=$TMP/bin:$PATH WORKSPACE=$ws VARIANT=lite NOTEBOOK=notebooks/nb.ipynb RMM_POOL_SIZE=6GiB \
+    sh "$SCRIPTS/run-notebook.sh" max_cells=50000 max_genes=10000 >"$TMP/nb.out" 2>&1 &&
+    [ -s "$ws/output/output_analysis_lite.ipynb" ]; then
+    pass "run-notebook.sh runs papermill and writes output_analysis_lite.ipynb"
+else
+    fail "run-notebook.sh failed:"
+    cat "$TMP/nb.out" >&2
+fi
+expect_in "$TMP/python.log" "--pool-size 6GiB --ipython-dir $ws/.ipython" "run-notebook.sh initialises RMM first"
+expect_in "$TMP/python.log" "-p max_cells 50000 -p max_genes 10000" \
+    "run-notebook.sh passes the lite subsample as papermill parameters"
+expect_in "$ws/output/papermill.log" "papermill ran $ws/src/analysis/notebooks/nb.ipynb" \
+    "papermill's output goes to papermill.log"
+if PATH=$TMP/bin:$PATH WORKSPACE=$ws VARIANT=lite NOTEBOOK=notebooks/nb.ipynb RMM_POOL_SIZE=6GiB \
+    sh "$SCRIPTS/run-notebook.sh" 'max cells=1' >"$TMP/nb.out" 2>&1; then
+    fail "run-notebook.sh accepted a malformed papermill parameter"
+else
+    expect_in "$TMP/nb.out" 'papermill parameter "max cells=1" is not NAME=VALUE' \
+        "run-notebook.sh rejects a malformed papermill parameter"
+fi
+if PATH=$TMP/bin:$PATH WORKSPACE=$ws VARIANT=lite sh "$SCRIPTS/nbconvert.sh" >"$TMP/nbc.out" 2>&1 &&
+    [ -s "$ws/output/output_analysis_lite.html" ]; then
+    pass "nbconvert.sh writes output_analysis_lite.html"
+else
+    fail "nbconvert.sh failed:"
+    cat "$TMP/nbc.out" >&2
+fi
+expect_in "$ws/output/jupyter_nbconvert.log" "[NbConvertApp] Writing to" \
+    "nbconvert's output goes to jupyter_nbconvert.log"
+unset FAKE_PYTHON_LOG
 
 # ------------------------------------------------ git steps (2 and 5) --
 echo "== steps 2 and 5 (git clones) against local repositories"
