@@ -42,20 +42,6 @@ static long delivery_now_ms(void) {
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-static int delivery_mkdirs(const char *dir) {
-    char path[4096];
-    snprintf(path, sizeof(path), "%s", dir);
-    for (char *p = path + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(path, 0750) != 0 && errno != EEXIST)
-            return GHE_IO;
-        *p = '/';
-    }
-    return mkdir(path, 0750) != 0 && errno != EEXIST ? GHE_IO : 0;
-}
-
 int delivery_new(const struct config *cfg, struct delivery **out, struct errlist *el) {
     struct delivery *d = calloc(1, sizeof(*d));
     char err[512];
@@ -79,7 +65,7 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
     }
     if (d->mode == CONFIG_KUBE_LOCAL) {
         d->local_dir = strdup(cfg->kube_local_dir);
-        if (delivery_mkdirs(d->local_dir) != 0) {
+        if (spool_mkdirs(d->local_dir) != 0) {
             errlist_add(el, "kubernetes.local_dir %s: %s", d->local_dir, strerror(errno));
             goto fail;
         }

@@ -102,7 +102,7 @@ out:
     return rc;
 }
 
-static int spool_mkdir(const char *dir) {
+int spool_mkdirs(const char *dir) {
     char path[4096];
     snprintf(path, sizeof(path), "%s", dir);
     for (char *p = path + 1; *p; p++) {
@@ -132,7 +132,7 @@ int spool_open(const char *dir, long max_age_hours, struct spool **out, char *er
     s->max_age_seconds = max_age_hours * 3600;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
-    if (spool_mkdir(s->dir) != 0 || spool_mkdir(s->failed_dir) != 0 ||
+    if (spool_mkdirs(s->dir) != 0 || spool_mkdirs(s->failed_dir) != 0 ||
         access(s->dir, W_OK) != 0) {
         snprintf(err, errlen, "spool_dir %s: %s", dir, strerror(errno));
         spool_free(s);

@@ -34,4 +34,7 @@ int spool_start(struct spool *s, struct kube *k);
 int spool_write_atomic(const char *dir, const char *name, const char *data, size_t len,
                        int exclusive);
 
+/* Creates dir and its missing parents (mode 0750). Returns 0 or GHE_IO with errno set. */
+int spool_mkdirs(const char *dir);
+
 #endif
