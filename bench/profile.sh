@@ -132,10 +132,14 @@ for scenario in "${SCENARIOS[@]}"; do
     total=$(awk '/PROGRAM TOTALS/ && !done {gsub(",", "", $1); print $1; done = 1}' "$WORK/annotate")
     echo "== $scenario: $requests requests, $total instructions, $(awk -v t="$total" -v r="$requests" \
         'BEGIN {printf "%.0f", t / r}') per request ($file)"
-    awk -v r="$requests" 'shown < 30 && /^ *[0-9,]+ \([ 0-9.]+%\)  .*:[A-Za-z_]/ {
+    # The first table only (inclusive costs); the source annotations follow it.
+    awk -v r="$requests" '/file:function/ {table = 1; next} table && /^--/ {next}
+        table && /^$/ && shown {table = 0}
+        table && shown < 30 && /^ *[0-9,]+ \([ 0-9.]+%\)  [^<=>]*:[A-Za-z_]/ {
             n = $1; gsub(",", "", n); if (n / r < 2000) next
             fn = $0; sub(/^ *[0-9,]+ \([ 0-9.]+%\)  /, "", fn); sub(/ \[.*/, "", fn)
             if (fn ~ /^\?\?\?:0x/ || fn ~ /start_thread|clone/) next
+            name = fn; sub(/.*:/, "", name); if (seen[name]++) next
             printf "%10.0f  %s\n", n / r, fn
             shown++ }' "$WORK/annotate"
     echo

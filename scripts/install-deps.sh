@@ -3,7 +3,7 @@
 # Only missing packages are installed: apt-get as root, sudo otherwise.
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config openssl curl
+pkgs=(build-essential cmake pkg-config openssl curl git
       libmicrohttpd-dev libssl-dev libcjson-dev libcurl4-openssl-dev libyaml-dev libcmocka-dev
       python3 python3-pytest python3-yaml python3-jsonschema shellcheck)
 

@@ -14,6 +14,8 @@ if [ ! -f "$ROOT/k8s/kustomization.yaml" ] || [ ! -f "$ROOT/tests/k8s/validate_k
     exit 2
 fi
 PY=/usr/bin/python3
+# The step scripts must not leave __pycache__ folders in k8s/.
+export PYTHONDONTWRITEBYTECODE=1
 SCRIPTS=$ROOT/k8s/workflow/scripts
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -398,7 +400,11 @@ else
     fail "run-notebook.sh failed:"
     cat "$TMP/nb.out" >&2
 fi
-expect_in "$TMP/python.log" "--pool-size 6GiB --ipython-dir $ws/.ipython" "run-notebook.sh initialises RMM first"
+if [ "$(head -n 1 "$TMP/python.log")" = "$SCRIPTS/rmm-init.py --pool-size 6GiB --ipython-dir $ws/.ipython" ]; then
+    pass "run-notebook.sh initialises RMM before papermill"
+else
+    fail "run-notebook.sh did not start with rmm-init.py: $(head -n 1 "$TMP/python.log")"
+fi
 expect_in "$TMP/python.log" "-p max_cells 50000 -p max_genes 10000" \
     "run-notebook.sh passes the lite subsample as papermill parameters"
 expect_in "$ws/output/papermill.log" "papermill ran $ws/src/analysis/notebooks/nb.ipynb" \

@@ -124,7 +124,7 @@ def variables(node, path=()):
 def walk_files(root):
     out = []
     for d, dirs, files in os.walk(root):
-        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        dirs[:] = sorted(x for x in dirs if not x.startswith(".") and x != "__pycache__")
         out.extend(os.path.join(d, f) for f in sorted(files) if not f.startswith("."))
     return out
 
@@ -311,11 +311,8 @@ def parse_param_ref(expr):
     m = PARAM_REF_RE.match(expr)
     if not m:
         return None
-    name = m.group(1) or m.group(2)
-    key = m.group(4)
-    # $(params.a.b) is an object param's key only when "a" is declared; the
-    # caller decides. Keep the dotted form too.
-    return name, m.group(3), key
+    # In $(params.a.b), "b" is a key of object param "a"; param_decl decides.
+    return m.group(1) or m.group(2), m.group(3), m.group(4)
 
 
 def param_decl(declared, name):
