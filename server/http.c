@@ -237,6 +237,9 @@ static enum MHD_Result http_queue(struct MHD_Connection *conn, struct http_reque
                                 "Bearer realm=\"gpuhook\"");
     if (close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    /* Counted before the response leaves, so a client that reads /metrics next sees it. */
+    metrics_http_observe(req->route, req->status, (double)(http_now_ms() - req->start_ms) / 1000.0);
+    req->observed = true;
     enum MHD_Result r = MHD_queue_response(conn, (unsigned int)req->status, resp);
     MHD_destroy_response(resp);
     return r;
@@ -411,7 +414,8 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
     char status[16], dur[32];
     snprintf(status, sizeof(status), "%d", req->status);
     snprintf(dur, sizeof(dur), "%ld", ms);
-    metrics_http_observe(req->route, req->status, (double)ms / 1000.0);
+    if (!req->observed)
+        metrics_http_observe(req->route, req->status, (double)ms / 1000.0);
     logger_write(req->status >= 500 ? LOGGER_WARN : LOGGER_INFO, "request", "request_id",
                  req->request_id, "method", req->method, "path", req->route, "status", status,
                  "duration_ms", dur, "event", req->log_event[0] ? req->log_event : NULL,

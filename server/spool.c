@@ -169,16 +169,17 @@ int spool_put(struct spool *s, const char *name, const char *json, size_t len) {
     char file[128], path[4096];
     snprintf(file, sizeof(file), "%s.json", name);
     snprintf(path, sizeof(path), "%s/%s", s->dir, file);
+    /* The lock orders puts with the worker's recount, so the depth never goes stale-low. */
+    pthread_mutex_lock(&s->lock);
     bool existed = access(path, F_OK) == 0;
     int rc = spool_write_atomic(s->dir, file, json, len, 0);
     if (rc == 0) {
-        pthread_mutex_lock(&s->lock);
         if (!existed)
             s->depth++;
         metrics_spool_depth_set(s->depth);
         pthread_cond_broadcast(&s->wake);
-        pthread_mutex_unlock(&s->lock);
     }
+    pthread_mutex_unlock(&s->lock);
     return rc;
 }
 
@@ -280,6 +281,17 @@ static bool spool_attempt(struct spool *s, struct spool_entry *e) {
     return false;
 }
 
+static long spool_count(const char *dir) {
+    long n = 0;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d)) != NULL)
+        n += spool_is_entry(de->d_name);
+    if (d)
+        closedir(d);
+    return n;
+}
+
 static void *spool_worker(void *arg) {
     struct spool *s = arg;
 
@@ -287,7 +299,6 @@ static void *spool_worker(void *arg) {
     while (!s->stopping) {
         pthread_mutex_unlock(&s->lock);
         DIR *d = opendir(s->dir);
-        long depth = 0;
         for (size_t i = 0; i < s->entry_count; i++)
             s->entries[i].seen = false;
         struct dirent *de;
@@ -298,12 +309,10 @@ static void *spool_worker(void *arg) {
             if (!e)
                 continue;
             e->seen = true;
-            depth++;
             if (spool_now_ms() < e->next_ms)
                 continue;
             if (spool_attempt(s, e)) {
                 e->seen = false;
-                depth--;
                 continue;
             }
             unsigned int rnd = 0;
@@ -322,8 +331,8 @@ static void *spool_worker(void *arg) {
                 s->entries[j++] = s->entries[i];
         s->entry_count = j;
         pthread_mutex_lock(&s->lock);
-        s->depth = depth;
-        metrics_spool_depth_set(depth);
+        s->depth = spool_count(s->dir);
+        metrics_spool_depth_set(s->depth);
         if (s->stopping)
             break;
         struct timespec until;

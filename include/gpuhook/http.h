@@ -27,6 +27,7 @@ struct http_request {
     const char *route; /* webhook, trigger, healthz, ... for metrics */
     int route_id;      /* index of the route, -1 when none matched */
     bool close;        /* close the connection after the response */
+    bool observed;     /* counted in the request metrics */
     char request_id[65];
     struct event_header headers[HTTP_MAX_HEADERS];
     size_t header_count;

@@ -1,7 +1,8 @@
 /*
  * Fuzz target 3: binding expressions, template rendering and the YAML reader.
  *
- * The first byte picks a mode:
+ * The first byte's low three bits pick a mode (modulo 5), its next two bits
+ * the variant (lite, original, skip, or no decision) and bit 5 "no event":
  *   0  the shipped k8s/triggers template and binding, rendered for an event
  *      whose fields, headers, selection decision, /trigger override and
  *      payload come from the rest of the input (NUL-separated fields);
@@ -334,10 +335,10 @@ int fuzz_template_one(const uint8_t *data, size_t size) {
     unsigned sel = data[0];
     data++;
     size--;
-    switch (sel % 5) {
+    switch ((sel & 7) % 5) {
     case 0:
     case 1:
-        fuzz_tpl_render_fields(s, sel, data, size, sel % 5 == 0);
+        fuzz_tpl_render_fields(s, sel, data, size, (sel & 7) % 5 == 0);
         break;
     case 2: {
         cJSON *doc = NULL;

@@ -38,6 +38,14 @@ def timing_free(reason="timings and memory figures mean nothing under a wrapper"
     return pytest.mark.skipif(bool(WRAPPER), reason=reason)
 
 
+def memory_bound():
+    """Skips a test asserting a memory figure under valgrind or the sanitizers (their shadow
+    memory is not the server's)."""
+    import pytest
+    return pytest.mark.skipif(bool(WRAPPER) or os.environ.get("GPUHOOK_SANITIZED") == "1",
+                              reason="memory figures mean nothing under valgrind or ASan")
+
+
 def fixture(name):
     with open(os.path.join(FIXTURES, "github", name), "rb") as f:
         return f.read()

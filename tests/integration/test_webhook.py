@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from harness import timing_free, SECRET, GpuHook, fixture, metric_value, raw_http, sign
+from harness import memory_bound, timing_free, SECRET, GpuHook, fixture, metric_value, raw_http, sign
 
 PUSH = fixture("push_with-new-branch.json")
 UNAUTH = "invalid or missing X-Hub-Signature-256 signature"
@@ -257,7 +257,7 @@ def test_hostile_branch_and_message_arrive_byte_for_byte(hook, value):
     assert set(obj["spec"]) == {"pipelineRef", "params", "workspaces"}
 
 
-@timing_free()
+@memory_bound()
 def test_25mb_signed_body_streams_through_and_one_byte_over_gets_413(hook):
     limit = 26214400
     p = json.loads(PUSH)
