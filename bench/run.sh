@@ -253,6 +253,12 @@ stop_server() {
     return 0
 }
 
+# CPU time (user + system) the process has used, in clock ticks.
+CLK_TCK=$(getconf CLK_TCK)
+proc_ticks() {
+    awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 proc_kib() {
     awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
 }
@@ -276,9 +282,14 @@ load() {
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" -s "$ROOT/bench/push.lua" "$URL" \
             -- "$mode" "${args[@]}" "$nonce-warm" >/dev/null
     fi
+    local ticks0 api0=0 ticks1 api1=0
+    ticks0=$(proc_ticks "$SERVER_PID")
+    [[ -n $API_PID ]] && api0=$(proc_ticks "$API_PID")
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$ROOT/bench/push.lua" \
         "$URL" -- "$mode" "${args[@]}" "$nonce" >"$WORK/wrk.out" 2>&1 || true
-    local rps p50 p99 non2xx errors total rss
+    ticks1=$(proc_ticks "$SERVER_PID")
+    [[ -n $API_PID ]] && api1=$(proc_ticks "$API_PID")
+    local rps p50 p99 non2xx errors total rss cpu api_cpu
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/wrk.out")
     p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$WORK/wrk.out")")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$WORK/wrk.out")")
@@ -287,10 +298,15 @@ load() {
     errors=$(awk -F'[ ,]+' '/Socket errors/ {print $5 + $7 + $9 + $11}' "$WORK/wrk.out")
     rss=$(proc_kib "$SERVER_PID" VmRSS)
     [[ -n $rps ]] || die "wrk gave no result for $scenario: $(cat "$WORK/wrk.out")"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$round" "$rps" "$p50" "$p99" \
-        "$rss" "${total:-0}" "${non2xx:-0}" "${errors:-0}" >>"$RESULTS"
-    printf 'bench: %-13s round %s: %8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  RSS %6d KiB%s\n' \
-        "$scenario" "$round" "$rps" "$p50" "$p99" "$rss" \
+    # Server CPU per request: a figure that other load on the machine disturbs less than req/s.
+    cpu=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v n="${total:-0}" \
+        'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
+    api_cpu=$(awk -v t=$((api1 - api0)) -v hz="$CLK_TCK" -v n="${total:-0}" \
+        'BEGIN {printf "%.1f", n ? t / hz * 1e6 / n : 0}')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$round" "$rps" "$p50" \
+        "$p99" "$rss" "$cpu" "${total:-0}" "${non2xx:-0}" "${errors:-0}" "$api_cpu" >>"$RESULTS"
+    printf 'bench: %-13s round %s: %8.0f req/s  p50 %6.2f ms  p99 %7.2f ms  RSS %6d KiB  CPU %5.1f us/req%s\n' \
+        "$scenario" "$round" "$rps" "$p50" "$p99" "$rss" "$cpu" \
         "$([[ -n $non2xx ]] && echo "  non-2xx $non2xx/$total")" >&2
 }
 
@@ -344,14 +360,14 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- report
-# median COLUMN SCENARIO (columns: 3 req/s, 4 p50, 5 p99, 6 RSS)
+# median COLUMN SCENARIO (columns: 3 req/s, 4 p50, 5 p99, 6 RSS, 7 CPU us/req, 11 API CPU)
 median() {
     awk -F'\t' -v c="$1" -v s="$2" '$1 == s {print $c}' "$RESULTS" | sort -g |
         awk '{a[NR] = $1} END { if (NR == 0) print ""; else
             print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'
 }
 
-declare -A RPS=() P50=() P99=() RSS=()
+declare -A RPS=() P50=() P99=() RSS=() CPU=()
 RPS[floor-tpc]=""
 RPS[floor-pool]=
 for entry in "${SCENARIOS[@]}"; do
@@ -360,6 +376,7 @@ for entry in "${SCENARIOS[@]}"; do
     P50[$scenario]=$(median 4 "$scenario")
     P99[$scenario]=$(median 5 "$scenario")
     RSS[$scenario]=$(median 6 "$scenario")
+    CPU[$scenario]=$(median 7 "$scenario")
 done
 
 # The floor is the faster of its two threading modes (by median req/s).
@@ -432,7 +449,7 @@ DIRTY=
 if [[ $COMMIT != unknown ]] && ! git -C "$ROOT" diff --quiet HEAD -- 2>/dev/null; then
     DIRTY=" (with uncommitted changes)"
 fi
-CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+CPU_MODEL=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/^MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 REPORT=$ROOT/bench/results/$DATE-$COMMIT.md
 mkdir -p "$ROOT/bench/results"
@@ -456,7 +473,7 @@ describe() {
 {
     echo "# gpuhook benchmark, $DATE, commit $COMMIT$DIRTY"
     echo
-    echo "Machine: $(nproc) cores, $CPU, $MEM, Linux $(uname -r)."
+    echo "Machine: $(nproc) cores, $CPU_MODEL, $MEM, Linux $(uname -r)."
     echo "wrk, the server and (end to end) the stand-in API all share those cores."
     echo
     echo "Load: wrk $(wrk -v 2>&1 | awk 'NR == 1 {print $2}'), $CONNECTIONS connections, $THREADS threads," \
@@ -467,25 +484,29 @@ describe() {
     echo "gpuhook: $("$GPUHOOK" --version | tr '\n' ',' | sed 's/,$//; s/,/, /g')."
     echo "Peer: adnanh/webhook $(webhook -version 2>&1 | awk '{print $NF}'). Floor = $FLOOR (the faster mode)."
     echo
-    echo "| scenario | req/s | p50 ms | p99 ms | RSS MiB | × floor req/s | × peer req/s | p99 × floor | status |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+    echo "| scenario | req/s | p50 ms | p99 ms | RSS MiB | server CPU µs/req | × floor req/s | × peer req/s | p99 × floor | status |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     for entry in "${SCENARIOS[@]}"; do
         read -r scenario _ <<<"$entry"
         [[ -n ${RPS[$scenario]} ]] || continue
-        printf '| %s | %.0f | %.2f | %.2f | %.1f | %s | %s | %s | %s |\n' \
+        printf '| %s | %.0f | %.2f | %.2f | %.1f | %.1f | %s | %s | %s | %s |\n' \
             "$(describe "$scenario")" "${RPS[$scenario]}" "${P50[$scenario]}" "${P99[$scenario]}" \
-            "$(awk -v k="${RSS[$scenario]}" 'BEGIN {print k / 1024}')" \
+            "$(awk -v k="${RSS[$scenario]}" 'BEGIN {print k / 1024}')" "${CPU[$scenario]}" \
             "$(ratio "${RPS[$scenario]}" "${RPS[$FLOOR]}")" "$(ratio "${RPS[$scenario]}" "${RPS[peer]}")" \
             "$(ratio "${P99[$scenario]}" "${P99[$FLOOR]}")" "${STATUS[$scenario]:-?}"
     done
     echo
-    echo "Status is the HTTP status of one request checked before the load."
+    echo "Status is the HTTP status of one request checked before the load. Server CPU is the" \
+        "server process's user + system time during the load divided by the requests served" \
+        "(a median, like the rest); other load on the machine disturbs it less than req/s."
     if [[ -n ${API_NOTE[1]:-} ]]; then
         echo "Stand-in API, per end-to-end round: $(for r in $(seq 1 "$ROUNDS"); do printf '%s; ' "${API_NOTE[$r]:-}"; done)"
-        echo "(runs created and the TCP connections they came over: keep-alive shows as few connections)."
+        echo "(runs created and the TCP connections they came over: keep-alive shows as few connections)." \
+            "The stand-in API used a median $(median 11 end-to-end) µs of CPU per request on top of gpuhook's."
     fi
     echo
-    echo "Per round (req/s, p50 ms, p99 ms, RSS KiB, requests, non-2xx, socket errors):"
+    echo "Per round (req/s, p50 ms, p99 ms, RSS KiB, server CPU µs/req, requests, non-2xx," \
+        "socket errors, stand-in API CPU µs/req):"
     echo
     echo '```'
     sort -t$'\t' -k1,1 -k2,2n "$RESULTS" | column -t -s$'\t'

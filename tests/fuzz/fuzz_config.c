@@ -32,7 +32,7 @@ static struct fuzz_cfg_state *fuzz_cfg_state(void) {
     static struct fuzz_cfg_state s;
     static bool ready;
     static char data[64 * 1024];
-    char dir[4200], path[4200], err[512];
+    char dir[4200], path[4300], err[512];
 
     if (ready)
         return &s;

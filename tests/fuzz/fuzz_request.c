@@ -289,8 +289,17 @@ int fuzz_request_one(const uint8_t *data, size_t size) {
         if (answered)
             http_request_finish(req);
     }
-    if (answered)
+    if (answered) {
+        /* GPUHOOK_FUZZ_VERBOSE=1 prints each answer, to check what seeds reach. */
+        static int verbose = -1;
+        if (verbose < 0)
+            verbose = getenv("GPUHOOK_FUZZ_VERBOSE") != NULL;
+        if (verbose)
+            fprintf(stderr, "%s %s -> %d %.*s\n", r->method, r->path, req->status,
+                    (int)(req->out.len < 300 ? req->out.len : 300),
+                    req->out.data ? req->out.data : "");
         fuzz_req_check(req, r);
+    }
     http_request_free(req);
     free(r);
     free(text);
