@@ -122,12 +122,15 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
         goto out;
     }
 
-    json = cJSON_PrintUnformatted(obj);
-    if (!json) {
-        http_request_error(req, 500, "out of memory");
-        goto out;
+    /* Dry-run sends nothing, so it need not print the object either. */
+    if (delivery_mode(req->app->delivery) != CONFIG_KUBE_DRY_RUN) {
+        json = cJSON_PrintUnformatted(obj);
+        if (!json) {
+            http_request_error(req, 500, "out of memory");
+            goto out;
+        }
     }
-    delivery_submit(req->app->delivery, name, ns, json, strlen(json), &r);
+    delivery_submit(req->app->delivery, name, ns, json, json ? strlen(json) : 0, &r);
     metrics_delivery(event_name, delivery_outcome_name(r.outcome));
     LOGGER_INFO_("delivery", "request_id", req->request_id, "delivery", ev->delivery, "event",
                  event_name, "variant", vname, "rule", d.rule, "pipelinerun", name, "outcome",
