@@ -82,10 +82,10 @@ static int benchtool_sign(const char *secret_file, const char *body_file) {
 
 /* Words, with a newline now and then unless plain is set (a newline prints as two bytes). */
 static void benchtool_filler(char *out, size_t n, unsigned long seed, int plain) {
-    static const char *const words[] = {"refactor", "the",    "pipeline", "stage",  "so",
-                                        "that",     "cells",  "are",      "scored", "in",
-                                        "batches",  "and",    "memory",   "stays",  "flat,",
-                                        "tests",    "cover",  "umap",     "leiden", "clustering."};
+    static const char *const words[] = {"refactor", "the",   "pipeline", "stage",  "so",
+                                        "that",     "cells", "are",      "scored", "in",
+                                        "batches",  "and",   "memory",   "stays",  "flat,",
+                                        "tests",    "cover", "umap",     "leiden", "clustering."};
     size_t nw = sizeof(words) / sizeof(words[0]), i = 0;
     while (i < n) {
         const char *w = words[seed++ % nw];

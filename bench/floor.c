@@ -115,13 +115,13 @@ int main(int argc, char **argv) {
                                  MHD_USE_POLL | MHD_USE_ITC,
                              (uint16_t)port, NULL, NULL, floor_access, NULL,
                              MHD_OPTION_NOTIFY_COMPLETED, floor_completed, NULL,
-                             MHD_OPTION_CONNECTION_LIMIT, 1024U, MHD_OPTION_CONNECTION_TIMEOUT,
-                             15U, MHD_OPTION_END);
+                             MHD_OPTION_CONNECTION_LIMIT, 1024U, MHD_OPTION_CONNECTION_TIMEOUT, 15U,
+                             MHD_OPTION_END);
     } else {
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_TURBO, (uint16_t)port, NULL,
-                             NULL, floor_access, NULL, MHD_OPTION_NOTIFY_COMPLETED,
-                             floor_completed, NULL, MHD_OPTION_THREAD_POOL_SIZE,
+                             NULL, floor_access, NULL, MHD_OPTION_NOTIFY_COMPLETED, floor_completed,
+                             NULL, MHD_OPTION_THREAD_POOL_SIZE,
                              (unsigned int)(cores > 0 ? cores : 1), MHD_OPTION_CONNECTION_LIMIT,
                              1024U, MHD_OPTION_CONNECTION_TIMEOUT, 15U, MHD_OPTION_END);
     }
