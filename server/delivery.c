@@ -101,11 +101,12 @@ int delivery_mode(const struct delivery *d) {
 }
 
 static void delivery_via_api(struct delivery *d, const char *name, const char *ns,
-                             const char *json, size_t len, struct delivery_result *r) {
+                             const char *json, size_t len, long deadline_ms,
+                             struct delivery_result *r) {
     struct kube_result kr;
     char status[16];
 
-    kube_create(d->kube, ns, json, len, d->timeout_ms, &kr);
+    kube_create(d->kube, ns, json, len, deadline_ms, &kr);
     r->api_status = kr.status;
     snprintf(r->message, sizeof(r->message), "%s", kr.message);
     snprintf(status, sizeof(status), "%d", kr.status);
@@ -136,7 +137,7 @@ static void delivery_via_api(struct delivery *d, const char *name, const char *n
 }
 
 void delivery_submit(struct delivery *d, const char *name, const char *ns, const char *json,
-                     size_t len, struct delivery_result *r) {
+                     size_t len, long deadline_ms, struct delivery_result *r) {
     char file[128];
     int rc;
 
@@ -155,7 +156,7 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
             snprintf(r->message, sizeof(r->message), "cannot write to kubernetes.local_dir");
         return;
     default:
-        delivery_via_api(d, name, ns, json, len, r);
+        delivery_via_api(d, name, ns, json, len, deadline_ms, r);
     }
 }
 

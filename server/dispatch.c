@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static void dispatch_note(struct http_request *req, const char *variant, const char *name) {
     if (variant)
@@ -16,25 +17,78 @@ static void dispatch_note(struct http_request *req, const char *variant, const c
 }
 
 static void dispatch_respond(struct http_request *req, int status, const char *outcome,
-                             const char *name, const char *ns, const char *variant,
-                             const char *rule, const struct event *ev) {
+                             const struct dispatch_pending *pd) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "status", outcome);
-    cJSON_AddStringToObject(o, "pipelinerun", name);
-    cJSON_AddStringToObject(o, "namespace", ns);
-    cJSON_AddStringToObject(o, "variant", variant);
-    cJSON_AddStringToObject(o, "rule", rule);
-    if (ev->delivery)
-        cJSON_AddStringToObject(o, "delivery", ev->delivery);
+    cJSON_AddStringToObject(o, "pipelinerun", pd->name);
+    cJSON_AddStringToObject(o, "namespace", pd->ns);
+    cJSON_AddStringToObject(o, "variant", pd->variant);
+    cJSON_AddStringToObject(o, "rule", pd->rule);
+    if (pd->delivery)
+        cJSON_AddStringToObject(o, "delivery", pd->delivery);
     http_request_json(req, status, o);
     cJSON_Delete(o);
+}
+
+void dispatch_pending_free(struct dispatch_pending *p) {
+    if (!p)
+        return;
+    free(p->json);
+    free(p->delivery);
+    free(p->hook_id);
+    free(p);
+}
+
+static long dispatch_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+void dispatch_complete(struct http_request *req) {
+    struct dispatch_pending *pd = req->pending;
+    struct delivery_result r;
+
+    req->pending = NULL;
+    if (!pd)
+        return;
+    /* The deadline runs from the request's arrival, so time spent queued counts. */
+    long left = req->cfg->kube_timeout_seconds * 1000L - (dispatch_now_ms() - req->start_ms);
+    delivery_submit(req->app->delivery, pd->name, pd->ns, pd->json, pd->len, left, &r);
+    metrics_delivery(pd->event, delivery_outcome_name(r.outcome));
+    LOGGER_INFO_("delivery", "request_id", req->request_id, "delivery", pd->delivery, "event",
+                 pd->event, "variant", pd->variant, "rule", pd->rule, "pipelinerun", pd->name,
+                 "outcome", delivery_outcome_name(r.outcome));
+    switch (r.outcome) {
+    case DELIVERY_CREATED:
+        metrics_pipelinerun_created(pd->variant);
+        dispatch_respond(req, 201, "created", pd);
+        break;
+    case DELIVERY_EXISTS:
+        dispatch_respond(req, 200, "exists", pd);
+        break;
+    case DELIVERY_QUEUED:
+        dispatch_respond(req, 202, "queued", pd);
+        break;
+    case DELIVERY_DRY_RUN:
+        dispatch_respond(req, 200, "dry_run", pd);
+        break;
+    case DELIVERY_REJECTED:
+        http_request_error(req, 500, "the Kubernetes API rejected the PipelineRun (HTTP %d): %s",
+                           r.api_status, r.message);
+        break;
+    default:
+        http_request_error(req, 503, "no delivery backend is ready: %s", r.message);
+    }
+    if ((r.outcome == DELIVERY_CREATED || r.outcome == DELIVERY_EXISTS) && pd->delivery)
+        app_lru_put(req->app, pd->hook_id, pd->delivery, pd->name, pd->variant, pd->rule);
+    dispatch_pending_free(pd);
 }
 
 void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
     struct config *cfg = req->cfg;
     struct event *ev = in->ev;
     struct select_decision d;
-    struct delivery_result r;
     char err[512] = "", fit_reason[256] = "";
     cJSON *obj = NULL;
     char *json = NULL;
@@ -123,41 +177,32 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
     }
 
     /* Dry-run sends nothing, so it need not print the object either. */
+    struct dispatch_pending *pd = calloc(1, sizeof(*pd));
+    if (!pd) {
+        http_request_error(req, 500, "out of memory");
+        goto out;
+    }
     if (delivery_mode(req->app->delivery) != CONFIG_KUBE_DRY_RUN) {
         json = cJSON_PrintUnformatted(obj);
         if (!json) {
+            free(pd);
             http_request_error(req, 500, "out of memory");
             goto out;
         }
+        pd->len = strlen(json);
     }
-    delivery_submit(req->app->delivery, name, ns, json, json ? strlen(json) : 0, &r);
-    metrics_delivery(event_name, delivery_outcome_name(r.outcome));
-    LOGGER_INFO_("delivery", "request_id", req->request_id, "delivery", ev->delivery, "event",
-                 event_name, "variant", vname, "rule", d.rule, "pipelinerun", name, "outcome",
-                 delivery_outcome_name(r.outcome));
-    switch (r.outcome) {
-    case DELIVERY_CREATED:
-        metrics_pipelinerun_created(vname);
-        dispatch_respond(req, 201, "created", name, ns, vname, d.rule, ev);
-        break;
-    case DELIVERY_EXISTS:
-        dispatch_respond(req, 200, "exists", name, ns, vname, d.rule, ev);
-        break;
-    case DELIVERY_QUEUED:
-        dispatch_respond(req, 202, "queued", name, ns, vname, d.rule, ev);
-        break;
-    case DELIVERY_DRY_RUN:
-        dispatch_respond(req, 200, "dry_run", name, ns, vname, d.rule, ev);
-        break;
-    case DELIVERY_REJECTED:
-        http_request_error(req, 500, "the Kubernetes API rejected the PipelineRun (HTTP %d): %s",
-                           r.api_status, r.message);
-        break;
-    default:
-        http_request_error(req, 503, "no delivery backend is ready: %s", r.message);
-    }
-    if ((r.outcome == DELIVERY_CREATED || r.outcome == DELIVERY_EXISTS) && ev->delivery)
-        app_lru_put(req->app, ev->hook_id, ev->delivery, name, vname, d.rule);
+    pd->json = json;
+    json = NULL;
+    snprintf(pd->name, sizeof(pd->name), "%s", name);
+    snprintf(pd->ns, sizeof(pd->ns), "%s", ns);
+    snprintf(pd->variant, sizeof(pd->variant), "%s", vname);
+    snprintf(pd->rule, sizeof(pd->rule), "%s", d.rule);
+    snprintf(pd->event, sizeof(pd->event), "%s", event_name);
+    pd->delivery = ev->delivery ? strdup(ev->delivery) : NULL;
+    pd->hook_id = ev->hook_id ? strdup(ev->hook_id) : NULL;
+    req->pending = pd;
+    if (!req->defer_ok || delivery_mode(req->app->delivery) == CONFIG_KUBE_DRY_RUN)
+        dispatch_complete(req);
 out:
     free(json);
     cJSON_Delete(obj);

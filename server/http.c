@@ -4,6 +4,8 @@
 #include "gpuhook/metrics.h"
 #include "gpuhook/trigger.h"
 #include "gpuhook/webhook.h"
+#include "gpuhook/dispatch.h"
+#include "gpuhook/workpool.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -27,6 +29,7 @@
 struct http_server {
     struct MHD_Daemon *daemon;
     struct app *app;
+    struct workpool *pool;
     int port;
     char *tls_key;
     char *tls_cert;
@@ -363,17 +366,29 @@ void http_request_finish(struct http_request *req) {
     else
         http_handle_get(req, req->route_id);
     req->responded = true;
+    /* Without a pool to hand it to (tests, fuzzers), the delivery completes here. */
+    if (req->pending && !req->defer_ok)
+        dispatch_complete(req);
+}
+
+/* Runs on the work pool: the part of a delivery that may block, then resumes the connection. */
+static void http_deferred_run(void *arg) {
+    struct http_request *req = arg;
+    dispatch_complete(req);
+    atomic_store(&req->ready, true);
+    MHD_resume_connection(req->conn);
 }
 
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
                                    const char *method, const char *version,
                                    const char *upload_data, size_t *upload_data_size,
                                    void **req_cls) {
+    struct http_server *server = cls;
     struct http_request *req = *req_cls;
     (void)version;
 
     if (!req) {
-        req = http_request_new(cls, method, url);
+        req = http_request_new(server->app, method, url);
         if (!req)
             return MHD_NO;
         *req_cls = req;
@@ -388,13 +403,27 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         *upload_data_size = 0;
         return http_request_upload(req, upload_data, n) ? MHD_YES : MHD_NO;
     }
+    if (req->deferred)
+        return atomic_load(&req->ready) ? http_queue(conn, req, req->close) : MHD_YES;
     if (req->responded && !req->discarded)
         return MHD_YES;
+    req->defer_ok = true;
     http_request_finish(req);
+    if (req->pending) {
+        req->deferred = true;
+        req->conn = conn;
+        MHD_suspend_connection(conn);
+        if (workpool_submit(server->pool, http_deferred_run, req) != 0) {
+            /* No thread to spare: do it here rather than drop the delivery. */
+            http_deferred_run(req);
+        }
+        return MHD_YES;
+    }
     return http_queue(conn, req, req->close);
 }
 
 void http_request_free(struct http_request *req) {
+    dispatch_pending_free(req->pending);
     signature_check_cleanup(&req->sig);
     buf_cleanup(&req->body);
     buf_cleanup(&req->out);
@@ -457,12 +486,23 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     struct http_server *s = calloc(1, sizeof(*s));
     struct addrinfo hints = {0}, *ai = NULL;
     char port[16];
-    unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                         MHD_USE_POLL | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    /*
+     * An epoll thread pool serves every connection without blocking; deliveries
+     * that may block are handed to the work pool with the connection suspended.
+     */
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned int threads = ncpu < 2 ? 2 : ncpu > 16 ? 16 : (unsigned int)ncpu;
 
     if (!s)
         return NULL;
     s->app = app;
+    s->pool = workpool_new(4, 256);
+    if (!s->pool) {
+        free(s);
+        return NULL;
+    }
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_NUMERICSERV | AI_PASSIVE;
     snprintf(port, sizeof(port), "%d", cfg->listen_port);
@@ -476,6 +516,7 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     int gai = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port, &hints, &ai);
     if (gai != 0) {
         errlist_add(el, "listen %s: %s", cfg->listen, gai_strerror(gai));
+        workpool_free(s->pool);
         free(s);
         return NULL;
     }
@@ -491,9 +532,10 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
         flags |= MHD_USE_TLS;
     }
     s->daemon = MHD_start_daemon(
-        flags, 0, NULL, NULL, http_access, app, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        flags, 0, NULL, NULL, http_access, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_THREAD_POOL_SIZE, threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)15, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        (unsigned int)15, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
         http_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
         s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
@@ -508,6 +550,7 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     return s;
 fail:
     freeaddrinfo(ai);
+    workpool_free(s->pool);
     free(s->tls_cert);
     free(s->tls_key);
     free(s);
@@ -531,6 +574,7 @@ void http_server_stop(struct http_server *s, long grace_seconds) {
         nanosleep(&ts, NULL);
     }
     MHD_stop_daemon(s->daemon);
+    workpool_free(s->pool);
     if (s->tls_key)
         explicit_bzero(s->tls_key, strlen(s->tls_key));
     free(s->tls_key);

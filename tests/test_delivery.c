@@ -149,7 +149,7 @@ static void test_delivery_local_writes_the_json_byte_for_byte(void **state) {
     struct delivery *d = new_delivery(CONFIG_KUBE_LOCAL, fx->local_dir);
     struct delivery_result r;
 
-    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), &r);
+    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, &r);
     assert_int_equal(r.outcome, DELIVERY_CREATED);
     assert_int_equal(r.api_status, 0);
     assert_string_equal(r.message, "");
@@ -168,10 +168,10 @@ static void test_delivery_local_same_name_again_is_exists(void **state) {
     struct delivery_result r;
     static const char *other = "{\"kind\":\"PipelineRun\",\"metadata\":{\"name\":\"changed\"}}";
 
-    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), &r);
+    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, &r);
     assert_int_equal(r.outcome, DELIVERY_CREATED);
     /* A redelivery maps to the same name: it is reported, and the first file is kept. */
-    delivery_submit(d, NAME, "tekton-pipelines", other, strlen(other), &r);
+    delivery_submit(d, NAME, "tekton-pipelines", other, strlen(other), 5000, &r);
     assert_int_equal(r.outcome, DELIVERY_EXISTS);
     char *data = slurp(fx->local_dir, NAME ".json");
     assert_string_equal(data, RUN_JSON);
@@ -181,12 +181,12 @@ static void test_delivery_local_same_name_again_is_exists(void **state) {
     /* A new delivery object (another sink, as after a restart) sees the same file. */
     delivery_free(d);
     d = new_delivery(CONFIG_KUBE_LOCAL, fx->local_dir);
-    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), &r);
+    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, &r);
     assert_int_equal(r.outcome, DELIVERY_EXISTS);
 
     /* Another name is another run. */
     delivery_submit(d, "gpu-real-8-step-workflow-lite-abcdefabcd", "tekton-pipelines", other,
-                    strlen(other), &r);
+                    strlen(other), 5000, &r);
     assert_int_equal(r.outcome, DELIVERY_CREATED);
     assert_int_equal(count_entries(fx->local_dir), 2);
     delivery_free(d);
@@ -199,7 +199,7 @@ static void test_delivery_local_unwritable_folder_is_unavailable(void **state) {
 
     /* The folder disappears after start-up. */
     assert_int_equal(rmdir(fx->local_dir), 0);
-    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), &r);
+    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, &r);
     assert_int_equal(r.outcome, DELIVERY_UNAVAILABLE);
     assert_string_equal(r.message, "cannot write to kubernetes.local_dir");
     assert_int_equal(access(fx->local_dir, F_OK), -1);
@@ -236,9 +236,9 @@ static void test_delivery_dry_run_creates_nothing(void **state) {
 
     assert_int_equal(delivery_mode(d), CONFIG_KUBE_DRY_RUN);
     assert_int_equal(delivery_start(d), 0);
-    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), &r);
+    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, &r);
     assert_int_equal(r.outcome, DELIVERY_DRY_RUN);
-    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), &r);
+    delivery_submit(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, &r);
     assert_int_equal(r.outcome, DELIVERY_DRY_RUN); /* never "exists": nothing was kept */
     delivery_free(d);
     /* Not even the local folder was made; the temp folder is as empty as it started. */

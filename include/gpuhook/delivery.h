@@ -42,9 +42,13 @@ int delivery_start(struct delivery *d);
 const char *delivery_namespace(const struct delivery *d);
 int delivery_mode(const struct delivery *d);
 
-/* Lands one object (JSON text) named name in namespace ns; fills r. */
+/*
+ * Lands one object (JSON text) named name in namespace ns; fills r. The API
+ * is given deadline_ms (what is left of kubernetes.timeout_seconds since the
+ * request arrived) before the run is spooled instead.
+ */
 void delivery_submit(struct delivery *d, const char *name, const char *ns, const char *json,
-                     size_t len, struct delivery_result *r);
+                     size_t len, long deadline_ms, struct delivery_result *r);
 
 /*
  * Readiness of the sink, cached for about a second. Appends JSON members

@@ -12,6 +12,19 @@
 #include "gpuhook/http.h"
 #include "gpuhook/template.h"
 
+/* A rendered run waiting for a thread that may block. */
+struct dispatch_pending {
+    char *json;
+    size_t len;
+    char name[64];
+    char ns[256];
+    char variant[16];
+    char rule[128];
+    char event[64];
+    char *delivery;
+    char *hook_id;
+};
+
 struct dispatch_input {
     struct event *ev;
     int forced_variant; /* -1 runs the selection rules */
@@ -21,6 +34,18 @@ struct dispatch_input {
     bool preview;            /* ?dry_run=true: return the object, create nothing */
 };
 
+/*
+ * Runs the delivery up to the point where it would block. When req->defer_ok
+ * is set and the sink may block (API or local folder), it leaves the rendered
+ * run in req->pending and sets no response: the caller then runs
+ * dispatch_complete() on a thread that may block. Otherwise it completes inline.
+ */
 void dispatch_run(struct http_request *req, const struct dispatch_input *in);
+
+/* Lands req->pending and sets the response; frees the pending state. */
+void dispatch_complete(struct http_request *req);
+
+/* Frees pending state that was never completed (safe on NULL). */
+void dispatch_pending_free(struct dispatch_pending *p);
 
 #endif

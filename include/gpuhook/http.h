@@ -9,6 +9,7 @@
 #ifndef GPUHOOK_HTTP_H
 #define GPUHOOK_HTTP_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -19,6 +20,8 @@
 
 #define HTTP_MAX_HEADERS 100
 
+struct dispatch_pending;
+
 struct http_request {
     struct app *app;
     struct config *cfg; /* a reference held for the whole request */
@@ -28,6 +31,13 @@ struct http_request {
     int route_id;      /* index of the route, -1 when none matched */
     bool close;        /* close the connection after the response */
     bool observed;     /* counted in the request metrics */
+
+    /* Work that may block runs on the work pool while the connection is suspended. */
+    bool defer_ok;                    /* the caller can run dispatch_complete elsewhere */
+    struct dispatch_pending *pending; /* set by dispatch_run when it deferred */
+    bool deferred;                    /* the connection is suspended on the pool */
+    atomic_bool ready;                /* the pool finished; the response can go */
+    void *conn;                       /* the MHD connection, for resuming */
     char request_id[65];
     struct event_header headers[HTTP_MAX_HEADERS];
     size_t header_count;
