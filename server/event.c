@@ -9,6 +9,72 @@
 #include <string.h>
 #include <strings.h>
 
+#include <pthread.h>
+
+/*
+ * A payload's cJSON tree is hundreds of small nodes and strings that live and
+ * die together, so while a payload is parsed cJSON allocates from a bump
+ * arena owned by the event, and the tree is dropped with the arena. The arena
+ * is per thread for the length of one parse; outside a parse cJSON uses
+ * malloc and free as usual.
+ */
+struct event_arena {
+    struct event_arena *next;
+    size_t used, cap;
+    max_align_t data[];
+};
+
+#define EVENT_ARENA_FIRST (32 * 1024)
+#define EVENT_ARENA_MAX_CHUNK (4 * 1024 * 1024)
+
+static _Thread_local struct event_arena **event_arena_current;
+static pthread_once_t event_hooks_once = PTHREAD_ONCE_INIT;
+
+static void *event_arena_alloc(size_t n) {
+    struct event_arena **head = event_arena_current;
+    if (!head)
+        return malloc(n);
+    n = (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    struct event_arena *a = *head;
+    if (!a || a->cap - a->used < n) {
+        size_t cap = a ? a->cap * 2 : EVENT_ARENA_FIRST;
+        if (cap > EVENT_ARENA_MAX_CHUNK)
+            cap = EVENT_ARENA_MAX_CHUNK;
+        if (cap < n)
+            cap = n;
+        struct event_arena *c = malloc(sizeof(*c) + cap);
+        if (!c)
+            return NULL;
+        c->cap = cap;
+        c->used = 0;
+        c->next = a;
+        *head = c;
+        a = c;
+    }
+    void *p = (char *)a->data + a->used;
+    a->used += n;
+    return p;
+}
+
+/* Inside a parse every allocation is the arena's, freed with it. */
+static void event_arena_release(void *p) {
+    if (!event_arena_current)
+        free(p);
+}
+
+static void event_hooks_install(void) {
+    cJSON_Hooks hooks = {event_arena_alloc, event_arena_release};
+    cJSON_InitHooks(&hooks);
+}
+
+static void event_arena_free(struct event_arena *a) {
+    while (a) {
+        struct event_arena *next = a->next;
+        free(a);
+        a = next;
+    }
+}
+
 void event_init(struct event *ev) { *ev = (struct event){0}; }
 
 static void strv_free(char **v, size_t n) {
@@ -27,7 +93,10 @@ void event_cleanup(struct event *ev) {
         free(*fields[i]);
     strv_free(ev->labels, ev->label_count);
     strv_free(ev->changed_paths, ev->changed_count);
-    cJSON_Delete(ev->body);
+    if (ev->arena)
+        event_arena_free(ev->arena); /* the tree lives in it */
+    else
+        cJSON_Delete(ev->body);
     event_init(ev);
 }
 
@@ -155,7 +224,9 @@ int event_content_type_parse(const char *content_type) {
 
 /*
  * Returns the offset of the first byte that breaks strict UTF-8 (overlong
- * forms, surrogates and code points past U+10FFFF included), or len.
+ * forms, surrogates and code points past U+10FFFF included) or is a NUL, or
+ * len. Runs of plain ASCII are skipped eight bytes at a time: a payload is
+ * mostly ASCII, and this scan touches every byte of it.
  */
 static size_t utf8_invalid_offset(const unsigned char *s, size_t len) {
     size_t i = 0;
@@ -166,7 +237,18 @@ static size_t utf8_invalid_offset(const unsigned char *s, size_t len) {
         unsigned char lo = 0x80, hi = 0xBF;
 
         if (c < 0x80) {
+            if (c == 0)
+                return i;
             i++;
+            while (i + 8 <= len) {
+                uint64_t w;
+                memcpy(&w, s + i, 8);
+                /* No high bit and no zero byte in the word: eight plain characters. */
+                if ((w & 0x8080808080808080ULL) ||
+                    ((w - 0x0101010101010101ULL) & ~w & 0x8080808080808080ULL))
+                    break;
+                i += 8;
+            }
             continue;
         }
         if (c >= 0xC2 && c <= 0xDF) {
@@ -210,12 +292,12 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
     if (len > 0 && !text)
         len = 0;
     size_t bad = utf8_invalid_offset((const unsigned char *)text, len);
-    if (bad < len) {
-        set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
+    if (bad < len && text[bad] == '\0') {
+        set_err(err, errlen, "body contains a NUL byte");
         return GHE_INVAL;
     }
-    if (len > 0 && memchr(text, '\0', len)) {
-        set_err(err, errlen, "body contains a NUL byte");
+    if (bad < len) {
+        set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
         return GHE_INVAL;
     }
 
@@ -236,9 +318,18 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
         char c = text[i];
 
         if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
+            /* Jump to the next quote; it closes the string unless an odd run of backslashes
+             * escapes it. Strings are most of a payload, and memchr is fast. */
+            const char *q = memchr(text + i, '"', len - i);
+            if (!q) {
+                i = len;
+                break;
+            }
+            size_t k = (size_t)(q - text), bs = 0;
+            while (k - bs > i && text[k - bs - 1] == '\\')
+                bs++;
+            i = k;
+            if (bs % 2 == 0)
                 in_string = false;
             continue;
         }
@@ -564,9 +655,17 @@ int event_parse_delivery(struct event *ev, const char *event_name, const char *d
     if (kind == EVENT_CONTENT_FORM && (rc = form_payload(body, len, &json, &json_len, err, errlen)))
         return rc;
 
-    cJSON_Delete(ev->body);
+    if (ev->arena)
+        event_arena_free(ev->arena);
+    else
+        cJSON_Delete(ev->body);
     ev->body = NULL;
-    if ((rc = event_json_parse(json, json_len, &ev->body, err, errlen)))
+    ev->arena = NULL;
+    pthread_once(&event_hooks_once, event_hooks_install);
+    event_arena_current = (struct event_arena **)&ev->arena;
+    rc = event_json_parse(json, json_len, &ev->body, err, errlen);
+    event_arena_current = NULL;
+    if (rc)
         return rc;
 
     const cJSON *b = ev->body;

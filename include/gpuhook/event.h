@@ -45,6 +45,7 @@ struct event {
     bool deleted;         /* a push that deletes its ref */
     bool draft;           /* a draft pull request */
     cJSON *body;          /* the parsed payload; NULL for /trigger */
+    void *arena;          /* where body's nodes live (freed with the event) */
     const struct event_header *headers;
     size_t header_count;
 };
