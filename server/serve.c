@@ -7,6 +7,7 @@
 #include "gpuhook/logger.h"
 #include "gpuhook/select.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -56,6 +57,14 @@ int serve_run(struct config *cfg, const char *config_path) {
 
     errlist_init(&el);
     logger_set_level(cfg->log_level);
+
+    /*
+     * Large buffers (a 25 MB body, a payload's tree) go straight to mmap and back
+     * to the system when freed. glibc would otherwise raise its threshold after
+     * the first such free and keep later ones in per-thread heaps for good.
+     */
+    mallopt(M_MMAP_THRESHOLD, 1024 * 1024);
+    mallopt(M_ARENA_MAX, 4);
 
     /* Signals go to this thread only: every thread created below inherits the mask. */
     signal(SIGPIPE, SIG_IGN);
