@@ -1,11 +1,13 @@
 #include "gpuhook/app.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 int app_init(struct app *app, struct config *cfg, struct delivery *delivery) {
     memset(app, 0, sizeof(*app));
     pthread_mutex_init(&app->lock, NULL);
+    pthread_mutex_init(&app->lru_lock, NULL);
     app->cfg = cfg;
     app->delivery = delivery;
     return 0;
@@ -15,6 +17,7 @@ void app_cleanup(struct app *app) {
     config_unref(app->cfg);
     delivery_free(app->delivery);
     pthread_mutex_destroy(&app->lock);
+    pthread_mutex_destroy(&app->lru_lock);
     memset(app, 0, sizeof(*app));
 }
 
@@ -37,20 +40,27 @@ static void app_lru_key(char *key, size_t n, const char *hook_id, const char *de
     snprintf(key, n, "%s/%s", hook_id ? hook_id : "", delivery ? delivery : "");
 }
 
+/* FNV-1a: the slot of a key in the direct-mapped cache. */
+static size_t app_lru_slot(const char *key) {
+    uint64_t h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return (size_t)(h % APP_LRU_SIZE);
+}
+
 bool app_lru_get(struct app *app, const char *hook_id, const char *delivery,
                  struct app_lru_entry *out) {
     char key[160];
     bool hit = false;
 
     app_lru_key(key, sizeof(key), hook_id, delivery);
-    pthread_mutex_lock(&app->lock);
-    for (size_t i = 0; i < APP_LRU_SIZE && !hit; i++) {
-        if (app->lru[i].key[0] && strcmp(app->lru[i].key, key) == 0) {
-            *out = app->lru[i];
-            hit = true;
-        }
+    size_t i = app_lru_slot(key);
+    pthread_mutex_lock(&app->lru_lock);
+    if (app->lru[i].key[0] && strcmp(app->lru[i].key, key) == 0) {
+        *out = app->lru[i];
+        hit = true;
     }
-    pthread_mutex_unlock(&app->lock);
+    pthread_mutex_unlock(&app->lru_lock);
     return hit;
 }
 
@@ -63,9 +73,9 @@ void app_lru_put(struct app *app, const char *hook_id, const char *delivery, con
     snprintf(e.name, sizeof(e.name), "%s", name);
     snprintf(e.variant, sizeof(e.variant), "%s", variant);
     snprintf(e.rule, sizeof(e.rule), "%s", rule);
-    pthread_mutex_lock(&app->lock);
-    /* A ring: the oldest entry goes first, which is close enough to LRU here. */
-    app->lru[app->lru_next] = e;
-    app->lru_next = (app->lru_next + 1) % APP_LRU_SIZE;
-    pthread_mutex_unlock(&app->lock);
+    /* Direct-mapped: a newer key takes its slot from an older one, which suits a fast path. */
+    size_t i = app_lru_slot(e.key);
+    pthread_mutex_lock(&app->lru_lock);
+    app->lru[i] = e;
+    pthread_mutex_unlock(&app->lru_lock);
 }

@@ -11,6 +11,7 @@
 #include <netdb.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,8 +140,22 @@ static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, cons
     return MHD_YES;
 }
 
+/* A per-thread xorshift generator, seeded once from getrandom: IDs need to be unique, not secret. */
+static uint64_t http_random64(void) {
+    static _Thread_local uint64_t state;
+    if (!state) {
+        if (getrandom(&state, sizeof(state), 0) != sizeof(state) || !state)
+            state = (uint64_t)http_now_ms() * 0x9E3779B97F4A7C15ULL | 1;
+    }
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return state;
+}
+
 /* Echoes a client's X-Request-Id when it is short and plain, else makes one. */
 static void http_request_id(struct http_request *req) {
+    static const char hex[] = "0123456789abcdef";
     const char *given = http_request_header(req, "X-Request-Id");
     if (given && *given && strlen(given) < sizeof(req->request_id)) {
         bool ok = true;
@@ -152,11 +167,12 @@ static void http_request_id(struct http_request *req) {
             return;
         }
     }
-    unsigned char rnd[12] = {0};
-    if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
-        memset(rnd, 0, sizeof(rnd));
-    for (size_t i = 0; i < sizeof(rnd); i++)
-        snprintf(req->request_id + 2 * i, 3, "%02x", rnd[i]);
+    uint64_t a = http_random64(), b = http_random64();
+    for (int i = 0; i < 16; i++)
+        req->request_id[i] = hex[(a >> (4 * i)) & 15];
+    for (int i = 0; i < 8; i++)
+        req->request_id[16 + i] = hex[(b >> (4 * i)) & 15];
+    req->request_id[24] = '\0';
 }
 
 static void http_probe_readyz(struct http_request *req) {

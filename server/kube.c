@@ -21,6 +21,18 @@
 #define KUBE_TOKEN_CHECK_SECONDS 10
 #define KUBE_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
 
+/*
+ * A pooled curl handle with its constant options set once. Its header list
+ * (which holds the token) is rebuilt only when the token changes.
+ */
+struct kube_handle {
+    CURL *curl;
+    struct curl_slist *hdrs;
+    unsigned token_gen;
+};
+
+static void kube_handle_free(struct kube_handle *kh);
+
 struct kube {
     char *base_url;
     char *ca_file;
@@ -31,10 +43,11 @@ struct kube {
 
     pthread_mutex_t lock; /* guards the token and the handle pool */
     char *token;
+    unsigned token_gen; /* bumped whenever the token changes */
     struct timespec token_mtime;
     off_t token_size;
     time_t token_checked;
-    CURL *pool[KUBE_POOL_MAX];
+    struct kube_handle *pool[KUBE_POOL_MAX];
     size_t pool_len;
 };
 
@@ -67,6 +80,7 @@ static void kube_token_refresh(struct kube *k, int force) {
         free(k->token);
     }
     k->token = t;
+    k->token_gen++;
     k->token_mtime = st.st_mtim;
     k->token_size = st.st_size;
 }
@@ -146,7 +160,7 @@ void kube_free(struct kube *k) {
     if (!k)
         return;
     for (size_t i = 0; i < k->pool_len; i++)
-        curl_easy_cleanup(k->pool[i]);
+        kube_handle_free(k->pool[i]);
     if (k->token) {
         explicit_bzero(k->token, strlen(k->token));
         free(k->token);
@@ -164,24 +178,65 @@ const char *kube_namespace(const struct kube *k) {
     return k->namespace;
 }
 
-static CURL *kube_handle_get(struct kube *k) {
-    CURL *h = NULL;
-    pthread_mutex_lock(&k->lock);
-    if (k->pool_len > 0)
-        h = k->pool[--k->pool_len];
-    pthread_mutex_unlock(&k->lock);
-    return h ? h : curl_easy_init();
+static void kube_slist_free(struct curl_slist *l) {
+    for (struct curl_slist *i = l; i; i = i->next)
+        explicit_bzero(i->data, strlen(i->data));
+    curl_slist_free_all(l);
 }
 
-static void kube_handle_put(struct kube *k, CURL *h) {
+static void kube_handle_free(struct kube_handle *kh) {
+    if (!kh)
+        return;
+    curl_easy_cleanup(kh->curl);
+    kube_slist_free(kh->hdrs);
+    free(kh);
+}
+
+static size_t kube_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata);
+static size_t kube_header_cb(char *ptr, size_t size, size_t nitems, void *userdata);
+
+static struct kube_handle *kube_handle_new(struct kube *k) {
+    struct kube_handle *kh = calloc(1, sizeof(*kh));
+    if (!kh || !(kh->curl = curl_easy_init())) {
+        free(kh);
+        return NULL;
+    }
+    CURL *h = kh->curl;
+    kh->token_gen = (unsigned)-1;
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_PROXY, k->proxy ? k->proxy : "");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    if (k->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, k->ca_file);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "gpuhook/" GPUHOOK_VERSION);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, kube_write_cb);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, kube_header_cb);
+    return kh;
+}
+
+static struct kube_handle *kube_handle_get(struct kube *k) {
+    struct kube_handle *kh = NULL;
+    pthread_mutex_lock(&k->lock);
+    if (k->pool_len > 0)
+        kh = k->pool[--k->pool_len];
+    pthread_mutex_unlock(&k->lock);
+    return kh ? kh : kube_handle_new(k);
+}
+
+static void kube_handle_put(struct kube *k, struct kube_handle *kh) {
     pthread_mutex_lock(&k->lock);
     if (k->pool_len < KUBE_POOL_MAX) {
-        k->pool[k->pool_len++] = h;
-        h = NULL;
+        k->pool[k->pool_len++] = kh;
+        kh = NULL;
     }
     pthread_mutex_unlock(&k->lock);
-    if (h)
-        curl_easy_cleanup(h);
+    kube_handle_free(kh);
 }
 
 static size_t kube_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
@@ -203,55 +258,44 @@ static size_t kube_header_cb(char *ptr, size_t size, size_t nitems, void *userda
  * One HTTP exchange. Returns the HTTP status, or 0 when no answer came (with
  * the curl error in msg). The body goes into resp.
  */
-static int kube_exchange(struct kube *k, CURL *h, const char *method, const char *path,
-                         const char *body, size_t len, long timeout_ms, struct buf *resp,
-                         long *retry_after, char *msg, size_t msglen) {
-    char url[1024], auth[8192] = "";
-    struct curl_slist *hdrs = NULL;
+static int kube_exchange(struct kube *k, struct kube_handle *kh, const char *method,
+                         const char *path, const char *body, size_t len, long timeout_ms,
+                         struct buf *resp, long *retry_after, char *msg, size_t msglen) {
+    char url[1024];
     long code = 0;
+    CURL *h = kh->curl;
 
     snprintf(url, sizeof(url), "%s%s", k->base_url, path);
     pthread_mutex_lock(&k->lock);
     kube_token_refresh(k, 0);
-    if (k->token)
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", k->token);
+    if (kh->token_gen != k->token_gen || !kh->hdrs) {
+        /* The token changed (or this handle is new): rebuild its headers. */
+        char auth[8192];
+        kube_slist_free(kh->hdrs);
+        kh->hdrs = curl_slist_append(NULL, "Accept: application/json");
+        kh->hdrs = curl_slist_append(kh->hdrs, "Content-Type: application/json");
+        if (k->token) {
+            snprintf(auth, sizeof(auth), "Authorization: Bearer %s", k->token);
+            kh->hdrs = curl_slist_append(kh->hdrs, auth);
+            explicit_bzero(auth, sizeof(auth));
+        }
+        kh->token_gen = k->token_gen;
+    }
     pthread_mutex_unlock(&k->lock);
 
-    curl_easy_reset(h);
     curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_PROXY, k->proxy ? k->proxy : "");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, kh->hdrs);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, timeout_ms < 2000 ? timeout_ms : 2000L);
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    if (k->ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, k->ca_file);
-    hdrs = curl_slist_append(hdrs, "Accept: application/json");
-    if (body)
-        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
-    if (auth[0])
-        hdrs = curl_slist_append(hdrs, auth);
-    explicit_bzero(auth, sizeof(auth));
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "gpuhook/" GPUHOOK_VERSION);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, kube_write_cb);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, kube_header_cb);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, retry_after);
     if (strcmp(method, "POST") == 0) {
-        curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    } else {
+        curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     }
     CURLcode cc = curl_easy_perform(h);
-    curl_slist_free_all(hdrs);
-    /* The header list held the token; curl keeps no copy after reset. */
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, NULL);
     if (cc != CURLE_OK) {
         snprintf(msg, msglen, "%s", curl_easy_strerror(cc));
         metrics_kube_request(0);
@@ -284,7 +328,7 @@ int kube_create(struct kube *k, const char *ns, const char *json, size_t len, lo
     long start = kube_now_ms();
     long backoff = 100;
     int reauthed = 0;
-    CURL *h = kube_handle_get(k);
+    struct kube_handle *h = kube_handle_get(k);
 
     memset(r, 0, sizeof(*r));
     if (!h)
@@ -301,7 +345,8 @@ int kube_create(struct kube *k, const char *ns, const char *json, size_t len, lo
         r->attempts++;
         r->status = kube_exchange(k, h, "POST", path, json, len, left, &resp, &retry_after,
                                   r->message, sizeof(r->message));
-        if (r->status)
+        /* Only a failure's Status is worth parsing: a 201 carries nothing we need. */
+        if (r->status && (r->status < 200 || r->status > 299))
             kube_status_message(&resp, r->status, r->message, sizeof(r->message));
         buf_cleanup(&resp);
         if (r->status == 401 && !reauthed) {
@@ -334,7 +379,7 @@ int kube_create(struct kube *k, const char *ns, const char *json, size_t len, lo
 int kube_probe(struct kube *k, char *detail, size_t detail_len) {
     struct buf resp;
     long retry_after = -1;
-    CURL *h = kube_handle_get(k);
+    struct kube_handle *h = kube_handle_get(k);
     int code;
 
     if (!h)

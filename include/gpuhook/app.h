@@ -27,8 +27,8 @@ struct app {
     pthread_mutex_t lock;
     struct config *cfg;
     struct delivery *delivery;
-    struct app_lru_entry lru[APP_LRU_SIZE];
-    size_t lru_next;
+    pthread_mutex_t lru_lock;
+    struct app_lru_entry lru[APP_LRU_SIZE]; /* direct-mapped by a hash of the key */
 };
 
 /* Takes ownership of cfg's reference and of delivery. */
