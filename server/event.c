@@ -1,5 +1,6 @@
 #include "gpuhook/event.h"
 #include "gpuhook/error.h"
+#include "gpuhook/jsonprune.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -632,9 +633,68 @@ static int event_fill_pull_request(struct event *ev, const cJSON *b, char *err, 
     return 0;
 }
 
+/* What the event itself reads from a payload; see event_fill_push and _pull_request. */
+#define EVENT_SEG(k) {k, -1, false}
+#define EVENT_ANY {NULL, -1, true}
+static const struct jsonprune_seg event_seg_action[] = {EVENT_SEG("action")};
+static const struct jsonprune_seg event_seg_number[] = {EVENT_SEG("number")};
+static const struct jsonprune_seg event_seg_ref[] = {EVENT_SEG("ref")};
+static const struct jsonprune_seg event_seg_after[] = {EVENT_SEG("after")};
+static const struct jsonprune_seg event_seg_deleted[] = {EVENT_SEG("deleted")};
+static const struct jsonprune_seg event_seg_repo_name[] = {EVENT_SEG("repository"),
+                                                           EVENT_SEG("full_name")};
+static const struct jsonprune_seg event_seg_repo_url[] = {EVENT_SEG("repository"),
+                                                          EVENT_SEG("clone_url")};
+static const struct jsonprune_seg event_seg_sender[] = {EVENT_SEG("sender"), EVENT_SEG("login")};
+static const struct jsonprune_seg event_seg_message[] = {EVENT_SEG("head_commit"),
+                                                         EVENT_SEG("message")};
+static const struct jsonprune_seg event_seg_added[] = {EVENT_SEG("commits"), EVENT_ANY,
+                                                       EVENT_SEG("added")};
+static const struct jsonprune_seg event_seg_modified[] = {EVENT_SEG("commits"), EVENT_ANY,
+                                                          EVENT_SEG("modified")};
+static const struct jsonprune_seg event_seg_removed[] = {EVENT_SEG("commits"), EVENT_ANY,
+                                                         EVENT_SEG("removed")};
+static const struct jsonprune_seg event_seg_pr_sha[] = {EVENT_SEG("pull_request"),
+                                                        EVENT_SEG("head"), EVENT_SEG("sha")};
+static const struct jsonprune_seg event_seg_pr_head[] = {EVENT_SEG("pull_request"),
+                                                         EVENT_SEG("head"), EVENT_SEG("ref")};
+static const struct jsonprune_seg event_seg_pr_base[] = {EVENT_SEG("pull_request"),
+                                                         EVENT_SEG("base"), EVENT_SEG("ref")};
+static const struct jsonprune_seg event_seg_pr_title[] = {EVENT_SEG("pull_request"),
+                                                          EVENT_SEG("title")};
+static const struct jsonprune_seg event_seg_pr_draft[] = {EVENT_SEG("pull_request"),
+                                                          EVENT_SEG("draft")};
+static const struct jsonprune_seg event_seg_pr_number[] = {EVENT_SEG("pull_request"),
+                                                           EVENT_SEG("number")};
+static const struct jsonprune_seg event_seg_pr_labels[] = {
+    EVENT_SEG("pull_request"), EVENT_SEG("labels"), EVENT_ANY, EVENT_SEG("name")};
+static const struct jsonprune_seg event_seg_label[] = {EVENT_SEG("label"), EVENT_SEG("name")};
+#define EVENT_PATH(a) {a, sizeof(a) / sizeof(a[0])}
+static const struct jsonprune_path event_paths[] = {
+    EVENT_PATH(event_seg_action),    EVENT_PATH(event_seg_number),
+    EVENT_PATH(event_seg_ref),       EVENT_PATH(event_seg_after),
+    EVENT_PATH(event_seg_deleted),   EVENT_PATH(event_seg_repo_name),
+    EVENT_PATH(event_seg_repo_url),  EVENT_PATH(event_seg_sender),
+    EVENT_PATH(event_seg_message),   EVENT_PATH(event_seg_added),
+    EVENT_PATH(event_seg_modified),  EVENT_PATH(event_seg_removed),
+    EVENT_PATH(event_seg_pr_sha),    EVENT_PATH(event_seg_pr_head),
+    EVENT_PATH(event_seg_pr_base),   EVENT_PATH(event_seg_pr_title),
+    EVENT_PATH(event_seg_pr_draft),  EVENT_PATH(event_seg_pr_number),
+    EVENT_PATH(event_seg_pr_labels), EVENT_PATH(event_seg_label)};
+#define EVENT_NPATHS (sizeof(event_paths) / sizeof(event_paths[0]))
+
 int event_parse_delivery(struct event *ev, const char *event_name, const char *delivery,
                          const char *hook_id, const char *content_type, char *body, size_t len,
                          char *err, size_t errlen) {
+    static const struct jsonprune_path whole = {NULL, 0};
+    return event_parse_delivery_paths(ev, event_name, delivery, hook_id, content_type, body, len,
+                                      &whole, 1, err, errlen);
+}
+
+int event_parse_delivery_paths(struct event *ev, const char *event_name, const char *delivery,
+                               const char *hook_id, const char *content_type, char *body,
+                               size_t len, const struct jsonprune_path *extra, size_t nextra,
+                               char *err, size_t errlen) {
     char *json = body;
     size_t json_len = len;
     int rc;
@@ -661,9 +721,27 @@ int event_parse_delivery(struct event *ev, const char *event_name, const char *d
         cJSON_Delete(ev->body);
     ev->body = NULL;
     ev->arena = NULL;
+    struct jsonprune_path paths[JSONPRUNE_MAX_PATHS];
+    size_t npaths = 0;
+    for (size_t i = 0; i < EVENT_NPATHS; i++)
+        paths[npaths++] = event_paths[i];
+    for (size_t i = 0; i < nextra && npaths < JSONPRUNE_MAX_PATHS; i++)
+        paths[npaths++] = extra[i];
+    if (npaths < EVENT_NPATHS + nextra) {
+        set_err(err, errlen, "the bindings name too many $(body...) paths");
+        return GHE_INVAL;
+    }
+    size_t bad = utf8_invalid_offset((const unsigned char *)json, json_len);
+    if (bad < json_len) {
+        if (json[bad] == '\0')
+            set_err(err, errlen, "body contains a NUL byte");
+        else
+            set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
+        return GHE_INVAL;
+    }
     pthread_once(&event_hooks_once, event_hooks_install);
     event_arena_current = (struct event_arena **)&ev->arena;
-    rc = event_json_parse(json, json_len, &ev->body, err, errlen);
+    rc = jsonprune_parse(json, json_len, paths, npaths, EVENT_MAX_DEPTH, &ev->body, err, errlen);
     event_arena_current = NULL;
     if (rc)
         return rc;

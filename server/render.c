@@ -126,8 +126,10 @@ int render_main(int argc, char **argv, const char *default_config) {
     }
     ev.headers = headers;
     ev.header_count = nh;
-    if (event_parse_delivery(&ev, event_name, delivery, hook, "application/json", body, len, err,
-                             sizeof(err)) != 0) {
+    const struct jsonprune_path *keep = NULL;
+    size_t nkeep = template_body_paths(cfg->tmpl, &keep);
+    if (event_parse_delivery_paths(&ev, event_name, delivery, hook, "application/json", body, len,
+                                   keep, nkeep, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: %s\n", payload, err);
         goto out;
     }

@@ -8,6 +8,7 @@
  * parsed strings, never into JSON text, and are never scanned again.
  */
 #include "gpuhook/template.h"
+#include "gpuhook/jsonprune.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -115,6 +116,9 @@ struct template {
     size_t nsite;
     size_t capsite;
     bool uses_uid;
+    /* The bindings' $(body.…) paths, for the parser to keep (jsonprune). */
+    struct jsonprune_path *body_paths;
+    size_t nbody_paths;
 };
 
 struct tpl_load {
@@ -805,6 +809,43 @@ out:
     return rc;
 }
 
+/* Gathers every $(body.…) path of the bindings as jsonprune paths. */
+static int tpl_collect_body_paths(struct template *t) {
+    size_t n = 0;
+    for (size_t i = 0; i < t->nparam; i++)
+        for (size_t k = 0; k < t->params[i].bind.count; k++)
+            n += t->params[i].bind.parts[k].kind == TPL_BODY;
+    if (n == 0)
+        return 0;
+    t->body_paths = calloc(n, sizeof(*t->body_paths));
+    if (!t->body_paths)
+        return GHE_NOMEM;
+    for (size_t i = 0; i < t->nparam; i++) {
+        for (size_t k = 0; k < t->params[i].bind.count; k++) {
+            const struct tpl_part *part = &t->params[i].bind.parts[k];
+            if (part->kind != TPL_BODY)
+                continue;
+            struct jsonprune_seg *segs = calloc(part->nseg ? part->nseg : 1, sizeof(*segs));
+            if (!segs)
+                return GHE_NOMEM;
+            for (size_t g = 0; g < part->nseg; g++) {
+                segs[g].key = part->segs[g].bracket ? NULL : part->segs[g].key;
+                segs[g].index = part->segs[g].index;
+                segs[g].any = false;
+            }
+            t->body_paths[t->nbody_paths].segs = segs;
+            t->body_paths[t->nbody_paths].n = part->nseg;
+            t->nbody_paths++;
+        }
+    }
+    return 0;
+}
+
+size_t template_body_paths(const struct template *t, const struct jsonprune_path **out) {
+    *out = t ? t->body_paths : NULL;
+    return t ? t->nbody_paths : 0;
+}
+
 int template_load(const char *template_path, const char *bindings_path, struct template **out,
                   struct errlist *el) {
     struct template *t = calloc(1, sizeof(*t));
@@ -841,6 +882,10 @@ int template_load(const char *template_path, const char *bindings_path, struct t
         template_free(t);
         return (rc_t == GHE_IO || rc_b == GHE_IO) ? GHE_IO : GHE_INVAL;
     }
+    if (tpl_collect_body_paths(t) != 0) {
+        template_free(t);
+        return GHE_NOMEM;
+    }
     *out = t;
     return 0;
 }
@@ -860,6 +905,9 @@ void template_free(struct template *t) {
         tpl_expr_cleanup(&t->sites[i].expr);
     }
     free(t->sites);
+    for (size_t i = 0; i < t->nbody_paths; i++)
+        free((void *)t->body_paths[i].segs);
+    free(t->body_paths);
     cJSON_Delete(t->run);
     free(t);
 }

@@ -2,6 +2,7 @@
 #include "gpuhook/dispatch.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
+#include "gpuhook/template.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -201,8 +202,12 @@ void webhook_finish(struct http_request *req) {
     event_init(&ev);
     ev.headers = req->headers;
     ev.header_count = req->header_count;
-    int rc = event_parse_delivery(&ev, event, delivery, hook, ct, req->body.data ? req->body.data : "",
-                                  req->body.len, err, sizeof(err));
+    /* Keep only what the event and the bindings read: the rest is validated, then dropped. */
+    const struct jsonprune_path *keep = NULL;
+    size_t nkeep = template_body_paths(req->cfg->tmpl, &keep);
+    int rc = event_parse_delivery_paths(&ev, event, delivery, hook, ct,
+                                        req->body.data ? req->body.data : "", req->body.len, keep,
+                                        nkeep, err, sizeof(err));
     /* The tree holds what we need; drop the raw body to halve peak memory. */
     buf_cleanup(&req->body);
     if (rc == GHE_NOMEM) {

@@ -302,6 +302,24 @@ static size_t yamljson_depth(const cJSON *n, size_t depth) {
     return max == depth ? depth + 1 : max;
 }
 
+/* True when no object in the tree holds a key twice or more than YAMLJSON_KEYS_MAX keys. */
+static bool yamljson_keys_ok(const cJSON *n) {
+    size_t members = 0;
+
+    for (const cJSON *c = n->child; c; c = c->next) {
+        if (cJSON_IsObject(n)) {
+            if (++members > YAMLJSON_KEYS_MAX)
+                return false;
+            for (const cJSON *d = n->child; d != c; d = d->next)
+                if (strcmp(d->string, c->string) == 0)
+                    return false;
+        }
+        if (!yamljson_keys_ok(c))
+            return false;
+    }
+    return true;
+}
+
 int yamljson_load_string(const char *name, const char *data, size_t len, cJSON **out, char *err,
                          size_t errlen) {
     struct yamljson_state st;
@@ -321,7 +339,8 @@ int yamljson_load_string(const char *name, const char *data, size_t len, cJSON *
     while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'))
         i++;
     if (i < len && (data[i] == '{' || data[i] == '[')) {
-        cJSON *doc = cJSON_ParseWithLength(data, len);
+        const char *end = NULL;
+        cJSON *doc = cJSON_ParseWithLengthOpts(data, len, &end, false);
         if (doc && yamljson_depth(doc, 0) > YAMLJSON_DEPTH_MAX) {
             cJSON_Delete(doc);
             if (err && errlen)
@@ -329,10 +348,20 @@ int yamljson_load_string(const char *name, const char *data, size_t len, cJSON *
                          YAMLJSON_DEPTH_MAX);
             return GHE_INVAL;
         }
-        if (doc) {
+        /*
+         * cJSON stops after the first value, keeps a key given twice and cuts a
+         * string at \u0000. Such a file goes to the YAML reader instead, which
+         * refuses all three and says on which line.
+         */
+        while (doc && end < data + len && (*end == ' ' || *end == '\t' || *end == '\r' ||
+                                           *end == '\n'))
+            end++;
+        if (doc && end == data + len && yamljson_keys_ok(doc) &&
+            !memmem(data, len, "\\u0000", 6)) {
             *out = doc;
             return 0;
         }
+        cJSON_Delete(doc);
     }
 
     memset(&st, 0, sizeof(st));

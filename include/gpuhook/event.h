@@ -67,6 +67,18 @@ int event_parse_delivery(struct event *ev, const char *event_name, const char *d
                          const char *hook_id, const char *content_type, char *body, size_t len,
                          char *err, size_t errlen);
 
+struct jsonprune_path;
+
+/*
+ * Like event_parse_delivery, but ev->body keeps only what the event reads
+ * plus the extra paths (the bindings' $(body...) expressions; a path of no
+ * steps keeps the whole payload). The whole body is still validated.
+ */
+int event_parse_delivery_paths(struct event *ev, const char *event_name, const char *delivery,
+                               const char *hook_id, const char *content_type, char *body,
+                               size_t len, const struct jsonprune_path *extra, size_t nextra,
+                               char *err, size_t errlen);
+
 /* Returns the value of header name (case-insensitive) or NULL. */
 const char *event_header_get(const struct event *ev, const char *name);
 

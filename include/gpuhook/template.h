@@ -36,6 +36,15 @@ int template_load(const char *template_path, const char *bindings_path, struct t
                   struct errlist *el);
 void template_free(struct template *t);
 
+struct jsonprune_path;
+
+/*
+ * The $(body.…) paths the bindings use (borrowed, valid as long as t), so a
+ * delivery's parser can keep just those. A path of no steps means the whole
+ * body. Returns how many.
+ */
+size_t template_body_paths(const struct template *t, const struct jsonprune_path **out);
+
 /* True when the template declares a param of that name. */
 bool template_declares(const struct template *t, const char *param);
 
