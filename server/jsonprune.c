@@ -45,7 +45,8 @@ static jsonprune_set jp_step(const struct jsonprune *j, jsonprune_set live, int 
         const struct jsonprune_seg *s = &j->paths[i].segs[depth];
         bool match;
         if (key)
-            match = s->key && strlen(s->key) == keylen && memcmp(s->key, key, keylen) == 0;
+            match = s->key && (keylen ? s->key[0] == key[0] : s->key[0] == '\0') &&
+                    strncmp(s->key, key, keylen) == 0 && s->key[keylen] == '\0';
         else
             match = s->any || (s->index >= 0 && s->index == index);
         if (!match)
@@ -83,6 +84,28 @@ static bool jp_u4(struct jsonprune *j, unsigned *out) {
     return true;
 }
 
+/*
+ * Returns the first byte at or after p that is a quote, a backslash or a
+ * control character, or end. Strings are most of a payload, so this looks at
+ * eight bytes per step (the "has a zero byte" trick of Hacker's Delight).
+ */
+static const char *jp_plain_run(const char *p, const char *end) {
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
+        uint64_t hit = ((quote - ones) & ~quote) | ((slash - ones) & ~slash) |
+                       ((w - ones * 0x20) & ~w);
+        if (hit & highs)
+            break;
+        p += 8;
+    }
+    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+        p++;
+    return p;
+}
+
 static bool jp_scratch_put(struct jsonprune *j, size_t *n, const char *s, size_t len) {
     if (*n + len + 1 > j->scratch_cap) {
         size_t cap = j->scratch_cap ? j->scratch_cap : 256;
@@ -114,10 +137,8 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
     bool escaped = false;
 
     for (;;) {
-        /* Plain bytes run to the next quote or backslash. */
-        const char *q = j->p;
-        while (q < j->end && *q != '"' && *q != '\\' && (unsigned char)*q >= 0x20)
-            q++;
+        /* Plain bytes run to the next quote, backslash or control byte. */
+        const char *q = jp_plain_run(j->p, j->end);
         if (decode && q > j->p && !jp_scratch_put(j, &n, j->p, (size_t)(q - j->p)))
             return false;
         j->p = q;
