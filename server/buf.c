@@ -51,9 +51,7 @@ int buf_append(struct buf *b, const void *data, size_t n) {
     return 0;
 }
 
-int buf_appends(struct buf *b, const char *s) {
-    return buf_append(b, s, strlen(s));
-}
+int buf_appends(struct buf *b, const char *s) { return buf_append(b, s, strlen(s)); }
 
 int buf_appendf(struct buf *b, const char *fmt, ...) {
     va_list ap;
@@ -91,11 +89,21 @@ int buf_append_json_escaped(struct buf *b, const char *s, size_t n) {
         char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
         size_t elen = 2;
         switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
+        case '"':
+            esc[1] = '"';
+            break;
+        case '\\':
+            esc[1] = '\\';
+            break;
+        case '\n':
+            esc[1] = 'n';
+            break;
+        case '\r':
+            esc[1] = 'r';
+            break;
+        case '\t':
+            esc[1] = 't';
+            break;
         default:
             esc[1] = 'u';
             esc[2] = '0';

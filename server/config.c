@@ -35,9 +35,9 @@ enum config_type {
 struct config_key {
     const char *name;
     int type;
-    size_t offset;     /* into struct config; count follows lists at offset_count */
+    size_t offset; /* into struct config; count follows lists at offset_count */
     size_t offset_count;
-    const char *def;   /* default for strings and paths, NULL for none */
+    const char *def; /* default for strings and paths, NULL for none */
     long idef, min, max;
     const char *const *choices; /* enum: names, index is the value */
     const struct config_key *children;
@@ -45,7 +45,8 @@ struct config_key {
 };
 
 #define CFG_OFF(f) offsetof(struct config, f)
-#define CFG_END {NULL, 0, 0, 0, NULL, 0, 0, 0, NULL, NULL, false}
+#define CFG_END                                                                                    \
+    { NULL, 0, 0, 0, NULL, 0, 0, 0, NULL, NULL, false }
 
 static const char *const config_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const config_modes[] = {"local", "url", "in-cluster", "dry-run", NULL};
@@ -61,10 +62,9 @@ static const struct config_key config_github_keys[] = {
      "push,pull_request,ping", 0, 0, 64, NULL, NULL, false},
     CFG_END};
 static const struct config_key config_trigger_keys[] = {
-    {"token_file", CONFIG_T_PATH, CFG_OFF(trigger_token_file), 0, NULL, 0, 0, 0, NULL, NULL,
-     false},
-    {"default_repo_url", CONFIG_T_STRING, CFG_OFF(trigger_default_repo_url), 0, NULL, 0, 0, 0,
-     NULL, NULL, false},
+    {"token_file", CONFIG_T_PATH, CFG_OFF(trigger_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    {"default_repo_url", CONFIG_T_STRING, CFG_OFF(trigger_default_repo_url), 0, NULL, 0, 0, 0, NULL,
+     NULL, false},
     CFG_END};
 static const struct config_key config_kube_keys[] = {
     {"mode", CONFIG_T_ENUM, CFG_OFF(kube_mode), 0, NULL, CONFIG_KUBE_LOCAL, 0, 0, config_modes,
@@ -75,12 +75,12 @@ static const struct config_key config_kube_keys[] = {
     {"ca_file", CONFIG_T_PATH, CFG_OFF(kube_ca_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
     {"local_dir", CONFIG_T_PATH, CFG_OFF(kube_local_dir), 0, NULL, 0, 0, 0, NULL, NULL, false},
     {"proxy", CONFIG_T_STRING, CFG_OFF(kube_proxy), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"timeout_seconds", CONFIG_T_INT, CFG_OFF(kube_timeout_seconds), 0, NULL, 5, 1, 9, NULL,
-     NULL, false},
+    {"timeout_seconds", CONFIG_T_INT, CFG_OFF(kube_timeout_seconds), 0, NULL, 5, 1, 9, NULL, NULL,
+     false},
     CFG_END};
 static const struct config_key config_gpu_keys[] = {
-    {"refresh_seconds", CONFIG_T_INT, CFG_OFF(gpu.refresh_seconds), 0, NULL, 5, 1, 3600, NULL,
-     NULL, false},
+    {"refresh_seconds", CONFIG_T_INT, CFG_OFF(gpu.refresh_seconds), 0, NULL, 5, 1, 3600, NULL, NULL,
+     false},
     {"required", CONFIG_T_BOOL, CFG_OFF(gpu.required), 0, NULL, 0, 0, 1, NULL, NULL, false},
     CFG_END};
 static const struct config_key config_top_keys[] = {

@@ -29,7 +29,7 @@ struct delivery {
     char ready_detail[512];
 };
 
-static const char *const delivery_names[] = {"created",  "exists",   "queued",
+static const char *const delivery_names[] = {"created", "exists",   "queued",
                                              "dry_run", "rejected", "unavailable"};
 
 const char *delivery_outcome_name(int outcome) {
@@ -77,9 +77,7 @@ fail:
     return GHE_INVAL;
 }
 
-int delivery_start(struct delivery *d) {
-    return d->spool ? spool_start(d->spool, d->kube) : 0;
-}
+int delivery_start(struct delivery *d) { return d->spool ? spool_start(d->spool, d->kube) : 0; }
 
 void delivery_free(struct delivery *d) {
     if (!d)
@@ -92,17 +90,12 @@ void delivery_free(struct delivery *d) {
     free(d);
 }
 
-const char *delivery_namespace(const struct delivery *d) {
-    return d->namespace;
-}
+const char *delivery_namespace(const struct delivery *d) { return d->namespace; }
 
-int delivery_mode(const struct delivery *d) {
-    return d->mode;
-}
+int delivery_mode(const struct delivery *d) { return d->mode; }
 
-static void delivery_via_api(struct delivery *d, const char *name, const char *ns,
-                             const char *json, size_t len, long deadline_ms,
-                             struct delivery_result *r) {
+static void delivery_via_api(struct delivery *d, const char *name, const char *ns, const char *json,
+                             size_t len, long deadline_ms, struct delivery_result *r) {
     struct kube_result kr;
     char status[16];
 
@@ -127,8 +120,8 @@ static void delivery_via_api(struct delivery *d, const char *name, const char *n
     /* Out of time: keep it durably and let the worker finish the job. */
     if (spool_put(d->spool, name, json, len) == 0) {
         r->outcome = DELIVERY_QUEUED;
-        LOGGER_WARN_("API unavailable, run spooled", "pipelinerun", name, "status", status,
-                     "error", kr.message);
+        LOGGER_WARN_("API unavailable, run spooled", "pipelinerun", name, "status", status, "error",
+                     kr.message);
     } else {
         r->outcome = DELIVERY_UNAVAILABLE;
         LOGGER_ERROR_("API unavailable and the spool refused the run", "pipelinerun", name,
@@ -149,9 +142,9 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
     case CONFIG_KUBE_LOCAL:
         snprintf(file, sizeof(file), "%s.json", name);
         rc = spool_write_atomic(d->local_dir, file, json, len, 1);
-        r->outcome = rc == 0              ? DELIVERY_CREATED
-                     : rc == GHE_EXISTS   ? DELIVERY_EXISTS
-                                          : DELIVERY_UNAVAILABLE;
+        r->outcome = rc == 0            ? DELIVERY_CREATED
+                     : rc == GHE_EXISTS ? DELIVERY_EXISTS
+                                        : DELIVERY_UNAVAILABLE;
         if (r->outcome == DELIVERY_UNAVAILABLE)
             snprintf(r->message, sizeof(r->message), "cannot write to kubernetes.local_dir");
         return;

@@ -634,8 +634,10 @@ static int event_fill_pull_request(struct event *ev, const cJSON *b, char *err, 
 }
 
 /* What the event itself reads from a payload; see event_fill_push and _pull_request. */
-#define EVENT_SEG(k) {k, -1, false}
-#define EVENT_ANY {NULL, -1, true}
+#define EVENT_SEG(k)                                                                               \
+    { k, -1, false }
+#define EVENT_ANY                                                                                  \
+    { NULL, -1, true }
 static const struct jsonprune_seg event_seg_action[] = {EVENT_SEG("action")};
 static const struct jsonprune_seg event_seg_number[] = {EVENT_SEG("number")};
 static const struct jsonprune_seg event_seg_ref[] = {EVENT_SEG("ref")};
@@ -669,7 +671,8 @@ static const struct jsonprune_seg event_seg_pr_number[] = {EVENT_SEG("pull_reque
 static const struct jsonprune_seg event_seg_pr_labels[] = {
     EVENT_SEG("pull_request"), EVENT_SEG("labels"), EVENT_ANY, EVENT_SEG("name")};
 static const struct jsonprune_seg event_seg_label[] = {EVENT_SEG("label"), EVENT_SEG("name")};
-#define EVENT_PATH(a) {a, sizeof(a) / sizeof(a[0])}
+#define EVENT_PATH(a)                                                                              \
+    { a, sizeof(a) / sizeof(a[0]) }
 static const struct jsonprune_path event_paths[] = {
     EVENT_PATH(event_seg_action),    EVENT_PATH(event_seg_number),
     EVENT_PATH(event_seg_ref),       EVENT_PATH(event_seg_after),

@@ -1,10 +1,10 @@
 #include "gpuhook/http.h"
+#include "gpuhook/dispatch.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/trigger.h"
 #include "gpuhook/webhook.h"
-#include "gpuhook/dispatch.h"
 #include "gpuhook/workpool.h"
 
 #include <arpa/inet.h>
@@ -38,7 +38,14 @@ struct http_server {
 
 static atomic_long http_in_flight;
 
-enum http_route_id { HTTP_WEBHOOK, HTTP_TRIGGER, HTTP_HEALTHZ, HTTP_READYZ, HTTP_GPU, HTTP_METRICS };
+enum http_route_id {
+    HTTP_WEBHOOK,
+    HTTP_TRIGGER,
+    HTTP_HEALTHZ,
+    HTTP_READYZ,
+    HTTP_GPU,
+    HTTP_METRICS
+};
 
 struct http_route {
     const char *path;
@@ -100,8 +107,8 @@ void http_request_json(struct http_request *req, int status, const cJSON *obj) {
     free(s);
     if (cJSON_IsObject(obj) && req->out.len > 1 && req->out.data[req->out.len - 1] == '}') {
         req->out.len--;
-        buf_appendf(&req->out, "%s\"request_id\":\"%s\"}",
-                    cJSON_GetArraySize(obj) ? "," : "", req->request_id);
+        buf_appendf(&req->out, "%s\"request_id\":\"%s\"}", cJSON_GetArraySize(obj) ? "," : "",
+                    req->request_id);
     }
     req->responded = true;
 }
@@ -140,7 +147,8 @@ static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, cons
     return MHD_YES;
 }
 
-/* A per-thread xorshift generator, seeded once from getrandom: IDs need to be unique, not secret. */
+/* A per-thread xorshift generator, seeded once from getrandom: IDs need to be unique, not secret.
+ */
 static uint64_t http_random64(void) {
     static _Thread_local uint64_t state;
     if (!state) {
@@ -160,8 +168,8 @@ static void http_request_id(struct http_request *req) {
     if (given && *given && strlen(given) < sizeof(req->request_id)) {
         bool ok = true;
         for (const char *p = given; *p && ok; p++)
-            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                 (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' || *p == ':';
+            ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                 *p == '-' || *p == '_' || *p == '.' || *p == ':';
         if (ok) {
             snprintf(req->request_id, sizeof(req->request_id), "%s", given);
             return;
@@ -237,8 +245,7 @@ static enum MHD_Result http_queue(struct MHD_Connection *conn, struct http_reque
                                   bool close) {
     size_t len = 0;
     char *body = buf_detach(&req->out, &len);
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
     if (!resp) {
         free(body);
         return MHD_NO;
@@ -252,8 +259,7 @@ static enum MHD_Result http_queue(struct MHD_Connection *conn, struct http_reque
     if (req->allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
     if (req->www_authenticate)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
-                                "Bearer realm=\"gpuhook\"");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"gpuhook\"");
     if (close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     /* Counted before the response leaves, so a client that reads /metrics next sees it. */
@@ -310,8 +316,9 @@ bool http_request_begin(struct http_request *req) {
     /* Ambiguous framing is how requests get smuggled: refuse it outright. */
     if (req->content_length_count > 1 ||
         (req->content_length_count && req->has_transfer_encoding) || req->content_length == -2) {
-        http_request_error(req, 400, "conflicting or invalid Content-Length and "
-                                     "Transfer-Encoding headers");
+        http_request_error(req, 400,
+                           "conflicting or invalid Content-Length and "
+                           "Transfer-Encoding headers");
         req->close = true;
         return true;
     }
@@ -396,9 +403,8 @@ static void http_deferred_run(void *arg) {
 }
 
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                   const char *method, const char *version,
-                                   const char *upload_data, size_t *upload_data_size,
-                                   void **req_cls) {
+                                   const char *method, const char *version, const char *upload_data,
+                                   size_t *upload_data_size, void **req_cls) {
     struct http_server *server = cls;
     struct http_request *req = *req_cls;
     (void)version;
@@ -463,8 +469,8 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
         metrics_http_observe(req->route, req->status, (double)ms / 1000.0);
     logger_write(req->status >= 500 ? LOGGER_WARN : LOGGER_INFO, "request", "request_id",
                  req->request_id, "method", req->method, "path", req->route, "status", status,
-                 "duration_ms", dur, "event", req->log_event[0] ? req->log_event : NULL,
-                 "delivery", req->log_delivery[0] ? req->log_delivery : NULL, "variant",
+                 "duration_ms", dur, "event", req->log_event[0] ? req->log_event : NULL, "delivery",
+                 req->log_delivery[0] ? req->log_delivery : NULL, "variant",
                  req->log_variant[0] ? req->log_variant : NULL, "pipelinerun",
                  req->log_pipelinerun[0] ? req->log_pipelinerun : NULL, "termination",
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "aborted", (const char *)NULL);
@@ -549,12 +555,11 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     }
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, http_access, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)15, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
-        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024), MHD_OPTION_NOTIFY_COMPLETED,
-        http_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
-        s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)15, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(32 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024),
+        MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log,
+        NULL, s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
         MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_END);
     if (!s->daemon) {
         errlist_add(el, "listen %s: cannot start the HTTP server (address in use?)", cfg->listen);
@@ -573,9 +578,7 @@ fail:
     return NULL;
 }
 
-int http_server_port(const struct http_server *s) {
-    return s->port;
-}
+int http_server_port(const struct http_server *s) { return s->port; }
 
 void http_server_stop(struct http_server *s, long grace_seconds) {
     if (!s)

@@ -95,8 +95,8 @@ static const char *jp_plain_run(const char *p, const char *end) {
         uint64_t w;
         memcpy(&w, p, 8);
         uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
-        uint64_t hit = ((quote - ones) & ~quote) | ((slash - ones) & ~slash) |
-                       ((w - ones * 0x20) & ~w);
+        uint64_t hit =
+            ((quote - ones) & ~quote) | ((slash - ones) & ~slash) | ((w - ones * 0x20) & ~w);
         if (hit & highs)
             break;
         p += 8;
@@ -156,14 +156,30 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
         char e = j->p[1], c = 0;
         j->p += 2;
         switch (e) {
-        case '"': c = '"'; break;
-        case '\\': c = '\\'; break;
-        case '/': c = '/'; break;
-        case 'b': c = '\b'; break;
-        case 'f': c = '\f'; break;
-        case 'n': c = '\n'; break;
-        case 'r': c = '\r'; break;
-        case 't': c = '\t'; break;
+        case '"':
+            c = '"';
+            break;
+        case '\\':
+            c = '\\';
+            break;
+        case '/':
+            c = '/';
+            break;
+        case 'b':
+            c = '\b';
+            break;
+        case 'f':
+            c = '\f';
+            break;
+        case 'n':
+            c = '\n';
+            break;
+        case 'r':
+            c = '\r';
+            break;
+        case 't':
+            c = '\t';
+            break;
         case 'u': {
             unsigned cp, lo;
             if (!jp_u4(j, &cp))
@@ -285,8 +301,8 @@ static bool jp_literal(struct jsonprune *j, const char *word) {
 static void jp_value(struct jsonprune *j, int depth, bool keep, bool whole, jsonprune_set live,
                      cJSON **out);
 
-static void jp_container(struct jsonprune *j, int depth, bool keep, bool whole,
-                         jsonprune_set live, cJSON **out, bool object) {
+static void jp_container(struct jsonprune *j, int depth, bool keep, bool whole, jsonprune_set live,
+                         cJSON **out, bool object) {
     cJSON *node = NULL;
     long index = 0;
 
@@ -430,8 +446,8 @@ static void jp_value(struct jsonprune *j, int depth, bool keep, bool whole, json
     (void)depth;
 }
 
-int jsonprune_parse(const char *text, size_t len, const struct jsonprune_path *paths,
-                    size_t npaths, int max_depth, cJSON **out, char *err, size_t errlen) {
+int jsonprune_parse(const char *text, size_t len, const struct jsonprune_path *paths, size_t npaths,
+                    int max_depth, cJSON **out, char *err, size_t errlen) {
     struct jsonprune j = {text, text + len, paths, npaths, max_depth, 0, NULL, NULL, 0};
     jsonprune_set live = 0;
     bool whole = false;

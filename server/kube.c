@@ -174,9 +174,7 @@ void kube_free(struct kube *k) {
     free(k);
 }
 
-const char *kube_namespace(const struct kube *k) {
-    return k->namespace;
-}
+const char *kube_namespace(const struct kube *k) { return k->namespace; }
 
 static void kube_slist_free(struct curl_slist *l) {
     for (struct curl_slist *i = l; i; i = i->next)

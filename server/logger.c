@@ -21,13 +21,9 @@ int logger_level_parse(const char *s) {
     return -1;
 }
 
-void logger_set_level(int level) {
-    atomic_store(&logger_level, level);
-}
+void logger_set_level(int level) { atomic_store(&logger_level, level); }
 
-bool logger_enabled(int level) {
-    return level >= atomic_load(&logger_level);
-}
+bool logger_enabled(int level) { return level >= atomic_load(&logger_level); }
 
 static bool logger_is_numeric_key(const char *k) {
     static const char *const keys[] = {"status", "code", "duration_ms", "port", "depth", "attempt"};

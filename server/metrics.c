@@ -38,9 +38,8 @@ struct metrics_series {
 static const char *const metrics_routes[] = {"webhook", "trigger", "healthz", "readyz",
                                              "gpu",     "metrics", "other"};
 #define METRICS_ROUTES (sizeof(metrics_routes) / sizeof(metrics_routes[0]))
-static const double metrics_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                         0.05,   0.1,   0.25,   0.5,   1,    2.5,
-                                         5,      10};
+static const double metrics_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                         0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define METRICS_BUCKETS (sizeof(metrics_buckets) / sizeof(metrics_buckets[0]))
 
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -159,9 +158,8 @@ int metrics_render(struct buf *b) {
                                  (unsigned long long)metrics_table[i].value);
     }
     if (!rc)
-        rc = buf_appendf(b,
-                         "# HELP gpuhook_http_request_duration_seconds HTTP request latency.\n"
-                         "# TYPE gpuhook_http_request_duration_seconds histogram\n");
+        rc = buf_appendf(b, "# HELP gpuhook_http_request_duration_seconds HTTP request latency.\n"
+                            "# TYPE gpuhook_http_request_duration_seconds histogram\n");
     for (size_t r = 0; r < METRICS_ROUTES && !rc; r++) {
         if (!metrics_hist_count[r])
             continue;

@@ -171,4 +171,3 @@ out:
     errlist_cleanup(&el);
     return rc;
 }
-

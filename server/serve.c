@@ -32,9 +32,9 @@ static void serve_reload(struct app *app, const char *path) {
         return;
     }
     struct config *old = app_config(app);
-    if (!serve_same(old->listen, cfg->listen) || !serve_same(old->tls_cert_file, cfg->tls_cert_file) ||
-        old->kube_mode != cfg->kube_mode || !serve_same(old->kube_url, cfg->kube_url) ||
-        !serve_same(old->spool_dir, cfg->spool_dir) ||
+    if (!serve_same(old->listen, cfg->listen) ||
+        !serve_same(old->tls_cert_file, cfg->tls_cert_file) || old->kube_mode != cfg->kube_mode ||
+        !serve_same(old->kube_url, cfg->kube_url) || !serve_same(old->spool_dir, cfg->spool_dir) ||
         !serve_same(old->kube_local_dir, cfg->kube_local_dir) ||
         !serve_same(old->kube_namespace, cfg->kube_namespace))
         LOGGER_WARN_("listen, tls and kubernetes settings take effect only after a restart");

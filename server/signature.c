@@ -95,7 +95,8 @@ void signature_check_update(struct signature_check *c, const void *data, size_t 
         EVP_MAC_update(c->ctx[i], data, len);
 }
 
-bool signature_check_finish(struct signature_check *c, const unsigned char expected[SIGNATURE_LEN]) {
+bool signature_check_finish(struct signature_check *c,
+                            const unsigned char expected[SIGNATURE_LEN]) {
     int match = 0;
     for (size_t i = 0; i < c->n; i++) {
         unsigned char md[EVP_MAX_MD_SIZE];

@@ -276,8 +276,8 @@ static bool spool_attempt(struct spool *s, struct spool_entry *e) {
         spool_fail(s, e->name, reason);
         return true;
     }
-    LOGGER_WARN_("spooled run not delivered yet", "pipelinerun", e->name, "status", status,
-                 "error", r.message);
+    LOGGER_WARN_("spooled run not delivered yet", "pipelinerun", e->name, "status", status, "error",
+                 r.message);
     return false;
 }
 
@@ -319,8 +319,8 @@ static void *spool_worker(void *arg) {
             if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
                 rnd = 0;
             e->next_ms = spool_now_ms() + e->backoff_ms + (long)(rnd % 250);
-            e->backoff_ms = e->backoff_ms * 2 > SPOOL_BACKOFF_MAX_MS ? SPOOL_BACKOFF_MAX_MS
-                                                                     : e->backoff_ms * 2;
+            e->backoff_ms =
+                e->backoff_ms * 2 > SPOOL_BACKOFF_MAX_MS ? SPOOL_BACKOFF_MAX_MS : e->backoff_ms * 2;
         }
         if (d)
             closedir(d);

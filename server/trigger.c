@@ -104,8 +104,10 @@ void trigger_finish(struct http_request *req) {
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             ok = ok || strcmp(it->string, known[i]) == 0;
         if (!ok) {
-            http_request_error(req, 400, "unknown field \"%s\"; expected variant, revision, "
-                                         "repo_url, branch, params", it->string);
+            http_request_error(req, 400,
+                               "unknown field \"%s\"; expected variant, revision, "
+                               "repo_url, branch, params",
+                               it->string);
             goto out;
         }
     }
@@ -114,10 +116,10 @@ void trigger_finish(struct http_request *req) {
     const cJSON *repo = cJSON_GetObjectItemCaseSensitive(body, "repo_url");
     const cJSON *branch = cJSON_GetObjectItemCaseSensitive(body, "branch");
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(body, "params");
-    if (variant && (!cJSON_IsString(variant) ||
-                    (strcmp(variant->valuestring, "auto") != 0 &&
-                     ((forced = select_variant_parse(variant->valuestring)) < 0 ||
-                      forced == SELECT_SKIP)))) {
+    if (variant &&
+        (!cJSON_IsString(variant) ||
+         (strcmp(variant->valuestring, "auto") != 0 &&
+          ((forced = select_variant_parse(variant->valuestring)) < 0 || forced == SELECT_SKIP)))) {
         http_request_error(req, 400, "variant: must be one of lite, original, auto");
         goto out;
     }

@@ -353,11 +353,10 @@ int yamljson_load_string(const char *name, const char *data, size_t len, cJSON *
          * string at \u0000. Such a file goes to the YAML reader instead, which
          * refuses all three and says on which line.
          */
-        while (doc && end < data + len && (*end == ' ' || *end == '\t' || *end == '\r' ||
-                                           *end == '\n'))
+        while (doc && end < data + len &&
+               (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
             end++;
-        if (doc && end == data + len && yamljson_keys_ok(doc) &&
-            !memmem(data, len, "\\u0000", 6)) {
+        if (doc && end == data + len && yamljson_keys_ok(doc) && !memmem(data, len, "\\u0000", 6)) {
             *out = doc;
             return 0;
         }

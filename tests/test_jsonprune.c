@@ -27,10 +27,14 @@ static char *read_fixture(const char *name, size_t *len) {
 }
 
 static void test_jsonprune_whole_equals_cjson_on_every_fixture(void **state) {
-    static const char *const names[] = {"push.json", "push_with-new-branch.json",
-                                        "pull_request_opened.json", "pull_request_labeled.json",
-                                        "pull_request_synchronize.json", "ping.json",
-                                        "issue_comment_created.json", "workflow_dispatch.json"};
+    static const char *const names[] = {"push.json",
+                                        "push_with-new-branch.json",
+                                        "pull_request_opened.json",
+                                        "pull_request_labeled.json",
+                                        "pull_request_synchronize.json",
+                                        "ping.json",
+                                        "issue_comment_created.json",
+                                        "workflow_dispatch.json"};
     (void)state;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         size_t len;
@@ -46,11 +50,12 @@ static void test_jsonprune_whole_equals_cjson_on_every_fixture(void **state) {
 }
 
 static void test_jsonprune_keeps_only_the_paths_asked_for(void **state) {
-    static const struct jsonprune_seg repo[] = {{"repository", -1, false}, {"full_name", -1, false}};
+    static const struct jsonprune_seg repo[] = {{"repository", -1, false},
+                                                {"full_name", -1, false}};
     static const struct jsonprune_seg added[] = {
         {"commits", -1, false}, {NULL, -1, true}, {"added", -1, false}};
-    static const struct jsonprune_seg second_id[] = {{"commits", -1, false}, {"1", 1, false},
-                                                     {"id", -1, false}};
+    static const struct jsonprune_seg second_id[] = {
+        {"commits", -1, false}, {"1", 1, false}, {"id", -1, false}};
     const struct jsonprune_path paths[] = {{repo, 2}, {added, 3}, {second_id, 3}};
     const char *text = "{\"repository\":{\"full_name\":\"o/r\",\"big\":\"xxxx\"},"
                        "\"commits\":[{\"id\":\"a\",\"added\":[\"x.c\"]},"
@@ -60,14 +65,16 @@ static void test_jsonprune_keeps_only_the_paths_asked_for(void **state) {
     (void)state;
     assert_int_equal(jsonprune_parse(text, strlen(text), paths, 3, 64, &out, err, sizeof(err)), 0);
     char *s = cJSON_PrintUnformatted(out);
-    assert_string_equal(s, "{\"repository\":{\"full_name\":\"o/r\"},\"commits\":[{\"added\":[\"x.c\"]},"
-                           "{\"id\":\"b\",\"added\":[]}]}");
+    assert_string_equal(
+        s, "{\"repository\":{\"full_name\":\"o/r\"},\"commits\":[{\"added\":[\"x.c\"]},"
+           "{\"id\":\"b\",\"added\":[]}]}");
     free(s);
     cJSON_Delete(out);
 }
 
 static void test_jsonprune_decodes_escapes_and_surrogates(void **state) {
-    const char *text = "{\"s\":\"q\\\" b\\\\ s\\/ \\b\\f\\n\\r\\t \\u00e9 \\ud83d\\ude80 \\u2603\"}";
+    const char *text =
+        "{\"s\":\"q\\\" b\\\\ s\\/ \\b\\f\\n\\r\\t \\u00e9 \\ud83d\\ude80 \\u2603\"}";
     char err[256];
     cJSON *out = NULL, *ref = cJSON_Parse(text);
     (void)state;

@@ -46,7 +46,6 @@ struct errlist {
 void errlist_init(struct errlist *el);
 void errlist_cleanup(struct errlist *el);
 /* Appends one formatted message. Silently drops it when memory runs out. */
-void errlist_add(struct errlist *el, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+void errlist_add(struct errlist *el, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

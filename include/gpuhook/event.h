@@ -42,10 +42,10 @@ struct event {
     size_t label_count;
     char **changed_paths; /* added, modified and removed files of a push */
     size_t changed_count;
-    bool deleted;         /* a push that deletes its ref */
-    bool draft;           /* a draft pull request */
-    cJSON *body;          /* the parsed payload; NULL for /trigger */
-    void *arena;          /* where body's nodes live (freed with the event) */
+    bool deleted; /* a push that deletes its ref */
+    bool draft;   /* a draft pull request */
+    cJSON *body;  /* the parsed payload; NULL for /trigger */
+    void *arena;  /* where body's nodes live (freed with the event) */
     const struct event_header *headers;
     size_t header_count;
 };

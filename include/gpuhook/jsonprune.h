@@ -36,7 +36,7 @@ struct jsonprune_path {
  * sets *out (free with cJSON_Delete), or GHE_INVAL with a message in err, or
  * GHE_NOMEM.
  */
-int jsonprune_parse(const char *text, size_t len, const struct jsonprune_path *paths,
-                    size_t npaths, int max_depth, cJSON **out, char *err, size_t errlen);
+int jsonprune_parse(const char *text, size_t len, const struct jsonprune_path *paths, size_t npaths,
+                    int max_depth, cJSON **out, char *err, size_t errlen);
 
 #endif

@@ -16,7 +16,7 @@
 struct kube;
 
 struct kube_result {
-    int status;        /* last HTTP status, 0 when no answer came */
+    int status; /* last HTTP status, 0 when no answer came */
     int attempts;
     char message[512]; /* the API's Status message, or the transport error */
 };

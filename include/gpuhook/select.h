@@ -46,9 +46,9 @@ void select_rules_free(struct select_rules *rules);
 const struct gpu_fit_policy *select_rules_gpu_fit(const struct select_rules *rules);
 
 struct select_decision {
-    int variant;         /* enum select_variant */
-    char rule[128];      /* the matching rule's name, or "default" */
-    char reason[512];    /* one readable sentence */
+    int variant;      /* enum select_variant */
+    char rule[128];   /* the matching rule's name, or "default" */
+    char reason[512]; /* one readable sentence */
 };
 
 /* Evaluates the rules against ev; always fills d. */

@@ -54,10 +54,10 @@ struct template_override {
 };
 
 struct template_render_input {
-    const struct event *ev;              /* borrowed */
+    const struct event *ev; /* borrowed */
     const struct select_decision *decision;
-    const char *namespace;               /* kubernetes.namespace */
-    const char *name_key[3];             /* parts for naming_pipelinerun */
+    const char *namespace;                     /* kubernetes.namespace */
+    const char *name_key[3];                   /* parts for naming_pipelinerun */
     const struct template_override *overrides; /* /trigger params, already checked */
     size_t override_count;
 };
@@ -75,8 +75,8 @@ struct template_render_input {
  * or objects; strings from the payload always stay strings. Safe to call from
  * several threads on one template.
  */
-int template_render(const struct template *t, const struct template_render_input *in,
-                    cJSON **out, char *err, size_t errlen);
+int template_render(const struct template *t, const struct template_render_input *in, cJSON **out,
+                    char *err, size_t errlen);
 
 /*
  * Loads a YAML or JSON file holding one document into a cJSON tree (caller

@@ -6,8 +6,8 @@
  * GPUHOOK_FAKE_FREE_MIB: free memory of the one fake device, or "none" for a
  * machine that sees no GPU at all.
  */
-#include "gpuhook/config.h"
 #include "gpuhook/gpu.h"
+#include "gpuhook/config.h"
 #include "gpuhook/gpu_backend.h"
 #include "gpuhook/serve.h"
 
@@ -33,7 +33,8 @@ static void fake_cuda_probe(void *ctx, struct gpu_cuda_probe *p) {
     }
     p->device_count = 1;
     snprintf(p->devices[0].name, sizeof(p->devices[0].name), "Fake GPU");
-    snprintf(p->devices[0].uuid, sizeof(p->devices[0].uuid), "GPU-00000000-0000-0000-0000-000000000000");
+    snprintf(p->devices[0].uuid, sizeof(p->devices[0].uuid),
+             "GPU-00000000-0000-0000-0000-000000000000");
     snprintf(p->devices[0].pci_bus_id, sizeof(p->devices[0].pci_bus_id), "00000000:01:00.0");
     p->devices[0].cc_major = 9;
     p->devices[0].total_bytes = 16ULL << 30;
@@ -69,13 +70,11 @@ static int fake_xid_wait(void *ctx, int timeout_ms, int *index, unsigned long lo
     return GHE_UNSUPPORTED;
 }
 
-static void fake_nvml_close(void *ctx) {
-    (void)ctx;
-}
+static void fake_nvml_close(void *ctx) { (void)ctx; }
 
 int main(int argc, char **argv) {
-    const struct gpu_source src = {NULL, fake_cuda_probe, fake_nvml_open, fake_nvml_read,
-                                   fake_xid_wait, fake_nvml_close};
+    const struct gpu_source src = {NULL,           fake_cuda_probe, fake_nvml_open,
+                                   fake_nvml_read, fake_xid_wait,   fake_nvml_close};
     const char *free_mib = getenv("GPUHOOK_FAKE_FREE_MIB");
     struct errlist el;
     struct config *cfg = NULL;
