@@ -63,14 +63,16 @@ static void fuzz_req_write_config(const char *dir, const char *path) {
     cJSON_DeleteItemFromObjectCaseSensitive(root, "spool_dir");
 
     cJSON *github = cJSON_GetObjectItemCaseSensitive(root, "github");
-    snprintf(p, sizeof(p), "%s/webhook-secret", dir);
+    int pn = snprintf(p, sizeof(p), "%s/webhook-secret", dir);
+    FUZZ_REQUIRE(pn > 0 && (size_t)pn < sizeof(p), "%s: path too long", dir);
     fuzz_write_file(p, FUZZ_REQ_SECRET "\n", strlen(FUZZ_REQ_SECRET) + 1);
     const char *secrets[] = {p};
     cJSON_ReplaceItemInObjectCaseSensitive(github, "secret_files",
                                            cJSON_CreateStringArray(secrets, 1));
 
     cJSON *trigger = cJSON_GetObjectItemCaseSensitive(root, "trigger");
-    snprintf(p, sizeof(p), "%s/trigger-token", dir);
+    pn = snprintf(p, sizeof(p), "%s/trigger-token", dir);
+    FUZZ_REQUIRE(pn > 0 && (size_t)pn < sizeof(p), "%s: path too long", dir);
     fuzz_write_file(p, FUZZ_REQ_TOKEN "\n", strlen(FUZZ_REQ_TOKEN) + 1);
     cJSON_ReplaceItemInObjectCaseSensitive(trigger, "token_file", cJSON_CreateString(p));
 
