@@ -23,7 +23,8 @@ var/webhook-secret var/trigger-token:
 	@mkdir -p var
 	@umask 077 && openssl rand -hex 32 > $@ && chmod 600 $@
 
-run: deps build var/webhook-secret var/trigger-token
+run: deps $(BUILD)/CMakeCache.txt var/webhook-secret var/trigger-token
+	cmake --build $(BUILD) -j $(JOBS) --target gpuhook
 	@scripts/run-banner.sh $(CONFIG)
 	exec $(BUILD)/gpuhook --config $(CONFIG)
 
