@@ -580,9 +580,9 @@ fail:
 
 int http_server_port(const struct http_server *s) { return s->port; }
 
-void http_server_stop(struct http_server *s, long grace_seconds) {
+bool http_server_stop(struct http_server *s, long grace_seconds) {
     if (!s)
-        return;
+        return true;
     /* Stop accepting first, then let requests in flight finish within the grace period. */
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
     if (fd != MHD_INVALID_SOCKET)
@@ -592,6 +592,15 @@ void http_server_stop(struct http_server *s, long grace_seconds) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
+    long left = atomic_load(&http_in_flight);
+    if (left > 0) {
+        /* Requests still hold suspended connections and pool threads: stopping the
+         * daemon under them is unsafe, so leave them to the process's exit. */
+        char n[32];
+        snprintf(n, sizeof(n), "%ld", left);
+        LOGGER_WARN_("grace period over with requests in flight", "requests", n);
+        return false;
+    }
     MHD_stop_daemon(s->daemon);
     workpool_free(s->pool);
     if (s->tls_key)
@@ -599,4 +608,5 @@ void http_server_stop(struct http_server *s, long grace_seconds) {
     free(s->tls_key);
     free(s->tls_cert);
     free(s);
+    return true;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -77,5 +78,8 @@ int main(int argc, char **argv) {
         config_unref(cfg);
         return 0;
     }
-    return serve_run(cfg, config_path);
+    int rc = serve_run(cfg, config_path);
+    if (rc == SERVE_UNDRAINED)
+        _exit(0); /* threads still run: no atexit handlers under their feet */
+    return rc;
 }

@@ -117,7 +117,8 @@ int serve_run(struct config *cfg, const char *config_path) {
     struct config *now = app_config(&app);
     long grace = now->shutdown_grace_seconds;
     config_unref(now);
-    http_server_stop(server, grace);
+    if (!http_server_stop(server, grace))
+        return SERVE_UNDRAINED;
     gpu_stop();
     app_cleanup(&app);
     errlist_cleanup(&el);

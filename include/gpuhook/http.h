@@ -100,7 +100,11 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
                                       struct errlist *el);
 /* The bound port (useful with port 0). */
 int http_server_port(const struct http_server *s);
-/* Stops accepting, waits up to grace_seconds for requests in flight, then stops. */
-void http_server_stop(struct http_server *s, long grace_seconds);
+/*
+ * Stops accepting, waits up to grace_seconds for requests in flight, then
+ * stops and frees. Returns false, freeing nothing, when requests were still in
+ * flight at the end: the caller should then exit without further cleanup.
+ */
+bool http_server_stop(struct http_server *s, long grace_seconds);
 
 #endif

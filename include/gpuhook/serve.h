@@ -9,10 +9,15 @@
 
 #include "gpuhook/config.h"
 
+/* serve_run's answer when the grace period ended with requests in flight. */
+#define SERVE_UNDRAINED 3
+
 /*
  * Serves until SIGTERM or SIGINT. Takes ownership of cfg's reference. Blocks
  * SIGTERM, SIGINT and SIGHUP in the calling thread (and so in every thread it
- * creates). Returns 0 after a clean shutdown or 2 when it cannot start.
+ * creates). Returns 0 after a clean shutdown, 2 when it cannot start, or
+ * SERVE_UNDRAINED when requests outlived the grace period: nothing was torn
+ * down, and the process should end at once with _exit(0).
  */
 int serve_run(struct config *cfg, const char *config_path);
 

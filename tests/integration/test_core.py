@@ -279,3 +279,26 @@ def test_duplicate_config_key_is_an_error():
     open(g.config_path, "w").write(text)
     r = run_cli("--config", g.config_path, "--check-config")
     assert r.returncode == 2 and ".log_level: duplicate key" in r.stderr
+
+
+def test_sigterm_exits_0_when_the_grace_period_ends_first():
+    from fake_apiserver import FakeApiServer
+    import tempfile
+    api = FakeApiServer(tempfile.mkdtemp(), faults=[{"mode": "delay", "seconds": 4, "count": -1}])
+    api.start()
+    try:
+        g = GpuHook()
+        g.config["kubernetes"] = {"mode": "url", "url": api.url, "timeout_seconds": 5}
+        g.config["shutdown_grace_seconds"] = 1
+        g.start()
+        t = threading.Thread(target=lambda: g.deliver("push", fixture("push_with-new-branch.json")))
+        t.daemon = True
+        t.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        g.proc.send_signal(signal.SIGTERM)
+        assert g.proc.wait(10) == 0
+        assert time.monotonic() - t0 < 3
+        assert any(l.get("msg") == "grace period over with requests in flight" for l in g.log_lines())
+    finally:
+        api.stop()
