@@ -110,7 +110,6 @@ struct config_ctx {
     char *dir;        /* the config file's folder */
     struct errlist *el;
     const cJSON *selection;
-    bool offline;
 };
 
 /* Writes a short, printable rendering of a bad value for messages. */
@@ -551,7 +550,6 @@ static int config_load_ctx(const char *path, struct config **out, struct errlist
         c.cfg->kube_local_dir = config_resolve(&c, "../var/pipelineruns");
     config_check_listen(&c);
     config_check_kube(&c);
-    c.offline = offline;
     if (!offline)
         config_check_files(&c);
     if (select_rules_parse(c.selection, path, &c.cfg->rules, el) != 0 && el->count == before)
