@@ -193,11 +193,13 @@ start_api() {
     "$OUT/fakeapi" 0 >"$WORK/fakeapi.out" 2>"$WORK/fakeapi.err" &
     API_PID=$!
     local i
-    for i in $(seq 1 100); do
-        [[ -s $WORK/fakeapi.out ]] && break
+    API_PORT=
+    for i in $(seq 1 500); do
+        API_PORT=$(awk '/^port/ {print $2; exit}' "$WORK/fakeapi.out" 2>/dev/null)
+        [[ -n $API_PORT ]] && break
+        kill -0 "$API_PID" 2>/dev/null || break
         sleep 0.02
     done
-    API_PORT=$(awk '/^port/ {print $2; exit}' "$WORK/fakeapi.out")
     [[ -n $API_PORT ]] || die "fakeapi did not start: $(cat "$WORK/fakeapi.err")"
 }
 
@@ -458,8 +460,8 @@ mkdir -p "$ROOT/bench/results"
 
 describe() {
     case $1 in
-    floor-tpc) echo "floor, thread per connection (gpuhook's mode)" ;;
-    floor-pool) echo "floor, epoll thread pool ($(nproc) threads)" ;;
+    floor-tpc) echo "floor, thread per connection" ;;
+    floor-pool) echo "floor, epoll thread pool ($(nproc) threads, gpuhook's mode)" ;;
     peer) echo "peer: adnanh/webhook, no command" ;;
     peer-true) echo "peer: adnanh/webhook running /bin/true" ;;
     dry-run) echo "gpuhook dry-run (log_level error)" ;;
