@@ -68,6 +68,10 @@ static void event_hooks_install(void) {
     cJSON_InitHooks(&hooks);
 }
 
+void event_global_init(void) {
+    pthread_once(&event_hooks_once, event_hooks_install);
+}
+
 static void event_arena_free(struct event_arena *a) {
     while (a) {
         struct event_arena *next = a->next;
@@ -742,7 +746,7 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
             set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
         return GHE_INVAL;
     }
-    pthread_once(&event_hooks_once, event_hooks_install);
+    event_global_init();
     event_arena_current = (struct event_arena **)&ev->arena;
     rc = jsonprune_parse(json, json_len, paths, npaths, EVENT_MAX_DEPTH, &ev->body, err, errlen);
     event_arena_current = NULL;

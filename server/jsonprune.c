@@ -43,12 +43,20 @@ static jsonprune_set jp_step(const struct jsonprune *j, jsonprune_set live, int 
         if (!(live & ((jsonprune_set)1 << i)))
             continue;
         const struct jsonprune_seg *s = &j->paths[i].segs[depth];
-        bool match;
-        if (key)
-            match = s->key && (keylen ? s->key[0] == key[0] : s->key[0] == '\0') &&
-                    strncmp(s->key, key, keylen) == 0 && s->key[keylen] == '\0';
-        else
+        bool match = false;
+        if (key && s->key) {
+            /*
+             * A key decoded from \u0000 holds a NUL, and cJSON (so the whole tree)
+             * sees the key only up to it: compare that much, and never read s->key
+             * past its own end.
+             */
+            size_t k = 0;
+            while (k < keylen && key[k] && s->key[k] == key[k])
+                k++;
+            match = s->key[k] == '\0' && (k == keylen || key[k] == '\0');
+        } else if (!key) {
             match = s->any || (s->index >= 0 && s->index == index);
+        }
         if (!match)
             continue;
         if ((size_t)depth + 1 == j->paths[i].n)
@@ -270,13 +278,18 @@ static bool jp_number(struct jsonprune *j, double *out) {
     }
     j->p = p;
     if (out) {
-        char tmp[64];
+        /* strtod needs a NUL; a long number (its exponent may come last) gets the heap. */
+        char tmp[64], *buf = tmp;
         size_t n = (size_t)(p - s);
-        if (n >= sizeof(tmp))
-            n = sizeof(tmp) - 1; /* digits past 63 do not change a double */
-        memcpy(tmp, s, n);
-        tmp[n] = '\0';
-        *out = strtod(tmp, NULL);
+        if (n >= sizeof(tmp) && !(buf = malloc(n + 1))) {
+            jp_fail(j, GHE_NOMEM, "out of memory");
+            return false;
+        }
+        memcpy(buf, s, n);
+        buf[n] = '\0';
+        *out = strtod(buf, NULL);
+        if (buf != tmp)
+            free(buf);
     }
     return true;
 bad:

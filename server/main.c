@@ -3,6 +3,7 @@
  * render.c, serving to serve.c. Nothing else lives here.
  */
 #include "gpuhook/config.h"
+#include "gpuhook/event.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/render.h"
 #include "gpuhook/serve.h"
@@ -46,6 +47,7 @@ int main(int argc, char **argv) {
     struct errlist el;
     struct config *cfg = NULL;
 
+    event_global_init(); /* before any thread touches cJSON */
     if (argc > 1 && strcmp(argv[1], "render") == 0)
         return render_main(argc - 1, argv + 1, MAIN_DEFAULT_CONFIG);
     for (int i = 1; i < argc; i++) {

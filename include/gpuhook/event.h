@@ -50,6 +50,13 @@ struct event {
     size_t header_count;
 };
 
+/*
+ * Installs cJSON's allocation hooks (payload trees go to a per-event arena).
+ * Call once at start-up before any thread uses cJSON; the first parse does it
+ * otherwise.
+ */
+void event_global_init(void);
+
 void event_init(struct event *ev);
 void event_cleanup(struct event *ev);
 

@@ -60,6 +60,14 @@ const char *fuzz_temp_dir(void) {
         abort();
     }
     atexit(fuzz_rm_tmp);
+    /* The configs written here name files in it, and relative paths would resolve against them. */
+    char *abs = realpath(fuzz_tmp, NULL);
+    if (!abs) {
+        perror(fuzz_tmp);
+        abort();
+    }
+    snprintf(fuzz_tmp, sizeof(fuzz_tmp), "%s", abs);
+    free(abs);
     return fuzz_tmp;
 }
 
@@ -87,9 +95,7 @@ void fuzz_copy_source(const char *rel, const char *path) {
     fuzz_write_file(path, data, n);
 }
 
-void fuzz_quiet(void) {
-    logger_set_level(LOGGER_ERROR);
-}
+void fuzz_quiet(void) { logger_set_level(LOGGER_ERROR); }
 
 char *fuzz_strndup(const uint8_t *data, size_t size) {
     char *s = malloc(size + 1);

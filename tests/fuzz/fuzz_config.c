@@ -131,7 +131,5 @@ int fuzz_config_one(const uint8_t *data, size_t size) {
 }
 
 #ifndef FUZZ_NO_MAIN
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    return fuzz_config_one(data, size);
-}
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return fuzz_config_one(data, size); }
 #endif

@@ -77,8 +77,8 @@ static void fuzz_sig_verify(const char *header, const uint8_t *body, size_t len)
     for (size_t i = 0; parsed && i < FUZZ_SIG_KEYS; i++) {
         unsigned char md[EVP_MAX_MD_SIZE];
         unsigned int mdlen = 0;
-        FUZZ_REQUIRE(HMAC(EVP_sha256(), fuzz_sig_secrets[i], (int)strlen(fuzz_sig_secrets[i]),
-                          body, len, md, &mdlen) != NULL,
+        FUZZ_REQUIRE(HMAC(EVP_sha256(), fuzz_sig_secrets[i], (int)strlen(fuzz_sig_secrets[i]), body,
+                          len, md, &mdlen) != NULL,
                      "HMAC failed");
         model = model || (mdlen == SIGNATURE_LEN && memcmp(md, expected, SIGNATURE_LEN) == 0);
     }

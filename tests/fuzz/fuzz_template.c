@@ -16,7 +16,9 @@
  * Invariants: the shipped template renders every event (hostile values are
  * data, never a 400), carries revision and repository URL byte for byte, and
  * keeps the shape of its spec; every rendered object has a DNS-1123 name, the
- * namespace asked for, label-safe labels, and prints as JSON.
+ * namespace asked for, label-safe labels, and prints as JSON; a loaded YAML or
+ * JSON file repeats no key, and what follows a JSON document is only ignored
+ * where YAML allows it.
  */
 #include "fuzz.h"
 
@@ -36,9 +38,29 @@
 #define FUZZ_TPL_SUBST_BINDING "tests/fixtures/templates/subst-binding.yaml"
 #define FUZZ_TPL_NAMESPACE "gpu-ci"
 
-enum { F_BRANCH, F_MESSAGE, F_REVISION, F_REPO_URL, F_REPO_NAME, F_REF, F_SENDER, F_DELIVERY,
-       F_HOOK, F_TAG, F_BASE, F_PR, F_ACTION, F_EVENT, F_RULE, F_REASON, F_UA, F_GH_EVENT,
-       F_OVERRIDE, F_BODY, F_COUNT };
+enum {
+    F_BRANCH,
+    F_MESSAGE,
+    F_REVISION,
+    F_REPO_URL,
+    F_REPO_NAME,
+    F_REF,
+    F_SENDER,
+    F_DELIVERY,
+    F_HOOK,
+    F_TAG,
+    F_BASE,
+    F_PR,
+    F_ACTION,
+    F_EVENT,
+    F_RULE,
+    F_REASON,
+    F_UA,
+    F_GH_EVENT,
+    F_OVERRIDE,
+    F_BODY,
+    F_COUNT
+};
 
 struct fuzz_tpl_state {
     struct template *shipped;
@@ -103,8 +125,8 @@ static struct fuzz_tpl_state *fuzz_tpl_state(void) {
 
     /* The shape every rendering of the shipped template must keep. */
     struct select_decision d = {.variant = SELECT_LITE, .rule = "default", .reason = "r"};
-    struct template_render_input in = {.ev = &s.push, .decision = &d,
-                                       .namespace = FUZZ_TPL_NAMESPACE};
+    struct template_render_input in = {
+        .ev = &s.push, .decision = &d, .namespace = FUZZ_TPL_NAMESPACE};
     cJSON *run = NULL;
     char err[512];
     FUZZ_REQUIRE(template_render(s.shipped, &in, &run, err, sizeof(err)) == 0, "%s", err);
@@ -112,6 +134,55 @@ static struct fuzz_tpl_state *fuzz_tpl_state(void) {
     cJSON_Delete(run);
     ready = true;
     return &s;
+}
+
+/* True when some object in the tree holds a key twice (yamljson refuses duplicate keys). */
+static bool fuzz_tpl_has_duplicate_key(const cJSON *n) {
+    for (const cJSON *c = n ? n->child : NULL; c; c = c->next) {
+        if (cJSON_IsObject(n))
+            for (const cJSON *d = c->next; d; d = d->next)
+                if (c->string && d->string && strcmp(c->string, d->string) == 0)
+                    return true;
+        if (fuzz_tpl_has_duplicate_key(c))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * True when data starts as JSON ('{' or '[' first) and one JSON value is
+ * followed by more than whitespace: a comment, a YAML "...", a second
+ * document or garbage, which cJSON alone would ignore.
+ */
+static bool fuzz_tpl_json_with_trailer(const char *data, size_t size) {
+    size_t i = 0;
+    while (i < size && (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'))
+        i++;
+    if (i == size || (data[i] != '{' && data[i] != '['))
+        return false;
+    const char *end = NULL;
+    cJSON *j = cJSON_ParseWithLengthOpts(data, size, &end, false);
+    bool trailer = false;
+    if (j && end) {
+        for (const char *p = end; p < data + size && !trailer; p++)
+            trailer = !(*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n');
+    }
+    cJSON_Delete(j);
+    return trailer;
+}
+
+/* True when the YAML reader accepts data, which a leading comment line sends it to. */
+static bool fuzz_tpl_yaml_accepts(const uint8_t *data, size_t size) {
+    char *text = malloc(size + 2), err[256];
+    cJSON *doc = NULL;
+    FUZZ_REQUIRE(text != NULL, "out of memory");
+    memcpy(text, "#\n", 2);
+    if (size)
+        memcpy(text + 2, data, size);
+    int rc = yamljson_load_string("fuzz.yaml", text, size + 2, &doc, err, sizeof(err));
+    cJSON_Delete(doc);
+    free(text);
+    return rc == 0;
 }
 
 /* Same keys in the same order and the same types all the way down; strings may differ. */
@@ -269,10 +340,10 @@ static void fuzz_tpl_render_fields(struct fuzz_tpl_state *s, unsigned sel, const
         /* Hostile values are data: the shipped template renders every event. */
         FUZZ_REQUIRE(rc == 0, "the shipped template refused an event: %s", err);
         const cJSON *spec = cJSON_GetObjectItemCaseSensitive(run, "spec");
-        bool structured_override = ov_name && ov.value && (ov.value[0] == '[' || ov.value[0] == '{');
+        bool structured_override =
+            ov_name && ov.value && (ov.value[0] == '[' || ov.value[0] == '{');
         if (!structured_override)
-            FUZZ_REQUIRE(fuzz_tpl_same_shape(spec, s->shipped_spec),
-                         "the spec changed shape");
+            FUZZ_REQUIRE(fuzz_tpl_same_shape(spec, s->shipped_spec), "the spec changed shape");
         const char *rev = fuzz_tpl_param(run, "git-revision");
         const char *url = fuzz_tpl_param(run, "git-repo-url");
         const struct event *e = in.ev;
@@ -343,13 +414,18 @@ int fuzz_template_one(const uint8_t *data, size_t size) {
     case 2: {
         cJSON *doc = NULL;
         err[0] = '\0';
-        int rc = yamljson_load_string("fuzz.yaml", (const char *)data, size, &doc, err,
-                                      sizeof(err));
+        int rc =
+            yamljson_load_string("fuzz.yaml", (const char *)data, size, &doc, err, sizeof(err));
         FUZZ_REQUIRE(rc == 0 || rc == GHE_INVAL || rc == GHE_TOOBIG || rc == GHE_NOMEM,
                      "unexpected code %d", rc);
         FUZZ_REQUIRE((rc == 0) == (doc != NULL), "result and code disagree");
         FUZZ_REQUIRE(rc == 0 || err[0], "failure %d without a message", rc);
         if (doc) {
+            FUZZ_REQUIRE(!fuzz_tpl_has_duplicate_key(doc), "a duplicate key was accepted");
+            /* What follows a JSON document must be what YAML allows there. */
+            FUZZ_REQUIRE(!fuzz_tpl_json_with_trailer((const char *)data, size) ||
+                             fuzz_tpl_yaml_accepts(data, size),
+                         "data after the document was ignored");
             char *printed = cJSON_PrintUnformatted(doc);
             FUZZ_REQUIRE(printed && fuzz_is_json(printed, strlen(printed)),
                          "a loaded document does not print as JSON");

@@ -30,11 +30,13 @@ cmake --build "$build" -j "$(nproc)" --target "${targets[@]/#/fuzz_}"
 failed=()
 for t in "${targets[@]}"; do
     work="$build/fuzz-work/$t"
-    mkdir -p "$work/corpus" "$work/artifacts"
+    # Scratch files go here too, so an aborted run leaves nothing in /tmp.
+    rm -rf "$work/tmp"
+    mkdir -p "$work/corpus" "$work/artifacts" "$work/tmp"
     inputs=("$work/corpus" "tests/fuzz/corpus/$t")
     [ -d "tests/fuzz/regressions/$t" ] && inputs+=("tests/fuzz/regressions/$t")
     rc=0
-    "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 \
+    TMPDIR="$work/tmp" "$build/tests/fuzz/fuzz_$t" -max_total_time="$seconds" -timeout=25 -rss_limit_mb=2048 \
         -dict="tests/fuzz/$t.dict" -artifact_prefix="$work/artifacts/" -print_final_stats=1 \
         "${inputs[@]}" < /dev/null > "$work/log" 2>&1 || rc=$?
     stats=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$work/log" | tail -n 1 || true)

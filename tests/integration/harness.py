@@ -258,6 +258,10 @@ def raw_http(port, data, timeout=5, read=True):
                 c = s.recv(65536)
             except socket.timeout:
                 break
+            except ConnectionResetError:
+                # The server closed with our bytes unread, so the kernel sent a reset;
+                # whatever arrived before it is the answer.
+                break
             if not c:
                 break
             chunks.append(c)

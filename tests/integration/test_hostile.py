@@ -93,7 +93,9 @@ def test_ambiguous_framing_gets_400_or_close_never_a_run(headers):
 def test_oversized_header_parts_get_431_or_400(extra):
     with GpuHook() as g:
         out = raw_http(g.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + extra + b"\r\n")
-        assert out.split(b" ", 2)[1] in (b"431", b"400"), out[:200]
+        # libmicrohttpd answers 431 and closes; when the rest of our bytes are still unread
+        # the close becomes a TCP reset that can overtake the answer, so "closed" also counts.
+        assert out == b"" or out.split(b" ", 2)[1] in (b"431", b"400"), out[:200]
         assert g.request("GET", "/healthz").status == 200
 
 
