@@ -1,6 +1,8 @@
 /*
- * The HTTP layer over libmicrohttpd: one thread per connection, so a request
- * waiting on a slow Kubernetes API never delays /healthz or /metrics. It
+ * The HTTP layer over libmicrohttpd: an epoll thread pool serves every
+ * connection, and a delivery that may block (the Kubernetes API, an fsync)
+ * runs on a work pool with its connection suspended, so a slow API never
+ * delays /healthz or /metrics. It
  * routes, enforces the body limit before reading, collects headers, gives each
  * request an ID, streams bodies to the route's handler, and writes one access
  * log line and the request metrics. Handlers fill struct http_request's
