@@ -22,7 +22,8 @@
 enum config_type {
     CONFIG_T_STRING,
     CONFIG_T_PATH,
-    CONFIG_T_INT,
+    CONFIG_T_INT,   /* stored in a long */
+    CONFIG_T_INT32, /* stored in an int (fields shared with other modules' structs) */
     CONFIG_T_BOOL,
     CONFIG_T_ENUM,
     CONFIG_T_STRING_LIST,
@@ -79,8 +80,8 @@ static const struct config_key config_kube_keys[] = {
      false},
     CFG_END};
 static const struct config_key config_gpu_keys[] = {
-    {"refresh_seconds", CONFIG_T_INT, CFG_OFF(gpu.refresh_seconds), 0, NULL, 5, 1, 3600, NULL, NULL,
-     false},
+    {"refresh_seconds", CONFIG_T_INT32, CFG_OFF(gpu.refresh_seconds), 0, NULL, 5, 1, 3600, NULL,
+     NULL, false},
     {"required", CONFIG_T_BOOL, CFG_OFF(gpu.required), 0, NULL, 0, 0, 1, NULL, NULL, false},
     CFG_END};
 static const struct config_key config_top_keys[] = {
@@ -134,6 +135,15 @@ static char *config_resolve(const struct config_ctx *c, const char *p) {
     return out;
 }
 
+/* Stores an integer already checked against the key's bounds, in the field's own width. */
+static void config_store_int(struct config *cfg, const struct config_key *k, long v) {
+    char *base = (char *)cfg;
+    if (k->type == CONFIG_T_INT32)
+        *(int *)(base + k->offset) = (int)v;
+    else
+        *(long *)(base + k->offset) = v;
+}
+
 static int config_set_default(struct config_ctx *c, const struct config_key *k) {
     char *base = (char *)c->cfg;
     switch (k->type) {
@@ -147,10 +157,8 @@ static int config_set_default(struct config_ctx *c, const struct config_key *k) 
         }
         break;
     case CONFIG_T_INT:
-        if (k->offset == CFG_OFF(gpu.refresh_seconds))
-            *(int *)(base + k->offset) = (int)k->idef;
-        else
-            *(long *)(base + k->offset) = k->idef;
+    case CONFIG_T_INT32:
+        config_store_int(c->cfg, k, k->idef);
         break;
     case CONFIG_T_ENUM:
         *(int *)(base + k->offset) = (int)k->idef;
@@ -203,6 +211,7 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
             k->type == CONFIG_T_PATH ? config_resolve(c, v->valuestring) : strdup(v->valuestring);
         return;
     case CONFIG_T_INT:
+    case CONFIG_T_INT32:
         /* Compare as doubles first: casting an out-of-range double to long is undefined. */
         if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble)) {
             errlist_add(c->el, "%s: %s: %s is not an integer", c->file, path, shown);
@@ -213,10 +222,7 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
                         k->min, k->max);
             return;
         }
-        if (k->offset == CFG_OFF(gpu.refresh_seconds))
-            *(int *)(base + k->offset) = (int)v->valuedouble;
-        else
-            *(long *)(base + k->offset) = (long)v->valuedouble;
+        config_store_int(c->cfg, k, (long)v->valuedouble);
         return;
     case CONFIG_T_BOOL:
         if (!cJSON_IsBool(v)) {

@@ -1,4 +1,5 @@
 #include "gpuhook/event.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 #include "gpuhook/jsonprune.h"
 
@@ -68,9 +69,7 @@ static void event_hooks_install(void) {
     cJSON_InitHooks(&hooks);
 }
 
-void event_global_init(void) {
-    pthread_once(&event_hooks_once, event_hooks_install);
-}
+void event_global_init(void) { pthread_once(&event_hooks_once, event_hooks_install); }
 
 static void event_arena_free(struct event_arena *a) {
     while (a) {
@@ -372,16 +371,6 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
     return 0;
 }
 
-static int hex_value(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /*
  * Finds the payload field of a form body and URL-decodes it in place. Field
  * names are compared as sent: GitHub never encodes "payload".
@@ -421,8 +410,8 @@ static int form_payload(char *body, size_t len, char **value, size_t *value_len,
         if (c == '+') {
             c = ' ';
         } else if (c == '%') {
-            int hi = k + 2 < found_len ? hex_value(found[k + 1]) : -1;
-            int lo = hi >= 0 ? hex_value(found[k + 2]) : -1;
+            int hi = k + 2 < found_len ? buf_hex_value(found[k + 1]) : -1;
+            int lo = hi >= 0 ? buf_hex_value(found[k + 2]) : -1;
             if (lo < 0) {
                 set_err(err, errlen, "form field \"payload\" has a bad %%-escape at offset %zu", k);
                 return GHE_INVAL;

@@ -230,14 +230,12 @@ static void http_handle_get(struct http_request *req, int id) {
     }
 }
 
-static const struct http_route *http_find_route(const char *path, bool *path_known) {
+static const struct http_route *http_find_route(const char *path) {
     for (size_t i = 0; i < HTTP_ROUTE_COUNT; i++) {
         if (strcmp(http_routes[i].path, path) == 0) {
-            *path_known = true;
             return &http_routes[i];
         }
     }
-    *path_known = false;
     return NULL;
 }
 
@@ -306,8 +304,7 @@ bool http_request_begin(struct http_request *req) {
         req->content_length = *cl && end && *end == '\0' && v >= 0 ? v : -2;
     }
     http_request_id(req);
-    bool known = false;
-    const struct http_route *r = http_find_route(req->path, &known);
+    const struct http_route *r = http_find_route(req->path);
     bool has_body = req->content_length > 0 || req->has_transfer_encoding;
     if (r) {
         req->route = r->name;
@@ -389,9 +386,6 @@ void http_request_finish(struct http_request *req) {
     else
         http_handle_get(req, req->route_id);
     req->responded = true;
-    /* Without a pool to hand it to (tests, fuzzers), the delivery completes here. */
-    if (req->pending && !req->defer_ok)
-        dispatch_complete(req);
 }
 
 /* Runs on the work pool: the part of a delivery that may block, then resumes the connection. */

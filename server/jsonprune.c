@@ -1,4 +1,5 @@
 #include "gpuhook/jsonprune.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 
 #include <stdint.h>
@@ -67,22 +68,12 @@ static jsonprune_set jp_step(const struct jsonprune *j, jsonprune_set live, int 
     return next;
 }
 
-static int jp_hex(char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool jp_u4(struct jsonprune *j, unsigned *out) {
     unsigned v = 0;
     if (j->end - j->p < 4)
         return false;
     for (int i = 0; i < 4; i++) {
-        int h = jp_hex(j->p[i]);
+        int h = buf_hex_value(j->p[i]);
         if (h < 0)
             return false;
         v = v << 4 | (unsigned)h;

@@ -1,4 +1,5 @@
 #include "gpuhook/signature.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 
 #include <stdlib.h>
@@ -50,16 +51,6 @@ void signature_keyring_free(struct signature_keyring *kr) {
     free(kr);
 }
 
-static int signature_hexval(unsigned char c) {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int signature_parse_header(const char *header, unsigned char out[SIGNATURE_LEN]) {
     static const char prefix[] = "sha256=";
     if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
@@ -68,8 +59,8 @@ int signature_parse_header(const char *header, unsigned char out[SIGNATURE_LEN])
     if (strlen(hex) != SIGNATURE_LEN * 2)
         return GHE_AUTH;
     for (size_t i = 0; i < SIGNATURE_LEN; i++) {
-        int hi = signature_hexval((unsigned char)hex[2 * i]);
-        int lo = signature_hexval((unsigned char)hex[2 * i + 1]);
+        int hi = buf_hex_value(hex[2 * i]);
+        int lo = buf_hex_value(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return GHE_AUTH;
         out[i] = (unsigned char)(hi << 4 | lo);

@@ -26,6 +26,9 @@ int buf_appends(struct buf *b, const char *s);
 int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as the body of a JSON string (without quotes), escaping as needed. */
 int buf_append_json_escaped(struct buf *b, const char *s, size_t n);
+/* The value of one hexadecimal digit (either case), or -1. */
+int buf_hex_value(char c);
+
 /* Detaches and returns the contents (caller frees); the buffer is left empty. */
 char *buf_detach(struct buf *b, size_t *len);
 
