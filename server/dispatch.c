@@ -9,6 +9,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "gpuhook/naming.h"
+
+#define DISPATCH_RUN_MAX (64 * 1024 * 1024) /* a rendered PipelineRun */
+
 static void dispatch_note(struct http_request *req, const char *variant, const char *name) {
     if (variant)
         snprintf(req->log_variant, sizeof(req->log_variant), "%s", variant);
@@ -89,12 +93,12 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
     struct config *cfg = req->cfg;
     struct event *ev = in->ev;
     struct select_decision d;
-    char err[512] = "", fit_reason[256] = "";
-    cJSON *obj = NULL;
-    char *json = NULL;
+    char err[512] = "", fit_reason[256] = "", name[NAMING_MAX + 1];
+    struct buf text;
     const char *event_name = ev->event ? ev->event : "unknown";
 
     memset(&d, 0, sizeof(d));
+    buf_init(&text, DISPATCH_RUN_MAX);
     if (in->forced_variant >= 0) {
         d.variant = in->forced_variant;
         snprintf(d.rule, sizeof(d.rule), "manual");
@@ -142,22 +146,20 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
         .overrides = in->overrides,
         .override_count = in->override_count,
     };
-    int rc = template_render(cfg->tmpl, &ri, &obj, err, sizeof(err));
+    int rc = template_render_json(cfg->tmpl, &ri, &text, name, err, sizeof(err));
     if (rc == GHE_INVAL) {
         http_request_error(req, 400, "%s", err);
         metrics_delivery(event_name, "invalid");
-        return;
+        goto out;
     }
     if (rc) {
         http_request_error(req, 500, "cannot render the PipelineRun: %s", ghe_strerror(rc));
         metrics_delivery(event_name, "error");
-        return;
+        goto out;
     }
-    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
-    const char *name = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "name"));
-    const char *ns = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(meta, "namespace"));
-    if (!name || !ns) {
-        http_request_error(req, 500, "the rendered PipelineRun has no name or namespace");
+    const char *ns = ri.namespace;
+    if (!ns) {
+        http_request_error(req, 500, "the rendered PipelineRun has no namespace");
         goto out;
     }
     dispatch_note(req, vname, name);
@@ -168,31 +170,19 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
         cJSON_AddStringToObject(o, "variant", vname);
         cJSON_AddStringToObject(o, "rule", d.rule);
         cJSON_AddStringToObject(o, "reason", d.reason);
-        cJSON_AddItemToObject(o, "pipelinerun", obj);
-        obj = NULL;
+        cJSON_AddItemToObject(o, "pipelinerun", cJSON_ParseWithLength(text.data, text.len));
         http_request_json(req, 200, o);
         cJSON_Delete(o);
         metrics_delivery(event_name, "dry_run");
         goto out;
     }
 
-    /* Dry-run sends nothing, so it need not print the object either. */
     struct dispatch_pending *pd = calloc(1, sizeof(*pd));
     if (!pd) {
         http_request_error(req, 500, "out of memory");
         goto out;
     }
-    if (delivery_mode(req->app->delivery) != CONFIG_KUBE_DRY_RUN) {
-        json = cJSON_PrintUnformatted(obj);
-        if (!json) {
-            free(pd);
-            http_request_error(req, 500, "out of memory");
-            goto out;
-        }
-        pd->len = strlen(json);
-    }
-    pd->json = json;
-    json = NULL;
+    pd->json = buf_detach(&text, &pd->len);
     snprintf(pd->name, sizeof(pd->name), "%s", name);
     snprintf(pd->ns, sizeof(pd->ns), "%s", ns);
     snprintf(pd->variant, sizeof(pd->variant), "%s", vname);
@@ -204,6 +194,5 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
     if (!req->defer_ok || delivery_mode(req->app->delivery) == CONFIG_KUBE_DRY_RUN)
         dispatch_complete(req);
 out:
-    free(json);
-    cJSON_Delete(obj);
+    buf_cleanup(&text);
 }

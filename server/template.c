@@ -29,6 +29,7 @@
 #define TEMPLATE_STRING_MAX (4 * 1024 * 1024) /* one rendered string of the PipelineRun */
 #define TEMPLATE_PLACE_MAX 512
 #define TEMPLATE_MISSING 1 /* internal: a $(body...) or $(header...) had no value */
+#define TEMPLATE_RENDER_MAX (64 * 1024 * 1024) /* the whole rendered PipelineRun */
 
 enum tpl_kind { TPL_LIT, TPL_PARAM, TPL_UID, TPL_BODY, TPL_HEADER, TPL_EXT };
 
@@ -96,7 +97,8 @@ struct tpl_param {
     char *name;
     char *def; /* the default as text, NULL when there is none */
     size_t def_len;
-    cJSON *def_json; /* the default when it is an array or an object */
+    cJSON *def_json;     /* the default when it is an array or an object */
+    char *def_json_text; /* def_json printed compactly */
     struct tpl_expr bind;
     bool bound;
     bool used; /* some site references it */
@@ -108,8 +110,55 @@ struct tpl_site {
     struct tpl_expr expr;
 };
 
+/*
+ * The labels and annotations every run gets. A template's own member with one
+ * of these keys is replaced in place; the others are appended.
+ */
+static const char *const tpl_label_keys[] = {
+    "app.kubernetes.io/managed-by", "gpuhook.dev/variant", "gpuhook.dev/event",
+    "triggers.tekton.dev/triggers-eventid", "gpuhook.dev/repository"};
+static const char *const tpl_note_keys[] = {"gpuhook.dev/rule",     "gpuhook.dev/reason",
+                                            "gpuhook.dev/delivery", "gpuhook.dev/ref",
+                                            "gpuhook.dev/revision", "gpuhook.dev/repository"};
+#define TPL_LABEL_COUNT (sizeof(tpl_label_keys) / sizeof(tpl_label_keys[0]))
+#define TPL_NOTE_COUNT (sizeof(tpl_note_keys) / sizeof(tpl_note_keys[0]))
+
+/*
+ * The PipelineRun is compiled at load into compact JSON text with holes, so a
+ * render appends text and values to one buffer: no tree is copied per event.
+ */
+enum tpl_op_kind {
+    TPL_OP_TEXT,       /* text[off, off + len) */
+    TPL_OP_SITE,       /* the value of sites[index] */
+    TPL_OP_NAME,       /* the run's name, quoted */
+    TPL_OP_NS,         /* ,"namespace":"..." when the input sets one */
+    TPL_OP_SKIP_IF_NS, /* skips the next skip ops when the input sets a namespace */
+    TPL_OP_LABEL,      /* label index, quoted */
+    TPL_OP_NOTE,       /* annotation index when it has a value, and then skips skip ops */
+    TPL_OP_NOTE_ADD,   /* ,"key":"value" for annotation index when it has a value */
+};
+
+struct tpl_op {
+    enum tpl_op_kind kind;
+    size_t off, len;
+    size_t index;
+    size_t skip;
+};
+
+/* Where the name's prefix comes from: a site (site >= 0) or a literal string. */
+struct tpl_source {
+    long site;
+    const char *literal;
+};
+
 struct template {
     cJSON *run; /* the PipelineRun, detached from the TriggerTemplate */
+    char *text; /* the literal JSON text the ops point into */
+    struct tpl_op *ops;
+    size_t nop, capop;
+    bool notes_nonempty;          /* the template's annotations have members of their own */
+    struct tpl_source prefix_ref; /* spec.pipelineRef.name */
+    struct tpl_source prefix_gen; /* metadata.generateName */
     struct tpl_param *params;
     size_t nparam;
     struct tpl_site *sites; /* in the tree's pre-order, the order render walks */
@@ -132,7 +181,9 @@ struct tpl_val {
     const char *s;
     size_t len;
     const cJSON *node; /* the value as an array or object when it may become one */
+    const char *json;  /* node as compact JSON text, once known */
     char *owned;       /* free() */
+    char *owned_print; /* cJSON_free() */
     char *owned_json;  /* cJSON_free() */
     cJSON *owned_node; /* cJSON_Delete() */
 };
@@ -492,18 +543,18 @@ static int tpl_param_default(struct tpl_param *p, const cJSON *d) {
     p->def_len = strlen(p->def);
     /* Tekton writes array and object defaults as YAML or as JSON text. */
     if (cJSON_IsArray(d) || cJSON_IsObject(d)) {
-        p->def_json = cJSON_Duplicate(d, 1);
+        if (!(p->def_json = cJSON_Duplicate(d, 1)))
+            return GHE_NOMEM;
     } else if (p->def[0] == '[' || p->def[0] == '{') {
         p->def_json = cJSON_ParseWithLength(p->def, p->def_len);
         if (p->def_json && !cJSON_IsArray(p->def_json) && !cJSON_IsObject(p->def_json)) {
             cJSON_Delete(p->def_json);
             p->def_json = NULL;
         }
-        return 0;
-    } else {
-        return 0;
     }
-    return p->def_json ? 0 : GHE_NOMEM;
+    if (p->def_json && !(p->def_json_text = cJSON_PrintUnformatted(p->def_json)))
+        return GHE_NOMEM;
+    return 0;
 }
 
 static bool tpl_is_param_name(const char *s) {
@@ -841,6 +892,265 @@ static int tpl_collect_body_paths(struct template *t) {
     return 0;
 }
 
+/* ------------------------------------------------------------ compiling */
+
+struct tpl_compile {
+    struct template *t;
+    struct buf text;
+    size_t site; /* the next site in pre-order */
+    int rc;
+};
+
+static struct tpl_op *tc_op(struct tpl_compile *c, enum tpl_op_kind kind, size_t index) {
+    struct template *t = c->t;
+    if (c->rc)
+        return NULL;
+    if (t->nop == t->capop) {
+        size_t cap = t->capop ? t->capop * 2 : 32;
+        struct tpl_op *ops = realloc(t->ops, cap * sizeof(*ops));
+        if (!ops) {
+            c->rc = GHE_NOMEM;
+            return NULL;
+        }
+        t->ops = ops;
+        t->capop = cap;
+    }
+    struct tpl_op *op = &t->ops[t->nop++];
+    memset(op, 0, sizeof(*op));
+    op->kind = kind;
+    op->index = index;
+    return op;
+}
+
+/* Appends literal text, growing the previous text op when it ends where this starts. */
+static void tc_text(struct tpl_compile *c, const char *s, size_t n) {
+    size_t off = c->text.len;
+    if (c->rc || n == 0)
+        return;
+    if ((c->rc = buf_append(&c->text, s, n)) != 0)
+        return;
+    struct tpl_op *last = c->t->nop ? &c->t->ops[c->t->nop - 1] : NULL;
+    if (last && last->kind == TPL_OP_TEXT && last->off + last->len == off) {
+        last->len += n;
+        return;
+    }
+    struct tpl_op *op = tc_op(c, TPL_OP_TEXT, 0);
+    if (op) {
+        op->off = off;
+        op->len = n;
+    }
+}
+
+static void tc_texts(struct tpl_compile *c, const char *s) { tc_text(c, s, strlen(s)); }
+
+/* A scalar (or a key, as a string node) as cJSON prints it. */
+static void tc_scalar(struct tpl_compile *c, const cJSON *node) {
+    char *s = c->rc ? NULL : cJSON_PrintUnformatted(node);
+    if (!s) {
+        if (!c->rc)
+            c->rc = GHE_NOMEM;
+        return;
+    }
+    tc_texts(c, s);
+    cJSON_free(s);
+}
+
+static void tc_key(struct tpl_compile *c, bool comma, const char *key) {
+    cJSON k = {0};
+    k.type = cJSON_String;
+    k.valuestring = (char *)key;
+    if (comma)
+        tc_text(c, ",", 1);
+    tc_scalar(c, &k);
+    tc_text(c, ":", 1);
+}
+
+static bool tc_is_site(const struct tpl_compile *c, const cJSON *node) {
+    return c->site < c->t->nsite && c->t->sites[c->site].node == node;
+}
+
+/* Steps over node and everything below it that a render leaves out. */
+static void tc_skip(struct tpl_compile *c, const cJSON *node) {
+    const cJSON *k;
+    if (tc_is_site(c, node)) {
+        c->site++;
+        return;
+    }
+    cJSON_ArrayForEach(k, node) tc_skip(c, k);
+}
+
+static void tc_value(struct tpl_compile *c, const cJSON *node, int role);
+
+enum { TC_PLAIN, TC_RUN, TC_METADATA, TC_LABELS, TC_NOTES };
+
+static ssize_t tc_find(const char *const *keys, size_t n, const char *key) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(keys[i], key) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+/* Labels: ours replace the template's in place, the rest are appended. */
+static void tc_labels(struct tpl_compile *c, const cJSON *obj) {
+    bool have[TPL_LABEL_COUNT] = {false}, comma = false;
+    const cJSON *k;
+
+    tc_text(c, "{", 1);
+    cJSON_ArrayForEach(k, obj) {
+        ssize_t i = tc_find(tpl_label_keys, TPL_LABEL_COUNT, k->string);
+        tc_key(c, comma, k->string);
+        comma = true;
+        if (i < 0) {
+            tc_value(c, k, TC_PLAIN);
+            continue;
+        }
+        have[i] = true;
+        tc_skip(c, k);
+        tc_op(c, TPL_OP_LABEL, (size_t)i);
+    }
+    for (size_t i = 0; i < TPL_LABEL_COUNT; i++) {
+        if (have[i])
+            continue;
+        tc_key(c, comma, tpl_label_keys[i]);
+        comma = true;
+        tc_op(c, TPL_OP_LABEL, i);
+    }
+    tc_text(c, "}", 1);
+}
+
+/* Annotations: ours replace the template's when they have a value, else keep it. */
+static void tc_notes(struct tpl_compile *c, const cJSON *obj) {
+    bool have[TPL_NOTE_COUNT] = {false}, comma = false;
+    const cJSON *k;
+
+    tc_text(c, "{", 1);
+    cJSON_ArrayForEach(k, obj) {
+        ssize_t i = tc_find(tpl_note_keys, TPL_NOTE_COUNT, k->string);
+        tc_key(c, comma, k->string);
+        comma = true;
+        if (i < 0) {
+            tc_value(c, k, TC_PLAIN);
+            continue;
+        }
+        have[i] = true;
+        size_t at = c->t->nop;
+        if (!tc_op(c, TPL_OP_NOTE, (size_t)i))
+            return;
+        tc_value(c, k, TC_PLAIN);
+        /* An op of its own for what follows, so the skip ends exactly at the value. */
+        if (!c->rc) {
+            c->t->ops[at].skip = c->t->nop - at - 1;
+            if (tc_op(c, TPL_OP_TEXT, 0))
+                c->t->ops[c->t->nop - 1].off = c->text.len;
+        }
+    }
+    c->t->notes_nonempty = comma;
+    for (size_t i = 0; i < TPL_NOTE_COUNT; i++)
+        if (!have[i])
+            tc_op(c, TPL_OP_NOTE_ADD, i);
+    tc_text(c, "}", 1);
+}
+
+/* metadata: the name first, then the namespace, then the template's own members. */
+static void tc_metadata(struct tpl_compile *c, const cJSON *obj) {
+    const cJSON *k;
+
+    tc_texts(c, "{\"name\":");
+    tc_op(c, TPL_OP_NAME, 0);
+    tc_op(c, TPL_OP_NS, 0);
+    cJSON_ArrayForEach(k, obj) {
+        if (strcmp(k->string, "name") == 0 || strcmp(k->string, "generateName") == 0) {
+            tc_skip(c, k);
+            continue;
+        }
+        size_t at = c->t->nop;
+        bool ns = strcmp(k->string, "namespace") == 0;
+        if (ns && !tc_op(c, TPL_OP_SKIP_IF_NS, 0))
+            return;
+        tc_key(c, true, k->string);
+        tc_value(c, k,
+                 strcmp(k->string, "labels") == 0        ? TC_LABELS
+                 : strcmp(k->string, "annotations") == 0 ? TC_NOTES
+                                                         : TC_PLAIN);
+        if (ns && !c->rc) {
+            c->t->ops[at].skip = c->t->nop - at - 1;
+            if (tc_op(c, TPL_OP_TEXT, 0))
+                c->t->ops[c->t->nop - 1].off = c->text.len;
+        }
+    }
+    tc_text(c, "}", 1);
+}
+
+static void tc_value(struct tpl_compile *c, const cJSON *node, int role) {
+    const cJSON *k;
+    bool comma = false;
+
+    if (tc_is_site(c, node)) {
+        tc_op(c, TPL_OP_SITE, c->site++);
+        return;
+    }
+    if (cJSON_IsObject(node) && role == TC_METADATA) {
+        tc_metadata(c, node);
+        return;
+    }
+    if (cJSON_IsObject(node) && role == TC_LABELS) {
+        tc_labels(c, node);
+        return;
+    }
+    if (cJSON_IsObject(node) && role == TC_NOTES) {
+        tc_notes(c, node);
+        return;
+    }
+    if (!cJSON_IsObject(node) && !cJSON_IsArray(node)) {
+        tc_scalar(c, node);
+        return;
+    }
+    tc_text(c, cJSON_IsObject(node) ? "{" : "[", 1);
+    cJSON_ArrayForEach(k, node) {
+        if (cJSON_IsObject(node))
+            tc_key(c, comma, k->string);
+        else if (comma)
+            tc_text(c, ",", 1);
+        comma = true;
+        bool meta = role == TC_RUN && k->string && strcmp(k->string, "metadata") == 0;
+        tc_value(c, k, meta ? TC_METADATA : TC_PLAIN);
+    }
+    tc_text(c, cJSON_IsObject(node) ? "}" : "]", 1);
+}
+
+/* The string at node for the name's prefix: a site, a literal string, or nothing. */
+static struct tpl_source tc_source(const struct template *t, const cJSON *node) {
+    struct tpl_source src = {-1, NULL};
+    for (size_t i = 0; node && i < t->nsite; i++)
+        if (t->sites[i].node == node)
+            src.site = (long)i;
+    if (src.site < 0 && cJSON_IsString(node))
+        src.literal = node->valuestring;
+    return src;
+}
+
+/* Compiles t->run into text and ops (after its sites are known). */
+static int tpl_compile(struct template *t) {
+    struct tpl_compile c = {t, {0}, 0, 0};
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(t->run, "metadata");
+    const cJSON *spec = cJSON_GetObjectItemCaseSensitive(t->run, "spec");
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(spec, "pipelineRef");
+
+    buf_init(&c.text, TEMPLATE_RENDER_MAX);
+    tc_value(&c, t->run, TC_RUN);
+    if (!c.rc && c.site != t->nsite)
+        c.rc = GHE_INVAL; /* cannot happen: every site lies in the tree walked */
+    if (c.rc) {
+        buf_cleanup(&c.text);
+        return c.rc;
+    }
+    t->text = c.text.data ? c.text.data : strdup("");
+    t->prefix_ref =
+        tc_source(t, cJSON_IsObject(ref) ? cJSON_GetObjectItemCaseSensitive(ref, "name") : NULL);
+    t->prefix_gen = tc_source(t, cJSON_GetObjectItemCaseSensitive(meta, "generateName"));
+    return t->text ? 0 : GHE_NOMEM;
+}
+
 size_t template_body_paths(const struct template *t, const struct jsonprune_path **out) {
     *out = t ? t->body_paths : NULL;
     return t ? t->nbody_paths : 0;
@@ -882,9 +1192,9 @@ int template_load(const char *template_path, const char *bindings_path, struct t
         template_free(t);
         return (rc_t == GHE_IO || rc_b == GHE_IO) ? GHE_IO : GHE_INVAL;
     }
-    if (tpl_collect_body_paths(t) != 0) {
+    if ((rc_t = tpl_collect_body_paths(t)) != 0 || (rc_t = tpl_compile(t)) != 0) {
         template_free(t);
-        return GHE_NOMEM;
+        return rc_t;
     }
     *out = t;
     return 0;
@@ -897,6 +1207,7 @@ void template_free(struct template *t) {
         free(t->params[i].name);
         free(t->params[i].def);
         cJSON_Delete(t->params[i].def_json);
+        cJSON_free(t->params[i].def_json_text);
         tpl_expr_cleanup(&t->params[i].bind);
     }
     free(t->params);
@@ -909,6 +1220,8 @@ void template_free(struct template *t) {
         free((void *)t->body_paths[i].segs);
     free(t->body_paths);
     cJSON_Delete(t->run);
+    free(t->text);
+    free(t->ops);
     free(t);
 }
 
@@ -1017,6 +1330,8 @@ static int tpl_bind_eval(struct tpl_render *r, const struct tpl_param *pm, struc
 
     if (x->count == 1) {
         rc = tpl_part_eval(r, &x->parts[0], &v->s, &v->len, &v->node, &v->owned_json);
+        if (v->node)
+            v->json = v->owned_json; /* a $(body...) array or object, printed */
         if (rc == TEMPLATE_MISSING)
             missing = &x->parts[0];
         else
@@ -1056,6 +1371,7 @@ static int tpl_bind_eval(struct tpl_render *r, const struct tpl_param *pm, struc
     v->s = pm->def;
     v->len = pm->def_len;
     v->node = pm->def_json;
+    v->json = pm->def_json_text;
     return 0;
 }
 
@@ -1113,6 +1429,7 @@ static int tpl_values(struct tpl_render *r) {
         v->s = pm->def ? pm->def : "";
         v->len = pm->def ? pm->def_len : 0;
         v->node = pm->def_json;
+        v->json = pm->def_json_text;
     }
     return 0;
 }
@@ -1121,81 +1438,10 @@ static void tpl_values_free(struct tpl_val *vals, size_t n) {
     for (size_t i = 0; vals && i < n; i++) {
         free(vals[i].owned);
         cJSON_free(vals[i].owned_json);
+        cJSON_free(vals[i].owned_print);
         cJSON_Delete(vals[i].owned_node);
     }
     free(vals);
-}
-
-/* Rewrites one site in the copy: dst is the copy of site->node, parent its container. */
-static int tpl_site_render(struct tpl_render *r, const struct tpl_site *site, cJSON *parent,
-                           cJSON *dst) {
-    const struct tpl_expr *x = &site->expr;
-    size_t total = 0;
-
-    if (x->count == 1 && x->parts[0].kind == TPL_PARAM && r->vals[x->parts[0].param].node) {
-        cJSON *rep = cJSON_Duplicate(r->vals[x->parts[0].param].node, 1);
-        if (!rep)
-            return GHE_NOMEM;
-        /* The copy drops the key its source had (a default's "default", a body member's
-         * name) and takes over dst's; ReplaceItemViaPointer frees the old node. */
-        if (!(rep->type & cJSON_StringIsConst))
-            cJSON_free(rep->string);
-        rep->type &= ~cJSON_StringIsConst;
-        rep->string = dst->string;
-        rep->type |= dst->type & cJSON_StringIsConst;
-        dst->string = NULL;
-        dst->type &= ~cJSON_StringIsConst;
-        cJSON_ReplaceItemViaPointer(parent, dst, rep);
-        return 0;
-    }
-    for (size_t i = 0; i < x->count; i++) {
-        const struct tpl_part *p = &x->parts[i];
-        size_t len = p->kind == TPL_LIT ? p->len : p->kind == TPL_UID ? 36 : r->vals[p->param].len;
-        if (len > TEMPLATE_STRING_MAX - total) {
-            tpl_render_error(r, "the value rendered at %s is longer than %d bytes", site->place,
-                             TEMPLATE_STRING_MAX);
-            return GHE_INVAL;
-        }
-        total += len;
-    }
-    char *s = cJSON_malloc(total + 1), *w = s;
-    if (!s)
-        return GHE_NOMEM;
-    for (size_t i = 0; i < x->count; i++) {
-        const struct tpl_part *p = &x->parts[i];
-        if (p->kind == TPL_LIT) {
-            memcpy(w, p->text, p->len);
-            w += p->len;
-        } else if (p->kind == TPL_UID) {
-            memcpy(w, r->uid, 36);
-            w += 36;
-        } else {
-            memcpy(w, r->vals[p->param].s, r->vals[p->param].len);
-            w += r->vals[p->param].len;
-        }
-    }
-    *w = '\0';
-    cJSON_free(dst->valuestring);
-    dst->valuestring = s;
-    return 0;
-}
-
-/* Walks the template and its copy in step; sites come in the same pre-order. */
-static int tpl_subst(struct tpl_render *r, const cJSON *src, cJSON *dst, size_t *cursor) {
-    const cJSON *s = src->child;
-    cJSON *d = dst->child;
-    int rc = 0;
-
-    while (s && d && *cursor < r->t->nsite && !rc) {
-        cJSON *next = d->next;
-        if (r->t->sites[*cursor].node == s)
-            rc = tpl_site_render(r, &r->t->sites[(*cursor)++], dst, d);
-        else if (s->child)
-            rc = tpl_subst(r, s, d, cursor);
-        s = s->next;
-        d = next;
-    }
-    return rc;
 }
 
 static int tpl_uuid4(char out[37]) {
@@ -1217,105 +1463,199 @@ static int tpl_uuid4(char out[37]) {
     return 0;
 }
 
-/* Sets obj[key] to a string, replacing what the template had there. */
-static int tpl_set(cJSON *obj, const char *key, const char *value) {
-    cJSON *v = cJSON_CreateString(value);
+/* The JSON text of a structured value (an array or object param), or NULL. */
+static const char *tpl_val_json(struct tpl_val *v) {
+    if (!v->node)
+        return NULL;
+    if (v->json)
+        return v->json;
+    v->owned_print = cJSON_PrintUnformatted(v->node);
+    return v->json = v->owned_print;
+}
 
-    if (!v)
-        return GHE_NOMEM;
-    if (cJSON_GetObjectItemCaseSensitive(obj, key)) {
-        if (cJSON_ReplaceItemInObjectCaseSensitive(obj, key, v))
-            return 0;
-    } else if (cJSON_AddItemToObject(obj, key, v)) {
+/* A site's value as a string (its parts concatenated); false when it is structured. */
+static int tpl_site_check(struct tpl_render *r, const struct tpl_site *site, bool *structured) {
+    const struct tpl_expr *x = &site->expr;
+    size_t total = 0;
+
+    *structured = x->count == 1 && x->parts[0].kind == TPL_PARAM && r->vals[x->parts[0].param].node;
+    if (*structured)
         return 0;
+    for (size_t i = 0; i < x->count; i++) {
+        const struct tpl_part *p = &x->parts[i];
+        size_t len = p->kind == TPL_LIT ? p->len : p->kind == TPL_UID ? 36 : r->vals[p->param].len;
+        if (len > TEMPLATE_STRING_MAX - total) {
+            tpl_render_error(r, "the value rendered at %s is longer than %d bytes", site->place,
+                             TEMPLATE_STRING_MAX);
+            return GHE_INVAL;
+        }
+        total += len;
     }
-    cJSON_Delete(v);
-    return GHE_NOMEM;
+    return 0;
+}
+
+/* Appends a string site's parts, raw (escape false) or escaped for JSON. */
+static int tpl_site_parts(struct tpl_render *r, const struct tpl_site *site, struct buf *out,
+                          bool escape) {
+    const struct tpl_expr *x = &site->expr;
+    int rc = 0;
+
+    for (size_t i = 0; i < x->count && !rc; i++) {
+        const struct tpl_part *p = &x->parts[i];
+        const char *s = p->kind == TPL_LIT   ? p->text
+                        : p->kind == TPL_UID ? r->uid
+                                             : r->vals[p->param].s;
+        size_t len = p->kind == TPL_LIT ? p->len : p->kind == TPL_UID ? 36 : r->vals[p->param].len;
+        rc = escape ? buf_append_json_escaped(out, s, len) : buf_append(out, s, len);
+    }
+    return rc;
+}
+
+/* Appends a site's value as JSON: a string, or the structured value it stands for. */
+static int tpl_site_emit(struct tpl_render *r, const struct tpl_site *site, struct buf *out) {
+    bool structured;
+    int rc = tpl_site_check(r, site, &structured);
+
+    if (rc)
+        return rc;
+    if (structured) {
+        const char *json = tpl_val_json(&r->vals[site->expr.parts[0].param]);
+        return json ? buf_appends(out, json) : GHE_NOMEM;
+    }
+    if ((rc = buf_append(out, "\"", 1)) || (rc = tpl_site_parts(r, site, out, true)))
+        return rc;
+    return buf_append(out, "\"", 1);
 }
 
 /*
- * Sets obj[key] and moves it to the front, so name and namespace read first in
- * the printed object. cJSON's array insert works on any child list.
+ * The rendered string at a place the name is taken from: a literal string, or
+ * a site that renders to a string. "" when it is neither.
  */
-static int tpl_set_first(cJSON *obj, const char *key, const char *value) {
-    cJSON *v = cJSON_CreateString(value);
+static int tpl_source_string(struct tpl_render *r, const struct tpl_source *src, struct buf *tmp) {
+    bool structured;
+    int rc;
 
-    if (!v)
-        return GHE_NOMEM;
-    cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
-    if (!cJSON_AddItemToObject(obj, key, v)) {
-        cJSON_Delete(v);
-        return GHE_NOMEM;
+    tmp->len = 0;
+    if (src->site < 0)
+        return buf_appends(tmp, src->literal ? src->literal : "");
+    const struct tpl_site *site = &r->t->sites[src->site];
+    if ((rc = tpl_site_check(r, site, &structured)) != 0 || structured)
+        return rc;
+    return tpl_site_parts(r, site, tmp, false);
+}
+
+static int tpl_append_quoted(struct buf *out, const char *s) {
+    int rc;
+    if ((rc = buf_append(out, "\"", 1)) || (rc = buf_append_json_escaped(out, s, strlen(s))))
+        return rc;
+    return buf_append(out, "\"", 1);
+}
+
+/* Runs the compiled program: literal text, site values, name, namespace, labels, annotations. */
+static int tpl_run(struct tpl_render *r, const char *name, const char *const *labels,
+                   const char *const *notes, struct buf *out) {
+    const struct template *t = r->t;
+    const char *ns = r->in->namespace;
+    bool note_comma = t->notes_nonempty;
+    int rc = 0;
+
+    for (size_t i = 0; i < t->nop && !rc; i++) {
+        const struct tpl_op *op = &t->ops[i];
+        switch (op->kind) {
+        case TPL_OP_TEXT:
+            rc = buf_append(out, t->text + op->off, op->len);
+            break;
+        case TPL_OP_SITE:
+            rc = tpl_site_emit(r, &t->sites[op->index], out);
+            break;
+        case TPL_OP_NAME:
+            rc = tpl_append_quoted(out, name);
+            break;
+        case TPL_OP_NS:
+            if (ns && !(rc = buf_appends(out, ",\"namespace\":")))
+                rc = tpl_append_quoted(out, ns);
+            break;
+        case TPL_OP_SKIP_IF_NS:
+            if (ns)
+                i += op->skip;
+            break;
+        case TPL_OP_LABEL:
+            rc = tpl_append_quoted(out, labels[op->index]);
+            break;
+        case TPL_OP_NOTE:
+            if (notes[op->index]) {
+                rc = tpl_append_quoted(out, notes[op->index]);
+                i += op->skip;
+            }
+            break;
+        case TPL_OP_NOTE_ADD:
+            if (!notes[op->index])
+                break;
+            if (note_comma)
+                rc = buf_append(out, ",", 1);
+            note_comma = true;
+            if (!rc && !(rc = tpl_append_quoted(out, tpl_note_keys[op->index])) &&
+                !(rc = buf_append(out, ":", 1)))
+                rc = tpl_append_quoted(out, notes[op->index]);
+            break;
+        }
     }
-    cJSON_DetachItemViaPointer(obj, v);
-    cJSON_InsertItemInArray(obj, 0, v);
-    return 0;
+    return rc;
 }
 
-static int tpl_set_label(cJSON *labels, const char *key, const char *value) {
-    char safe[NAMING_MAX + 1];
-
-    naming_label_value(value, safe);
-    return tpl_set(labels, key, safe);
-}
-
-/* Sets the annotation when there is a value; an absent value leaves no annotation. */
-static int tpl_set_note(cJSON *notes, const char *key, const char *value) {
-    return value ? tpl_set(notes, key, value) : 0;
-}
-
-static int tpl_metadata(struct tpl_render *r, cJSON *run) {
+/* Computes the name, the labels and the annotations, then runs the program. */
+static int tpl_render_text(struct tpl_render *r, struct buf *out, char name[NAMING_MAX + 1]) {
     const struct template_render_input *in = r->in;
     const struct select_decision *d = in->decision;
     const struct event *ev = r->ev;
-    cJSON *meta = cJSON_GetObjectItemCaseSensitive(run, "metadata");
-    cJSON *spec = cJSON_GetObjectItemCaseSensitive(run, "spec");
-    cJSON *ref = cJSON_GetObjectItemCaseSensitive(spec, "pipelineRef");
-    cJSON *pname = cJSON_GetObjectItemCaseSensitive(ref, "name");
-    cJSON *gen = cJSON_GetObjectItemCaseSensitive(meta, "generateName");
-    const char *prefix = "run";
-    char name[NAMING_MAX + 1];
+    char safe[TPL_LABEL_COUNT][NAMING_MAX + 1];
+    const char *labels[TPL_LABEL_COUNT], *notes[TPL_NOTE_COUNT];
+    const char *label_src[TPL_LABEL_COUNT] = {NULL, d ? select_variant_name(d->variant) : NULL,
+                                              ev->event, ev->delivery, ev->repo_full_name};
+    const char *note_src[TPL_NOTE_COUNT] = {d ? d->rule : NULL, d ? d->reason : NULL,
+                                            ev->delivery,       ev->ref,
+                                            ev->revision,       ev->repo_full_name};
+    struct buf tmp;
+    bool structured;
     int rc = 0;
 
-    if (cJSON_IsString(pname) && *pname->valuestring)
-        prefix = pname->valuestring;
-    else if (cJSON_IsString(gen) && *gen->valuestring)
-        prefix = gen->valuestring;
-    naming_pipelinerun(prefix, in->name_key[0], in->name_key[1], in->name_key[2], name);
-    cJSON_DeleteItemFromObjectCaseSensitive(meta, "generateName");
-    if (in->namespace && (rc = tpl_set_first(meta, "namespace", in->namespace)) != 0)
+    /* Every site is bounded, also those the output leaves out (a replaced label). */
+    for (size_t i = 0; i < r->t->nsite && !rc; i++)
+        rc = tpl_site_check(r, &r->t->sites[i], &structured);
+    if (rc)
         return rc;
-    if ((rc = tpl_set_first(meta, "name", name)) != 0)
+    buf_init(&tmp, TEMPLATE_STRING_MAX);
+    rc = tpl_source_string(r, &r->t->prefix_ref, &tmp);
+    if (!rc && (!tmp.data || !tmp.len))
+        rc = tpl_source_string(r, &r->t->prefix_gen, &tmp);
+    if (rc) {
+        buf_cleanup(&tmp);
         return rc;
-
-    cJSON *labels = cJSON_GetObjectItemCaseSensitive(meta, "labels");
-    cJSON *notes = cJSON_GetObjectItemCaseSensitive(meta, "annotations");
-    const char *variant = d ? select_variant_name(d->variant) : NULL;
-    if ((rc = tpl_set(labels, "app.kubernetes.io/managed-by", "gpuhook")) ||
-        (rc = tpl_set_label(labels, "gpuhook.dev/variant", variant)) ||
-        (rc = tpl_set_label(labels, "gpuhook.dev/event", ev->event)) ||
-        (rc = tpl_set_label(labels, "triggers.tekton.dev/triggers-eventid", ev->delivery)) ||
-        (rc = tpl_set_label(labels, "gpuhook.dev/repository", ev->repo_full_name)))
-        return rc;
-    if ((rc = tpl_set_note(notes, "gpuhook.dev/rule", d ? d->rule : NULL)) ||
-        (rc = tpl_set_note(notes, "gpuhook.dev/reason", d ? d->reason : NULL)) ||
-        (rc = tpl_set_note(notes, "gpuhook.dev/delivery", ev->delivery)) ||
-        (rc = tpl_set_note(notes, "gpuhook.dev/ref", ev->ref)) ||
-        (rc = tpl_set_note(notes, "gpuhook.dev/revision", ev->revision)) ||
-        (rc = tpl_set_note(notes, "gpuhook.dev/repository", ev->repo_full_name)))
-        return rc;
-    return 0;
+    }
+    naming_pipelinerun(tmp.len ? tmp.data : "run", in->name_key[0], in->name_key[1],
+                       in->name_key[2], name);
+    buf_cleanup(&tmp);
+    labels[0] = "gpuhook";
+    for (size_t i = 1; i < TPL_LABEL_COUNT; i++) {
+        naming_label_value(label_src[i], safe[i]);
+        labels[i] = safe[i];
+    }
+    memcpy(notes, note_src, sizeof(notes));
+    rc = tpl_run(r, name, labels, notes, out);
+    if (rc == GHE_TOOBIG) {
+        tpl_render_error(r, "the rendered PipelineRun is longer than %zu bytes", out->max);
+        rc = GHE_INVAL;
+    }
+    return rc;
 }
 
-int template_render(const struct template *t, const struct template_render_input *in, cJSON **out,
-                    char *err, size_t errlen) {
+int template_render_json(const struct template *t, const struct template_render_input *in,
+                         struct buf *out, char name[NAMING_MAX + 1], char *err, size_t errlen) {
     static const struct event no_event;
     struct tpl_render r;
-    cJSON *run = NULL;
-    size_t cursor = 0;
     int rc;
 
-    *out = NULL;
+    name[0] = '\0';
     if (err && errlen)
         err[0] = '\0';
     memset(&r, 0, sizeof(r));
@@ -1328,27 +1668,30 @@ int template_render(const struct template *t, const struct template_render_input
     if (!r.vals)
         return GHE_NOMEM;
     rc = tpl_values(&r);
-    if (rc)
-        goto out;
-    if (t->uses_uid && (rc = tpl_uuid4(r.uid)) != 0) {
+    if (!rc && t->uses_uid && (rc = tpl_uuid4(r.uid)) != 0)
         tpl_render_error(&r, "no random bytes for $(uid)");
-        goto out;
-    }
-    if (!(run = cJSON_Duplicate(t->run, 1))) {
-        rc = GHE_NOMEM;
-        goto out;
-    }
-    rc = tpl_subst(&r, t->run, run, &cursor);
     if (!rc)
-        rc = tpl_metadata(&r, run);
-out:
+        rc = tpl_render_text(&r, out, name);
     tpl_values_free(r.vals, t->nparam);
-    if (rc) {
-        cJSON_Delete(run);
-        if (rc == GHE_NOMEM && err && errlen)
+    if (rc == GHE_NOMEM && err && errlen)
+        snprintf(err, errlen, "out of memory while rendering the PipelineRun");
+    return rc;
+}
+
+int template_render(const struct template *t, const struct template_render_input *in, cJSON **out,
+                    char *err, size_t errlen) {
+    char name[NAMING_MAX + 1];
+    struct buf text;
+    int rc;
+
+    *out = NULL;
+    buf_init(&text, TEMPLATE_RENDER_MAX);
+    rc = template_render_json(t, in, &text, name, err, errlen);
+    if (!rc && !(*out = cJSON_ParseWithLength(text.data, text.len))) {
+        rc = GHE_NOMEM;
+        if (err && errlen)
             snprintf(err, errlen, "out of memory while rendering the PipelineRun");
-        return rc;
     }
-    *out = run;
-    return 0;
+    buf_cleanup(&text);
+    return rc;
 }

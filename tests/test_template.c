@@ -885,6 +885,79 @@ static void test_template_null_extensions_are_empty(void **state) {
     template_free(t);
 }
 
+/* Renders through the text path and checks that it parses, names the run and matches the tree. */
+static cJSON *render_both(const struct template *t, const struct template_render_input *in) {
+    char err[256], name[NAMING_MAX + 1];
+    struct buf text;
+    cJSON *run = NULL, *again = NULL;
+
+    buf_init(&text, 1 << 20);
+    assert_int_equal(template_render_json(t, in, &text, name, err, sizeof(err)), 0);
+    assert_non_null(run = cJSON_ParseWithLength(text.data, text.len));
+    assert_string_equal(str_at(run, "metadata.name"), name);
+    assert_int_equal(template_render(t, in, &again, err, sizeof(err)), 0);
+    assert_true(cJSON_Compare(run, again, true));
+    cJSON_Delete(again);
+    buf_cleanup(&text);
+    return run;
+}
+
+static void test_template_metadata_rules(void **state) {
+    struct template *t = load_ok(FX "meta-template.yaml", NULL);
+    struct event ev;
+    struct select_decision d;
+    char name[NAMING_MAX + 1];
+    (void)state;
+
+    /* No namespace, no decision, no event fields: the template's namespace and notes stay. */
+    event_init(&ev);
+    struct template_render_input in;
+    memset(&in, 0, sizeof(in));
+    in.ev = &ev;
+    cJSON *run = render_both(t, &in);
+    /* pipelineRef.name renders to a list, so the prefix is the rendered generateName. */
+    naming_pipelinerun("from-default-", NULL, NULL, NULL, name);
+    assert_string_equal(str_at(run, "metadata.name"), name);
+    assert_null(at(run, "metadata.generateName"));
+    assert_string_equal(at(run, "metadata")->child->string, "name");
+    assert_string_equal(at(run, "metadata")->child->next->string, "namespace");
+    assert_string_equal(str_at(run, "metadata.namespace"), "template-ns");
+    assert_json_equal(
+        at(run, "metadata.labels"),
+        "{\"gpuhook.dev/event\": \"\", \"team\": \"ml\","
+        " \"app.kubernetes.io/managed-by\": \"gpuhook\", \"gpuhook.dev/variant\": \"\","
+        " \"triggers.tekton.dev/triggers-eventid\": \"\","
+        " \"gpuhook.dev/repository\": \"\"}");
+    assert_json_equal(
+        at(run, "metadata.annotations"),
+        "{\"gpuhook.dev/ref\": \"template-ref\", \"gpuhook.dev/rule\": \"from-default\","
+        " \"other\": \"from-default\"}");
+    assert_json_equal(at(run, "spec.pipelineRef.name"), "[\"a\", \"b\"]");
+    cJSON_Delete(run);
+
+    /* A namespace and values: gpuhook's replace the template's in place, the rest follow. */
+    memset(&d, 0, sizeof(d));
+    d.variant = SELECT_ORIGINAL;
+    snprintf(d.rule, sizeof(d.rule), "r1");
+    snprintf(d.reason, sizeof(d.reason), "because");
+    ev.ref = strdup("refs/heads/main");
+    ev.delivery = strdup("d-1");
+    in.decision = &d;
+    in.namespace = "ns";
+    run = render_both(t, &in);
+    assert_string_equal(at(run, "metadata")->child->next->string, "namespace");
+    assert_string_equal(str_at(run, "metadata.namespace"), "ns");
+    assert_int_equal(cJSON_GetArraySize(at(run, "metadata")), 4);
+    assert_json_equal(at(run, "metadata.annotations"),
+                      "{\"gpuhook.dev/ref\": \"refs/heads/main\", \"gpuhook.dev/rule\": \"r1\","
+                      " \"other\": \"from-default\", \"gpuhook.dev/reason\": \"because\","
+                      " \"gpuhook.dev/delivery\": \"d-1\"}");
+    assert_string_equal(str_at(run, "metadata.labels[\"gpuhook.dev/variant\"]"), "original");
+    cJSON_Delete(run);
+    event_cleanup(&ev);
+    template_free(t);
+}
+
 static void test_template_loads_json_templates(void **state) {
     struct template *t = load_ok(FX "prop-template.json", NULL);
     struct event ev;
@@ -1183,6 +1256,7 @@ int main(void) {
         cmocka_unit_test(test_template_missing_paths_use_default_or_fail),
         cmocka_unit_test(test_template_oversized_values_are_refused),
         cmocka_unit_test(test_template_null_extensions_are_empty),
+        cmocka_unit_test(test_template_metadata_rules),
         cmocka_unit_test(test_template_loads_json_templates),
         cmocka_unit_test(test_template_property_hostile_values_keep_shape_and_bytes),
     };

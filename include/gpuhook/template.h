@@ -12,8 +12,10 @@
 
 #include <cjson/cJSON.h>
 
+#include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 #include "gpuhook/event.h"
+#include "gpuhook/naming.h"
 #include "gpuhook/select.h"
 
 struct template;
@@ -77,6 +79,15 @@ struct template_render_input {
  */
 int template_render(const struct template *t, const struct template_render_input *in, cJSON **out,
                     char *err, size_t errlen);
+
+/*
+ * The same render written as compact JSON text, appended to out (bounded by
+ * out->max), with the run's name in name. This is the delivery path: the
+ * template was compiled at load into text and holes, so no tree is built.
+ * template_render is this text parsed back into a tree.
+ */
+int template_render_json(const struct template *t, const struct template_render_input *in,
+                         struct buf *out, char name[NAMING_MAX + 1], char *err, size_t errlen);
 
 /*
  * Loads a YAML or JSON file holding one document into a cJSON tree (caller
