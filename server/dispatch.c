@@ -22,16 +22,10 @@ static void dispatch_note(struct http_request *req, const char *variant, const c
 
 static void dispatch_respond(struct http_request *req, int status, const char *outcome,
                              const struct dispatch_pending *pd) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", outcome);
-    cJSON_AddStringToObject(o, "pipelinerun", pd->name);
-    cJSON_AddStringToObject(o, "namespace", pd->ns);
-    cJSON_AddStringToObject(o, "variant", pd->variant);
-    cJSON_AddStringToObject(o, "rule", pd->rule);
-    if (pd->delivery)
-        cJSON_AddStringToObject(o, "delivery", pd->delivery);
-    http_request_json(req, status, o);
-    cJSON_Delete(o);
+    const char *fields[] = {"status",   outcome,      "pipelinerun", pd->name, "namespace",
+                            pd->ns,     "variant",    pd->variant,   "rule",   pd->rule,
+                            "delivery", pd->delivery, NULL};
+    http_request_fields(req, status, fields);
 }
 
 void dispatch_pending_free(struct dispatch_pending *p) {

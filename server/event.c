@@ -237,8 +237,6 @@ static size_t utf8_invalid_offset(const unsigned char *s, size_t len) {
 
     while (i < len) {
         unsigned char c = s[i];
-        size_t need;
-        unsigned char lo = 0x80, hi = 0xBF;
 
         if (c < 0x80) {
             if (c == 0)
@@ -255,32 +253,10 @@ static size_t utf8_invalid_offset(const unsigned char *s, size_t len) {
             }
             continue;
         }
-        if (c >= 0xC2 && c <= 0xDF) {
-            need = 1;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            need = 2;
-            if (c == 0xE0)
-                lo = 0xA0;
-            else if (c == 0xED)
-                hi = 0x9F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            need = 3;
-            if (c == 0xF0)
-                lo = 0x90;
-            else if (c == 0xF4)
-                hi = 0x8F;
-        } else {
+        size_t n = buf_utf8_len(s + i, len - i);
+        if (!n)
             return i;
-        }
-        if (len - i <= need)
-            return i;
-        if (s[i + 1] < lo || s[i + 1] > hi)
-            return i;
-        for (size_t k = 2; k <= need; k++) {
-            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
-                return i;
-        }
-        i += need + 1;
+        i += n;
     }
     return len;
 }
@@ -727,18 +703,21 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
         set_err(err, errlen, "the bindings name too many $(body...) paths");
         return GHE_INVAL;
     }
-    size_t bad = utf8_invalid_offset((const unsigned char *)json, json_len);
-    if (bad < json_len) {
-        if (json[bad] == '\0')
-            set_err(err, errlen, "body contains a NUL byte");
-        else
-            set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
-        return GHE_INVAL;
-    }
     event_global_init();
     event_arena_current = (struct event_arena **)&ev->arena;
     rc = jsonprune_parse(json, json_len, paths, npaths, EVENT_MAX_DEPTH, &ev->body, err, errlen);
     event_arena_current = NULL;
+    if (rc == GHE_INVAL) {
+        /*
+         * jsonprune checks UTF-8 and NULs as it goes, so only a refused body needs
+         * this scan, for the more precise of the two reasons.
+         */
+        size_t bad = utf8_invalid_offset((const unsigned char *)json, json_len);
+        if (bad < json_len && json[bad] == '\0')
+            set_err(err, errlen, "body contains a NUL byte");
+        else if (bad < json_len)
+            set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
+    }
     if (rc)
         return rc;
 

@@ -113,6 +113,31 @@ void http_request_json(struct http_request *req, int status, const cJSON *obj) {
     req->responded = true;
 }
 
+void http_request_fields(struct http_request *req, int status, const char *const *fields) {
+    int rc = 0;
+
+    req->out.len = 0;
+    rc = buf_append(&req->out, "{", 1);
+    for (const char *const *f = fields; *f && !rc; f += 2) {
+        if (!f[1])
+            continue;
+        if (!(rc = buf_append(&req->out, "\"", 1)) &&
+            !(rc = buf_append_json_escaped(&req->out, f[0], strlen(f[0]))) &&
+            !(rc = buf_append(&req->out, "\":\"", 3)) &&
+            !(rc = buf_append_json_escaped(&req->out, f[1], strlen(f[1]))))
+            rc = buf_append(&req->out, "\",", 2);
+    }
+    if (!rc && !(rc = buf_appends(&req->out, "\"request_id\":\"")) &&
+        !(rc = buf_appends(&req->out, req->request_id)))
+        rc = buf_append(&req->out, "\"}", 2);
+    if (rc) {
+        http_request_error(req, 500, "out of memory");
+        return;
+    }
+    req->status = status;
+    req->responded = true;
+}
+
 void http_request_add_header(struct http_request *req, const char *name, const char *value) {
     if (strcasecmp(name, "Content-Length") == 0)
         req->content_length_count++;

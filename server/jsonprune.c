@@ -39,6 +39,22 @@ static inline void jp_ws(struct jsonprune *j) {
     const char *p = j->p;
     if (p == j->end || (unsigned char)*p > ' ')
         return;
+#ifdef __SSE2__
+    /* Indentation comes in runs: sixteen bytes per step. */
+    while (j->end - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
+        __m128i ws = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8(' ')),
+                                               _mm_cmpeq_epi8(v, _mm_set1_epi8('\n'))),
+                                  _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('\r')),
+                                               _mm_cmpeq_epi8(v, _mm_set1_epi8('\t'))));
+        unsigned mask = (unsigned)_mm_movemask_epi8(ws) ^ 0xFFFFu;
+        if (mask) {
+            j->p = p + __builtin_ctz(mask);
+            return;
+        }
+        p += 16;
+    }
+#endif
     while (p < j->end && jp_is_ws(*p))
         p++;
     j->p = p;
@@ -96,8 +112,8 @@ static bool jp_u4(struct jsonprune *j, unsigned *out) {
 }
 
 /*
- * Returns the first byte at or after p that is a quote, a backslash or a
- * control character, or end. Strings are most of a payload, so this looks at
+ * Returns the first byte at or after p that is a quote, a backslash, a
+ * control character or not ASCII, or end. Strings are most of a payload, so this looks at
  * eight bytes per step (the "has a zero byte" trick of Hacker's Delight).
  */
 static const char *jp_plain_run(const char *p, const char *end) {
@@ -110,7 +126,7 @@ static const char *jp_plain_run(const char *p, const char *end) {
         __m128i hit =
             _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, vquote), _mm_cmpeq_epi8(v, vslash)),
                          _mm_cmpeq_epi8(_mm_max_epu8(v, vctl), vctl));
-        int mask = _mm_movemask_epi8(hit);
+        int mask = _mm_movemask_epi8(hit) | _mm_movemask_epi8(v); /* or not ASCII */
         if (mask)
             return p + __builtin_ctz((unsigned)mask);
         p += 16;
@@ -122,12 +138,13 @@ static const char *jp_plain_run(const char *p, const char *end) {
         memcpy(&w, p, 8);
         uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
         uint64_t hit =
-            ((quote - ones) & ~quote) | ((slash - ones) & ~slash) | ((w - ones * 0x20) & ~w);
+            ((quote - ones) & ~quote) | ((slash - ones) & ~slash) | ((w - ones * 0x20) & ~w) | w;
         if (hit & highs)
             break;
         p += 8;
     }
-    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20 &&
+           (unsigned char)*p < 0x80)
         p++;
     return p;
 }
@@ -171,6 +188,18 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
         if (q == j->end || (unsigned char)*q < 0x20) {
             jp_fail(j, GHE_INVAL, "body is not valid JSON");
             return false;
+        }
+        if ((unsigned char)*q >= 0x80) {
+            /* Not ASCII: one whole, strict UTF-8 sequence, or the body is refused. */
+            size_t n8 = buf_utf8_len((const unsigned char *)q, (size_t)(j->end - q));
+            if (!n8) {
+                jp_fail(j, GHE_INVAL, "body is not valid UTF-8");
+                return false;
+            }
+            if (decode && escaped && !jp_scratch_put(j, &n, q, n8))
+                return false;
+            j->p = q + n8;
+            continue;
         }
         if (*q == '"')
             break;

@@ -29,6 +29,13 @@ int buf_append_json_escaped(struct buf *b, const char *s, size_t n);
 /* The value of one hexadecimal digit (either case), or -1. */
 int buf_hex_value(char c);
 
+/*
+ * The length (1 to 4) of the strict UTF-8 sequence at s, which has left bytes
+ * (at least 1), or 0 when it is not one: overlong forms, surrogates and code
+ * points past U+10FFFF are refused.
+ */
+size_t buf_utf8_len(const unsigned char *s, size_t left);
+
 /* Detaches and returns the contents (caller frees); the buffer is left empty. */
 char *buf_detach(struct buf *b, size_t *len);
 

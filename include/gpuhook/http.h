@@ -95,6 +95,13 @@ void http_request_error(struct http_request *req, int status, const char *fmt, .
 /* Sets a JSON response from obj (not freed) with request_id appended to objects. */
 void http_request_json(struct http_request *req, int status, const cJSON *obj);
 
+/*
+ * Sets a JSON object response of string members written straight into the
+ * output: fields holds key, value pairs and ends with NULL; a NULL value leaves
+ * its member out. request_id is added last, as http_request_json does.
+ */
+void http_request_fields(struct http_request *req, int status, const char *const *fields);
+
 struct http_server;
 
 /* Starts serving cfg's listen address. Returns NULL with messages in el. */
