@@ -94,39 +94,49 @@ const char *delivery_namespace(const struct delivery *d) { return d->namespace; 
 
 int delivery_mode(const struct delivery *d) { return d->mode; }
 
-static void delivery_via_api(struct delivery *d, const char *name, const char *ns, const char *json,
-                             size_t len, long deadline_ms, struct delivery_result *r) {
-    struct kube_result kr;
+bool delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
+                          const struct kube_result *kr, bool may_block, struct delivery_result *r) {
     char status[16];
 
-    kube_create(d->kube, ns, json, len, deadline_ms, &kr);
-    r->api_status = kr.status;
-    snprintf(r->message, sizeof(r->message), "%s", kr.message);
-    snprintf(status, sizeof(status), "%d", kr.status);
-    if (kr.status == 201) {
+    memset(r, 0, sizeof(*r));
+    r->api_status = kr->status;
+    snprintf(r->message, sizeof(r->message), "%s", kr->message);
+    snprintf(status, sizeof(status), "%d", kr->status);
+    if (kr->status == 201) {
         r->outcome = DELIVERY_CREATED;
-        return;
+        return true;
     }
-    if (kr.status == 409) {
+    if (kr->status == 409) {
         r->outcome = DELIVERY_EXISTS;
-        return;
+        return true;
     }
-    if (kr.status == 400 || kr.status == 422) {
+    if (kr->status == 400 || kr->status == 422) {
         r->outcome = DELIVERY_REJECTED;
         LOGGER_ERROR_("API rejected the PipelineRun", "pipelinerun", name, "status", status,
-                      "error", kr.message);
-        return;
+                      "error", kr->message);
+        return true;
     }
+    if (!may_block)
+        return false;
     /* Out of time: keep it durably and let the worker finish the job. */
     if (spool_put(d->spool, name, json, len) == 0) {
         r->outcome = DELIVERY_QUEUED;
         LOGGER_WARN_("API unavailable, run spooled", "pipelinerun", name, "status", status, "error",
-                     kr.message);
+                     kr->message);
     } else {
         r->outcome = DELIVERY_UNAVAILABLE;
         LOGGER_ERROR_("API unavailable and the spool refused the run", "pipelinerun", name,
                       "status", status, "error", strerror(errno));
     }
+    return true;
+}
+
+int delivery_submit_async(struct delivery *d, const char *ns, const char *json, size_t len,
+                          long deadline_ms, void (*done)(void *arg, const struct kube_result *kr),
+                          void *arg) {
+    if (d->mode != CONFIG_KUBE_URL && d->mode != CONFIG_KUBE_IN_CLUSTER)
+        return GHE_UNSUPPORTED;
+    return kube_create_async(d->kube, ns, json, len, deadline_ms, done, arg);
 }
 
 void delivery_submit(struct delivery *d, const char *name, const char *ns, const char *json,
@@ -148,8 +158,11 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
         if (r->outcome == DELIVERY_UNAVAILABLE)
             snprintf(r->message, sizeof(r->message), "cannot write to kubernetes.local_dir");
         return;
-    default:
-        delivery_via_api(d, name, ns, json, len, deadline_ms, r);
+    default: {
+        struct kube_result kr;
+        kube_create(d->kube, ns, json, len, deadline_ms, &kr);
+        delivery_api_outcome(d, name, json, len, &kr, true, r);
+    }
     }
 }
 

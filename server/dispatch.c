@@ -9,7 +9,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "gpuhook/kube.h"
 #include "gpuhook/naming.h"
+#include "gpuhook/workpool.h"
 
 #define DISPATCH_RUN_MAX (64 * 1024 * 1024) /* a rendered PipelineRun */
 
@@ -43,21 +45,14 @@ static long dispatch_now_ms(void) {
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-void dispatch_complete(struct http_request *req) {
-    struct dispatch_pending *pd = req->pending;
-    struct delivery_result r;
-
-    req->pending = NULL;
-    if (!pd)
-        return;
-    /* The deadline runs from the request's arrival, so time spent queued counts. */
-    long left = req->cfg->kube_timeout_seconds * 1000L - (dispatch_now_ms() - req->start_ms);
-    delivery_submit(req->app->delivery, pd->name, pd->ns, pd->json, pd->len, left, &r);
-    metrics_delivery(pd->event, delivery_outcome_name(r.outcome));
+/* Counts, logs and answers a delivery's outcome; frees the pending state. */
+static void dispatch_finish(struct http_request *req, struct dispatch_pending *pd,
+                            const struct delivery_result *r) {
+    metrics_delivery(pd->event, delivery_outcome_name(r->outcome));
     LOGGER_INFO_("delivery", "request_id", req->request_id, "delivery", pd->delivery, "event",
                  pd->event, "variant", pd->variant, "rule", pd->rule, "pipelinerun", pd->name,
-                 "outcome", delivery_outcome_name(r.outcome));
-    switch (r.outcome) {
+                 "outcome", delivery_outcome_name(r->outcome));
+    switch (r->outcome) {
     case DELIVERY_CREATED:
         metrics_pipelinerun_created(pd->variant);
         dispatch_respond(req, 201, "created", pd);
@@ -73,14 +68,76 @@ void dispatch_complete(struct http_request *req) {
         break;
     case DELIVERY_REJECTED:
         http_request_error(req, 500, "the Kubernetes API rejected the PipelineRun (HTTP %d): %s",
-                           r.api_status, r.message);
+                           r->api_status, r->message);
         break;
     default:
-        http_request_error(req, 503, "no delivery backend is ready: %s", r.message);
+        http_request_error(req, 503, "no delivery backend is ready: %s", r->message);
     }
-    if ((r.outcome == DELIVERY_CREATED || r.outcome == DELIVERY_EXISTS) && pd->delivery)
+    if ((r->outcome == DELIVERY_CREATED || r->outcome == DELIVERY_EXISTS) && pd->delivery)
         app_lru_put(req->app, pd->hook_id, pd->delivery, pd->name, pd->variant, pd->rule);
     dispatch_pending_free(pd);
+}
+
+/* The deadline runs from the request's arrival, so time spent queued counts. */
+static long dispatch_deadline(const struct http_request *req) {
+    return req->cfg->kube_timeout_seconds * 1000L - (dispatch_now_ms() - req->start_ms);
+}
+
+void dispatch_complete(struct http_request *req) {
+    struct dispatch_pending *pd = req->pending;
+    struct delivery_result r;
+
+    req->pending = NULL;
+    if (!pd)
+        return;
+    delivery_submit(req->app->delivery, pd->name, pd->ns, pd->json, pd->len, dispatch_deadline(req),
+                    &r);
+    dispatch_finish(req, pd, &r);
+}
+
+/* On a work-pool thread: the API ran out of time, so spool the run (fsync), then answer. */
+static void dispatch_spool_task(void *arg) {
+    struct http_request *req = arg;
+    struct dispatch_pending *pd = req->pending;
+    struct delivery_result r;
+
+    req->pending = NULL;
+    delivery_api_outcome(req->app->delivery, pd->name, pd->json, pd->len, &pd->api, true, &r);
+    void (*finished)(struct http_request *) = pd->finished;
+    dispatch_finish(req, pd, &r);
+    finished(req);
+}
+
+/* On the API client's thread: the final answer. Only spooling is handed to the pool. */
+static void dispatch_api_done(void *arg, const struct kube_result *kr) {
+    struct http_request *req = arg;
+    struct dispatch_pending *pd = req->pending;
+    struct delivery_result r;
+
+    if (!delivery_api_outcome(req->app->delivery, pd->name, pd->json, pd->len, kr, false, &r)) {
+        pd->api = *kr;
+        if (workpool_submit(pd->pool, dispatch_spool_task, req) != 0)
+            dispatch_spool_task(req);
+        return;
+    }
+    req->pending = NULL;
+    void (*finished)(struct http_request *) = pd->finished;
+    dispatch_finish(req, pd, &r);
+    finished(req);
+}
+
+bool dispatch_complete_async(struct http_request *req, struct workpool *pool,
+                             void (*finished)(struct http_request *req)) {
+    struct dispatch_pending *pd = req->pending;
+
+    if (!pd || delivery_mode(req->app->delivery) == CONFIG_KUBE_LOCAL ||
+        delivery_mode(req->app->delivery) == CONFIG_KUBE_DRY_RUN)
+        return false;
+    pd->pool = pool;
+    pd->finished = finished;
+    /* done runs in every case but the unsupported mode, which was ruled out above. */
+    return delivery_submit_async(req->app->delivery, pd->ns, pd->json, pd->len,
+                                 dispatch_deadline(req), dispatch_api_done, req) != GHE_UNSUPPORTED;
 }
 
 void dispatch_run(struct http_request *req, const struct dispatch_input *in) {

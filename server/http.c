@@ -413,12 +413,17 @@ void http_request_finish(struct http_request *req) {
     req->responded = true;
 }
 
+/* The response is set, on whichever thread finished the delivery: let it go. */
+static void http_deferred_done(struct http_request *req) {
+    atomic_store(&req->ready, true);
+    MHD_resume_connection(req->conn);
+}
+
 /* Runs on the work pool: the part of a delivery that may block, then resumes the connection. */
 static void http_deferred_run(void *arg) {
     struct http_request *req = arg;
     dispatch_complete(req);
-    atomic_store(&req->ready, true);
-    MHD_resume_connection(req->conn);
+    http_deferred_done(req);
 }
 
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -454,6 +459,9 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         req->deferred = true;
         req->conn = conn;
         MHD_suspend_connection(conn);
+        /* API calls need no thread of their own: the API client's loop drives them. */
+        if (dispatch_complete_async(req, server->pool, http_deferred_done))
+            return MHD_YES;
         if (workpool_submit(server->pool, http_deferred_run, req) != 0) {
             /* No thread to spare: do it here rather than drop the delivery. */
             http_deferred_run(req);
@@ -482,17 +490,22 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
         return;
     long ms = http_now_ms() - req->start_ms;
     char status[16], dur[32];
-    snprintf(status, sizeof(status), "%d", req->status);
-    snprintf(dur, sizeof(dur), "%ld", ms);
     if (!req->observed)
         metrics_http_observe(req->route, req->status, (double)ms / 1000.0);
-    logger_write(req->status >= 500 ? LOGGER_WARN : LOGGER_INFO, "request", "request_id",
-                 req->request_id, "method", req->method, "path", req->route, "status", status,
-                 "duration_ms", dur, "event", req->log_event[0] ? req->log_event : NULL, "delivery",
-                 req->log_delivery[0] ? req->log_delivery : NULL, "variant",
-                 req->log_variant[0] ? req->log_variant : NULL, "pipelinerun",
-                 req->log_pipelinerun[0] ? req->log_pipelinerun : NULL, "termination",
-                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "aborted", (const char *)NULL);
+    int level = req->status >= 500 ? LOGGER_WARN : LOGGER_INFO;
+    if (logger_enabled(level)) {
+        /* The access log; at a quieter log level not even its fields are formatted. */
+        snprintf(status, sizeof(status), "%d", req->status);
+        snprintf(dur, sizeof(dur), "%ld", ms);
+        logger_write(level, "request", "request_id", req->request_id, "method", req->method, "path",
+                     req->route, "status", status, "duration_ms", dur, "event",
+                     req->log_event[0] ? req->log_event : NULL, "delivery",
+                     req->log_delivery[0] ? req->log_delivery : NULL, "variant",
+                     req->log_variant[0] ? req->log_variant : NULL, "pipelinerun",
+                     req->log_pipelinerun[0] ? req->log_pipelinerun : NULL, "termination",
+                     toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "aborted",
+                     (const char *)NULL);
+    }
     http_request_free(req);
     *req_cls = NULL;
 }
@@ -532,7 +545,7 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
      * that may block are handed to the work pool with the connection suspended.
      */
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_ITC;
+                         MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_TURBO;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     unsigned int threads = ncpu < 2 ? 2 : ncpu > 16 ? 16 : (unsigned int)ncpu;
 

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,21 +19,49 @@
 #include <curl/curl.h>
 
 #define KUBE_POOL_MAX 64
+#define KUBE_CONNS_MAX 32
 #define KUBE_RESPONSE_MAX (1024 * 1024)
 #define KUBE_TOKEN_CHECK_SECONDS 10
+#define KUBE_IDLE_POLL_MS 1000
 #define KUBE_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
+#define KUBE_SHUTTING_DOWN "the API client is shutting down"
 
 /*
- * A pooled curl handle with its constant options set once. Its header list
- * (which holds the token) is rebuilt only when the token changes.
+ * A curl handle with its constant options set once. Its header list (which
+ * holds the token) is rebuilt only when the token changes.
  */
 struct kube_handle {
     CURL *curl;
     struct curl_slist *hdrs;
     unsigned token_gen;
+    struct kube_handle *next; /* in the loop's free list */
 };
 
 static void kube_handle_free(struct kube_handle *kh);
+
+/*
+ * One create, from kube_create_async until its done callback. It sits in exactly one
+ * list: incoming (shared, under jobs_lock), waiting for its retry time, or in flight
+ * (both owned by the loop thread).
+ */
+struct kube_job {
+    struct kube_job *next;
+    struct kube_job *prev; /* in flight only */
+    char url[1024];
+    const char *json;
+    size_t len;
+    long start_ms;
+    long deadline_ms;
+    long due_ms; /* when a waiting job's next attempt starts */
+    long backoff_ms;
+    long retry_after; /* seconds, from the last answer; -1 when absent */
+    int reauthed;
+    struct kube_handle *h; /* while in flight */
+    struct buf resp;
+    struct kube_result r;
+    kube_done_fn done;
+    void *arg;
+};
 
 struct kube {
     char *base_url;
@@ -41,7 +71,7 @@ struct kube {
     char *proxy;
     long timeout_seconds;
 
-    pthread_mutex_t lock; /* guards the token and the handle pool */
+    pthread_mutex_t lock; /* guards the token and the probe's handle pool */
     char *token;
     unsigned token_gen; /* bumped whenever the token changes */
     struct timespec token_mtime;
@@ -49,6 +79,20 @@ struct kube {
     time_t token_checked;
     struct kube_handle *pool[KUBE_POOL_MAX];
     size_t pool_len;
+
+    pthread_mutex_t jobs_lock; /* guards incoming and stopping */
+    struct kube_job *incoming;
+    struct kube_job *incoming_tail;
+    bool stopping;
+
+    /* Owned by the loop thread while it runs, then by kube_free. */
+    CURLM *multi;
+    pthread_t thread;
+    bool loop_running;
+    struct kube_job *waiting; /* sorted by due_ms */
+    struct kube_job *flight;
+    struct kube_handle *spare; /* free easy handles for the loop */
+    size_t spare_len;
 };
 
 static long kube_now_ms(void) {
@@ -92,12 +136,17 @@ static char *kube_read_small(const char *path) {
     return s;
 }
 
+static int kube_loop_start(struct kube *k);
+static void kube_loop_stop(struct kube *k);
+
 int kube_new(const struct config *cfg, struct kube **out, struct errlist *el) {
     struct kube *k = calloc(1, sizeof(*k));
+    int rc = GHE_INVAL;
     *out = NULL;
     if (!k)
         return GHE_NOMEM;
     pthread_mutex_init(&k->lock, NULL);
+    pthread_mutex_init(&k->jobs_lock, NULL);
     k->timeout_seconds = cfg->kube_timeout_seconds;
     k->proxy = cfg->kube_proxy ? strdup(cfg->kube_proxy) : NULL;
     if (cfg->kube_mode == CONFIG_KUBE_IN_CLUSTER) {
@@ -149,16 +198,22 @@ int kube_new(const struct config *cfg, struct kube **out, struct errlist *el) {
         errlist_add(el, "kubernetes: cannot read a token from %s", k->token_file);
         goto fail;
     }
+    if (kube_loop_start(k) != 0) {
+        errlist_add(el, "kubernetes: cannot start the API client's thread");
+        rc = GHE_NOMEM;
+        goto fail;
+    }
     *out = k;
     return 0;
 fail:
     kube_free(k);
-    return GHE_INVAL;
+    return rc;
 }
 
 void kube_free(struct kube *k) {
     if (!k)
         return;
+    kube_loop_stop(k);
     for (size_t i = 0; i < k->pool_len; i++)
         kube_handle_free(k->pool[i]);
     if (k->token) {
@@ -170,6 +225,7 @@ void kube_free(struct kube *k) {
     free(k->token_file);
     free(k->namespace);
     free(k->proxy);
+    pthread_mutex_destroy(&k->jobs_lock);
     pthread_mutex_destroy(&k->lock);
     free(k);
 }
@@ -218,6 +274,7 @@ static struct kube_handle *kube_handle_new(struct kube *k) {
     return kh;
 }
 
+/* The probe's pool: probes run on the caller's thread with curl_easy_perform. */
 static struct kube_handle *kube_handle_get(struct kube *k) {
     struct kube_handle *kh = NULL;
     pthread_mutex_lock(&k->lock);
@@ -253,17 +310,14 @@ static size_t kube_header_cb(char *ptr, size_t size, size_t nitems, void *userda
 }
 
 /*
- * One HTTP exchange. Returns the HTTP status, or 0 when no answer came (with
- * the curl error in msg). The body goes into resp.
+ * Sets one exchange's options on kh: a POST of body when body is set, else a GET.
+ * The answer goes into resp and its Retry-After into *retry_after.
  */
-static int kube_exchange(struct kube *k, struct kube_handle *kh, const char *method,
-                         const char *path, const char *body, size_t len, long timeout_ms,
-                         struct buf *resp, long *retry_after, char *msg, size_t msglen) {
-    char url[1024];
-    long code = 0;
+static void kube_handle_prepare(struct kube *k, struct kube_handle *kh, const char *url,
+                                const char *body, size_t len, long timeout_ms, struct buf *resp,
+                                long *retry_after) {
     CURL *h = kh->curl;
 
-    snprintf(url, sizeof(url), "%s%s", k->base_url, path);
     pthread_mutex_lock(&k->lock);
     kube_token_refresh(k, 0);
     if (kh->token_gen != k->token_gen || !kh->hdrs) {
@@ -287,13 +341,20 @@ static int kube_exchange(struct kube *k, struct kube_handle *kh, const char *met
     curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, retry_after);
-    if (strcmp(method, "POST") == 0) {
+    if (body) {
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     } else {
         curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     }
-    CURLcode cc = curl_easy_perform(h);
+}
+
+/*
+ * The status of a finished exchange, or 0 when no answer came (with the curl error
+ * in msg). Counts the attempt in the metrics.
+ */
+static int kube_exchange_status(CURL *h, CURLcode cc, char *msg, size_t msglen) {
+    long code = 0;
     if (cc != CURLE_OK) {
         snprintf(msg, msglen, "%s", curl_easy_strerror(cc));
         metrics_kube_request(0);
@@ -320,71 +381,351 @@ static int kube_is_transient(int code) {
            code == 408;
 }
 
+/* The loop's free easy handles; only the loop thread (or kube_free after it) uses them. */
+static struct kube_handle *kube_spare_get(struct kube *k) {
+    struct kube_handle *kh = k->spare;
+    if (!kh)
+        return kube_handle_new(k);
+    k->spare = kh->next;
+    k->spare_len--;
+    kh->next = NULL;
+    return kh;
+}
+
+static void kube_spare_put(struct kube *k, struct kube_handle *kh) {
+    if (!kh)
+        return;
+    if (k->spare_len >= KUBE_POOL_MAX) {
+        kube_handle_free(kh);
+        return;
+    }
+    kh->next = k->spare;
+    k->spare = kh;
+    k->spare_len++;
+}
+
+static void kube_job_finish(struct kube *k, struct kube_job *job) {
+    kube_spare_put(k, job->h);
+    job->h = NULL;
+    job->done(job->arg, &job->r);
+    free(job);
+}
+
+static void kube_flight_unlink(struct kube *k, struct kube_job *job) {
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        k->flight = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
+    job->next = job->prev = NULL;
+}
+
+static void kube_job_answered(struct kube *k, struct kube_job *job, int code);
+
+/* Starts the job's next attempt, or finishes it when too little time is left. */
+static void kube_job_attempt(struct kube *k, struct kube_job *job) {
+    long left = job->deadline_ms - (kube_now_ms() - job->start_ms);
+    if (left < 50) {
+        kube_job_finish(k, job);
+        return;
+    }
+    if (!job->h && !(job->h = kube_spare_get(k))) {
+        job->r.status = 0;
+        snprintf(job->r.message, sizeof(job->r.message), "out of memory");
+        kube_job_finish(k, job);
+        return;
+    }
+    buf_init(&job->resp, KUBE_RESPONSE_MAX);
+    job->retry_after = -1;
+    job->r.attempts++;
+    kube_handle_prepare(k, job->h, job->url, job->json, job->len, left, &job->resp,
+                        &job->retry_after);
+    curl_easy_setopt(job->h->curl, CURLOPT_PRIVATE, job);
+    CURLMcode mc = curl_multi_add_handle(k->multi, job->h->curl);
+    if (mc != CURLM_OK) {
+        /* Counted and retried like a transfer that got no answer. */
+        snprintf(job->r.message, sizeof(job->r.message), "%s", curl_multi_strerror(mc));
+        metrics_kube_request(0);
+        kube_job_answered(k, job, 0);
+        return;
+    }
+    job->prev = NULL;
+    job->next = k->flight;
+    if (k->flight)
+        k->flight->prev = job;
+    k->flight = job;
+}
+
+/* Decides what follows an attempt's answer: done, a retry now, or a retry later. */
+static void kube_job_answered(struct kube *k, struct kube_job *job, int code) {
+    job->r.status = code;
+    /* Only a failure's Status is worth parsing: a 201 carries nothing we need. */
+    if (code && (code < 200 || code > 299))
+        kube_status_message(&job->resp, code, job->r.message, sizeof(job->r.message));
+    buf_cleanup(&job->resp);
+    if (code == 401 && !job->reauthed) {
+        /* A rotated token: re-read it at once and retry once. */
+        job->reauthed = 1;
+        pthread_mutex_lock(&k->lock);
+        kube_token_refresh(k, 1);
+        pthread_mutex_unlock(&k->lock);
+        kube_job_attempt(k, job);
+        return;
+    }
+    if (!kube_is_transient(code)) {
+        kube_job_finish(k, job);
+        return;
+    }
+    unsigned int rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+        rnd = (unsigned int)kube_now_ms();
+    long wait = job->backoff_ms / 2 + (long)(rnd % (unsigned int)(job->backoff_ms / 2 + 1));
+    if (job->retry_after >= 0)
+        wait = job->retry_after * 1000L;
+    job->backoff_ms = job->backoff_ms * 2 > 2000 ? 2000 : job->backoff_ms * 2;
+    long now = kube_now_ms();
+    if (wait >= job->deadline_ms - (now - job->start_ms)) {
+        kube_job_finish(k, job);
+        return;
+    }
+    /* The connection stays in the multi's cache; the handle can serve others meanwhile. */
+    kube_spare_put(k, job->h);
+    job->h = NULL;
+    job->due_ms = now + wait;
+    struct kube_job **at = &k->waiting;
+    while (*at && (*at)->due_ms <= job->due_ms)
+        at = &(*at)->next;
+    job->next = *at;
+    *at = job;
+}
+
+/* Takes every finished transfer off the multi handle and acts on its answer. */
+static void kube_loop_reap(struct kube *k) {
+    CURLMsg *m;
+    int queued;
+    while ((m = curl_multi_info_read(k->multi, &queued)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *h = m->easy_handle;
+        CURLcode cc = m->data.result;
+        void *priv = NULL;
+        curl_easy_getinfo(h, CURLINFO_PRIVATE, &priv);
+        struct kube_job *job = priv;
+        curl_multi_remove_handle(k->multi, h);
+        kube_flight_unlink(k, job);
+        int code = kube_exchange_status(h, cc, job->r.message, sizeof(job->r.message));
+        kube_job_answered(k, job, code);
+    }
+}
+
+static void *kube_loop_main(void *arg) {
+    struct kube *k = arg;
+    for (;;) {
+        pthread_mutex_lock(&k->jobs_lock);
+        if (k->stopping) {
+            pthread_mutex_unlock(&k->jobs_lock);
+            break;
+        }
+        struct kube_job *in = k->incoming;
+        k->incoming = k->incoming_tail = NULL;
+        pthread_mutex_unlock(&k->jobs_lock);
+
+        while (in) {
+            struct kube_job *job = in;
+            in = in->next;
+            job->next = NULL;
+            kube_job_attempt(k, job);
+        }
+        long now = kube_now_ms();
+        while (k->waiting && k->waiting->due_ms <= now) {
+            struct kube_job *job = k->waiting;
+            k->waiting = job->next;
+            job->next = NULL;
+            kube_job_attempt(k, job);
+        }
+        int running = 0;
+        curl_multi_perform(k->multi, &running);
+        kube_loop_reap(k);
+
+        /*
+         * curl_multi_poll shortens this to curl's own next timeout; the nearest retry
+         * bounds it from our side, and curl_multi_wakeup ends it when a job comes in.
+         */
+        long timeout = KUBE_IDLE_POLL_MS;
+        if (k->waiting) {
+            long due = k->waiting->due_ms - kube_now_ms();
+            timeout = due < 0 ? 0 : due < timeout ? due : timeout;
+        }
+        curl_multi_poll(k->multi, NULL, 0, (int)timeout, NULL);
+    }
+    return NULL;
+}
+
+static int kube_loop_start(struct kube *k) {
+    sigset_t all, old;
+
+    k->multi = curl_multi_init();
+    if (!k->multi)
+        return GHE_NOMEM;
+    /*
+     * A burst of creates queues for a bounded set of keep-alive connections instead of
+     * opening one each, and those connections stay cached between bursts.
+     */
+    curl_multi_setopt(k->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long)KUBE_CONNS_MAX);
+    curl_multi_setopt(k->multi, CURLMOPT_MAXCONNECTS, (long)KUBE_CONNS_MAX);
+    /* Signals belong to main; the loop thread must never take one. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&k->thread, NULL, kube_loop_main, k);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0)
+        return GHE_NOMEM;
+    k->loop_running = true;
+    return 0;
+}
+
+static void kube_job_shut(struct kube *k, struct kube_job *job) {
+    job->r.status = 0;
+    snprintf(job->r.message, sizeof(job->r.message), KUBE_SHUTTING_DOWN);
+    kube_job_finish(k, job);
+}
+
+/* Ends the loop thread, then fails every job it left behind. */
+static void kube_loop_stop(struct kube *k) {
+    if (k->loop_running) {
+        pthread_mutex_lock(&k->jobs_lock);
+        k->stopping = true;
+        pthread_mutex_unlock(&k->jobs_lock);
+        curl_multi_wakeup(k->multi);
+        pthread_join(k->thread, NULL);
+        k->loop_running = false;
+    }
+    pthread_mutex_lock(&k->jobs_lock);
+    k->stopping = true;
+    struct kube_job *in = k->incoming;
+    k->incoming = k->incoming_tail = NULL;
+    pthread_mutex_unlock(&k->jobs_lock);
+    while (in) {
+        struct kube_job *job = in;
+        in = in->next;
+        kube_job_shut(k, job);
+    }
+    while (k->waiting) {
+        struct kube_job *job = k->waiting;
+        k->waiting = job->next;
+        kube_job_shut(k, job);
+    }
+    while (k->flight) {
+        struct kube_job *job = k->flight;
+        curl_multi_remove_handle(k->multi, job->h->curl);
+        kube_flight_unlink(k, job);
+        buf_cleanup(&job->resp);
+        kube_job_shut(k, job);
+    }
+    while (k->spare) {
+        struct kube_handle *kh = k->spare;
+        k->spare = kh->next;
+        kube_handle_free(kh);
+    }
+    k->spare_len = 0;
+    if (k->multi)
+        curl_multi_cleanup(k->multi);
+    k->multi = NULL;
+}
+
+int kube_create_async(struct kube *k, const char *ns, const char *json, size_t len,
+                      long deadline_ms, kube_done_fn done, void *arg) {
+    struct kube_job *job = calloc(1, sizeof(*job));
+    if (!job) {
+        struct kube_result r = {.status = 0};
+        snprintf(r.message, sizeof(r.message), "out of memory");
+        done(arg, &r);
+        return GHE_NOMEM;
+    }
+    snprintf(job->url, sizeof(job->url),
+             "%s/apis/tekton.dev/v1/namespaces/%s/pipelineruns?fieldValidation=Strict", k->base_url,
+             ns);
+    job->json = json;
+    job->len = len;
+    job->start_ms = kube_now_ms();
+    job->deadline_ms = deadline_ms;
+    job->backoff_ms = 100;
+    job->done = done;
+    job->arg = arg;
+
+    pthread_mutex_lock(&k->jobs_lock);
+    if (k->stopping) {
+        pthread_mutex_unlock(&k->jobs_lock);
+        snprintf(job->r.message, sizeof(job->r.message), KUBE_SHUTTING_DOWN);
+        done(arg, &job->r);
+        free(job);
+        return GHE_UNAVAILABLE;
+    }
+    bool was_empty = k->incoming == NULL;
+    if (k->incoming_tail)
+        k->incoming_tail->next = job;
+    else
+        k->incoming = job;
+    k->incoming_tail = job;
+    /*
+     * Only the first job of a batch wakes the loop: it has not taken the list yet, so
+     * it sees the rest too. Waking under the lock means kube_free, which sets stopping
+     * under it, never tears the multi handle down beneath a wakeup.
+     */
+    if (was_empty)
+        curl_multi_wakeup(k->multi);
+    pthread_mutex_unlock(&k->jobs_lock);
+    return 0;
+}
+
+struct kube_waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    bool done;
+    struct kube_result *r;
+};
+
+static void kube_waiter_done(void *arg, const struct kube_result *r) {
+    struct kube_waiter *w = arg;
+    pthread_mutex_lock(&w->lock);
+    *w->r = *r;
+    w->done = true;
+    /* Signalled under the lock: the waiter frees w as soon as it sees done. */
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
 int kube_create(struct kube *k, const char *ns, const char *json, size_t len, long deadline_ms,
                 struct kube_result *r) {
-    char path[512];
-    long start = kube_now_ms();
-    long backoff = 100;
-    int reauthed = 0;
-    struct kube_handle *h = kube_handle_get(k);
+    struct kube_waiter w = {.done = false, .r = r};
 
     memset(r, 0, sizeof(*r));
-    if (!h)
-        return GHE_NOMEM;
-    snprintf(path, sizeof(path),
-             "/apis/tekton.dev/v1/namespaces/%s/pipelineruns?fieldValidation=Strict", ns);
-    for (;;) {
-        struct buf resp;
-        long retry_after = -1;
-        long left = deadline_ms - (kube_now_ms() - start);
-        if (left < 50)
-            break;
-        buf_init(&resp, KUBE_RESPONSE_MAX);
-        r->attempts++;
-        r->status = kube_exchange(k, h, "POST", path, json, len, left, &resp, &retry_after,
-                                  r->message, sizeof(r->message));
-        /* Only a failure's Status is worth parsing: a 201 carries nothing we need. */
-        if (r->status && (r->status < 200 || r->status > 299))
-            kube_status_message(&resp, r->status, r->message, sizeof(r->message));
-        buf_cleanup(&resp);
-        if (r->status == 401 && !reauthed) {
-            /* A rotated token: re-read it at once and retry once. */
-            reauthed = 1;
-            pthread_mutex_lock(&k->lock);
-            kube_token_refresh(k, 1);
-            pthread_mutex_unlock(&k->lock);
-            continue;
-        }
-        if (!kube_is_transient(r->status))
-            break;
-        unsigned int rnd = 0;
-        if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-            rnd = (unsigned int)kube_now_ms();
-        long wait = backoff / 2 + (long)(rnd % (unsigned int)(backoff / 2 + 1));
-        if (retry_after >= 0)
-            wait = retry_after * 1000L;
-        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
-        left = deadline_ms - (kube_now_ms() - start);
-        if (wait >= left)
-            break;
-        struct timespec ts = {wait / 1000, (wait % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-    kube_handle_put(k, h);
-    return 0;
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    int rc = kube_create_async(k, ns, json, len, deadline_ms, kube_waiter_done, &w);
+    pthread_mutex_lock(&w.lock);
+    while (!w.done)
+        pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_unlock(&w.lock);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    return rc;
 }
 
 int kube_probe(struct kube *k, char *detail, size_t detail_len) {
     struct buf resp;
     long retry_after = -1;
     struct kube_handle *h = kube_handle_get(k);
+    char url[1024];
     int code;
 
     if (!h)
         return GHE_NOMEM;
+    snprintf(url, sizeof(url), "%s/readyz", k->base_url);
     buf_init(&resp, 64 * 1024);
-    code = kube_exchange(k, h, "GET", "/readyz", NULL, 0, 2000, &resp, &retry_after, detail,
-                         detail_len);
+    kube_handle_prepare(k, h, url, NULL, 0, 2000, &resp, &retry_after);
+    code = kube_exchange_status(h->curl, curl_easy_perform(h->curl), detail, detail_len);
     if (code && code != 200)
         snprintf(detail, detail_len, "GET /readyz answered %d", code);
     buf_cleanup(&resp);

@@ -50,6 +50,27 @@ int delivery_mode(const struct delivery *d);
 void delivery_submit(struct delivery *d, const char *name, const char *ns, const char *json,
                      size_t len, long deadline_ms, struct delivery_result *r);
 
+struct kube_result;
+
+/*
+ * The API modes without a blocking thread: starts creating the object and
+ * returns 0; done(arg, kr) later runs on the API client's thread with the
+ * API's final answer, which delivery_api_outcome turns into an outcome.
+ * Returns GHE_UNSUPPORTED for the other modes (use delivery_submit).
+ */
+int delivery_submit_async(struct delivery *d, const char *ns, const char *json, size_t len,
+                          long deadline_ms, void (*done)(void *arg, const struct kube_result *kr),
+                          void *arg);
+
+/*
+ * Turns the API's final answer for the run called name into r. When the API
+ * ran out of time the run is spooled, which may block on fsync; with may_block
+ * false it then returns false and does nothing, so that the caller can call
+ * again, with may_block set, from a thread that may block.
+ */
+bool delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
+                          const struct kube_result *kr, bool may_block, struct delivery_result *r);
+
 /*
  * Readiness of the sink, cached for about a second. Appends JSON members
  * ("check":{"ok":...,"detail":...}) to detail; returns true when usable.

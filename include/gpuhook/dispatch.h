@@ -10,7 +10,10 @@
 #include <stdbool.h>
 
 #include "gpuhook/http.h"
+#include "gpuhook/kube.h"
 #include "gpuhook/template.h"
+
+struct workpool;
 
 /* A rendered run waiting for a thread that may block. */
 struct dispatch_pending {
@@ -23,6 +26,10 @@ struct dispatch_pending {
     char event[64];
     char *delivery;
     char *hook_id;
+    /* dispatch_complete_async */
+    struct workpool *pool;
+    void (*finished)(struct http_request *req);
+    struct kube_result api;
 };
 
 struct dispatch_input {
@@ -44,6 +51,15 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in);
 
 /* Lands req->pending and sets the response; frees the pending state. */
 void dispatch_complete(struct http_request *req);
+
+/*
+ * For the API modes: lands req->pending without blocking a thread, sets the
+ * response and then calls finished(req), from the API client's thread (or
+ * from pool's when the run has to be spooled, or before returning). Returns
+ * false, doing nothing, for the modes that must block (use dispatch_complete).
+ */
+bool dispatch_complete_async(struct http_request *req, struct workpool *pool,
+                             void (*finished)(struct http_request *req));
 
 /* Frees pending state that was never completed (safe on NULL). */
 void dispatch_pending_free(struct dispatch_pending *p);
