@@ -1,4 +1,5 @@
 #include "gpuhook/app.h"
+#include "gpuhook/buf.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -70,9 +71,9 @@ void app_lru_put(struct app *app, const char *hook_id, const char *delivery, con
 
     memset(&e, 0, sizeof(e));
     app_lru_key(e.key, sizeof(e.key), hook_id, delivery);
-    snprintf(e.name, sizeof(e.name), "%s", name);
-    snprintf(e.variant, sizeof(e.variant), "%s", variant);
-    snprintf(e.rule, sizeof(e.rule), "%s", rule);
+    buf_copy_str(e.name, sizeof(e.name), name);
+    buf_copy_str(e.variant, sizeof(e.variant), variant);
+    buf_copy_str(e.rule, sizeof(e.rule), rule);
     /* Direct-mapped: a newer key takes its slot from an older one, which suits a fast path. */
     size_t i = app_lru_slot(e.key);
     pthread_mutex_lock(&app->lru_lock);

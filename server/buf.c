@@ -205,3 +205,9 @@ size_t buf_utf8_len(const unsigned char *s, size_t left) {
             return 0;
     return need + 1;
 }
+
+void buf_copy_str(char *dst, size_t size, const char *src) {
+    size_t n = src ? strnlen(src, size - 1) : 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}

@@ -1,4 +1,5 @@
 #include "gpuhook/delivery.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/spool.h"
@@ -100,7 +101,7 @@ bool delivery_api_outcome(struct delivery *d, const char *name, const char *json
 
     memset(r, 0, sizeof(*r));
     r->api_status = kr->status;
-    snprintf(r->message, sizeof(r->message), "%s", kr->message);
+    buf_copy_str(r->message, sizeof(r->message), kr->message);
     snprintf(status, sizeof(status), "%d", kr->status);
     if (kr->status == 201) {
         r->outcome = DELIVERY_CREATED;
@@ -183,7 +184,7 @@ bool delivery_ready(struct delivery *d, struct buf *detail) {
     pthread_mutex_lock(&d->lock);
     if (d->ready_at_ms && now - d->ready_at_ms < DELIVERY_READY_CACHE_MS) {
         ok = d->ready_ok;
-        snprintf(msg, sizeof(msg), "%s", d->ready_detail);
+        buf_copy_str(msg, sizeof(msg), d->ready_detail);
         pthread_mutex_unlock(&d->lock);
         goto report;
     }
@@ -206,7 +207,7 @@ bool delivery_ready(struct delivery *d, struct buf *detail) {
     pthread_mutex_lock(&d->lock);
     d->ready_at_ms = delivery_now_ms();
     d->ready_ok = ok;
-    snprintf(d->ready_detail, sizeof(d->ready_detail), "%s", msg);
+    buf_copy_str(d->ready_detail, sizeof(d->ready_detail), msg);
     pthread_mutex_unlock(&d->lock);
 report:
     buf_appendf(detail, "\"delivery\":{\"ok\":%s,\"mode\":\"%s\",\"detail\":\"",

@@ -1,4 +1,5 @@
 #include "gpuhook/dispatch.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
@@ -17,9 +18,9 @@
 
 static void dispatch_note(struct http_request *req, const char *variant, const char *name) {
     if (variant)
-        snprintf(req->log_variant, sizeof(req->log_variant), "%s", variant);
+        buf_copy_str(req->log_variant, sizeof(req->log_variant), variant);
     if (name)
-        snprintf(req->log_pipelinerun, sizeof(req->log_pipelinerun), "%s", name);
+        buf_copy_str(req->log_pipelinerun, sizeof(req->log_pipelinerun), name);
 }
 
 static void dispatch_respond(struct http_request *req, int status, const char *outcome,
@@ -234,11 +235,11 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
         goto out;
     }
     pd->json = buf_detach(&text, &pd->len);
-    snprintf(pd->name, sizeof(pd->name), "%s", name);
-    snprintf(pd->ns, sizeof(pd->ns), "%s", ns);
-    snprintf(pd->variant, sizeof(pd->variant), "%s", vname);
-    snprintf(pd->rule, sizeof(pd->rule), "%s", d.rule);
-    snprintf(pd->event, sizeof(pd->event), "%s", event_name);
+    buf_copy_str(pd->name, sizeof(pd->name), name);
+    buf_copy_str(pd->ns, sizeof(pd->ns), ns);
+    buf_copy_str(pd->variant, sizeof(pd->variant), vname);
+    buf_copy_str(pd->rule, sizeof(pd->rule), d.rule);
+    buf_copy_str(pd->event, sizeof(pd->event), event_name);
     pd->delivery = ev->delivery ? strdup(ev->delivery) : NULL;
     pd->hook_id = ev->hook_id ? strdup(ev->hook_id) : NULL;
     req->pending = pd;

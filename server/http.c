@@ -1,4 +1,5 @@
 #include "gpuhook/http.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/dispatch.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/logger.h"
@@ -196,7 +197,7 @@ static void http_request_id(struct http_request *req) {
             ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
                  *p == '-' || *p == '_' || *p == '.' || *p == ':';
         if (ok) {
-            snprintf(req->request_id, sizeof(req->request_id), "%s", given);
+            buf_copy_str(req->request_id, sizeof(req->request_id), given);
             return;
         }
     }

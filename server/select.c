@@ -1,4 +1,5 @@
 #include "gpuhook/select.h"
+#include "gpuhook/buf.h"
 
 #include <fnmatch.h>
 #include <stdarg.h>
@@ -679,7 +680,7 @@ void select_decide(const struct select_rules *rules, const struct event *ev,
         if (!select_rule_matches(r, ev, &m))
             continue;
         d->variant = r->variant;
-        snprintf(d->rule, sizeof(d->rule), "%s", r->name);
+        buf_copy_str(d->rule, sizeof(d->rule), r->name);
         select_reason(r, ev, &m, d->reason, sizeof(d->reason));
         return;
     }

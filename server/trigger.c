@@ -1,4 +1,5 @@
 #include "gpuhook/trigger.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/dispatch.h"
 #include "gpuhook/select.h"
 
@@ -190,7 +191,7 @@ void trigger_finish(struct http_request *req) {
     }
     ev.headers = req->headers;
     ev.header_count = req->header_count;
-    snprintf(req->log_delivery, sizeof(req->log_delivery), "%s", key);
+    buf_copy_str(req->log_delivery, sizeof(req->log_delivery), key);
     struct dispatch_input in = {
         .ev = &ev,
         .forced_variant = forced,

@@ -1,4 +1,5 @@
 #include "gpuhook/webhook.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/dispatch.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
@@ -44,12 +45,12 @@ bool webhook_begin(struct http_request *req) {
         http_request_error(req, 400, "missing or malformed X-GitHub-Event header");
         return true;
     }
-    snprintf(req->log_event, sizeof(req->log_event), "%s", event);
+    buf_copy_str(req->log_event, sizeof(req->log_event), event);
     if (!webhook_token_ok(delivery, 72, false)) {
         http_request_error(req, 400, "missing or malformed X-GitHub-Delivery header");
         return true;
     }
-    snprintf(req->log_delivery, sizeof(req->log_delivery), "%s", delivery);
+    buf_copy_str(req->log_delivery, sizeof(req->log_delivery), delivery);
     if (hook && !webhook_token_ok(hook, 20, true)) {
         http_request_error(req, 400, "malformed X-GitHub-Hook-ID header: expected digits");
         return true;
@@ -194,7 +195,7 @@ void webhook_finish(struct http_request *req) {
         cJSON_AddStringToObject(o, "delivery", delivery);
         http_request_json(req, 200, o);
         cJSON_Delete(o);
-        snprintf(req->log_pipelinerun, sizeof(req->log_pipelinerun), "%s", hit.name);
+        buf_copy_str(req->log_pipelinerun, sizeof(req->log_pipelinerun), hit.name);
         metrics_delivery(event, "exists");
         return;
     }

@@ -213,6 +213,50 @@ static void test_buf_detach_hands_over_the_contents(void **state) {
     buf_cleanup(&b);
 }
 
+static void test_buf_copy_str_cuts_and_terminates(void **state) {
+    char d[4];
+    (void)state;
+
+    buf_copy_str(d, sizeof(d), "abc");
+    assert_string_equal(d, "abc");
+    buf_copy_str(d, sizeof(d), "abcdef");
+    assert_string_equal(d, "abc");
+    buf_copy_str(d, sizeof(d), NULL);
+    assert_string_equal(d, "");
+    buf_copy_str(d, 1, "x");
+    assert_string_equal(d, "");
+}
+
+/* UTF-8: strict sequences only, each of the four lengths, and the refusals at their edges. */
+static void test_buf_utf8_len(void **state) {
+    static const struct {
+        const char *s;
+        size_t len;
+    } cases[] = {
+        {"a", 1},
+        {"\xC3\xA9", 2},
+        {"\xE2\x82\xAC", 3},
+        {"\xF0\x9F\x98\x80", 4},
+        {"\xC0\xAF", 0},
+        {"\xC1\xBF", 0},
+        {"\xE0\x80\xAF", 0},
+        {"\xED\xA0\x80", 0},
+        {"\xF4\x90\x80\x80", 0},
+        {"\xF5\x80\x80\x80", 0},
+        {"\x80", 0},
+        {"\xC3", 0},
+        {"\xE2\x82", 0},
+        {"\xE2\x28\xA1", 0},
+    };
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n = buf_utf8_len((const unsigned char *)cases[i].s, strlen(cases[i].s));
+        if (n != cases[i].len)
+            fail_msg("case %zu: %zu, want %zu", i, n, cases[i].len);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_starts_empty_and_appends_nul_terminated),
@@ -224,6 +268,8 @@ int main(void) {
         cmocka_unit_test(test_buf_appendf_grows_past_its_stack_buffer),
         cmocka_unit_test(test_buf_appendf_exact_fit_at_the_bound),
         cmocka_unit_test(test_buf_detach_hands_over_the_contents),
+        cmocka_unit_test(test_buf_copy_str_cuts_and_terminates),
+        cmocka_unit_test(test_buf_utf8_len),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,6 +113,12 @@ static void test_jsonprune_rejects_what_is_not_json(void **state) {
         {"{'a':1}", "body is not valid JSON"},
         {"{\"a\":1} x", "body has data after the JSON object (byte 8)"},
         {"{\"a\":1}{}", "body has data after the JSON object (byte 7)"},
+        /* UTF-8 is checked inside strings, kept or skipped, keys too; past 16 bytes as well. */
+        {"{\"a\":\"\xC3\"}", "body is not valid UTF-8"},
+        {"{\"a\":\"\xED\xA0\x80\"}", "body is not valid UTF-8"},
+        {"{\"\xC0\xAF\":1}", "body is not valid UTF-8"},
+        {"{\"a\":\"0123456789abcdef0123456789\xF5\x80\x80\x80\"}", "body is not valid UTF-8"},
+        {"{\"a\":\xC3\xA9}", "body is not valid JSON"},
     };
     (void)state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -124,6 +130,21 @@ static void test_jsonprune_rejects_what_is_not_json(void **state) {
             fail_msg("case %zu (%s): rc %d, \"%s\"", i, cases[i].text, rc, err);
         assert_null(out);
     }
+}
+
+/* Valid multi-byte text goes through the 16-byte scan intact, escaped or not. */
+static void test_jsonprune_keeps_utf8_intact(void **state) {
+    const char *text =
+        "{\"k\xC3\xA9\":\"0123456789abcdef\xE2\x82\xAC\xF0\x9F\x98\x80 \\n\xC3\xA9\"}";
+    char err[256];
+    cJSON *out = NULL;
+    (void)state;
+
+    assert_int_equal(jsonprune_parse(text, strlen(text), &whole, 1, 64, &out, err, sizeof(err)), 0);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(out, "k\xC3\xA9");
+    assert_non_null(v);
+    assert_string_equal(v->valuestring, "0123456789abcdef\xE2\x82\xAC\xF0\x9F\x98\x80 \n\xC3\xA9");
+    cJSON_Delete(out);
 }
 
 static void test_jsonprune_depth_is_bounded_even_in_skipped_values(void **state) {
@@ -171,6 +192,7 @@ int main(void) {
         cmocka_unit_test(test_jsonprune_keeps_only_the_paths_asked_for),
         cmocka_unit_test(test_jsonprune_decodes_escapes_and_surrogates),
         cmocka_unit_test(test_jsonprune_rejects_what_is_not_json),
+        cmocka_unit_test(test_jsonprune_keeps_utf8_intact),
         cmocka_unit_test(test_jsonprune_depth_is_bounded_even_in_skipped_values),
         cmocka_unit_test(test_jsonprune_numbers_and_literals_match_cjson),
     };

@@ -30,6 +30,13 @@ int buf_append_json_escaped(struct buf *b, const char *s, size_t n);
 int buf_hex_value(char c);
 
 /*
+ * Copies src (NULL reads as "") into dst of size bytes (at least 1), cut to
+ * fit and always terminated: snprintf(dst, size, "%s", src) without the
+ * format machinery, for the per-request paths.
+ */
+void buf_copy_str(char *dst, size_t size, const char *src);
+
+/*
  * The length (1 to 4) of the strict UTF-8 sequence at s, which has left bytes
  * (at least 1), or 0 when it is not one: overlong forms, surrogates and code
  * points past U+10FFFF are refused.
