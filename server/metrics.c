@@ -45,6 +45,10 @@ static const double metrics_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.0
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct metrics_series metrics_table[METRICS_MAX_SERIES];
 static size_t metrics_count;
+/* Requests by route and status (100 to 599), counted with the histogram under one lock. */
+#define METRICS_CODE_MIN 100
+#define METRICS_CODES 500
+static uint64_t metrics_http_codes[METRICS_ROUTES][METRICS_CODES];
 static uint64_t metrics_hist[METRICS_ROUTES][METRICS_BUCKETS];
 static uint64_t metrics_hist_count[METRICS_ROUTES];
 static double metrics_hist_sum[METRICS_ROUTES];
@@ -82,16 +86,15 @@ static void metrics_label(char *out, size_t n, const char *v) {
 }
 
 void metrics_http_observe(const char *route, int code, double seconds) {
-    char labels[METRICS_KEY_MAX], r[32];
     size_t idx = METRICS_ROUTES - 1;
 
-    for (size_t i = 0; i < METRICS_ROUTES; i++)
+    for (size_t i = 0; i < METRICS_ROUTES - 1; i++)
         if (strcmp(route, metrics_routes[i]) == 0)
             idx = i;
-    metrics_label(r, sizeof(r), metrics_routes[idx]);
-    snprintf(labels, sizeof(labels), "route=\"%s\",code=\"%d\"", r, code);
-    metrics_inc(METRICS_HTTP_REQUESTS, labels);
+    if (code < METRICS_CODE_MIN || code >= METRICS_CODE_MIN + METRICS_CODES)
+        code = 500; /* cannot happen: libmicrohttpd sends only these */
     pthread_mutex_lock(&metrics_lock);
+    metrics_http_codes[idx][code - METRICS_CODE_MIN]++;
     for (size_t b = 0; b < METRICS_BUCKETS; b++)
         if (seconds <= metrics_buckets[b])
             metrics_hist[idx][b]++;
@@ -136,6 +139,7 @@ void metrics_spool_depth_set(long depth) {
 void metrics_reset(void) {
     pthread_mutex_lock(&metrics_lock);
     metrics_count = 0;
+    memset(metrics_http_codes, 0, sizeof(metrics_http_codes));
     memset(metrics_hist, 0, sizeof(metrics_hist));
     memset(metrics_hist_count, 0, sizeof(metrics_hist_count));
     memset(metrics_hist_sum, 0, sizeof(metrics_hist_sum));
@@ -151,6 +155,13 @@ int metrics_render(struct buf *b) {
     for (int f = 0; f < METRICS_FAMILY_COUNT && !rc; f++) {
         rc = buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n", metrics_families[f].name,
                          metrics_families[f].help, metrics_families[f].name);
+        for (size_t r = 0; f == METRICS_HTTP_REQUESTS && r < METRICS_ROUTES && !rc; r++)
+            for (size_t c = 0; c < METRICS_CODES && !rc; c++)
+                if (metrics_http_codes[r][c])
+                    rc = buf_appendf(b, "%s{route=\"%s\",code=\"%zu\"} %llu\n",
+                                     metrics_families[f].name, metrics_routes[r],
+                                     c + METRICS_CODE_MIN,
+                                     (unsigned long long)metrics_http_codes[r][c]);
         for (size_t i = 0; i < metrics_count && !rc; i++)
             if (metrics_table[i].family == f)
                 rc = buf_appendf(b, "%s{%s} %llu\n", metrics_families[f].name,

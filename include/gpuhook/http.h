@@ -55,6 +55,7 @@ struct http_request {
     bool body_started;
     struct signature_check sig;
     unsigned char sig_expected[SIGNATURE_LEN];
+    int sig_verdict;  /* 1 or -1 once checked early (a body in one piece), else 0 */
     bool responded;   /* a response is ready; discard further upload */
     size_t discarded; /* bytes dropped after the body passed its limit */
 
