@@ -1688,9 +1688,10 @@ int template_render(const struct template *t, const struct template_render_input
     buf_init(&text, TEMPLATE_RENDER_MAX);
     rc = template_render_json(t, in, &text, name, err, errlen);
     if (!rc && !(*out = cJSON_ParseWithLength(text.data, text.len))) {
-        rc = GHE_NOMEM;
+        /* Out of memory, or a bug in the compiled text: a code of its own for the fuzzers. */
+        rc = GHE_PERMANENT;
         if (err && errlen)
-            snprintf(err, errlen, "out of memory while rendering the PipelineRun");
+            snprintf(err, errlen, "the rendered PipelineRun does not parse back as JSON");
     }
     buf_cleanup(&text);
     return rc;

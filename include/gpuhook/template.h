@@ -70,8 +70,9 @@ struct template_render_input {
  * annotations. Returns 0 and sets *out (caller frees with cJSON_Delete), or
  * GHE_INVAL with a message for a 400 in err (a $(body.path) or header missing
  * with no default, an undeclared override, a value over 1 MiB or a rendered
- * string over 4 MiB), GHE_NOMEM, or GHE_UNAVAILABLE (no random bytes for
- * $(uid)). ev and decision may be NULL (their extensions are then ""); JSON
+ * string over 4 MiB), GHE_NOMEM, GHE_UNAVAILABLE (no random bytes for
+ * $(uid)) or GHE_PERMANENT (the text did not parse back: out of memory, or a
+ * bug the fuzzers look for). ev and decision may be NULL (their extensions are then ""); JSON
  * null in the payload counts as missing. Only values structured at their
  * source (a default, an override, a $(body...) array or object) become arrays
  * or objects; strings from the payload always stay strings. Safe to call from
