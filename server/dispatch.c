@@ -1,18 +1,17 @@
 #include "gpuhook/dispatch.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/gpu.h"
+#include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
+#include "gpuhook/naming.h"
 #include "gpuhook/select.h"
+#include "gpuhook/workpool.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include "gpuhook/kube.h"
-#include "gpuhook/naming.h"
-#include "gpuhook/workpool.h"
 
 #define DISPATCH_RUN_MAX (64 * 1024 * 1024) /* a rendered PipelineRun */
 
@@ -217,12 +216,17 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
     dispatch_note(req, vname, name);
 
     if (in->preview) {
+        cJSON *run = cJSON_ParseWithLength(text.data, text.len);
+        if (!run) {
+            http_request_error(req, 500, "out of memory");
+            goto out;
+        }
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "status", "dry_run");
         cJSON_AddStringToObject(o, "variant", vname);
         cJSON_AddStringToObject(o, "rule", d.rule);
         cJSON_AddStringToObject(o, "reason", d.reason);
-        cJSON_AddItemToObject(o, "pipelinerun", cJSON_ParseWithLength(text.data, text.len));
+        cJSON_AddItemToObject(o, "pipelinerun", run);
         http_request_json(req, 200, o);
         cJSON_Delete(o);
         metrics_delivery(event_name, "dry_run");

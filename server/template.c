@@ -3,9 +3,11 @@
  * render per event. Every string value of the PipelineRun that holds
  * $(tt.params.X) or $(uid) becomes a "site" with its parts compiled; every
  * binding value becomes a list of literal, $(body...), $(header...) and
- * $(extensions...) parts. A render only evaluates the bound params, copies the
- * PipelineRun tree and rewrites the sites in the copy. Values are placed into
- * parsed strings, never into JSON text, and are never scanned again.
+ * $(extensions...) parts. The PipelineRun is then compiled into compact JSON
+ * text with holes (sites, name, namespace, labels, annotations). A render
+ * evaluates the bound params and appends text and values to one buffer. A
+ * value goes in as a JSON-escaped string, or, when it was structured at its
+ * source, as JSON that cJSON printed; it is never scanned for expressions again.
  */
 #include "gpuhook/template.h"
 #include "gpuhook/jsonprune.h"

@@ -1,8 +1,9 @@
 /*
  * Tekton Triggers TriggerTemplate and TriggerBinding, read from YAML or JSON
  * with libyaml, validated and compiled at load time, then rendered per event.
- * Substitution works on parsed string values, never on JSON text, so no
- * payload value can add a field or break the object.
+ * Values enter the output only as JSON-escaped strings (or, when structured at
+ * their source, as JSON printed by cJSON), so no payload value can add a field
+ * or break the object.
  */
 #ifndef GPUHOOK_TEMPLATE_H
 #define GPUHOOK_TEMPLATE_H
