@@ -992,42 +992,33 @@ static ssize_t tc_find(const char *const *keys, size_t n, const char *key) {
     return -1;
 }
 
-/* Labels: ours replace the template's in place, the rest are appended. */
-static void tc_labels(struct tpl_compile *c, const cJSON *obj) {
-    bool have[TPL_LABEL_COUNT] = {false}, comma = false;
-    const cJSON *k;
-
-    tc_text(c, "{", 1);
-    cJSON_ArrayForEach(k, obj) {
-        ssize_t i = tc_find(tpl_label_keys, TPL_LABEL_COUNT, k->string);
-        tc_key(c, comma, k->string);
-        comma = true;
-        if (i < 0) {
-            tc_value(c, k, TC_PLAIN);
-            continue;
-        }
-        have[i] = true;
-        tc_skip(c, k);
-        tc_op(c, TPL_OP_LABEL, (size_t)i);
-    }
-    for (size_t i = 0; i < TPL_LABEL_COUNT; i++) {
-        if (have[i])
-            continue;
-        tc_key(c, comma, tpl_label_keys[i]);
-        comma = true;
-        tc_op(c, TPL_OP_LABEL, i);
-    }
-    tc_text(c, "}", 1);
+/*
+ * Ends a skippable run of ops that began at op index at: sets its skip count, then
+ * starts a fresh text op so that later text cannot merge into the skipped run.
+ */
+static void tc_end_skip(struct tpl_compile *c, size_t at) {
+    if (c->rc)
+        return;
+    c->t->ops[at].skip = c->t->nop - at - 1;
+    if (tc_op(c, TPL_OP_TEXT, 0))
+        c->t->ops[c->t->nop - 1].off = c->text.len;
 }
 
-/* Annotations: ours replace the template's when they have a value, else keep it. */
-static void tc_notes(struct tpl_compile *c, const cJSON *obj) {
-    bool have[TPL_NOTE_COUNT] = {false}, comma = false;
+/*
+ * Labels (notes false) and annotations (notes true): gpuhook's keys replace the
+ * template's members in place and the rest are appended. A label always has a
+ * value; an annotation without one keeps the template's member, or is left out.
+ */
+static void tc_ours(struct tpl_compile *c, const cJSON *obj, bool notes) {
+    const char *const *keys = notes ? tpl_note_keys : tpl_label_keys;
+    size_t n = notes ? TPL_NOTE_COUNT : TPL_LABEL_COUNT;
+    bool have[TPL_NOTE_COUNT > TPL_LABEL_COUNT ? TPL_NOTE_COUNT : TPL_LABEL_COUNT] = {false};
+    bool comma = false;
     const cJSON *k;
 
     tc_text(c, "{", 1);
     cJSON_ArrayForEach(k, obj) {
-        ssize_t i = tc_find(tpl_note_keys, TPL_NOTE_COUNT, k->string);
+        ssize_t i = tc_find(keys, n, k->string);
         tc_key(c, comma, k->string);
         comma = true;
         if (i < 0) {
@@ -1035,21 +1026,30 @@ static void tc_notes(struct tpl_compile *c, const cJSON *obj) {
             continue;
         }
         have[i] = true;
+        if (!notes) {
+            tc_skip(c, k);
+            tc_op(c, TPL_OP_LABEL, (size_t)i);
+            continue;
+        }
         size_t at = c->t->nop;
         if (!tc_op(c, TPL_OP_NOTE, (size_t)i))
             return;
         tc_value(c, k, TC_PLAIN);
-        /* An op of its own for what follows, so the skip ends exactly at the value. */
-        if (!c->rc) {
-            c->t->ops[at].skip = c->t->nop - at - 1;
-            if (tc_op(c, TPL_OP_TEXT, 0))
-                c->t->ops[c->t->nop - 1].off = c->text.len;
-        }
+        tc_end_skip(c, at);
     }
-    c->t->notes_nonempty = comma;
-    for (size_t i = 0; i < TPL_NOTE_COUNT; i++)
-        if (!have[i])
+    if (notes)
+        c->t->notes_nonempty = comma;
+    for (size_t i = 0; i < n; i++) {
+        if (have[i])
+            continue;
+        if (notes) {
             tc_op(c, TPL_OP_NOTE_ADD, i);
+            continue;
+        }
+        tc_key(c, comma, keys[i]);
+        comma = true;
+        tc_op(c, TPL_OP_LABEL, i);
+    }
     tc_text(c, "}", 1);
 }
 
@@ -1074,11 +1074,8 @@ static void tc_metadata(struct tpl_compile *c, const cJSON *obj) {
                  strcmp(k->string, "labels") == 0        ? TC_LABELS
                  : strcmp(k->string, "annotations") == 0 ? TC_NOTES
                                                          : TC_PLAIN);
-        if (ns && !c->rc) {
-            c->t->ops[at].skip = c->t->nop - at - 1;
-            if (tc_op(c, TPL_OP_TEXT, 0))
-                c->t->ops[c->t->nop - 1].off = c->text.len;
-        }
+        if (ns)
+            tc_end_skip(c, at);
     }
     tc_text(c, "}", 1);
 }
@@ -1095,12 +1092,8 @@ static void tc_value(struct tpl_compile *c, const cJSON *node, int role) {
         tc_metadata(c, node);
         return;
     }
-    if (cJSON_IsObject(node) && role == TC_LABELS) {
-        tc_labels(c, node);
-        return;
-    }
-    if (cJSON_IsObject(node) && role == TC_NOTES) {
-        tc_notes(c, node);
+    if (cJSON_IsObject(node) && (role == TC_LABELS || role == TC_NOTES)) {
+        tc_ours(c, node, role == TC_NOTES);
         return;
     }
     if (!cJSON_IsObject(node) && !cJSON_IsArray(node)) {
