@@ -156,6 +156,7 @@ struct tpl_source {
 struct template {
     cJSON *run; /* the PipelineRun, detached from the TriggerTemplate */
     char *text; /* the literal JSON text the ops point into */
+    size_t text_len;
     struct tpl_op *ops;
     size_t nop, capop;
     bool notes_nonempty;          /* the template's annotations have members of their own */
@@ -1139,6 +1140,7 @@ static int tpl_compile(struct template *t) {
         buf_cleanup(&c.text);
         return c.rc;
     }
+    t->text_len = c.text.len;
     t->text = c.text.data ? c.text.data : strdup("");
     t->prefix_ref =
         tc_source(t, cJSON_IsObject(ref) ? cJSON_GetObjectItemCaseSensitive(ref, "name") : NULL);
@@ -1636,6 +1638,8 @@ static int tpl_render_text(struct tpl_render *r, struct buf *out, char name[NAMI
         labels[i] = safe[i];
     }
     memcpy(notes, note_src, sizeof(notes));
+    /* One allocation for the usual run: the literal text and room for the values. */
+    buf_reserve(out, r->t->text_len + 2048);
     rc = tpl_run(r, name, labels, notes, out);
     if (rc == GHE_TOOBIG) {
         tpl_render_error(r, "the rendered PipelineRun is longer than %zu bytes", out->max);
