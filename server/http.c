@@ -542,8 +542,10 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     struct addrinfo hints = {0}, *ai = NULL;
     char port[16];
     /*
-     * An epoll thread pool serves every connection without blocking; deliveries
-     * that may block are handed to the work pool with the connection suspended.
+     * An epoll thread pool serves every connection without blocking. A delivery
+     * that waits suspends its connection: API calls go to the API client's loop
+     * thread, and work that may block (local mode, spooling) to the work pool.
+     * Turbo: optimistic reads and writes, no shutdown() before close.
      */
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
                          MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_USE_TURBO;

@@ -34,11 +34,11 @@ struct http_request {
     bool close;        /* close the connection after the response */
     bool observed;     /* counted in the request metrics */
 
-    /* Work that may block runs on the work pool while the connection is suspended. */
+    /* A delivery that waits (API, local fsync) runs elsewhere, its connection suspended. */
     bool defer_ok;                    /* the caller can run dispatch_complete elsewhere */
     struct dispatch_pending *pending; /* set by dispatch_run when it deferred */
-    bool deferred;                    /* the connection is suspended on the pool */
-    atomic_bool ready;                /* the pool finished; the response can go */
+    bool deferred;                    /* the connection is suspended */
+    atomic_bool ready;                /* the delivery finished; the response can go */
     void *conn;                       /* the MHD connection, for resuming */
     char request_id[65];
     struct event_header headers[HTTP_MAX_HEADERS];
