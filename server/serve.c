@@ -50,7 +50,11 @@ static void serve_reload(struct app *app, const char *path) {
 int serve_run(struct config *cfg, const char *config_path) {
     struct errlist el;
     struct delivery *delivery = NULL;
-    struct app app;
+    /*
+     * Static: when the grace period ends with requests in flight, serve_run returns
+     * and main _exits while their threads still use the app and what it holds.
+     */
+    static struct app app;
     struct http_server *server = NULL;
     sigset_t set;
     int sig = 0;
