@@ -111,44 +111,6 @@ static bool jp_u4(struct jsonprune *j, unsigned *out) {
     return true;
 }
 
-/*
- * Returns the first byte at or after p that is a quote, a backslash, a
- * control character or not ASCII, or end. Strings are most of a payload, so this looks at
- * eight bytes per step (the "has a zero byte" trick of Hacker's Delight).
- */
-static const char *jp_plain_run(const char *p, const char *end) {
-#ifdef __SSE2__
-    /* Sixteen bytes per step where SSE2 exists (every x86-64). */
-    const __m128i vquote = _mm_set1_epi8('"'), vslash = _mm_set1_epi8('\\');
-    const __m128i vctl = _mm_set1_epi8(0x1F);
-    while (end - p >= 16) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)p);
-        __m128i hit =
-            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, vquote), _mm_cmpeq_epi8(v, vslash)),
-                         _mm_cmpeq_epi8(_mm_max_epu8(v, vctl), vctl));
-        int mask = _mm_movemask_epi8(hit) | _mm_movemask_epi8(v); /* or not ASCII */
-        if (mask)
-            return p + __builtin_ctz((unsigned)mask);
-        p += 16;
-    }
-#endif
-    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    while (end - p >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
-        uint64_t hit =
-            ((quote - ones) & ~quote) | ((slash - ones) & ~slash) | ((w - ones * 0x20) & ~w) | w;
-        if (hit & highs)
-            break;
-        p += 8;
-    }
-    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20 &&
-           (unsigned char)*p < 0x80)
-        p++;
-    return p;
-}
-
 static bool jp_scratch_put(struct jsonprune *j, size_t *n, const char *s, size_t len) {
     if (*n + len + 1 > j->scratch_cap) {
         size_t cap = j->scratch_cap ? j->scratch_cap : 256;
@@ -180,8 +142,8 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
     bool escaped = false;
 
     for (;;) {
-        /* Plain bytes run to the next quote, backslash or control byte. */
-        const char *q = jp_plain_run(j->p, j->end);
+        /* Plain ASCII runs to the next quote, backslash, control or non-ASCII byte. */
+        const char *q = j->p + buf_json_plain(j->p, (size_t)(j->end - j->p), true);
         if (decode && escaped && q > j->p && !jp_scratch_put(j, &n, j->p, (size_t)(q - j->p)))
             return false;
         j->p = q;

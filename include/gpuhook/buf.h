@@ -6,6 +6,7 @@
 #ifndef GPUHOOK_BUF_H
 #define GPUHOOK_BUF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct buf {
@@ -26,6 +27,13 @@ int buf_appends(struct buf *b, const char *s);
 int buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends s as the body of a JSON string (without quotes), escaping as needed. */
 int buf_append_json_escaped(struct buf *b, const char *s, size_t n);
+
+/*
+ * How many bytes from s (of n) can stand in a JSON string as they are: not a
+ * quote, a backslash or a control byte, and with ascii not above 0x7F either.
+ * Strings are most of a payload, so this looks at 16 bytes per step.
+ */
+size_t buf_json_plain(const char *s, size_t n, bool ascii);
 /* The value of one hexadecimal digit (either case), or -1. */
 int buf_hex_value(char c);
 
