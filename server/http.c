@@ -86,14 +86,8 @@ void http_request_error(struct http_request *req, int status, const char *fmt, .
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    req->status = status;
-    req->out.len = 0;
-    buf_appends(&req->out, "{\"error\":\"");
-    buf_append_json_escaped(&req->out, msg, strlen(msg));
-    buf_appends(&req->out, "\",\"request_id\":\"");
-    buf_appends(&req->out, req->request_id);
-    buf_appends(&req->out, "\"}");
-    req->responded = true;
+    const char *fields[] = {"error", msg, NULL};
+    http_request_fields(req, status, fields);
 }
 
 void http_request_json(struct http_request *req, int status, const cJSON *obj) {
@@ -131,11 +125,10 @@ void http_request_fields(struct http_request *req, int status, const char *const
     if (!rc && !(rc = buf_appends(&req->out, "\"request_id\":\"")) &&
         !(rc = buf_appends(&req->out, req->request_id)))
         rc = buf_append(&req->out, "\"}", 2);
-    if (rc) {
-        http_request_error(req, 500, "out of memory");
-        return;
-    }
-    req->status = status;
+    /* Out of memory: the status alone goes, with an empty body. */
+    if (rc)
+        req->out.len = 0;
+    req->status = rc ? 500 : status;
     req->responded = true;
 }
 
