@@ -95,8 +95,12 @@ const char *delivery_namespace(const struct delivery *d) { return d->namespace; 
 
 int delivery_mode(const struct delivery *d) { return d->mode; }
 
-bool delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
-                          const struct kube_result *kr, bool may_block, struct delivery_result *r) {
+bool delivery_api_spools(const struct kube_result *kr) {
+    return kr->status != 201 && kr->status != 409 && kr->status != 400 && kr->status != 422;
+}
+
+void delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
+                          const struct kube_result *kr, struct delivery_result *r) {
     char status[16];
 
     memset(r, 0, sizeof(*r));
@@ -105,20 +109,18 @@ bool delivery_api_outcome(struct delivery *d, const char *name, const char *json
     snprintf(status, sizeof(status), "%d", kr->status);
     if (kr->status == 201) {
         r->outcome = DELIVERY_CREATED;
-        return true;
+        return;
     }
     if (kr->status == 409) {
         r->outcome = DELIVERY_EXISTS;
-        return true;
+        return;
     }
     if (kr->status == 400 || kr->status == 422) {
         r->outcome = DELIVERY_REJECTED;
         LOGGER_ERROR_("API rejected the PipelineRun", "pipelinerun", name, "status", status,
                       "error", kr->message);
-        return true;
+        return;
     }
-    if (!may_block)
-        return false;
     /* Out of time: keep it durably and let the worker finish the job. */
     if (spool_put(d->spool, name, json, len) == 0) {
         r->outcome = DELIVERY_QUEUED;
@@ -129,7 +131,6 @@ bool delivery_api_outcome(struct delivery *d, const char *name, const char *json
         LOGGER_ERROR_("API unavailable and the spool refused the run", "pipelinerun", name,
                       "status", status, "error", strerror(errno));
     }
-    return true;
 }
 
 int delivery_submit_async(struct delivery *d, const char *ns, const char *json, size_t len,
@@ -162,7 +163,7 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
     default: {
         struct kube_result kr;
         kube_create(d->kube, ns, json, len, deadline_ms, &kr);
-        delivery_api_outcome(d, name, json, len, &kr, true, r);
+        delivery_api_outcome(d, name, json, len, &kr, r);
     }
     }
 }

@@ -95,35 +95,36 @@ void dispatch_complete(struct http_request *req) {
     dispatch_finish(req, pd, &r);
 }
 
-/* On a work-pool thread: the API ran out of time, so spool the run (fsync), then answer. */
-static void dispatch_spool_task(void *arg) {
-    struct http_request *req = arg;
+/* Answers an asynchronous delivery, then lets the connection go. */
+static void dispatch_answer(struct http_request *req, const struct kube_result *kr) {
     struct dispatch_pending *pd = req->pending;
+    void (*finished)(struct http_request *) = pd->finished;
     struct delivery_result r;
 
     req->pending = NULL;
-    delivery_api_outcome(req->app->delivery, pd->name, pd->json, pd->len, &pd->api, true, &r);
-    void (*finished)(struct http_request *) = pd->finished;
+    delivery_api_outcome(req->app->delivery, pd->name, pd->json, pd->len, kr, &r);
     dispatch_finish(req, pd, &r);
     finished(req);
+}
+
+/* On a work-pool thread: the API ran out of time, so spool the run (fsync), then answer. */
+static void dispatch_spool_task(void *arg) {
+    struct http_request *req = arg;
+    dispatch_answer(req, &req->pending->api);
 }
 
 /* On the API client's thread: the final answer. Only spooling is handed to the pool. */
 static void dispatch_api_done(void *arg, const struct kube_result *kr) {
     struct http_request *req = arg;
     struct dispatch_pending *pd = req->pending;
-    struct delivery_result r;
 
-    if (!delivery_api_outcome(req->app->delivery, pd->name, pd->json, pd->len, kr, false, &r)) {
-        pd->api = *kr;
-        if (workpool_submit(pd->pool, dispatch_spool_task, req) != 0)
-            dispatch_spool_task(req);
+    if (!delivery_api_spools(kr)) {
+        dispatch_answer(req, kr);
         return;
     }
-    req->pending = NULL;
-    void (*finished)(struct http_request *) = pd->finished;
-    dispatch_finish(req, pd, &r);
-    finished(req);
+    pd->api = *kr;
+    if (workpool_submit(pd->pool, dispatch_spool_task, req) != 0)
+        dispatch_spool_task(req);
 }
 
 bool dispatch_complete_async(struct http_request *req, struct workpool *pool,

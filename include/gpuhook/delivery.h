@@ -62,14 +62,15 @@ int delivery_submit_async(struct delivery *d, const char *ns, const char *json, 
                           long deadline_ms, void (*done)(void *arg, const struct kube_result *kr),
                           void *arg);
 
+/* True when that final answer means the run goes to the spool (out of time, 5xx, ...). */
+bool delivery_api_spools(const struct kube_result *kr);
+
 /*
- * Turns the API's final answer for the run called name into r. When the API
- * ran out of time the run is spooled, which may block on fsync; with may_block
- * false it then returns false and does nothing, so that the caller can call
- * again, with may_block set, from a thread that may block.
+ * Turns the API's final answer for the run called name into r, spooling the
+ * run when delivery_api_spools says so (which may block on fsync).
  */
-bool delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
-                          const struct kube_result *kr, bool may_block, struct delivery_result *r);
+void delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
+                          const struct kube_result *kr, struct delivery_result *r);
 
 /*
  * Readiness of the sink, cached for about a second. Appends JSON members
