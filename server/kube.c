@@ -71,14 +71,14 @@ struct kube {
     char *proxy;
     long timeout_seconds;
 
-    pthread_mutex_t lock; /* guards the token and the probe's handle pool */
+    pthread_mutex_t lock; /* guards the token */
     char *token;
     unsigned token_gen; /* bumped whenever the token changes */
     struct timespec token_mtime;
     off_t token_size;
     time_t token_checked;
-    struct kube_handle *pool[KUBE_POOL_MAX];
-    size_t pool_len;
+    pthread_mutex_t probe_lock; /* guards probe */
+    struct kube_handle *probe;  /* the spare handle for kube_probe */
 
     pthread_mutex_t jobs_lock; /* guards incoming and stopping */
     struct kube_job *incoming;
@@ -147,6 +147,7 @@ int kube_new(const struct config *cfg, struct kube **out, struct errlist *el) {
         return GHE_NOMEM;
     pthread_mutex_init(&k->lock, NULL);
     pthread_mutex_init(&k->jobs_lock, NULL);
+    pthread_mutex_init(&k->probe_lock, NULL);
     k->timeout_seconds = cfg->kube_timeout_seconds;
     k->proxy = cfg->kube_proxy ? strdup(cfg->kube_proxy) : NULL;
     if (cfg->kube_mode == CONFIG_KUBE_IN_CLUSTER) {
@@ -214,8 +215,7 @@ void kube_free(struct kube *k) {
     if (!k)
         return;
     kube_loop_stop(k);
-    for (size_t i = 0; i < k->pool_len; i++)
-        kube_handle_free(k->pool[i]);
+    kube_handle_free(k->probe);
     if (k->token) {
         explicit_bzero(k->token, strlen(k->token));
         free(k->token);
@@ -225,6 +225,7 @@ void kube_free(struct kube *k) {
     free(k->token_file);
     free(k->namespace);
     free(k->proxy);
+    pthread_mutex_destroy(&k->probe_lock);
     pthread_mutex_destroy(&k->jobs_lock);
     pthread_mutex_destroy(&k->lock);
     free(k);
@@ -272,26 +273,6 @@ static struct kube_handle *kube_handle_new(struct kube *k) {
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, kube_write_cb);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, kube_header_cb);
     return kh;
-}
-
-/* The probe's pool: probes run on the caller's thread with curl_easy_perform. */
-static struct kube_handle *kube_handle_get(struct kube *k) {
-    struct kube_handle *kh = NULL;
-    pthread_mutex_lock(&k->lock);
-    if (k->pool_len > 0)
-        kh = k->pool[--k->pool_len];
-    pthread_mutex_unlock(&k->lock);
-    return kh ? kh : kube_handle_new(k);
-}
-
-static void kube_handle_put(struct kube *k, struct kube_handle *kh) {
-    pthread_mutex_lock(&k->lock);
-    if (k->pool_len < KUBE_POOL_MAX) {
-        k->pool[k->pool_len++] = kh;
-        kh = NULL;
-    }
-    pthread_mutex_unlock(&k->lock);
-    kube_handle_free(kh);
 }
 
 static size_t kube_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
@@ -519,18 +500,40 @@ static void kube_loop_reap(struct kube *k) {
     }
 }
 
+static void kube_job_shut(struct kube *k, struct kube_job *job) {
+    job->r.status = 0;
+    snprintf(job->r.message, sizeof(job->r.message), KUBE_SHUTTING_DOWN);
+    kube_job_finish(k, job);
+}
+
+/* Fails every job of a list (incoming or waiting) with the shutdown message. */
+static void kube_jobs_shut(struct kube *k, struct kube_job *list) {
+    while (list) {
+        struct kube_job *job = list;
+        list = list->next;
+        kube_job_shut(k, job);
+    }
+}
+
+/* Takes the whole incoming list, and says whether the client is stopping. */
+static struct kube_job *kube_take_incoming(struct kube *k, bool *stopping) {
+    pthread_mutex_lock(&k->jobs_lock);
+    struct kube_job *in = k->incoming;
+    k->incoming = k->incoming_tail = NULL;
+    *stopping = k->stopping;
+    pthread_mutex_unlock(&k->jobs_lock);
+    return in;
+}
+
 static void *kube_loop_main(void *arg) {
     struct kube *k = arg;
     for (;;) {
-        pthread_mutex_lock(&k->jobs_lock);
-        if (k->stopping) {
-            pthread_mutex_unlock(&k->jobs_lock);
+        bool stopping;
+        struct kube_job *in = kube_take_incoming(k, &stopping);
+        if (stopping) {
+            kube_jobs_shut(k, in);
             break;
         }
-        struct kube_job *in = k->incoming;
-        k->incoming = k->incoming_tail = NULL;
-        pthread_mutex_unlock(&k->jobs_lock);
-
         while (in) {
             struct kube_job *job = in;
             in = in->next;
@@ -585,37 +588,21 @@ static int kube_loop_start(struct kube *k) {
     return 0;
 }
 
-static void kube_job_shut(struct kube *k, struct kube_job *job) {
-    job->r.status = 0;
-    snprintf(job->r.message, sizeof(job->r.message), KUBE_SHUTTING_DOWN);
-    kube_job_finish(k, job);
-}
-
 /* Ends the loop thread, then fails every job it left behind. */
 static void kube_loop_stop(struct kube *k) {
+    bool stopping;
+
+    pthread_mutex_lock(&k->jobs_lock);
+    k->stopping = true;
+    pthread_mutex_unlock(&k->jobs_lock);
     if (k->loop_running) {
-        pthread_mutex_lock(&k->jobs_lock);
-        k->stopping = true;
-        pthread_mutex_unlock(&k->jobs_lock);
         curl_multi_wakeup(k->multi);
         pthread_join(k->thread, NULL);
         k->loop_running = false;
     }
-    pthread_mutex_lock(&k->jobs_lock);
-    k->stopping = true;
-    struct kube_job *in = k->incoming;
-    k->incoming = k->incoming_tail = NULL;
-    pthread_mutex_unlock(&k->jobs_lock);
-    while (in) {
-        struct kube_job *job = in;
-        in = in->next;
-        kube_job_shut(k, job);
-    }
-    while (k->waiting) {
-        struct kube_job *job = k->waiting;
-        k->waiting = job->next;
-        kube_job_shut(k, job);
-    }
+    kube_jobs_shut(k, kube_take_incoming(k, &stopping));
+    kube_jobs_shut(k, k->waiting);
+    k->waiting = NULL;
     while (k->flight) {
         struct kube_job *job = k->flight;
         curl_multi_remove_handle(k->multi, job->h->curl);
@@ -716,19 +703,31 @@ int kube_create(struct kube *k, const char *ns, const char *json, size_t len, lo
 int kube_probe(struct kube *k, char *detail, size_t detail_len) {
     struct buf resp;
     long retry_after = -1;
-    struct kube_handle *h = kube_handle_get(k);
     char url[1024];
-    int code;
 
-    if (!h)
+    /*
+     * Probes run on their callers' threads, rarely (readiness is cached), so one
+     * spare handle is kept; a probe that finds it taken makes its own.
+     */
+    pthread_mutex_lock(&k->probe_lock);
+    struct kube_handle *h = k->probe;
+    k->probe = NULL;
+    pthread_mutex_unlock(&k->probe_lock);
+    if (!h && !(h = kube_handle_new(k)))
         return GHE_NOMEM;
     snprintf(url, sizeof(url), "%s/readyz", k->base_url);
     buf_init(&resp, 64 * 1024);
     kube_handle_prepare(k, h, url, NULL, 0, 2000, &resp, &retry_after);
-    code = kube_exchange_status(h->curl, curl_easy_perform(h->curl), detail, detail_len);
+    int code = kube_exchange_status(h->curl, curl_easy_perform(h->curl), detail, detail_len);
     if (code && code != 200)
         snprintf(detail, detail_len, "GET /readyz answered %d", code);
     buf_cleanup(&resp);
-    kube_handle_put(k, h);
+    pthread_mutex_lock(&k->probe_lock);
+    if (!k->probe) {
+        k->probe = h;
+        h = NULL;
+    }
+    pthread_mutex_unlock(&k->probe_lock);
+    kube_handle_free(h);
     return code == 200 ? 0 : GHE_UNAVAILABLE;
 }
