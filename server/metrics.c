@@ -148,6 +148,19 @@ void metrics_reset(void) {
     pthread_mutex_unlock(&metrics_lock);
 }
 
+/* The requests counted by route and status; the caller holds metrics_lock. */
+static int metrics_render_http_codes(struct buf *b) {
+    int rc = 0;
+    for (size_t r = 0; r < METRICS_ROUTES && !rc; r++)
+        for (size_t c = 0; c < METRICS_CODES && !rc; c++)
+            if (metrics_http_codes[r][c])
+                rc =
+                    buf_appendf(b, "%s{route=\"%s\",code=\"%zu\"} %llu\n",
+                                metrics_families[METRICS_HTTP_REQUESTS].name, metrics_routes[r],
+                                c + METRICS_CODE_MIN, (unsigned long long)metrics_http_codes[r][c]);
+    return rc;
+}
+
 int metrics_render(struct buf *b) {
     int rc = 0;
 
@@ -155,13 +168,8 @@ int metrics_render(struct buf *b) {
     for (int f = 0; f < METRICS_FAMILY_COUNT && !rc; f++) {
         rc = buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n", metrics_families[f].name,
                          metrics_families[f].help, metrics_families[f].name);
-        for (size_t r = 0; f == METRICS_HTTP_REQUESTS && r < METRICS_ROUTES && !rc; r++)
-            for (size_t c = 0; c < METRICS_CODES && !rc; c++)
-                if (metrics_http_codes[r][c])
-                    rc = buf_appendf(b, "%s{route=\"%s\",code=\"%zu\"} %llu\n",
-                                     metrics_families[f].name, metrics_routes[r],
-                                     c + METRICS_CODE_MIN,
-                                     (unsigned long long)metrics_http_codes[r][c]);
+        if (f == METRICS_HTTP_REQUESTS && !rc)
+            rc = metrics_render_http_codes(b);
         for (size_t i = 0; i < metrics_count && !rc; i++)
             if (metrics_table[i].family == f)
                 rc = buf_appendf(b, "%s{%s} %llu\n", metrics_families[f].name,
