@@ -31,7 +31,10 @@ run: deps $(BUILD)/CMakeCache.txt var/webhook-secret var/trigger-token
 check-config: build var/webhook-secret var/trigger-token
 	$(BUILD)/gpuhook --config $(CONFIG) --check-config
 
-test: deps build
+# The tests build with -Werror (CI runs them); a plain `make build` does not.
+test: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DENABLE_WERROR=ON $(CMAKE_FLAGS)
+	cmake --build $(BUILD) -j $(JOBS)
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 memcheck: deps build

@@ -1,5 +1,6 @@
 #include "gpuhook/gpu.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/clock.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpu_backend.h"
 
@@ -48,14 +49,6 @@ static void cond_init_once(void) {
     pthread_cond_init(&g.cond, &attr);
     pthread_condattr_destroy(&attr);
 }
-
-static long long clock_ms(clockid_t id) {
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static long long mono_ms(void) { return clock_ms(CLOCK_MONOTONIC); }
 
 static void cond_wait_until(long long deadline_mono_ms) {
     struct timespec ts = {.tv_sec = deadline_mono_ms / 1000,
@@ -366,14 +359,6 @@ static void jbool(struct json_ctx *j, cJSON *o, const char *k, bool b) {
     jcheck(j, cJSON_AddBoolToObject(o, k, b));
 }
 
-static void format_time(long long ms, char *out, size_t len) {
-    time_t secs = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
-}
-
 /* 13000 -> "13.0", as nvidia-smi prints "CUDA Version". */
 static const char *cuda_version_string(int v, char *out, size_t len) {
     if (v <= 0)
@@ -460,8 +445,8 @@ static void add_device(struct json_ctx *j, cJSON *arr, const struct gpu_snapshot
         cJSON *xo = jcheck(j, cJSON_AddObjectToObject(o, "last_xid"));
         jnum(j, xo, "xid", (double)x->xid);
         jbool(j, xo, "fatal", x->fatal);
-        format_time(x->at_ms, tmp, sizeof(tmp));
-        jstr(j, xo, "at", tmp);
+        char at[CLOCK_RFC3339_MAX];
+        jstr(j, xo, "at", clock_rfc3339(x->at_ms, at));
     } else {
         jcheck(j, cJSON_AddNullToObject(o, "last_xid"));
     }
@@ -509,7 +494,7 @@ char *gpu_snapshot_json(const struct gpu_snapshot *s, const struct gpu_view *v,
                         const struct gpu_fit_policy *policy, int refresh_seconds, bool verbose) {
     struct gpu_fit_policy defaults;
     struct json_ctx j = {false};
-    char when[40];
+    char when[CLOCK_RFC3339_MAX];
     char *out = NULL;
     if (!policy) {
         gpu_fit_policy_init(&defaults);
@@ -525,8 +510,7 @@ char *gpu_snapshot_json(const struct gpu_snapshot *s, const struct gpu_view *v,
             if (!cJSON_AddItemToArray(reasons, jcheck(&j, cJSON_CreateString(reason_names[r]))))
                 j.failed = true;
     if (s->taken) {
-        format_time(s->checked_at_ms, when, sizeof(when));
-        jstr(&j, root, "checked_at", when);
+        jstr(&j, root, "checked_at", clock_rfc3339(s->checked_at_ms, when));
     } else {
         jstr(&j, root, "checked_at", NULL);
     }
@@ -574,7 +558,7 @@ static void record_xid(struct gpu_snapshot *s, int index, unsigned long long xid
     x->seen = true;
     x->xid = xid;
     x->fatal = gpu_xid_is_fatal(xid);
-    x->at_ms = clock_ms(CLOCK_REALTIME);
+    x->at_ms = clock_wall_ms();
 }
 
 /*
@@ -589,7 +573,7 @@ static bool wait_for_next(const struct gpu_source *src, struct gpu_snapshot *wor
         bool stop = g.stop;
         bool requested = g.requested != g.served;
         long long deadline = started + (long long)g.opts.refresh_seconds * 1000;
-        long long now = mono_ms();
+        long long now = clock_mono_ms();
         if (stop || requested || now >= deadline) {
             pthread_mutex_unlock(&g.lock);
             return !stop;
@@ -642,15 +626,15 @@ static void *refresh_main(void *arg) {
         unsigned long covers = g.requested;
         pthread_mutex_unlock(&g.lock);
 
-        long long started = mono_ms();
+        long long started = clock_mono_ms();
         src->nvml_read(src->ctx, work);
-        long long done = mono_ms();
+        long long done = clock_mono_ms();
 
         pthread_mutex_lock(&g.lock);
         if (!work->taken)
             work->first_refresh_ms = done - g.started_mono_ms;
         work->taken = true;
-        work->checked_at_ms = clock_ms(CLOCK_REALTIME);
+        work->checked_at_ms = clock_wall_ms();
         work->checked_mono_ms = done;
         work->refresh_ms = done - started;
         g.snap = *work;
@@ -687,7 +671,7 @@ int gpu_start_source(const struct gpu_options *opts, const struct gpu_source *sr
     memset(&g.snap, 0, sizeof(g.snap));
     g.requested = 0;
     g.served = 0;
-    g.started_mono_ms = mono_ms();
+    g.started_mono_ms = clock_mono_ms();
 
     /* Signals belong to main; the refresh thread must never take one. */
     sigset_t all, old;
@@ -753,9 +737,9 @@ int gpu_refresh_now(int timeout_ms) {
     }
     unsigned long mine = ++g.requested;
     pthread_cond_broadcast(&g.cond);
-    long long deadline = mono_ms() + timeout_ms;
+    long long deadline = clock_mono_ms() + timeout_ms;
     while (g.running && (long)(g.served - mine) < 0) {
-        if (mono_ms() >= deadline) {
+        if (clock_mono_ms() >= deadline) {
             rc = GHE_TIMEOUT;
             break;
         }
@@ -780,7 +764,7 @@ char *gpu_status_json(bool verbose, int *http_status) {
     int refresh_seconds = g.opts.refresh_seconds;
     pthread_mutex_unlock(&g.lock);
 
-    gpu_snapshot_evaluate(s, mono_ms(), refresh_seconds, &policy, &v);
+    gpu_snapshot_evaluate(s, clock_mono_ms(), refresh_seconds, &policy, &v);
     char *body = gpu_snapshot_json(s, &v, &policy, refresh_seconds, verbose);
     free(s);
     if (http_status)
@@ -790,7 +774,7 @@ char *gpu_status_json(bool verbose, int *http_status) {
 
 /* Judges the published snapshot now; g.lock must be held. */
 static void view_locked(struct gpu_view *v) {
-    gpu_snapshot_evaluate(&g.snap, mono_ms(), g.opts.refresh_seconds, &g.policy, v);
+    gpu_snapshot_evaluate(&g.snap, clock_mono_ms(), g.opts.refresh_seconds, &g.policy, v);
 }
 
 bool gpu_ready(void) {
@@ -834,7 +818,7 @@ int gpu_metrics_append(struct buf *b) {
         return GHE_NOMEM;
     pthread_mutex_lock(&g.lock);
     *s = g.snap;
-    gpu_snapshot_evaluate(s, mono_ms(), g.opts.refresh_seconds, &g.policy, &v);
+    gpu_snapshot_evaluate(s, clock_mono_ms(), g.opts.refresh_seconds, &g.policy, &v);
     pthread_mutex_unlock(&g.lock);
 
     rc = buf_appendf(b,

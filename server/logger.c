@@ -1,11 +1,11 @@
 #include "gpuhook/logger.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/clock.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <unistd.h>
 
 #define LOGGER_LINE_MAX 16384
@@ -58,14 +58,10 @@ void logger_write(int level, const char *msg, ...) {
     char stackbuf[LOGGER_LINE_MAX];
     /* The bound keeps room for the closing "}\n" (and buf's NUL) in the stack buffer. */
     struct buf b = {stackbuf, 0, sizeof(stackbuf), sizeof(stackbuf) - 8};
-    struct timespec ts;
-    struct tm tm;
+    char ts[CLOCK_RFC3339_MAX];
 
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    buf_appendf(&b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ\",\"level\":\"%s\",\"msg\":\"",
-                tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                ts.tv_nsec / 1000000, logger_names[level & 3]);
+    buf_appendf(&b, "{\"ts\":\"%s\",\"level\":\"%s\",\"msg\":\"",
+                clock_rfc3339(clock_wall_ms(), ts), logger_names[level & 3]);
     buf_append_json_escaped(&b, msg, strlen(msg));
     buf_appends(&b, "\"");
 
