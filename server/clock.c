@@ -28,9 +28,9 @@ char *clock_rfc3339(long long unix_ms, char *out) {
         gmtime_r(&t, &tm);
     }
     /* The return value is checked so that GCC's -Wformat-truncation knows a cut is handled. */
-    int n = snprintf(out, CLOCK_RFC3339_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ms);
+    int n =
+        snprintf(out, CLOCK_RFC3339_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
     if (n < 0 || n >= CLOCK_RFC3339_MAX)
         out[0] = '\0';
     return out;
