@@ -164,14 +164,53 @@ void http_request_add_arg(struct http_request *req, const char *key, const char 
         req->verbose_query = on;
 }
 
-/* Sizes come with each header, so a NUL inside one is seen instead of cutting it short. */
+/*
+ * libmicrohttpd 0.9.75 takes a header's value as the C string that starts
+ * after the colon, so a NUL inside the value silently cuts it short, and the
+ * sizes it reports are those of the cut string. It parses the header block in
+ * place in one buffer, line after line, writing NUL over each line's CR and
+ * LF. So between the end of one value and the start of the next name there
+ * are only NULs and blanks, and after the last value a NUL, CR or LF, unless a
+ * NUL inside the value ended it early: then the rest of its line follows.
+ * http_collect_header walks the headers in the order they came to check that.
+ */
+struct http_collect {
+    struct http_request *req;
+    const char *prev_key;
+    const char *prev_end; /* the NUL ending the previous value */
+};
+
+static bool http_gap_blank(const char *p, const char *end) {
+    for (; p < end; p++)
+        if (*p != '\0' && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+            return false;
+    return true;
+}
+
+static void http_collect_check(struct http_collect *c, const char *next_key) {
+    if (!c->prev_end)
+        return;
+    const char *p = c->prev_end + 1;
+    bool cut;
+    if (next_key) /* far apart or out of order means another buffer: no verdict */
+        cut = next_key > p && next_key - p < 16384 && !http_gap_blank(p, next_key);
+    else
+        cut = !http_gap_blank(p, p + 1);
+    if (cut)
+        http_request_refuse_nul(c->req, c->prev_key);
+}
+
 static enum MHD_Result http_collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
                                            size_t key_size, const char *value, size_t value_size) {
-    struct http_request *req = cls;
+    struct http_collect *c = cls;
     (void)kind;
+    http_collect_check(c, key);
     if (strlen(key) != key_size || (value && strlen(value) != value_size))
-        http_request_refuse_nul(req, key);
-    http_request_add_header(req, key, value);
+        http_request_refuse_nul(c->req, key);
+    /* An empty value may be a constant "" outside the buffer. */
+    c->prev_key = key;
+    c->prev_end = value && value_size ? value + value_size : NULL;
+    http_request_add_header(c->req, key, value);
     return MHD_YES;
 }
 
@@ -467,7 +506,9 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
             return MHD_NO;
         *req_cls = req;
         connguard_headers_done(conn);
-        MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http_collect_header, req);
+        struct http_collect collect = {req, NULL, NULL};
+        MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http_collect_header, &collect);
+        http_collect_check(&collect, NULL);
         MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
         if (http_request_begin(req))
             return http_queue(conn, req, req->close);

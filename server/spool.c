@@ -218,34 +218,79 @@ static struct spool_entry *spool_track(struct spool *s, const char *file) {
     return e;
 }
 
-static char *spool_read(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
+static char *spool_read(int fd, size_t *len) {
     char *data = malloc(SPOOL_FILE_MAX + 1);
-    size_t n = data ? fread(data, 1, SPOOL_FILE_MAX, f) : 0;
-    fclose(f);
+    size_t n = 0;
+    while (data && n < SPOOL_FILE_MAX) {
+        ssize_t got = read(fd, data + n, SPOOL_FILE_MAX - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+    }
     if (data)
         data[n] = '\0';
     *len = n;
     return data;
 }
 
+static const char *spool_file_kind(mode_t mode) {
+    return S_ISFIFO(mode)  ? "a FIFO"
+           : S_ISCHR(mode) ? "a character device"
+           : S_ISBLK(mode) ? "a block device"
+           : S_ISSOCK(mode) ? "a socket"
+           : S_ISDIR(mode) ? "a folder"
+                           : "not a plain file";
+}
+
+/*
+ * Opens a spool entry only when it is a regular file: O_NOFOLLOW refuses a
+ * symbolic link, O_NONBLOCK keeps a FIFO from blocking the worker, and fstat
+ * judges what was opened, not what the name pointed at a moment earlier.
+ * Returns the descriptor, -1 when the file is gone, or -2 with the reason.
+ */
+static int spool_open_entry(const char *path, struct stat *st, char *why, size_t n) {
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return -1;
+        if (errno == ELOOP)
+            snprintf(why, n, "not a regular file: a symbolic link");
+        else
+            snprintf(why, n, "cannot open: %s", strerror(errno));
+        return -2;
+    }
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        snprintf(why, n, "not a regular file: %s", spool_file_kind(st->st_mode));
+        close(fd);
+        return -2;
+    }
+    return fd;
+}
+
 /* Tries one spooled run; returns true when it left the spool. */
 static bool spool_attempt(struct spool *s, struct spool_entry *e) {
-    char path[4096];
+    char path[4096], why[128];
     size_t len = 0;
     struct kube_result r;
-    struct stat st;
+    struct stat st = {0};
 
     snprintf(path, sizeof(path), "%s/%s", s->dir, e->name);
-    if (stat(path, &st) != 0)
+    int fd = spool_open_entry(path, &st, why, sizeof(why));
+    if (fd == -1)
         return true;
+    if (fd < 0) {
+        spool_fail(s, e->name, why);
+        return true;
+    }
     if (time(NULL) - st.st_mtime > s->max_age_seconds) {
+        close(fd);
         spool_fail(s, e->name, "expired: older than spool_max_age_hours");
         return true;
     }
-    char *json = spool_read(path, &len);
+    char *json = spool_read(fd, &len);
+    close(fd);
     if (!json)
         return false;
     cJSON *obj = cJSON_ParseWithLength(json, len);
