@@ -424,3 +424,33 @@ def test_the_work_pool_shrinks_back_after_a_burst(tmp_path):
         peak = proc_status(g.proc.pid, "Threads")
         assert wait_for(lambda: proc_status(g.proc.pid, "Threads") <= base + 2, timeout=25), \
             (base, peak, proc_status(g.proc.pid, "Threads"))
+
+
+def test_entries_the_api_is_slow_to_answer_delay_none_of_the_others(tmp_path):
+    # Runs in a namespace that does not exist get 404, which the client retries until its
+    # 5 s deadline: tried one after another, three of them held every other entry 15 s.
+    api = FakeApiServer(str(tmp_path / "api"), namespaces=["tekton-pipelines"]).start()
+    g = GpuHook()
+    g.config["kubernetes"] = {"mode": "url", "url": api.url, "timeout_seconds": 3}
+    spool = os.path.join(g.tmp, "spool")
+    os.makedirs(os.path.join(spool, "failed"))
+    for i in range(3):
+        run = json.loads(spooled_run("lost-%d" % i))
+        run["metadata"]["namespace"] = "no-such-namespace"
+        with open(os.path.join(spool, "lost-%d.json" % i), "w") as f:
+            json.dump(run, f)
+    names = ["good-%d" % i for i in range(5)]
+    for n in names:
+        with open(os.path.join(spool, n + ".json"), "w") as f:
+            f.write(spooled_run(n))
+    try:
+        with g:
+            t0 = time.monotonic()
+            assert wait_for(lambda: len(api.objects()) == 5, timeout=20), api.objects()
+            took = time.monotonic() - t0
+            assert took < 3.0, took
+            assert sorted(o["metadata"]["name"] for o in api.objects()) == names
+            assert sorted(f for f in os.listdir(spool) if f.startswith("lost-")) == \
+                ["lost-%d.json" % i for i in range(3)]
+    finally:
+        api.stop()
