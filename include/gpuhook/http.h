@@ -6,7 +6,10 @@
  * routes, enforces the body limit before reading, collects headers, gives each
  * request an ID, streams bodies to the route's handler, and writes one access
  * log line and the request metrics. Handlers fill struct http_request's
- * response fields; every body is JSON.
+ * response fields; every body is JSON. Against clients without the secret:
+ * bodies not yet verified draw from bodybudget.h's budget, connguard.h's
+ * sweeper cuts slow connections, a NUL inside a header is refused (400) and
+ * a path holding %00 matches no route (404).
  */
 #ifndef GPUHOOK_HTTP_H
 #define GPUHOOK_HTTP_H
