@@ -29,9 +29,9 @@
 #include <microhttpd.h>
 
 struct connguard_limits {
-    long header_ms;         /* the whole request line and header block */
-    long min_body_rate;     /* bytes per second on average, 0 for no floor */
-    long max_connections;   /* what libmicrohttpd is given as its limit */
+    long header_ms;       /* the whole request line and header block */
+    long min_body_rate;   /* bytes per second on average, 0 for no floor */
+    long max_connections; /* what libmicrohttpd is given as its limit */
 };
 
 struct connguard;
