@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from harness import GpuHook, fixture, memory_bound, metric_value, raw_http, sign, timing_free
+from harness import (WRAPPER, GpuHook, fixture, memory_bound, metric_value, raw_http, sign,
+                     timing_free)
 from fake_apiserver import FakeApiServer
 
 PUSH = fixture("push_with-new-branch.json")
@@ -462,3 +463,36 @@ def test_entries_the_api_is_slow_to_answer_delay_none_of_the_others(tmp_path):
                 ["lost-%d.json" % i for i in range(3)]
     finally:
         api.stop()
+
+
+def open_files_limit(pid):
+    with open("/proc/%d/limits" % pid) as f:
+        for line in f:
+            if line.startswith("Max open files"):
+                return int(line.split()[3])
+    raise KeyError("Max open files")
+
+
+def limited_binary(tmp_path, ulimit):
+    """A wrapper that starts gpuhook under a descriptor limit (ulimit -n sets soft and hard)."""
+    from harness import BINARY
+    path = tmp_path / "limited-gpuhook"
+    path.write_text("#!/bin/sh\nulimit %s || exit 99\nexec %s \"$@\"\n" % (ulimit, BINARY))
+    path.chmod(0o755)
+    return str(path)
+
+
+@pytest.mark.skipif(bool(WRAPPER), reason="the wrapper would run the shell, not gpuhook")
+def test_the_descriptor_limit_is_raised_to_fit_max_connections(tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard < 4096 + 64:
+        pytest.skip("the hard descriptor limit is below 4160")
+    with GpuHook(binary=limited_binary(tmp_path, "-S -n 256")) as g:
+        assert open_files_limit(g.proc.pid) == 4096 + 64
+        assert "descriptor limit" not in g.log_text()
+    # Where the hard limit is lower, gpuhook serves what fits and says so.
+    with GpuHook(binary=limited_binary(tmp_path, "-n 300")) as g:
+        assert open_files_limit(g.proc.pid) == 300
+        warn = [l for l in g.log_lines() if l.get("msg", "").startswith("the descriptor limit")]
+        assert warn and warn[0]["connections"] == "236", warn
+        assert g.deliver("push", PUSH).status == 201
