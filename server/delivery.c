@@ -2,6 +2,7 @@
 #include "gpuhook/buf.h"
 #include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
+#include "gpuhook/metrics.h"
 #include "gpuhook/spool.h"
 
 #include <errno.h>
@@ -21,13 +22,16 @@ struct delivery {
     long timeout_ms;
     char *namespace;
     char *local_dir;
+    char *spool_dir;
     struct kube *kube;
     struct spool *spool;
 
     pthread_mutex_t lock; /* guards the readiness cache */
     long ready_at_ms;
     bool ready_ok;
+    bool api_ok;
     char ready_detail[512];
+    char api_detail[512];
 };
 
 static const char *const delivery_names[] = {"created", "exists",   "queued",
@@ -57,6 +61,7 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
         if (kube_new(cfg, &d->kube, el) != 0)
             goto fail;
         d->namespace = strdup(kube_namespace(d->kube));
+        d->spool_dir = strdup(cfg->spool_dir);
         if (spool_open(cfg->spool_dir, cfg->spool_max_age_hours, &d->spool, err, sizeof(err))) {
             errlist_add(el, "%s", err);
             goto fail;
@@ -87,6 +92,7 @@ void delivery_free(struct delivery *d) {
     kube_free(d->kube);
     free(d->namespace);
     free(d->local_dir);
+    free(d->spool_dir);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }
@@ -168,24 +174,43 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
     }
 }
 
-/* Creates and drops an unnamed file: access(2) says yes to root even on a read-only mount. */
-static bool delivery_dir_writable(const char *dir) {
+/*
+ * Writes and syncs 4 KiB to an unnamed file in dir, then drops it: access(2)
+ * says yes to root even on a read-only mount, and only a write that reaches
+ * the disk shows a full one. Writes the reason to msg when it fails.
+ */
+static bool delivery_dir_writable(const char *key, const char *dir, char *msg, size_t n) {
+    static const char block[4096];
     int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return false;
-    close(fd);
-    return true;
+    bool ok = fd >= 0 && write(fd, block, sizeof(block)) == (ssize_t)sizeof(block) &&
+              fsync(fd) == 0;
+    int err = errno;
+    if (fd >= 0)
+        close(fd);
+    if (ok)
+        snprintf(msg, n, "%s %s is writable", key, dir);
+    else
+        snprintf(msg, n, "%s %s is not writable: %s", key, dir, strerror(err));
+    return ok;
+}
+
+static void delivery_ready_check(struct buf *o, const char *name, bool ok, const char *msg) {
+    buf_appendf(o, ",\"%s\":{\"ok\":%s,\"detail\":\"", name, ok ? "true" : "false");
+    buf_append_json_escaped(o, msg, strlen(msg));
+    buf_appends(o, "\"");
 }
 
 bool delivery_ready(struct delivery *d, struct buf *detail) {
     long now = delivery_now_ms();
-    bool ok;
-    char msg[512] = "";
+    bool ok, api_ok = false;
+    char msg[512] = "", api_msg[512] = "";
 
     pthread_mutex_lock(&d->lock);
     if (d->ready_at_ms && now - d->ready_at_ms < DELIVERY_READY_CACHE_MS) {
         ok = d->ready_ok;
+        api_ok = d->api_ok;
         buf_copy_str(msg, sizeof(msg), d->ready_detail);
+        buf_copy_str(api_msg, sizeof(api_msg), d->api_detail);
         pthread_mutex_unlock(&d->lock);
         goto report;
     }
@@ -197,25 +222,34 @@ bool delivery_ready(struct delivery *d, struct buf *detail) {
         snprintf(msg, sizeof(msg), "dry-run: nothing is sent");
         break;
     case CONFIG_KUBE_LOCAL:
-        ok = delivery_dir_writable(d->local_dir);
-        snprintf(msg, sizeof(msg), "%s is %swritable", d->local_dir, ok ? "" : "not ");
+        ok = delivery_dir_writable("kubernetes.local_dir", d->local_dir, msg, sizeof(msg));
         break;
     default:
-        ok = kube_probe(d->kube, msg, sizeof(msg)) == 0;
-        if (ok)
-            snprintf(msg, sizeof(msg), "API server answers");
+        /* A delivery is accepted when it can be spooled: the API may be down meanwhile. */
+        ok = delivery_dir_writable("spool_dir", d->spool_dir, msg, sizeof(msg));
+        api_ok = kube_probe(d->kube, api_msg, sizeof(api_msg)) == 0;
+        if (api_ok)
+            snprintf(api_msg, sizeof(api_msg), "API server answers");
+        metrics_api_up_set(api_ok);
     }
     pthread_mutex_lock(&d->lock);
     d->ready_at_ms = delivery_now_ms();
     d->ready_ok = ok;
+    d->api_ok = api_ok;
     buf_copy_str(d->ready_detail, sizeof(d->ready_detail), msg);
+    buf_copy_str(d->api_detail, sizeof(d->api_detail), api_msg);
     pthread_mutex_unlock(&d->lock);
 report:
     buf_appendf(detail, "\"delivery\":{\"ok\":%s,\"mode\":\"%s\",\"detail\":\"",
                 ok ? "true" : "false", config_kube_mode_name(d->mode));
     buf_append_json_escaped(detail, msg, strlen(msg));
     buf_appends(detail, "\"}");
-    if (d->spool)
-        buf_appendf(detail, ",\"spool\":{\"ok\":true,\"depth\":%ld}", spool_depth(d->spool));
+    if (d->spool) {
+        delivery_ready_check(detail, "spool", ok, msg);
+        buf_appendf(detail, ",\"depth\":%ld}", spool_depth(d->spool));
+        /* Reported, never failing readiness: the spool absorbs an API outage. */
+        delivery_ready_check(detail, "api", api_ok, api_msg);
+        buf_appends(detail, ",\"required\":false}");
+    }
     return ok;
 }

@@ -1,5 +1,7 @@
 #include "gpuhook/http.h"
+#include "gpuhook/bodybudget.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/connguard.h"
 #include "gpuhook/dispatch.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/logger.h"
@@ -18,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -27,17 +30,21 @@
 #define HTTP_OUT_MAX (8 * 1024 * 1024)
 #define HTTP_SMALL_BODY_MAX 4096
 #define HTTP_DISCARD_MAX (1024 * 1024)
+/* A work-pool thread idle this long exits, down to the pool's minimum. */
+#define HTTP_POOL_IDLE_MS 10000
 
 struct http_server {
     struct MHD_Daemon *daemon;
     struct app *app;
     struct workpool *pool;
+    struct connguard *guard;
     int port;
     char *tls_key;
     char *tls_cert;
 };
 
 static atomic_long http_in_flight;
+static atomic_bool http_stopping; /* /readyz says no from the moment shutdown begins */
 
 enum http_route_id {
     HTTP_WEBHOOK,
@@ -144,6 +151,11 @@ void http_request_add_header(struct http_request *req, const char *name, const c
     }
 }
 
+void http_request_refuse_nul(struct http_request *req, const char *name) {
+    if (!req->nul_header)
+        req->nul_header = name;
+}
+
 void http_request_add_arg(struct http_request *req, const char *key, const char *value) {
     bool on = !value || !*value || strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
     if (strcmp(key, "dry_run") == 0)
@@ -152,10 +164,53 @@ void http_request_add_arg(struct http_request *req, const char *key, const char 
         req->verbose_query = on;
 }
 
+/*
+ * libmicrohttpd 0.9.75 takes a header's value as the C string that starts
+ * after the colon, so a NUL inside the value silently cuts it short, and the
+ * sizes it reports are those of the cut string. It parses the header block in
+ * place in one buffer, line after line, writing NUL over each line's CR and
+ * LF. So between the end of one value and the start of the next name there
+ * are only NULs and blanks, and after the last value a NUL, CR or LF, unless a
+ * NUL inside the value ended it early: then the rest of its line follows.
+ * http_collect_header walks the headers in the order they came to check that.
+ */
+struct http_collect {
+    struct http_request *req;
+    const char *prev_key;
+    const char *prev_end; /* the NUL ending the previous value */
+};
+
+static bool http_gap_blank(const char *p, const char *end) {
+    for (; p < end; p++)
+        if (*p != '\0' && *p != ' ' && *p != '\t' && *p != '\r' && *p != '\n')
+            return false;
+    return true;
+}
+
+static void http_collect_check(struct http_collect *c, const char *next_key) {
+    if (!c->prev_end)
+        return;
+    const char *p = c->prev_end + 1;
+    bool cut;
+    if (next_key) /* far apart or out of order means another buffer: no verdict */
+        cut = next_key > p && next_key - p < 16384 && !http_gap_blank(p, next_key);
+    else
+        cut = !http_gap_blank(p, p + 1);
+    if (cut)
+        http_request_refuse_nul(c->req, c->prev_key);
+}
+
 static enum MHD_Result http_collect_header(void *cls, enum MHD_ValueKind kind, const char *key,
-                                           const char *value) {
+                                           size_t key_size, const char *value, size_t value_size) {
+    struct http_collect *c = cls;
     (void)kind;
-    http_request_add_header(cls, key, value);
+    http_collect_check(c, key);
+    if (strlen(key) != key_size || (value && strlen(value) != value_size))
+        http_request_refuse_nul(c->req, key);
+    /* An empty value may be a constant "" outside the buffer. */
+    c->prev_key = key;
+    c->prev_end = value && value_size ? value + value_size : NULL;
+    http_request_add_header(c->req, key, value);
     return MHD_YES;
 }
 
@@ -210,6 +265,10 @@ static void http_probe_readyz(struct http_request *req) {
     buf_append_json_escaped(o, req->cfg->path, strlen(req->cfg->path));
     buf_appends(o, "\"},");
     ok = delivery_ready(req->app->delivery, o) && ok;
+    bool stopping = atomic_load(&http_stopping);
+    buf_appendf(o, ",\"shutdown\":{\"ok\":%s,\"detail\":\"%s\"}", stopping ? "false" : "true",
+                stopping ? "shutting down" : "serving");
+    ok = ok && !stopping;
     if (req->cfg->gpu.required) {
         bool g = gpu_ready();
         buf_appendf(o, ",\"gpu\":{\"ok\":%s}", g ? "true" : "false");
@@ -242,7 +301,10 @@ static void http_handle_get(struct http_request *req, int id) {
         break;
     }
     case HTTP_METRICS:
-        req->status = metrics_render(&req->out) == 0 ? 200 : 500;
+        if (metrics_render(&req->out) == 0)
+            req->status = 200;
+        else
+            http_request_error(req, 500, "the metrics exposition does not fit its buffer");
         break;
     default:
         break;
@@ -275,6 +337,11 @@ static enum MHD_Result http_queue(struct MHD_Connection *conn, struct http_reque
     MHD_add_response_header(resp, "Cache-Control", "no-store");
     if (req->allow)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, req->allow);
+    if (req->retry_after) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%d", req->retry_after);
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
     if (req->www_authenticate)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"gpuhook\"");
     if (close)
@@ -328,6 +395,11 @@ bool http_request_begin(struct http_request *req) {
     if (r) {
         req->route = r->name;
         req->route_id = r->id;
+    }
+    if (req->nul_header) {
+        http_request_error(req, 400, "header %s contains a NUL byte", req->nul_header);
+        req->close = true;
+        return true;
     }
     /* Ambiguous framing is how requests get smuggled: refuse it outright. */
     if (req->content_length_count > 1 ||
@@ -390,6 +462,7 @@ bool http_request_upload(struct http_request *req, const char *data, size_t n) {
     if (done) {
         req->discarded = n;
         req->close = true;
+        http_request_body_release(req);
         buf_cleanup(&req->body);
     }
     return true;
@@ -432,7 +505,10 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         if (!req)
             return MHD_NO;
         *req_cls = req;
-        MHD_get_connection_values(conn, MHD_HEADER_KIND, http_collect_header, req);
+        connguard_headers_done(conn);
+        struct http_collect collect = {req, NULL, NULL};
+        MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http_collect_header, &collect);
+        http_collect_check(&collect, NULL);
         MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, http_collect_arg, req);
         if (http_request_begin(req))
             return http_queue(conn, req, req->close);
@@ -441,6 +517,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     if (*upload_data_size > 0) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        connguard_body_bytes(conn, n);
         return http_request_upload(req, upload_data, n) ? MHD_YES : MHD_NO;
     }
     if (req->deferred)
@@ -452,6 +529,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     if (req->pending) {
         req->deferred = true;
         req->conn = conn;
+        connguard_waiting(conn, true);
         MHD_suspend_connection(conn);
         /* API calls need no thread of their own: the API client's loop drives them. */
         if (dispatch_complete_async(req, server->pool, http_deferred_done))
@@ -465,7 +543,13 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     return http_queue(conn, req, req->close);
 }
 
+void http_request_body_release(struct http_request *req) {
+    bodybudget_give(req->body_budget);
+    req->body_budget = 0;
+}
+
 void http_request_free(struct http_request *req) {
+    http_request_body_release(req);
     dispatch_pending_free(req->pending);
     signature_check_cleanup(&req->sig);
     buf_cleanup(&req->body);
@@ -479,7 +563,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
                            enum MHD_RequestTerminationCode toe) {
     struct http_request *req = *req_cls;
     (void)cls;
-    (void)conn;
+    connguard_request_done(conn);
     if (!req)
         return;
     long ms = http_now_ms() - req->start_ms;
@@ -512,6 +596,42 @@ static void http_mhd_log(void *cls, const char *fmt, va_list ap) {
     while (n > 0 && msg[n - 1] == '\n')
         msg[--n] = '\0';
     LOGGER_DEBUG_("libmicrohttpd", "detail", msg);
+}
+
+/*
+ * Decodes %XX in the path and query in place, except where that would make a
+ * NUL: such a string stays as sent, so "/healthz%00" matches no route (404)
+ * instead of being cut to "/healthz".
+ */
+static size_t http_unescape(void *cls, struct MHD_Connection *conn, char *s) {
+    (void)cls;
+    (void)conn;
+    for (const char *p = s; (p = strchr(p, '%')) != NULL; p++)
+        if (p[1] == '0' && p[2] == '0')
+            return strlen(s);
+    return MHD_http_unescape(s);
+}
+
+/*
+ * Raises the soft descriptor limit to the hard one where the system allows,
+ * and returns how many connections fit: each needs one descriptor, and the
+ * process keeps about 64 for itself (listeners, epoll, files, the API).
+ */
+static long http_fd_room(long want) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return want;
+    if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < (rlim_t)want + 64) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > (rlim_t)want + 64
+                          ? (rlim_t)want + 64
+                          : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+            rl = up;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= (rlim_t)want + 64)
+        return want;
+    return rl.rlim_cur > 128 ? (long)rl.rlim_cur - 64 : 64;
 }
 
 static char *http_read_file(const char *path) {
@@ -548,8 +668,21 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     if (!s)
         return NULL;
     s->app = app;
-    s->pool = workpool_new(4, 256);
-    if (!s->pool) {
+    s->pool = workpool_new(4, 256, HTTP_POOL_IDLE_MS);
+    long conns = http_fd_room(cfg->max_connections);
+    if (conns < cfg->max_connections) {
+        char want[32], got[32];
+        snprintf(want, sizeof(want), "%ld", cfg->max_connections);
+        snprintf(got, sizeof(got), "%ld", conns);
+        LOGGER_WARN_("the descriptor limit is below max_connections; serving fewer",
+                     "max_connections", want, "connections", got);
+    }
+    struct connguard_limits limits = {cfg->header_timeout_seconds * 1000L,
+                                      cfg->min_body_bytes_per_second, conns};
+    s->guard = connguard_new(&limits);
+    if (!s->pool || !s->guard) {
+        workpool_free(s->pool);
+        connguard_free(s->guard);
         free(s);
         return NULL;
     }
@@ -567,6 +700,7 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     if (gai != 0) {
         errlist_add(el, "listen %s: %s", cfg->listen, gai_strerror(gai));
         workpool_free(s->pool);
+        connguard_free(s->guard);
         free(s);
         return NULL;
     }
@@ -583,8 +717,9 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     }
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, http_access, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)1024,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)15, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conns,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)15, MHD_OPTION_NOTIFY_CONNECTION,
+        connguard_notify, s->guard, MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(16 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024),
         MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log,
         NULL, s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
@@ -600,6 +735,7 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
 fail:
     freeaddrinfo(ai);
     workpool_free(s->pool);
+    connguard_free(s->guard);
     free(s->tls_cert);
     free(s->tls_key);
     free(s);
@@ -611,6 +747,7 @@ int http_server_port(const struct http_server *s) { return s->port; }
 bool http_server_stop(struct http_server *s, long grace_seconds) {
     if (!s)
         return true;
+    atomic_store(&http_stopping, true);
     /* Stop accepting first, then let requests in flight finish within the grace period. */
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
     if (fd != MHD_INVALID_SOCKET)
@@ -631,6 +768,7 @@ bool http_server_stop(struct http_server *s, long grace_seconds) {
     }
     MHD_stop_daemon(s->daemon);
     workpool_free(s->pool);
+    connguard_free(s->guard);
     if (s->tls_key)
         explicit_bzero(s->tls_key, strlen(s->tls_key));
     free(s->tls_key);

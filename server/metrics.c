@@ -1,4 +1,5 @@
 #include "gpuhook/metrics.h"
+#include "gpuhook/bodybudget.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpu.h"
 
@@ -7,8 +8,20 @@
 #include <stdio.h>
 #include <string.h>
 
-#define METRICS_MAX_SERIES 256
-#define METRICS_KEY_MAX 160
+/*
+ * Every label value that the network can influence maps onto a fixed set, so
+ * the series count has a bound no client can raise and a known family never
+ * loses a series:
+ *   deliveries: (METRICS_EVENT_SLOTS events + trigger + other) x outcomes
+ *   created:    variants (lite, original, spooled, other)
+ *   kube:       code 0 plus 100..599
+ *   http:       routes x codes 100..599
+ * The event slots hold the names configured in github.events (at most 64,
+ * the config's own bound), added at start and on reload while there is room;
+ * an event that is not configured now counts as "other".
+ */
+#define METRICS_EVENT_SLOTS 64
+#define METRICS_EVENT_NAME_MAX 65
 
 enum metrics_family {
     METRICS_HTTP_REQUESTS,
@@ -28,11 +41,16 @@ static const struct {
     {"gpuhook_kube_requests_total", "Kubernetes API requests by status code (0: no answer)."},
 };
 
-struct metrics_series {
-    int family;
-    char labels[METRICS_KEY_MAX];
-    uint64_t value;
-};
+static const char *const metrics_outcomes[] = {
+    "created", "exists",       "queued",  "dry_run", "rejected",     "unavailable", "ignored",
+    "ok",      "gpu_rejected", "invalid", "error",   "unauthorized", "other"};
+#define METRICS_OUTCOMES (sizeof(metrics_outcomes) / sizeof(metrics_outcomes[0]))
+static const char *const metrics_variants[] = {"lite", "original", "spooled", "other"};
+#define METRICS_VARIANTS (sizeof(metrics_variants) / sizeof(metrics_variants[0]))
+/* Event slots: the configured ones, then trigger, then other. */
+#define METRICS_EVENT_TRIGGER METRICS_EVENT_SLOTS
+#define METRICS_EVENT_OTHER (METRICS_EVENT_SLOTS + 1)
+#define METRICS_EVENTS (METRICS_EVENT_SLOTS + 2)
 
 /* Routes have fixed names, so the histogram is a small fixed table. */
 static const char *const metrics_routes[] = {"webhook", "trigger", "healthz", "readyz",
@@ -43,8 +61,6 @@ static const double metrics_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.0
 #define METRICS_BUCKETS (sizeof(metrics_buckets) / sizeof(metrics_buckets[0]))
 
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct metrics_series metrics_table[METRICS_MAX_SERIES];
-static size_t metrics_count;
 /* Requests by route and status (100 to 599), counted with the histogram under one lock. */
 #define METRICS_CODE_MIN 100
 #define METRICS_CODES 500
@@ -54,35 +70,66 @@ static uint64_t metrics_hist_count[METRICS_ROUTES];
 static double metrics_hist_sum[METRICS_ROUTES];
 static uint64_t metrics_sig_failures;
 static long metrics_spool_depth;
+/* The built-in defaults of github.events, for a process that never calls metrics_set_events. */
+static char metrics_event_names[METRICS_EVENT_SLOTS][METRICS_EVENT_NAME_MAX] = {
+    "push", "pull_request", "ping"};
+static bool metrics_event_current[METRICS_EVENT_SLOTS] = {true, true, true};
+static uint64_t metrics_deliveries[METRICS_EVENTS][METRICS_OUTCOMES];
+static uint64_t metrics_created[METRICS_VARIANTS];
+static uint64_t metrics_kube_none;             /* code 0: no answer */
+static uint64_t metrics_kube_codes[METRICS_CODES]; /* 100..599; others count as 0 */
+static uint64_t metrics_budget_refusals;
+static uint64_t metrics_conn_cut[METRICS_CONN_CUT_COUNT];
+static int metrics_api_up = -1;
 
-static void metrics_inc(int family, const char *labels) {
+static size_t metrics_index(const char *const *names, size_t n, const char *v) {
+    for (size_t i = 0; i + 1 < n; i++)
+        if (v && strcmp(v, names[i]) == 0)
+            return i;
+    return n - 1;
+}
+
+void metrics_set_events(const char *const *names, size_t n) {
     pthread_mutex_lock(&metrics_lock);
-    for (size_t i = 0; i < metrics_count; i++) {
-        if (metrics_table[i].family == family && strcmp(metrics_table[i].labels, labels) == 0) {
-            metrics_table[i].value++;
-            goto out;
+    for (size_t i = 0; i < METRICS_EVENT_SLOTS; i++)
+        metrics_event_current[i] = false;
+    for (size_t k = 0; k < n; k++) {
+        if (strlen(names[k]) >= METRICS_EVENT_NAME_MAX || strcmp(names[k], "trigger") == 0 ||
+            strcmp(names[k], "other") == 0)
+            continue;
+        size_t free_slot = METRICS_EVENT_SLOTS, i;
+        for (i = 0; i < METRICS_EVENT_SLOTS; i++) {
+            if (!metrics_event_names[i][0]) {
+                if (free_slot == METRICS_EVENT_SLOTS)
+                    free_slot = i;
+            } else if (strcmp(metrics_event_names[i], names[k]) == 0) {
+                break;
+            }
         }
+        if (i == METRICS_EVENT_SLOTS && free_slot < METRICS_EVENT_SLOTS) {
+            i = free_slot;
+            snprintf(metrics_event_names[i], METRICS_EVENT_NAME_MAX, "%s", names[k]);
+        }
+        if (i < METRICS_EVENT_SLOTS)
+            metrics_event_current[i] = true;
     }
-    /* A full table drops new series rather than growing without bound. */
-    if (metrics_count < METRICS_MAX_SERIES) {
-        struct metrics_series *s = &metrics_table[metrics_count++];
-        s->family = family;
-        snprintf(s->labels, sizeof(s->labels), "%s", labels);
-        s->value = 1;
-    }
-out:
     pthread_mutex_unlock(&metrics_lock);
 }
 
-/* Label values here are known-safe names, but quote-escape anyway. */
-static void metrics_label(char *out, size_t n, const char *v) {
-    size_t j = 0;
-    for (const char *p = v ? v : ""; *p && j + 2 < n; p++) {
-        if (*p == '"' || *p == '\\' || *p == '\n')
-            continue;
-        out[j++] = *p;
-    }
-    out[j] = '\0';
+/* The slot of an event name; the caller holds metrics_lock. */
+static size_t metrics_event_slot(const char *event) {
+    if (event && strcmp(event, "trigger") == 0)
+        return METRICS_EVENT_TRIGGER;
+    for (size_t i = 0; event && i < METRICS_EVENT_SLOTS; i++)
+        if (metrics_event_current[i] && strcmp(metrics_event_names[i], event) == 0)
+            return i;
+    return METRICS_EVENT_OTHER;
+}
+
+static const char *metrics_event_name(size_t slot) {
+    return slot == METRICS_EVENT_TRIGGER ? "trigger"
+           : slot == METRICS_EVENT_OTHER ? "other"
+                                         : metrics_event_names[slot];
 }
 
 void metrics_http_observe(const char *route, int code, double seconds) {
@@ -104,18 +151,17 @@ void metrics_http_observe(const char *route, int code, double seconds) {
 }
 
 void metrics_delivery(const char *event, const char *outcome) {
-    char labels[METRICS_KEY_MAX], e[48], o[32];
-    metrics_label(e, sizeof(e), event);
-    metrics_label(o, sizeof(o), outcome);
-    snprintf(labels, sizeof(labels), "event=\"%s\",outcome=\"%s\"", e, o);
-    metrics_inc(METRICS_DELIVERIES, labels);
+    size_t o = metrics_index(metrics_outcomes, METRICS_OUTCOMES, outcome);
+    pthread_mutex_lock(&metrics_lock);
+    metrics_deliveries[metrics_event_slot(event)][o]++;
+    pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_pipelinerun_created(const char *variant) {
-    char labels[METRICS_KEY_MAX], v[32];
-    metrics_label(v, sizeof(v), variant);
-    snprintf(labels, sizeof(labels), "variant=\"%s\"", v);
-    metrics_inc(METRICS_CREATED, labels);
+    size_t v = metrics_index(metrics_variants, METRICS_VARIANTS, variant);
+    pthread_mutex_lock(&metrics_lock);
+    metrics_created[v]++;
+    pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_signature_failure(void) {
@@ -125,9 +171,32 @@ void metrics_signature_failure(void) {
 }
 
 void metrics_kube_request(int code) {
-    char labels[METRICS_KEY_MAX];
-    snprintf(labels, sizeof(labels), "code=\"%d\"", code);
-    metrics_inc(METRICS_KUBE, labels);
+    pthread_mutex_lock(&metrics_lock);
+    if (code >= METRICS_CODE_MIN && code < METRICS_CODE_MIN + METRICS_CODES)
+        metrics_kube_codes[code - METRICS_CODE_MIN]++;
+    else
+        metrics_kube_none++;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_body_budget_refusal(void) {
+    pthread_mutex_lock(&metrics_lock);
+    metrics_budget_refusals++;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_connection_cut(int reason) {
+    if (reason < 0 || reason >= METRICS_CONN_CUT_COUNT)
+        return;
+    pthread_mutex_lock(&metrics_lock);
+    metrics_conn_cut[reason]++;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_api_up_set(int up) {
+    pthread_mutex_lock(&metrics_lock);
+    metrics_api_up = up;
+    pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_spool_depth_set(long depth) {
@@ -138,7 +207,13 @@ void metrics_spool_depth_set(long depth) {
 
 void metrics_reset(void) {
     pthread_mutex_lock(&metrics_lock);
-    metrics_count = 0;
+    memset(metrics_deliveries, 0, sizeof(metrics_deliveries));
+    memset(metrics_created, 0, sizeof(metrics_created));
+    memset(metrics_kube_codes, 0, sizeof(metrics_kube_codes));
+    metrics_kube_none = 0;
+    metrics_budget_refusals = 0;
+    memset(metrics_conn_cut, 0, sizeof(metrics_conn_cut));
+    metrics_api_up = -1;
     memset(metrics_http_codes, 0, sizeof(metrics_http_codes));
     memset(metrics_hist, 0, sizeof(metrics_hist));
     memset(metrics_hist_count, 0, sizeof(metrics_hist_count));
@@ -161,6 +236,68 @@ static int metrics_render_http_codes(struct buf *b) {
     return rc;
 }
 
+/* The fixed-table families; the caller holds metrics_lock. */
+static int metrics_render_family(struct buf *b, int f) {
+    const char *name = metrics_families[f].name;
+    int rc = 0;
+    switch (f) {
+    case METRICS_HTTP_REQUESTS:
+        return metrics_render_http_codes(b);
+    case METRICS_DELIVERIES:
+        for (size_t e = 0; e < METRICS_EVENTS && !rc; e++)
+            for (size_t o = 0; o < METRICS_OUTCOMES && !rc; o++)
+                if (metrics_deliveries[e][o])
+                    rc = buf_appendf(b, "%s{event=\"%s\",outcome=\"%s\"} %llu\n", name,
+                                     metrics_event_name(e), metrics_outcomes[o],
+                                     (unsigned long long)metrics_deliveries[e][o]);
+        return rc;
+    case METRICS_CREATED:
+        for (size_t v = 0; v < METRICS_VARIANTS && !rc; v++)
+            if (metrics_created[v])
+                rc = buf_appendf(b, "%s{variant=\"%s\"} %llu\n", name, metrics_variants[v],
+                                 (unsigned long long)metrics_created[v]);
+        return rc;
+    default:
+        if (metrics_kube_none)
+            rc = buf_appendf(b, "%s{code=\"0\"} %llu\n", name,
+                             (unsigned long long)metrics_kube_none);
+        for (size_t c = 0; c < METRICS_CODES && !rc; c++)
+            if (metrics_kube_codes[c])
+                rc = buf_appendf(b, "%s{code=\"%zu\"} %llu\n", name, c + METRICS_CODE_MIN,
+                                 (unsigned long long)metrics_kube_codes[c]);
+        return rc;
+    }
+}
+
+/* The gauges and counters of issue 15's controls; the caller holds metrics_lock. */
+static int metrics_render_guards(struct buf *b) {
+    static const char *const cut_names[METRICS_CONN_CUT_COUNT] = {"header_deadline",
+                                                                  "body_rate", "evicted"};
+    int rc = buf_appendf(
+        b,
+        "# HELP gpuhook_unverified_body_bytes Memory held by bodies not yet verified.\n"
+        "# TYPE gpuhook_unverified_body_bytes gauge\ngpuhook_unverified_body_bytes %ld\n"
+        "# HELP gpuhook_unverified_body_budget_bytes The budget for bodies not yet verified.\n"
+        "# TYPE gpuhook_unverified_body_budget_bytes gauge\n"
+        "gpuhook_unverified_body_budget_bytes %ld\n"
+        "# HELP gpuhook_body_budget_refusals_total Bodies refused with 503: budget spent.\n"
+        "# TYPE gpuhook_body_budget_refusals_total counter\n"
+        "gpuhook_body_budget_refusals_total %llu\n"
+        "# HELP gpuhook_connections_cut_total Connections closed for holding a slot.\n"
+        "# TYPE gpuhook_connections_cut_total counter\n",
+        bodybudget_in_use(), bodybudget_limit(), (unsigned long long)metrics_budget_refusals);
+    for (int i = 0; i < METRICS_CONN_CUT_COUNT && !rc; i++)
+        rc = buf_appendf(b, "gpuhook_connections_cut_total{reason=\"%s\"} %llu\n", cut_names[i],
+                         (unsigned long long)metrics_conn_cut[i]);
+    if (!rc && metrics_api_up >= 0)
+        rc = buf_appendf(b,
+                         "# HELP gpuhook_kube_api_up Whether the Kubernetes API answered the "
+                         "last readiness probe.\n# TYPE gpuhook_kube_api_up gauge\n"
+                         "gpuhook_kube_api_up %d\n",
+                         metrics_api_up);
+    return rc;
+}
+
 int metrics_render(struct buf *b) {
     int rc = 0;
 
@@ -168,13 +305,8 @@ int metrics_render(struct buf *b) {
     for (int f = 0; f < METRICS_FAMILY_COUNT && !rc; f++) {
         rc = buf_appendf(b, "# HELP %s %s\n# TYPE %s counter\n", metrics_families[f].name,
                          metrics_families[f].help, metrics_families[f].name);
-        if (f == METRICS_HTTP_REQUESTS && !rc)
-            rc = metrics_render_http_codes(b);
-        for (size_t i = 0; i < metrics_count && !rc; i++)
-            if (metrics_table[i].family == f)
-                rc = buf_appendf(b, "%s{%s} %llu\n", metrics_families[f].name,
-                                 metrics_table[i].labels,
-                                 (unsigned long long)metrics_table[i].value);
+        if (!rc)
+            rc = metrics_render_family(b, f);
     }
     if (!rc)
         rc = buf_appendf(b, "# HELP gpuhook_http_request_duration_seconds HTTP request latency.\n"
@@ -205,6 +337,8 @@ int metrics_render(struct buf *b) {
                          "# HELP gpuhook_spool_depth PipelineRuns waiting in the spool.\n"
                          "# TYPE gpuhook_spool_depth gauge\ngpuhook_spool_depth %ld\n",
                          (unsigned long long)metrics_sig_failures, metrics_spool_depth);
+    if (!rc)
+        rc = metrics_render_guards(b);
     pthread_mutex_unlock(&metrics_lock);
     if (!rc)
         rc = buf_appendf(b,

@@ -1,10 +1,12 @@
 #include "gpuhook/serve.h"
 #include "gpuhook/app.h"
+#include "gpuhook/bodybudget.h"
 #include "gpuhook/config.h"
 #include "gpuhook/delivery.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/http.h"
 #include "gpuhook/logger.h"
+#include "gpuhook/metrics.h"
 #include "gpuhook/select.h"
 
 #include <malloc.h>
@@ -18,6 +20,13 @@
 
 static bool serve_same(const char *a, const char *b) {
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* What takes effect at once, at start and on reload. */
+static void serve_apply(const struct config *cfg) {
+    logger_set_level(cfg->log_level);
+    bodybudget_set_limit(cfg->unverified_body_budget_bytes);
+    metrics_set_events((const char *const *)cfg->events, cfg->event_count);
 }
 
 static void serve_reload(struct app *app, const char *path) {
@@ -38,8 +47,13 @@ static void serve_reload(struct app *app, const char *path) {
         !serve_same(old->kube_local_dir, cfg->kube_local_dir) ||
         !serve_same(old->kube_namespace, cfg->kube_namespace))
         LOGGER_WARN_("listen, tls and kubernetes settings take effect only after a restart");
+    if (old->max_connections != cfg->max_connections ||
+        old->header_timeout_seconds != cfg->header_timeout_seconds ||
+        old->min_body_bytes_per_second != cfg->min_body_bytes_per_second)
+        LOGGER_WARN_("max_connections and the slow-client deadlines take effect only after a "
+                     "restart");
     config_unref(old);
-    logger_set_level(cfg->log_level);
+    serve_apply(cfg);
     gpu_set_options(&cfg->gpu);
     gpu_set_fit_policy(select_rules_gpu_fit(cfg->rules));
     app_config_swap(app, cfg);
@@ -60,7 +74,7 @@ int serve_run(struct config *cfg, const char *config_path) {
     int sig = 0;
 
     errlist_init(&el);
-    logger_set_level(cfg->log_level);
+    serve_apply(cfg);
 
     /*
      * Large buffers (a 25 MB body, a payload's tree) go straight to mmap and back

@@ -22,6 +22,8 @@
 #define SPOOL_BACKOFF_MIN_MS 1000L
 #define SPOOL_BACKOFF_MAX_MS 300000L
 #define SPOOL_FILE_MAX (4 * 1024 * 1024)
+#define SPOOL_PARALLEL 16      /* creates in flight at once */
+#define SPOOL_ATTEMPT_MS 5000L /* one attempt's deadline, retries inside it included */
 
 struct spool_entry {
     char name[80];
@@ -41,6 +43,7 @@ struct spool {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     struct spool_entry *entries;
+    struct spool_entry **due; /* the entries one pass tries */
     size_t entry_count;
     long depth;
 };
@@ -155,6 +158,7 @@ void spool_free(struct spool *s) {
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->wake);
     free(s->entries);
+    free(s->due);
     free(s->dir);
     free(s->failed_dir);
     free(s);
@@ -196,11 +200,10 @@ static void spool_fail(struct spool *s, const char *file, const char *reason) {
     snprintf(from, sizeof(from), "%s/%s", s->dir, file);
     snprintf(to, sizeof(to), "%s/%s", s->failed_dir, file);
     snprintf(errname, sizeof(errname), "%.*s.error", (int)(strlen(file) - 5), file);
-    spool_write_atomic(s->failed_dir, errname, reason, strlen(reason), 0);
-    if (rename(from, to) == 0) {
-        spool_fsync_dir(s->failed_dir);
+    /* Moved first, so that a .error file always has its run beside it. */
+    if (rename(from, to) == 0)
         spool_fsync_dir(s->dir);
-    }
+    spool_write_atomic(s->failed_dir, errname, reason, strlen(reason), 0);
     LOGGER_ERROR_("spooled run failed permanently", "pipelinerun", file, "error", reason);
 }
 
@@ -218,48 +221,113 @@ static struct spool_entry *spool_track(struct spool *s, const char *file) {
     return e;
 }
 
-static char *spool_read(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
+static char *spool_read(int fd, size_t *len) {
     char *data = malloc(SPOOL_FILE_MAX + 1);
-    size_t n = data ? fread(data, 1, SPOOL_FILE_MAX, f) : 0;
-    fclose(f);
+    size_t n = 0;
+    while (data && n < SPOOL_FILE_MAX) {
+        ssize_t got = read(fd, data + n, SPOOL_FILE_MAX - n);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+    }
     if (data)
         data[n] = '\0';
     *len = n;
     return data;
 }
 
-/* Tries one spooled run; returns true when it left the spool. */
-static bool spool_attempt(struct spool *s, struct spool_entry *e) {
-    char path[4096];
-    size_t len = 0;
-    struct kube_result r;
-    struct stat st;
+static const char *spool_file_kind(mode_t mode) {
+    return S_ISFIFO(mode)  ? "a FIFO"
+           : S_ISCHR(mode) ? "a character device"
+           : S_ISBLK(mode) ? "a block device"
+           : S_ISSOCK(mode) ? "a socket"
+           : S_ISDIR(mode) ? "a folder"
+                           : "not a plain file";
+}
 
-    snprintf(path, sizeof(path), "%s/%s", s->dir, e->name);
-    if (stat(path, &st) != 0)
-        return true;
-    if (time(NULL) - st.st_mtime > s->max_age_seconds) {
-        spool_fail(s, e->name, "expired: older than spool_max_age_hours");
-        return true;
+/*
+ * Opens a spool entry only when it is a regular file: O_NOFOLLOW refuses a
+ * symbolic link, O_NONBLOCK keeps a FIFO from blocking the worker, and fstat
+ * judges what was opened, not what the name pointed at a moment earlier.
+ * Returns the descriptor, -1 when the file is gone, or -2 with the reason.
+ */
+static int spool_open_entry(const char *path, struct stat *st, char *why, size_t n) {
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return -1;
+        if (errno == ELOOP)
+            snprintf(why, n, "not a regular file: a symbolic link");
+        else
+            snprintf(why, n, "cannot open: %s", strerror(errno));
+        return -2;
     }
-    char *json = spool_read(path, &len);
-    if (!json)
-        return false;
-    cJSON *obj = cJSON_ParseWithLength(json, len);
+    if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        snprintf(why, n, "not a regular file: %s", spool_file_kind(st->st_mode));
+        close(fd);
+        return -2;
+    }
+    return fd;
+}
+
+/* One spooled run on its way to the API. */
+struct spool_job {
+    struct spool *s;
+    struct spool_entry *e;
+    char *json;
+    size_t len;
+    struct kube_result r;
+    bool done; /* guarded by s->lock */
+};
+
+/*
+ * Reads one spooled run and finds its namespace. Returns 1 with the job's
+ * json set and the namespace in ns (a copy, caller frees), 0 when the run
+ * left the spool here (gone, or moved to failed/), or -1 to retry later.
+ */
+static int spool_prepare(struct spool *s, struct spool_job *job, char **ns_out) {
+    char path[4096], why[128];
+    struct stat st = {0};
+
+    snprintf(path, sizeof(path), "%s/%s", s->dir, job->e->name);
+    int fd = spool_open_entry(path, &st, why, sizeof(why));
+    if (fd == -1)
+        return 0;
+    if (fd < 0) {
+        spool_fail(s, job->e->name, why);
+        return 0;
+    }
+    if (time(NULL) - st.st_mtime > s->max_age_seconds) {
+        close(fd);
+        spool_fail(s, job->e->name, "expired: older than spool_max_age_hours");
+        return 0;
+    }
+    job->json = spool_read(fd, &job->len);
+    close(fd);
+    if (!job->json)
+        return -1;
+    cJSON *obj = cJSON_ParseWithLength(job->json, job->len);
     const cJSON *ns = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "namespace");
-    if (!cJSON_IsString(ns)) {
-        cJSON_Delete(obj);
-        free(json);
-        spool_fail(s, e->name, "unreadable spool entry: not a PipelineRun with a namespace");
-        return true;
-    }
-    kube_create(s->kube, ns->valuestring, json, len, 5000, &r);
+    *ns_out = cJSON_IsString(ns) ? strdup(ns->valuestring) : NULL;
     cJSON_Delete(obj);
-    free(json);
+    if (!*ns_out) {
+        free(job->json);
+        job->json = NULL;
+        spool_fail(s, job->e->name, "unreadable spool entry: not a PipelineRun with a namespace");
+        return 0;
+    }
+    return 1;
+}
+
+/* Acts on the API's final answer for a spooled run; returns true when it left the spool. */
+static bool spool_settle(struct spool *s, struct spool_entry *e, const struct kube_result *rp) {
+    char path[4096];
+    struct kube_result r = *rp;
+
+    snprintf(path, sizeof(path), "%s/%s", s->dir, e->name);
     char status[16];
     snprintf(status, sizeof(status), "%d", r.status);
     if (r.status == 201 || r.status == 409) {
@@ -279,6 +347,88 @@ static bool spool_attempt(struct spool *s, struct spool_entry *e) {
     LOGGER_WARN_("spooled run not delivered yet", "pipelinerun", e->name, "status", status, "error",
                  r.message);
     return false;
+}
+
+/* Runs on the API client's loop thread: hands the answer back to the worker. */
+static void spool_job_done(void *arg, const struct kube_result *r) {
+    struct spool_job *job = arg;
+    pthread_mutex_lock(&job->s->lock);
+    job->r = *r;
+    job->done = true;
+    pthread_cond_broadcast(&job->s->wake);
+    pthread_mutex_unlock(&job->s->lock);
+}
+
+/* The next attempt of an entry that stays: exponential backoff with jitter. */
+static void spool_backoff(struct spool_entry *e) {
+    unsigned int rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+        rnd = 0;
+    e->next_ms = spool_now_ms() + e->backoff_ms + (long)(rnd % 250);
+    e->backoff_ms =
+        e->backoff_ms * 2 > SPOOL_BACKOFF_MAX_MS ? SPOOL_BACKOFF_MAX_MS : e->backoff_ms * 2;
+}
+
+/* Starts the due entry's create; false when it finished here (left the spool or waits). */
+static bool spool_launch(struct spool *s, struct spool_job *job) {
+    char *ns = NULL;
+    int rc = spool_prepare(s, job, &ns);
+    if (rc <= 0) {
+        if (rc == 0)
+            job->e->seen = false;
+        else
+            spool_backoff(job->e);
+        return false;
+    }
+    job->done = false;
+    kube_create_async(s->kube, ns, job->json, job->len, SPOOL_ATTEMPT_MS, spool_job_done, job);
+    free(ns);
+    return true;
+}
+
+/*
+ * Tries every due entry, SPOOL_PARALLEL at a time through the API client's
+ * loop, settling each as its answer comes: an entry the API is slow to
+ * answer (a 404 retried to its deadline) holds up none of the others.
+ */
+static void spool_pass(struct spool *s, struct spool_entry **due, size_t ndue) {
+    struct spool_job jobs[SPOOL_PARALLEL];
+    bool busy[SPOOL_PARALLEL] = {false};
+    size_t next = 0, running = 0;
+
+    for (;;) {
+        for (size_t i = 0; i < SPOOL_PARALLEL && next < ndue && !s->stopping; i++) {
+            if (busy[i])
+                continue;
+            jobs[i] = (struct spool_job){.s = s, .e = due[next++]};
+            if (spool_launch(s, &jobs[i])) {
+                busy[i] = true;
+                running++;
+            }
+        }
+        if (!running)
+            break;
+        pthread_mutex_lock(&s->lock);
+        bool any = false;
+        while (!any) {
+            for (size_t i = 0; i < SPOOL_PARALLEL && !any; i++)
+                any = busy[i] && jobs[i].done;
+            if (!any)
+                pthread_cond_wait(&s->wake, &s->lock);
+        }
+        pthread_mutex_unlock(&s->lock);
+        for (size_t i = 0; i < SPOOL_PARALLEL; i++) {
+            if (!busy[i] || !jobs[i].done)
+                continue;
+            busy[i] = false;
+            running--;
+            free(jobs[i].json);
+            if (spool_settle(s, jobs[i].e, &jobs[i].r))
+                jobs[i].e->seen = false;
+            else
+                spool_backoff(jobs[i].e);
+        }
+    }
 }
 
 static long spool_count(const char *dir) {
@@ -302,6 +452,7 @@ static void *spool_worker(void *arg) {
         for (size_t i = 0; i < s->entry_count; i++)
             s->entries[i].seen = false;
         struct dirent *de;
+        size_t ndue = 0;
         while (d && (de = readdir(d)) != NULL && !s->stopping) {
             if (!spool_is_entry(de->d_name))
                 continue;
@@ -309,21 +460,12 @@ static void *spool_worker(void *arg) {
             if (!e)
                 continue;
             e->seen = true;
-            if (spool_now_ms() < e->next_ms)
-                continue;
-            if (spool_attempt(s, e)) {
-                e->seen = false;
-                continue;
-            }
-            unsigned int rnd = 0;
-            if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-                rnd = 0;
-            e->next_ms = spool_now_ms() + e->backoff_ms + (long)(rnd % 250);
-            e->backoff_ms =
-                e->backoff_ms * 2 > SPOOL_BACKOFF_MAX_MS ? SPOOL_BACKOFF_MAX_MS : e->backoff_ms * 2;
+            if (spool_now_ms() >= e->next_ms)
+                s->due[ndue++] = e;
         }
         if (d)
             closedir(d);
+        spool_pass(s, s->due, ndue);
         /* Forget entries whose files are gone. */
         size_t j = 0;
         for (size_t i = 0; i < s->entry_count; i++)
@@ -347,7 +489,8 @@ static void *spool_worker(void *arg) {
 int spool_start(struct spool *s, struct kube *k) {
     s->kube = k;
     s->entries = calloc(SPOOL_MAX_TRACKED, sizeof(*s->entries));
-    if (!s->entries)
+    s->due = calloc(SPOOL_MAX_TRACKED, sizeof(*s->due));
+    if (!s->entries || !s->due)
         return GHE_NOMEM;
     if (pthread_create(&s->thread, NULL, spool_worker, s) != 0)
         return GHE_NOMEM;

@@ -1,4 +1,5 @@
 #include "gpuhook/webhook.h"
+#include "gpuhook/bodybudget.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/dispatch.h"
 #include "gpuhook/logger.h"
@@ -74,6 +75,38 @@ bool webhook_begin(struct http_request *req) {
     return false;
 }
 
+/*
+ * Grows the body's buffer for n more bytes, drawing what it adds from the
+ * budget for unverified bodies. Memory follows the bytes that arrived, never
+ * the Content-Length a client announced. Returns 0, GHE_TOOBIG past
+ * max_body_bytes, GHE_UNAVAILABLE when the budget is spent, or GHE_NOMEM.
+ */
+static int webhook_body_grow(struct http_request *req, size_t n) {
+    struct buf *b = &req->body;
+    if (n > b->max || b->len > b->max - n)
+        return GHE_TOOBIG;
+    size_t need = b->len + n + 1;
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    if (cap > b->max + 1)
+        cap = b->max + 1;
+    size_t more = cap - b->cap;
+    if (!bodybudget_take(more, cap))
+        return GHE_UNAVAILABLE;
+    char *p = realloc(b->data, cap);
+    if (!p) {
+        bodybudget_give(more);
+        return GHE_NOMEM;
+    }
+    b->data = p;
+    b->cap = cap;
+    req->body_budget += more;
+    return 0;
+}
+
 bool webhook_upload(struct http_request *req, const char *data, size_t len) {
     /*
      * A small delivery usually arrives in one piece: check it before keeping a
@@ -89,12 +122,22 @@ bool webhook_upload(struct http_request *req, const char *data, size_t len) {
             return false; /* webhook_finish answers 401 */
         }
     }
-    if (!req->body_started && req->content_length > 0) {
-        /* One allocation of the announced size: the body is never copied again. */
-        buf_reserve(&req->body, (size_t)req->content_length);
-    }
     req->body_started = true;
-    if (buf_append(&req->body, data, len) != 0) {
+    int rc = webhook_body_grow(req, len);
+    if (rc == GHE_UNAVAILABLE) {
+        metrics_body_budget_refusal();
+        req->retry_after = 5;
+        http_request_error(req, 503,
+                           "too many unverified request bodies in memory "
+                           "(unverified_body_budget_bytes is %ld); retry later",
+                           bodybudget_limit());
+        return true;
+    }
+    if (rc == GHE_NOMEM) {
+        http_request_error(req, 500, "out of memory");
+        return true;
+    }
+    if (rc || buf_append(&req->body, data, len) != 0) {
         http_request_error(req, 413, "request body exceeds max_body_bytes (%ld bytes)",
                            req->cfg->max_body_bytes);
         return true;
@@ -183,6 +226,8 @@ void webhook_finish(struct http_request *req) {
         webhook_unauthorized(req);
         return;
     }
+    /* Verified: the body no longer counts against the budget for strangers' bodies. */
+    http_request_body_release(req);
     if (strcmp(event, "ping") == 0) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "status", "ok");

@@ -173,6 +173,10 @@ static void test_config_minimal_config_loads_with_defaults(void **state) {
     assert_null(cfg->tls_key_file);
     assert_int_equal(cfg->max_body_bytes, 26214400);
     assert_int_equal(cfg->shutdown_grace_seconds, 20);
+    assert_int_equal(cfg->unverified_body_budget_bytes, 64L * 1024 * 1024);
+    assert_int_equal(cfg->max_connections, 4096);
+    assert_int_equal(cfg->header_timeout_seconds, 10);
+    assert_int_equal(cfg->min_body_bytes_per_second, 16384);
     assert_int_equal(cfg->event_count, 3);
     assert_string_equal(cfg->events[0], "push");
     assert_string_equal(cfg->events[1], "pull_request");
@@ -375,6 +379,12 @@ static const struct bad_case bad_cases[] = {
     {"integer far above range",
      "{" BASE ",\"max_body_bytes\":1e30}",
      {".max_body_bytes: 1e+30 is out of range [1024, 67108864]"}},
+    {"budget below its floor",
+     "{" BASE ",\"unverified_body_budget_bytes\":1000}",
+     {".unverified_body_budget_bytes: 1000 is out of range [1048576, 4294967296]"}},
+    {"no header deadline",
+     "{" BASE ",\"header_timeout_seconds\":0}",
+     {".header_timeout_seconds: 0 is out of range [1, 300]"}},
     {"negative integer",
      "{" BASE ",\"shutdown_grace_seconds\":-1}",
      {".shutdown_grace_seconds: -1 is out of range [0, 600]"}},

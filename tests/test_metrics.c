@@ -204,9 +204,14 @@ static void test_metrics_unknown_route_counts_as_other(void **state) {
 static void test_metrics_label_values_cannot_break_the_format(void **state) {
     (void)state;
     metrics_delivery("pu\"sh\\\n", "created");
+    metrics_delivery("push", "cre\"ated");
     char *text = render();
 
-    assert_true(sample(text, "gpuhook_deliveries_total{event=\"push\",outcome=\"created\"}") == 1);
+    /* Neither is a known value: both count under "other", and nothing else appears. */
+    assert_true(sample(text, "gpuhook_deliveries_total{event=\"other\",outcome=\"created\"}") ==
+                1);
+    assert_true(sample(text, "gpuhook_deliveries_total{event=\"push\",outcome=\"other\"}") == 1);
+    assert_null(strstr(text, "pu\""));
     free(text);
 }
 
@@ -289,21 +294,59 @@ static void test_metrics_reset_clears_every_series(void **state) {
     free(text);
 }
 
-static void test_metrics_series_table_is_bounded(void **state) {
+static size_t count_series(const char *text, const char *prefix) {
+    size_t n = 0;
+    for (const char *p = text; (p = strstr(p, prefix)) != NULL; p++)
+        n++;
+    return n;
+}
+
+static void test_metrics_series_are_bounded_and_never_dropped(void **state) {
     (void)state;
-    /* Far more distinct series than the table holds: new ones are dropped, old ones still count. */
+    char name[32];
+    const char *const events[] = {"push", "pull_request", "ping", "release"};
+
+    metrics_set_events(events, 4);
+    /* Far more distinct values than any family has series: they fold into fixed ones. */
     for (int code = 0; code < 1000; code++)
         metrics_kube_request(code);
-    metrics_kube_request(0);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(name, sizeof(name), "random-%d", i);
+        metrics_delivery(name, "unauthorized");
+        metrics_pipelinerun_created(name);
+    }
+    /* Then the known series still count. */
+    metrics_delivery("release", "ignored");
+    metrics_delivery("trigger", "created");
+    metrics_pipelinerun_created("lite");
+    metrics_kube_request(201);
     char *text = render();
-    size_t series = 0;
 
-    for (const char *p = text; (p = strstr(p, "\ngpuhook_kube_requests_total{")) != NULL; p++)
-        series++;
-    assert_true(series > 0 && series <= 256);
-    assert_true(sample(text, "gpuhook_kube_requests_total{code=\"0\"}") == 2);
+    assert_true(count_series(text, "\ngpuhook_kube_requests_total{") == 501);
+    assert_true(sample(text, "gpuhook_kube_requests_total{code=\"0\"}") == 500);
+    assert_true(sample(text, "gpuhook_kube_requests_total{code=\"201\"}") == 2);
     assert_true(sample(text, "gpuhook_kube_requests_total{code=\"999\"}") == -1);
+    assert_true(count_series(text, "\ngpuhook_deliveries_total{") == 3);
+    assert_true(
+        sample(text, "gpuhook_deliveries_total{event=\"other\",outcome=\"unauthorized\"}") == 1000);
+    assert_true(sample(text, "gpuhook_deliveries_total{event=\"release\",outcome=\"ignored\"}") ==
+                1);
+    assert_true(sample(text, "gpuhook_deliveries_total{event=\"trigger\",outcome=\"created\"}") ==
+                1);
+    assert_true(sample(text, "gpuhook_pipelineruns_created_total{variant=\"other\"}") == 1000);
+    assert_true(sample(text, "gpuhook_pipelineruns_created_total{variant=\"lite\"}") == 1);
     free(text);
+
+    /* An event dropped from the config counts as "other" from then on. */
+    metrics_set_events(events, 3);
+    metrics_delivery("release", "ignored");
+    text = render();
+    assert_true(sample(text, "gpuhook_deliveries_total{event=\"release\",outcome=\"ignored\"}") ==
+                1);
+    assert_true(sample(text, "gpuhook_deliveries_total{event=\"other\",outcome=\"ignored\"}") ==
+                1);
+    free(text);
+    metrics_set_events(events, 3);
 }
 
 static void test_metrics_render_respects_the_buffer_bound(void **state) {
@@ -352,7 +395,7 @@ int main(void) {
         cmocka_unit_test_setup(test_metrics_spool_depth_is_a_gauge_that_goes_both_ways, reset),
         cmocka_unit_test_setup(test_metrics_build_info_names_version_and_cuda, reset),
         cmocka_unit_test_setup(test_metrics_reset_clears_every_series, reset),
-        cmocka_unit_test_setup(test_metrics_series_table_is_bounded, reset),
+        cmocka_unit_test_setup(test_metrics_series_are_bounded_and_never_dropped, reset),
         cmocka_unit_test_setup(test_metrics_render_respects_the_buffer_bound, reset),
         cmocka_unit_test_setup(test_metrics_counting_from_threads_loses_nothing, reset),
     };

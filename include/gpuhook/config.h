@@ -36,6 +36,10 @@ struct config {
     char *tls_cert_file;
     char *tls_key_file;
     long max_body_bytes;
+    long unverified_body_budget_bytes; /* all unverified bodies together */
+    long max_connections;
+    long header_timeout_seconds;     /* for the whole request line and header block */
+    long min_body_bytes_per_second;  /* average, enforced after header_timeout_seconds */
     long shutdown_grace_seconds;
 
     char **secret_files;

@@ -73,8 +73,12 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
                           const struct kube_result *kr, struct delivery_result *r);
 
 /*
- * Readiness of the sink, cached for about a second. Appends JSON members
- * ("check":{"ok":...,"detail":...}) to detail; returns true when usable.
+ * Readiness of the sink, cached for about a second: true when a delivery can
+ * be accepted and persisted now (local_dir or spool_dir takes a synced
+ * write; dry-run always). In the API modes the API's reachability is
+ * reported as "api" but does not count, since the spool absorbs an outage.
+ * Appends JSON members ("delivery":{...},"spool":{"ok":..,"detail":..},...)
+ * to detail, each check an object with at least "ok" and "detail".
  */
 bool delivery_ready(struct delivery *d, struct buf *detail);
 

@@ -6,7 +6,10 @@
  * routes, enforces the body limit before reading, collects headers, gives each
  * request an ID, streams bodies to the route's handler, and writes one access
  * log line and the request metrics. Handlers fill struct http_request's
- * response fields; every body is JSON.
+ * response fields; every body is JSON. Against clients without the secret:
+ * bodies not yet verified draw from bodybudget.h's budget, connguard.h's
+ * sweeper cuts slow connections, a NUL inside a header is refused (400) and
+ * a path holding %00 matches no route (404).
  */
 #ifndef GPUHOOK_HTTP_H
 #define GPUHOOK_HTTP_H
@@ -43,6 +46,7 @@ struct http_request {
     char request_id[65];
     struct event_header headers[HTTP_MAX_HEADERS];
     size_t header_count;
+    const char *nul_header; /* the first header with a NUL byte inside (borrowed) */
     int content_length_count;
     bool has_transfer_encoding;
     bool dry_run_query;
@@ -52,6 +56,7 @@ struct http_request {
 
     /* Body streaming. */
     struct buf body;
+    size_t body_budget; /* bytes of body drawn from the unverified-body budget */
     bool body_started;
     struct signature_check sig;
     unsigned char sig_expected[SIGNATURE_LEN];
@@ -64,6 +69,7 @@ struct http_request {
     struct buf out;
     const char *allow;
     bool www_authenticate;
+    int retry_after; /* seconds for a Retry-After header, 0 for none */
 
     /* Context for the access log (borrowed or small copies). */
     char log_event[64];
@@ -81,10 +87,15 @@ struct http_request {
 struct http_request *http_request_new(struct app *app, const char *method, const char *path);
 void http_request_add_header(struct http_request *req, const char *name, const char *value);
 void http_request_add_arg(struct http_request *req, const char *key, const char *value);
+/* The header called name (borrowed) held a NUL byte: begin answers 400. */
+void http_request_refuse_nul(struct http_request *req, const char *name);
 bool http_request_begin(struct http_request *req);
 bool http_request_upload(struct http_request *req, const char *data, size_t len);
 void http_request_finish(struct http_request *req);
 void http_request_free(struct http_request *req);
+
+/* Gives the body's share of the unverified-body budget back (the body itself stays). */
+void http_request_body_release(struct http_request *req);
 
 /* Finds a request header (case-insensitive); NULL when absent. */
 const char *http_request_header(const struct http_request *req, const char *name);
