@@ -160,7 +160,8 @@ def _where(path):
 def _lines(errors, prefix_path=()):
     """GitHub-style lines for a list of jsonschema errors."""
     lines, missing = [], {}
-    for e in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
+    for e in sorted(errors, key=lambda e: (e.validator in ("anyOf", "oneOf"),
+                                           list(map(str, e.absolute_path)), e.validator)):
         path = tuple(prefix_path) + tuple(e.absolute_path)
         loc = _where(path)
         head = "For '%s', " % loc if loc else ""
@@ -252,7 +253,9 @@ class Description:
                 if method not in ("get", "put", "post", "patch", "delete", "head", "options"):
                     continue
                 params = [self.resolve(to_json_schema(p)) for p in common + op.get("parameters", [])]
-                self.routes.append((template, method.upper(), to_json_schema(op), params))
+                conv = to_json_schema(op)
+                conv["externalDocs"] = op.get("externalDocs")  # kept for documentation_url
+                self.routes.append((template, method.upper(), conv, params))
         self._compiled = []
         for template, method, op, params in self.routes:
             multi = {p["name"] for p in params if p.get("in") == "path" and p.get("x-multi-segment")}
