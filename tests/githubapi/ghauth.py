@@ -178,7 +178,7 @@ class Credentials:
         perms = dict(granted) if not permissions else dict(permissions)
         token = "ghs_" + "".join(secrets.choice(ALPHABET) for _ in range(36))
         life = self.token_ttl if ttl is None else ttl
-        rec = {"installation_id": installation_id, "expires_at": int(now + life),
+        rec = {"installation_id": installation_id, "expires_at": now + life,
                "permissions": perms, "repos": repositories, "issued_at": int(now)}
         with self.lock:
             self.tokens[digest(token)] = rec

@@ -230,52 +230,81 @@ class Match:
         self.operation, self.args = operation, path_args
 
 
+class _Section(dict):
+    """A section of components (schemas, parameters, ...) converted entry by entry, when a
+    $ref first reaches it: converting all of it would cost a second per start."""
+
+    def __init__(self, raw):
+        super().__init__()
+        self.raw = raw
+
+    def __getitem__(self, key):
+        if not dict.__contains__(self, key):
+            dict.__setitem__(self, key, to_json_schema(self.raw[key]))
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key):
+        return key in self.raw
+
+
+def _pointer(document, fragment):
+    node = document
+    for part in urllib.parse.unquote(fragment.lstrip("/")).split("/") if fragment.strip("/") \
+            else []:
+        part = part.replace("~1", "/").replace("~0", "~")
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
 class Description:
     """One OpenAPI description: routing and validation."""
 
     def __init__(self, path):
         import jsonschema  # Debian's python3-jsonschema
 
+        class Resolver(jsonschema.RefResolver):
+            # A plain JSON pointer walk: the description has no $id or $anchor to look for,
+            # and jsonschema's search for them walks all 13 MB once per keyword.
+            def resolve_fragment(self, document, fragment):
+                return _pointer(document, fragment)
+
         self._js = jsonschema
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
+        self.raw = raw
         self.info = raw.get("info", {})
         self.openapi = raw.get("openapi", "")
-        self.doc = {"components": to_json_schema(raw.get("components", {}))}
-        self.resolver = jsonschema.RefResolver("", self.doc)
+        self.doc = {"components": {k: _Section(v) for k, v in raw.get("components", {}).items()}}
+        self.resolver = Resolver("", self.doc)
         self.format_checker = jsonschema.FormatChecker(())
         self.format_checker.checks("date-time")(lambda s: not isinstance(s, str)
                                                 or bool(RFC3339.match(s)))
-        self.routes = []
+        self._simple, self._complex, self._rx = {}, [], {}
         for template, item in raw.get("paths", {}).items():
             common = item.get("parameters", [])
             for method, op in item.items():
                 if method not in ("get", "put", "post", "patch", "delete", "head", "options"):
                     continue
-                params = [self.resolve(to_json_schema(p)) for p in common + op.get("parameters", [])]
-                conv = to_json_schema(op)
-                conv["externalDocs"] = op.get("externalDocs")  # kept for documentation_url
-                self.routes.append((template, method.upper(), conv, params))
-        self._compiled = []
-        for template, method, op, params in self.routes:
-            multi = {p["name"] for p in params if p.get("in") == "path" and p.get("x-multi-segment")}
-            rx, literals = "", 0
-            for seg in template.strip("/").split("/"):
-                out, pos = "/", 0
-                for m in re.finditer(r"\{([^}]+)\}", seg):
-                    name = m.group(1)
-                    out += re.escape(seg[pos:m.start()]) + "(?P<%s>%s)" % (
-                        re.sub(r"\W", "_", name), ".+" if name in multi else "[^/]+")
-                    pos = m.end()
-                if pos == 0:
-                    literals += 1
-                rx += out + re.escape(seg[pos:])
-            self._compiled.append((re.compile("^" + rx + "/?$"), literals, len(multi),
-                                   template, method, op, params))
+                params = common + op.get("parameters", [])
+                multi = {p["name"] for p in map(self._raw_resolve, params)
+                         if p.get("in") == "path" and p.get("x-multi-segment")}
+                segs = template.strip("/").split("/")
+                simple = all(re.fullmatch(r"\{[^}]+\}|[^{}]*", g) for g in segs) and not multi
+                literals = sum(1 for g in segs if "{" not in g)
+                entry = (segs, literals, len(multi), template, method.upper(), op, params, multi)
+                if simple:
+                    self._simple.setdefault((len(segs), segs[0]), []).append(entry)
+                else:
+                    self._complex.append(entry)
         self._ops = {}
 
+    def _raw_resolve(self, node):
+        while isinstance(node, dict) and "$ref" in node:
+            node = _pointer(self.raw, node["$ref"].lstrip("#"))
+        return node
+
     def resolve(self, node):
-        """Follow $refs in a node of the description until a real object."""
+        """Follow $refs in a node of the (converted) description until a real object."""
         seen = 0
         while isinstance(node, dict) and "$ref" in node and seen < 20:
             _, node = self.resolver.resolve(node["$ref"])
@@ -286,33 +315,70 @@ class Description:
         cls = self._js.Draft4Validator
         return cls(schema, resolver=self.resolver, format_checker=self.format_checker)
 
+    def _regex(self, entry):
+        segs, _, _, template, _, _, _, multi = entry
+        rx = self._rx.get(template)
+        if rx is None:
+            pat = ""
+            for seg in segs:
+                out, pos = "/", 0
+                for m in re.finditer(r"\{([^}]+)\}", seg):
+                    name = m.group(1)
+                    out += re.escape(seg[pos:m.start()]) + "(?P<%s>%s)" % (
+                        re.sub(r"\W", "_", name), ".+" if name in multi else "[^/]+")
+                    pos = m.end()
+                pat += out + re.escape(seg[pos:])
+            rx = self._rx[template] = re.compile("^" + pat + "/?$")
+        return rx
+
+    def _candidates(self, path):
+        """(entry, {param: raw value}) of every route whose template matches path."""
+        parts = path.strip("/").split("/") if path.strip("/") else [""]
+        for first in (parts[0], None):
+            for entry in self._simple.get((len(parts), first), []) if first is not None else \
+                    [e for (n, f), es in self._simple.items() if n == len(parts)
+                     and f.startswith("{") for e in es]:
+                args = {}
+                for seg, part in zip(entry[0], parts):
+                    if seg.startswith("{"):
+                        if not part:
+                            break
+                        args[seg[1:-1]] = part
+                    elif seg != part:
+                        break
+                else:
+                    yield entry, args
+        for entry in self._complex:
+            hit = self._regex(entry).match(path)
+            if hit:
+                args = {}
+                for m in re.finditer(r"\{([^}]+)\}", entry[3]):
+                    args[m.group(1)] = hit.group(re.sub(r"\W", "_", m.group(1)))
+                yield entry, args
+
     def known_path(self, path):
-        return any(c[0].match(path) for c in self._compiled)
+        return any(True for _ in self._candidates(path))
 
     def find(self, method, path):
         """The Match of method and path (no prefix, no query), or None."""
         best = None
-        for rx, literals, multi, template, m, op, params in self._compiled:
+        for entry, args in self._candidates(path):
+            _, literals, multi, template, m, op, params, _ = entry
             if m != method.upper():
-                continue
-            hit = rx.match(path)
-            if not hit:
                 continue
             key = (literals, -multi)
             if best is None or key > best[0]:
-                best = (key, template, m, op, params, hit)
+                best = (key, template, m, op, params, args)
         if not best:
             return None
-        _, template, m, op, params, hit = best
+        _, template, m, op, params, raw_args = best
         ident = (template, m)
         if ident not in self._ops:
-            self._ops[ident] = Operation(self, template, m, op, params)
-        args = {}
-        for p in params:
-            if p.get("in") == "path":
-                g = hit.groupdict().get(re.sub(r"\W", "_", p["name"]))
-                if g is not None:
-                    args[p["name"]] = urllib.parse.unquote(g)
+            conv = to_json_schema(op)
+            conv["externalDocs"] = op.get("externalDocs")  # kept for documentation_url
+            self._ops[ident] = Operation(self, template, m, conv,
+                                         [self.resolve(to_json_schema(p)) for p in params])
+        args = {k: urllib.parse.unquote(v) for k, v in raw_args.items()}
         return Match(self._ops[ident], args)
 
     @staticmethod
