@@ -228,6 +228,10 @@ class Handler(_KubeHandler):
                 self._error(413, "Request body too large")
                 return
             who = self._who()
+            # Rate-limit headers go on every answer (a fault's and a 404 too): the caller's
+            # bucket; a JWT's only once it is verified, the address's before.
+            self.bucket_obj = self._bucket(who if who[0] in ("none", "token")
+                                           else ("none", None, None))
             fault = self.server.faults.take(self.command, rel if rel is not None else url.path)
             if fault and fault["mode"] == "delay":
                 time.sleep(fault["seconds"])
@@ -293,9 +297,6 @@ class Handler(_KubeHandler):
         if rel is None:
             self._error(404, "Not Found")
             return
-        # Rate-limit headers go on every answer, a 404 too: the caller's bucket, or the
-        # address's until a JWT is verified.
-        self.bucket_obj = self._bucket(who if who[0] in ("none", "token") else ("none", None, None))
         if self.server.require_user_agent and not self.headers.get("User-Agent"):
             self._send(403, NO_USER_AGENT + "\n", "text/plain; charset=utf-8")
             return
@@ -423,9 +424,8 @@ class Handler(_KubeHandler):
                     (rel in ("last", "first") and last > 1):
                 q = dict((k, v[-1]) for k, v in qs.items())
                 q.update({"per_page": str(per), "page": str(n)})
-                links.append('<%s%s?%s>; rel="%s"' % (self._api_base()[:-len(self.server.prefix)]
-                                                      if self.server.prefix else
-                                                      self._api_base(), self.req_path,
+                root = self._api_base()[:len(self._api_base()) - len(self.server.prefix)]
+                links.append('<%s%s?%s>; rel="%s"' % (root, self.req_path,
                                                       urllib.parse.urlencode(q), rel))
         self.extra_headers = [("Link", ", ".join(links))] if links else []
         if key is None:

@@ -244,6 +244,22 @@ def test_status_limits(api):
     assert r.status == 422 and "too long" in r.json["errors"][0]["message"]
 
 
+def test_pagination_links(api):
+    for i in range(3):
+        api.request("POST", "/repos/%s/%s/statuses/%s" % (OWNER, REPO, SHA),
+                    {"state": "pending", "context": "c%d" % i}, token=PAT)
+    r = api.request("GET", "/repos/%s/%s/commits/%s/statuses?per_page=2" % (OWNER, REPO, SHA),
+                    token=PAT)
+    assert [s["context"] for s in r.json] == ["c2", "c1"]
+    links = dict((rel.split('"')[1], url.strip(" <>")) for url, rel in
+                 (part.split(";") for part in r.headers["Link"].split(",")))
+    assert set(links) == {"next", "last", "first"}
+    nxt = links["next"]
+    assert nxt.startswith(api.url + "/repos/")
+    r = api.request("GET", nxt[len(api.url):], token=PAT)
+    assert [s["context"] for s in r.json] == ["c0"] and 'rel="prev"' in r.headers["Link"]
+
+
 def test_openapi_routing_and_request_checks(api):
     r = api.request("GET", "/repos/%s/%s/no-such-thing" % (OWNER, REPO), token=PAT)
     assert (r.status, r.json["message"]) == (404, "Not Found")
@@ -396,6 +412,7 @@ def test_secondary_limit_with_retry_after(api):
     assert r.json["message"].startswith("You have exceeded a secondary rate limit. Please wait "
                                         "a few minutes before you try again.")
     assert "secondary-rate-limits" in r.json["documentation_url"]
+    assert r.headers["X-RateLimit-Limit"] == "5000"  # a fault's answer has them too
     r = api.request("POST", path, {"state": "pending"}, token=PAT)
     assert r.status == 429 and r.headers.get("Retry-After") is None
     assert api.request("POST", path, {"state": "pending"}, token=PAT).status == 201
