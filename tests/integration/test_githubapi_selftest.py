@@ -388,12 +388,12 @@ def test_rate_limit_headers_on_every_answer(api, keys):
 def test_primary_rate_limit_fault_holds_until_reset(api, keys):
     tok = installation_token(api, keys)
     path = "/repos/%s/%s/statuses/%s" % (OWNER, REPO, SHA)
-    api.set_faults([{"mode": "rate_limit", "reset_in": 1.5, "paths": ["/repos/*/statuses/*"],
+    api.set_faults([{"mode": "rate_limit", "reset_in": 1, "paths": ["/repos/*/statuses/*"],
                      "code": 429}])
     r = api.request("POST", path, {"state": "pending"}, token=tok)
     assert r.status == 429 and r.headers["X-RateLimit-Remaining"] == "0"
     reset = int(r.headers["X-RateLimit-Reset"])
-    assert time.time() < reset <= time.time() + 3
+    assert time.time() < reset <= time.time() + 2
     assert r.json["message"] == "API rate limit exceeded for installation ID %d." % INSTALLATION
     # Until the reset, every call of that installation is refused (the rule's count is spent).
     r = api.request("GET", "/repos/%s/%s/commits/%s/status" % (OWNER, REPO, SHA), token=tok)
