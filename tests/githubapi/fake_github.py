@@ -19,7 +19,6 @@ contains a token, a JWT or a body. See README.md beside this file.
 """
 
 import argparse
-import http.client
 import http.server
 import itertools
 import json
@@ -28,7 +27,6 @@ import re
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 import threading
 import time
@@ -46,9 +44,10 @@ import openapi  # noqa: E402
 from fake_apiserver import DropConnection, Handler as _KubeHandler  # noqa: E402
 from fake_apiserver import Response, make_tls, write_file_atomic  # noqa: E402,F401
 from ghauth import make_app_key, sign_app_jwt  # noqa: E402,F401
+from ghclient import FakeGitHub  # noqa: E402,F401  (the test-side class, in its own file)
 
+__all__ = ["FakeGitHub", "GitHubServer", "Response", "make_app_key", "make_tls", "sign_app_jwt"]
 SYSTEM_PYTHON = "/usr/bin/python3"
-MAX_BODY = 25 * 1024 * 1024
 DOCS = "https://docs.github.com/rest"
 RATE_DOCS = "https://docs.github.com/rest/using-the-rest-api/rate-limits-for-the-rest-api"
 SECONDARY_DOCS = RATE_DOCS + "#about-secondary-rate-limits"
@@ -462,7 +461,8 @@ class Handler(_KubeHandler):
             else:
                 full = ("%s/%s" % (owner, repo)).lower()
                 inst = next((i for i in creds.installations.values()
-                             if (i["repositories"] is None and i["account"].lower() == owner.lower())
+                             if (i["repositories"] is None
+                                 and i["account"].lower() == owner.lower())
                              or full in [r.lower() for r in i["repositories"] or []]), None)
             if not inst:
                 return 404, {"message": "Not Found", "documentation_url": op.docs,
@@ -538,14 +538,6 @@ class Handler(_KubeHandler):
         import ghcontrol
 
         ghcontrol.handle(self, raw)
-
-
-def __getattr__(name):
-    # FakeGitHub lives in ghclient.py; imported lazily so the server process skips it.
-    if name == "FakeGitHub":
-        from ghclient import FakeGitHub
-        return FakeGitHub
-    raise AttributeError(name)
 
 
 def main(argv=None):

@@ -144,10 +144,12 @@ class State:
                           ("collaborators_url", "/collaborators{/collaborator}"),
                           ("comments_url", "/comments{/number}"), ("commits_url", "/commits{/sha}"),
                           ("compare_url", "/compare/{base}...{head}"),
-                          ("contents_url", "/contents/{+path}"), ("contributors_url", "/contributors"),
+                          ("contents_url", "/contents/{+path}"),
+                          ("contributors_url", "/contributors"),
                           ("deployments_url", "/deployments"), ("downloads_url", "/downloads"),
                           ("events_url", "/events"), ("forks_url", "/forks"),
-                          ("git_commits_url", "/git/commits{/sha}"), ("git_refs_url", "/git/refs{/sha}"),
+                          ("git_commits_url", "/git/commits{/sha}"),
+                          ("git_refs_url", "/git/refs{/sha}"),
                           ("git_tags_url", "/git/tags{/sha}"), ("hooks_url", "/hooks"),
                           ("issue_comment_url", "/issues/comments{/number}"),
                           ("issue_events_url", "/issues/events{/number}"),
@@ -157,7 +159,8 @@ class State:
                           ("notifications_url", "/notifications{?since,all,participating}"),
                           ("pulls_url", "/pulls{/number}"), ("releases_url", "/releases{/id}"),
                           ("stargazers_url", "/stargazers"), ("statuses_url", "/statuses/{sha}"),
-                          ("subscribers_url", "/subscribers"), ("subscription_url", "/subscription"),
+                          ("subscribers_url", "/subscribers"),
+                          ("subscription_url", "/subscription"),
                           ("tags_url", "/tags"), ("teams_url", "/teams"),
                           ("trees_url", "/git/trees{/sha}")):
             out[key] = base + tail
@@ -232,7 +235,8 @@ class State:
             for key in ("title", "summary", "text"):
                 if key in out:
                     o[key] = out[key]
-            o["annotations_count"] = o.get("annotations_count", 0) + len(out.get("annotations") or [])
+            added = len(out.get("annotations") or [])
+            o["annotations_count"] = o.get("annotations_count", 0) + added
         return None
 
     def create_run(self, api, owner, repo, body, who):
@@ -334,7 +338,8 @@ class State:
         """Newest first, as GitHub lists them."""
         full = (owner + "/" + repo).lower()
         with self.lock:
-            out = [s for s in self.statuses if s["repo"].lower() == full and s["sha"] == ref.lower()]
+            out = [s for s in self.statuses
+                   if s["repo"].lower() == full and s["sha"] == ref.lower()]
         return out[::-1]
 
     def combined(self, api, owner, repo, ref):

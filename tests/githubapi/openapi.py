@@ -171,7 +171,8 @@ def _lines(errors, prefix_path=()):
             missing.setdefault(path, []).append(name)
             continue
         if v == "type":
-            types = e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
+            types = e.validator_value
+            types = types if isinstance(types, list) else [types]
             lines.append(head + "%s is not %s." % (inspect(e.instance),
                                                   " or ".join(ARTICLE.get(t, t) for t in types)))
         elif v == "enum":
