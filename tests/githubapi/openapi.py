@@ -36,9 +36,16 @@ RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$
 
 
 def cache_dir():
-    """Where the package is installed: $GPUHOOK_OPENAPI_CACHE, else ~/.cache/gpuhook."""
-    base = os.environ.get("GPUHOOK_OPENAPI_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "gpuhook")
+    """Where the package is installed: $GPUHOOK_OPENAPI_CACHE, else ~/.cache/gpuhook (or, when
+    that cannot be created, gpuhook-cache in the temporary folder)."""
+    base = os.environ.get("GPUHOOK_OPENAPI_CACHE")
+    if not base:
+        base = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                            "gpuhook")
+        try:
+            os.makedirs(base, exist_ok=True)
+        except OSError:
+            base = os.path.join(tempfile.gettempdir(), "gpuhook-cache-%d" % os.getuid())
     return os.path.join(base, "octokit-openapi-" + VERSION)
 
 
