@@ -30,6 +30,7 @@ import ssl
 import sys
 import threading
 import time
+import traceback
 import urllib.parse
 import uuid
 
@@ -243,6 +244,12 @@ class Handler(_KubeHandler):
             self._drop(d.reset)
         except (ConnectionError, ssl.SSLError, socket.timeout):
             self.close_connection = True
+        except Exception as e:  # a bug here: say so instead of a silent hang-up
+            sys.stderr.write("fake_github: %s %s: %s\n" % (self.command, url.path,
+                                                           traceback.format_exc()))
+            if self.status is None:
+                self.close_connection = True
+                self._error(500, "fake_github failed: %s (see server.log)" % type(e).__name__)
         finally:
             if not url.path.startswith("/_test/"):
                 entry.update(self.note)
