@@ -209,6 +209,7 @@ class Handler(_KubeHandler):
         self.req_path, self.req_query = url.path, url.query
         self.status, self.bucket_obj, self.request_id = None, None, \
             uuid.uuid4().hex[:20].upper()
+        self.extra_headers = []  # a list's Link; per request, not per kept-alive connection
         self.note = {"operation": None, "auth": "none", "installation_id": None,
                      "validation": None, "check_run_id": None}
         entry = {"time": started, "method": self.command, "path": url.path, "query": url.query,
@@ -390,7 +391,7 @@ class Handler(_KubeHandler):
             else:
                 self._fault(then, who)
                 return
-        self._send(code, out, headers=getattr(self, "extra_headers", ()))
+        self._send(code, out, headers=self.extra_headers)
 
     def _permitted(self, op, args, detail):
         """403/404 for a token that may not touch this repository or lacks a permission."""
@@ -410,7 +411,7 @@ class Handler(_KubeHandler):
         if not allowed:
             return 404, "Not Found", op.docs
         need = NEEDS.get(op.operation_id)
-        if need:
+        if need and need[0] != "metadata":  # metadata: read comes with every installation
             have = detail["permissions"].get(need[0])
             if need[1] == "write" and have != "write" or not have:
                 return 403, "Resource not accessible by integration", op.docs

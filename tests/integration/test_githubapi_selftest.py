@@ -258,6 +258,16 @@ def test_pagination_links(api):
     assert nxt.startswith(api.url + "/repos/")
     r = api.request("GET", nxt[len(api.url):], token=PAT)
     assert [s["context"] for s in r.json] == ["c0"] and 'rel="prev"' in r.headers["Link"]
+    # A Link belongs to its answer, not to the kept-alive connection.
+    conn = api.connection()
+    hdrs = {"Authorization": "token " + PAT, "User-Agent": "t"}
+    for path, has_link in (("/statuses?per_page=1", True), ("/status", False)):
+        conn.request("GET", "/repos/%s/%s/commits/%s%s" % (OWNER, REPO, SHA, path),
+                     headers=hdrs)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200 and (r.getheader("Link") is not None) == has_link
+    conn.close()
 
 
 def test_openapi_routing_and_request_checks(api):
