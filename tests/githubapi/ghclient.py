@@ -38,7 +38,7 @@ class FakeGitHub:
 
     def __init__(self, state_dir, prefix="", tls_dir=None, app_id=None, app_public_key=None,
                  installations=None, pats=None, token_ttl=3600, rate_limit=5000, port=0,
-                 faults=None, max_statuses=None, openapi_file=None, python=None):
+                 faults=None, max_statuses=None, openapi_file=None, variant=None, python=None):
         self.state_dir = os.path.abspath(state_dir)
         self.prefix = prefix.rstrip("/")
         self.tls_dir = os.path.abspath(tls_dir) if tls_dir else None
@@ -52,6 +52,8 @@ class FakeGitHub:
         self.initial_faults = faults
         self.max_statuses = max_statuses
         self.openapi_file = openapi_file
+        # The description to check against: GHES's own for the /api/v3 prefix by default.
+        self.variant = variant or ("ghes-3.19" if self.prefix == "/api/v3" else "api.github.com")
         self.python = python or (SYSTEM_PYTHON if os.path.exists(SYSTEM_PYTHON)
                                  else sys.executable)
         self.proc = None
@@ -89,7 +91,7 @@ class FakeGitHub:
             raise RuntimeError("already running")
         if port is not None:
             self.port = port
-        path = self.openapi_file or openapi.ensure()  # a clear error when npm fails
+        path = self.openapi_file or openapi.ensure(self.variant)  # a clear error if npm fails
         port_file = os.path.join(self.state_dir, "port")
         try:
             os.unlink(port_file)

@@ -31,7 +31,9 @@ def handle(h, raw):
 
     if path == "/_test/ping" and method == "GET":
         _ok(h, {"ok": True, "pid": os.getpid(), "prefix": srv.prefix,
-                "openapi": srv.desc.info.get("version")})
+                "openapi": srv.desc.info.get("version"),
+                "plan": srv.desc.info.get("x-github-plan"),
+                "release": srv.desc.info.get("x-github-release")})
     elif path == "/_test/check-runs" and method == "GET":
         with st.lock:
             runs = sorted(st.runs.values(), key=lambda r: int(r["id"]))

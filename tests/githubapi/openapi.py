@@ -30,7 +30,8 @@ import urllib.parse
 PACKAGE = "@octokit/openapi"
 VERSION = "23.0.2"
 # sha256 of generated/api.github.com.json in that version: a changed file fails loudly.
-SHA256 = {"api.github.com": "829b4bebb19a53133289f7b0bc819f4f1118115821db2ca9f25e9ee995a7da2a"}
+SHA256 = {"api.github.com": "829b4bebb19a53133289f7b0bc819f4f1118115821db2ca9f25e9ee995a7da2a",
+          "ghes-3.19": "8c852cf1bde4d40ee19dffd9cdd18650bfad09f9dd0cd5039b9d775056104139"}
 DOCS = "https://docs.github.com/rest"
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$", re.I)
 
@@ -65,7 +66,9 @@ def _sha256(path):
 def ensure(variant="api.github.com", timeout=300):
     """Return the path of the description, installing the pinned package with npm once.
 
-    $GPUHOOK_OPENAPI_FILE, when set, names the file directly and nothing is installed.
+    variant is "api.github.com" or a GitHub Enterprise Server release, "ghes-3.17" to
+    "ghes-3.19". $GPUHOOK_OPENAPI_FILE, when set, names the file directly (whatever the
+    variant) and nothing is installed.
     Raises RuntimeError, with what to do, when npm is missing or the download fails."""
     direct = os.environ.get("GPUHOOK_OPENAPI_FILE")
     if direct:

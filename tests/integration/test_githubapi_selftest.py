@@ -491,6 +491,9 @@ def test_ghes_prefix(tmp_path, keys, description, monkeypatch):
     srv.start()
     try:
         assert srv.url.endswith("/api/v3")
+        assert srv.variant == "ghes-3.19"
+        ping = srv._control("GET", "/_test/ping")
+        assert (ping["openapi"], ping["plan"], ping["release"]) == ("23.0.2", "ghes", 3.19)
         with open(keys["private"]) as f:
             token = github.GithubIntegration(APP_ID, f.read(),
                                              base_url=srv.url).get_access_token(
