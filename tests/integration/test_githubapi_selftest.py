@@ -282,6 +282,8 @@ def test_openapi_routing_and_request_checks(api):
     r = api.request("POST", "/repos/%s/%s/statuses/%s" % (OWNER, REPO, SHA), b"{not json",
                     token=PAT)
     assert (r.status, r.json["message"]) == (400, "Problems parsing JSON")
+    r = api.request("GET", "/search/issues?per_page=5", token=PAT)
+    assert r.status == 422 and r.json["message"] == "Invalid request.\n\n\"q\" wasn't supplied."
     r = api.request("GET", "/repos/%s/%s/issues" % (OWNER, REPO), token=PAT)
     assert r.status == 501 and "issues/list-for-repo" in r.json["message"]
     r = api.request("GET", "/rate_limit", headers={"User-Agent": None})
@@ -354,6 +356,11 @@ def test_permissions_and_repository_access(api, keys):
     path = "/repos/%s/%s/check-runs" % (OWNER, REPO)
     r = api.request("POST", path, {"name": "a", "head_sha": SHA}, token=r.json["token"])
     assert (r.status, r.json["message"]) == (403, "Resource not accessible by integration")
+    r = api.request("POST", "/app/installations/%d/access_tokens" % INSTALLATION,
+                    {"permissions": {"checks": "admin"}}, jwt=jwt)  # through a $ref
+    assert r.status == 422 and r.json["message"] == (
+        "Invalid request.\n\nFor 'properties/permissions/properties/checks', \"admin\" is not a "
+        "member of [\"read\", \"write\"].")
     r = api.request("POST", "/app/installations/99/access_tokens",
                     {"permissions": {"checks": "write"}}, jwt=jwt)
     assert r.status == 422 and "not granted" in r.json["message"]
