@@ -299,6 +299,16 @@ class FakeGitHub:
                 raise AssertionError("expected %d check runs, have %d" % (count, len(runs)))
             time.sleep(0.05)
 
+    def wait_statuses(self, count, timeout=10, **filters):
+        deadline = time.monotonic() + timeout
+        while True:
+            items = self.statuses(**filters)
+            if len(items) >= count:
+                return items
+            if time.monotonic() > deadline:
+                raise AssertionError("expected %d statuses, have %d" % (count, len(items)))
+            time.sleep(0.05)
+
     def wait_history(self, predicate, timeout=10):
         """Poll the history until predicate(items) is true; returns the items."""
         deadline = time.monotonic() + timeout

@@ -174,8 +174,9 @@ def test_pygithub_statuses_and_combined_status(api, description):
     assert combined.state == "pending" and combined.total_count == 2
     commit.create_status("failure", context="gpu / original")
     assert commit.get_combined_status().state == "failure"
-    assert [s["state"] for s in api.statuses(sha=SHA)] == ["pending", "success", "pending",
-                                                            "failure"]
+    assert [s["state"] for s in api.wait_statuses(4, sha=SHA)] == ["pending", "success",
+                                                                    "pending", "failure"]
+    assert api.wait_history(lambda items: items == []) == []  # no check run here
     r = api.request("GET", "/repos/%s/%s/commits/%s/status" % (OWNER, REPO, SHA), token=PAT)
     conforms(description, "GET", "/repos/o/r/commits/x/status", 200, r.json)
     r = api.request("GET", "/repos/%s/%s/commits/%s/statuses" % (OWNER, REPO, SHA), token=PAT)
