@@ -463,7 +463,7 @@ def test_lost_answer_leaves_the_check_run_created(api, keys):
     with pytest.raises(http.client.RemoteDisconnected):
         api.request("POST", "/repos/%s/%s/check-runs" % (OWNER, REPO),
                     {"name": "gpu / lite", "head_sha": SHA}, token=tok)
-    assert len(api.check_runs()) == 1  # a blind retry would make a second one
+    assert len(api.wait_check_runs(1)) == 1  # a blind retry would make a second one
 
 
 def test_keepalive_restart_and_no_secrets_in_the_log(api, keys):
