@@ -32,14 +32,23 @@ info() {
     printf '%s: %s\n' "$SCRIPT_NAME" "$*"
 }
 
-# workflow_init checks WORKSPACE and points HOME and the Python user site into
-# it, so that every step (whatever its image and uid) sees the same tools.
-workflow_init() {
+# workflow_dirs checks WORKSPACE and sets the folders of its layout. It
+# changes nothing else: step 5 uses it alone, so that nothing the notebook's
+# code wrote into the workspace (tools, a .gitconfig) reaches the token.
+workflow_dirs() {
     [ -n "${WORKSPACE:-}" ] || die "WORKSPACE is not set"
     [ -d "$WORKSPACE" ] || die "workspace $WORKSPACE does not exist"
     OUTPUT_DIR=$WORKSPACE/output
     ARTIFACTS_DIR=$WORKSPACE/artifacts
     STATUS_DIR=$WORKSPACE/status
+}
+
+# workflow_init also points HOME and the Python user site into the workspace,
+# so that every step (whatever its image) sees the same tools. Never in a
+# step that holds a secret: step 3 runs the triggering commit's code, which
+# can write anything there.
+workflow_init() {
+    workflow_dirs
     HOME=$WORKSPACE/.home
     PYTHONUSERBASE=$WORKSPACE/.local
     IPYTHONDIR=$WORKSPACE/.ipython
