@@ -49,7 +49,7 @@ expect_not_in() {
 echo "== validator on k8s/"
 sync=()
 [ -f config/gpuhook.json ] && sync=(--config-sync config/gpuhook.json)
-if "$PY" tests/k8s/validate_k8s.py "${sync[@]}" k8s >"$TMP/validate.out" 2>&1; then
+if "$PY" tests/k8s/validate_k8s.py --workflow "${sync[@]}" k8s >"$TMP/validate.out" 2>&1; then
     pass "validate_k8s.py k8s/: $(tail -n 1 "$TMP/validate.out")"
 else
     fail "validate_k8s.py k8s/ found errors:"
@@ -124,9 +124,11 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 cms = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
 errors = []
 namespaced = [d for d in docs if d["kind"] not in ("Namespace",)]
+if [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"] != ["gpu-runs"]:
+    errors.append("the build does not hold exactly the Namespace gpu-runs")
 for d in namespaced:
-    if d["metadata"].get("namespace") != "tekton-pipelines":
-        errors.append(f"{d['kind']} {d['metadata']['name']} is not in tekton-pipelines")
+    if d["metadata"].get("namespace") != "gpu-runs":
+        errors.append(f"{d['kind']} {d['metadata']['name']} is not in gpu-runs")
 def walk(node):
     if isinstance(node, dict):
         if isinstance(node.get("configMap"), dict) and "name" in node["configMap"]:
@@ -147,7 +149,7 @@ for e in errors:
 print(f"{refs} ConfigMap references, all resolved" if not errors else "")
 sys.exit(1 if errors else 0)
 EOF
-            pass "$(basename "$built"): every object in tekton-pipelines; $(tail -n 1 "$TMP/refs.out")"
+            pass "$(basename "$built"): every object in gpu-runs; $(tail -n 1 "$TMP/refs.out")"
         else
             fail "$(basename "$built"):"
             cat "$TMP/refs.out" >&2
@@ -172,6 +174,44 @@ EOF
         else
             fail "gpu-view overlay gives gpuhook a nvidia.com/gpu request"
         fi
+    fi
+    [ ! -f "$gv" ] || expect_in "$gv" "image: ghcr.io/example/gpuhook:0.1.0-cuda" \
+        "gpu-view overlay runs the CUDA build of the image"
+
+    # Another namespace, as an overlay would set it: the Namespace, every
+    # object and the RoleBinding's subject follow (a stale subject is a 403).
+    mkdir -p "$TMP/ns-overlay"
+    cat >"$TMP/ns-overlay/kustomization.yaml" <<EOF
+namespace: gpu-elsewhere
+resources:
+  - $(relto "$ROOT/k8s" "$TMP/ns-overlay")
+EOF
+    if kubectl kustomize "$TMP/ns-overlay" >"$TMP/ns.yaml" 2>"$TMP/ns.err" &&
+        "$PY" - "$TMP/ns.yaml" >"$TMP/ns.out" 2>&1 <<'EOF'; then
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+errors = []
+rb = [d for d in docs if d["kind"] == "RoleBinding"]
+if not rb:
+    errors.append("no RoleBinding built")
+for d in rb:
+    for s in d.get("subjects") or []:
+        if s.get("namespace") != "gpu-elsewhere":
+            errors.append(f"RoleBinding {d['metadata']['name']} subject {s.get('name')} is in "
+                          f"{s.get('namespace')}, not gpu-elsewhere")
+ns = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
+if ns != ["gpu-elsewhere"]:
+    errors.append(f"Namespace objects: {ns}")
+for d in docs:
+    if d["kind"] != "Namespace" and d["metadata"].get("namespace") != "gpu-elsewhere":
+        errors.append(f"{d['kind']} {d['metadata']['name']} in {d['metadata'].get('namespace')}")
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+EOF
+        pass "after a namespace change the RoleBinding's subject, the Namespace and every object follow"
+    else
+        fail "namespace change:"
+        cat "$TMP/ns.err" "$TMP/ns.out" >&2
     fi
     ing=$TMP/build-ingress-overlay.yaml
     [ ! -f "$ing" ] || expect_in "$ing" "path: /webhook" "ingress component routes /webhook"
@@ -504,7 +544,7 @@ if command -v git >/dev/null 2>&1; then
         sh "$SCRIPTS/clone-test-repo.sh" >"$TMP/clone5.out" 2>&1; then
         fail "clone-test-repo.sh ran without a token"
     else
-        expect_in "$TMP/clone5.out" "$TMP/absent is missing or empty: create the Secret github-token with key token" \
+        expect_in "$TMP/clone5.out" "no token at $TMP/absent: the Secret github-token (key token) is missing or empty" \
             "clone-test-repo.sh fails clearly without the token"
     fi
     if WORKSPACE=$ws VARIANT=lite TEST_REPO_URL=https://user:secret@github.com/o/r.git \
@@ -514,8 +554,175 @@ if command -v git >/dev/null 2>&1; then
         expect_in "$TMP/clone5.out" "TEST_REPO_URL must not carry credentials" \
             "clone-test-repo.sh refuses credentials in the URL"
     fi
+    # Step 5 with a workspace that step 3's code has poisoned: a git on the
+    # workspace's PATH and a .gitconfig in the workspace's HOME that rewrites
+    # the URL. With the Task's environment, neither may run or apply.
+    ws=$TMP/ws-poisoned
+    mkdir -p "$ws/output" "$ws/.local/bin" "$ws/.home"
+    printf '<html>analysis</html>\n' >"$ws/output/output_analysis_lite.html"
+    cat >"$ws/.local/bin/git" <<EOF
+#!/bin/sh
+echo ran >"$TMP/planted-git-ran"
+exec /usr/bin/git "\$@"
+EOF
+    chmod +x "$ws/.local/bin/git"
+    printf '[url "file://%s"]\n\tinsteadOf = file://%s\n' "$TMP/no-notebooks" "$repo" >"$ws/.home/.gitconfig"
+    cp "$ws/.home/.gitconfig" "$TMP/poisoned-global"
+    # The Task's own environment for the step, read from its YAML.
+    # HOME from the Task is /git-home; here a fresh folder plays that emptyDir.
+    mkdir -p "$TMP/git-home"
+    mapfile -t task_env < <("$PY" - k8s/workflow/tasks/05-clone-test-repo.yaml "$TMP/git-home" <<'EOF'
+import sys, yaml
+step = yaml.safe_load(open(sys.argv[1]))["spec"]["steps"][0]
+for e in step["env"]:
+    if e["name"] in ("HOME", "PATH", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM"):
+        print(f"{e['name']}={sys.argv[2] if e['name'] == 'HOME' else e['value']}")
+EOF
+)
+    if [ "${#task_env[@]}" -ne 4 ]; then
+        fail "the step 5 Task does not set HOME, PATH, GIT_CONFIG_GLOBAL and GIT_CONFIG_NOSYSTEM"
+    fi
+    if env "${task_env[@]}" WORKSPACE="$ws" VARIANT=lite TEST_REPO_URL="file://$repo" \
+        GITHUB_TOKEN_FILE="$TMP/token" sh "$SCRIPTS/clone-test-repo.sh" >"$TMP/poison.out" 2>&1 &&
+        [ -d "$ws/src/test-repo/notebooks" ]; then
+        pass "step 5 with the Task's environment clones the real repository despite a planted .gitconfig"
+    else
+        fail "step 5 in a poisoned workspace:"
+        cat "$TMP/poison.out" >&2
+    fi
+    # Even a caller that passes the workspace's PATH and HOME gets neither.
+    rm -rf "$ws/src/test-repo"
+    if PATH="$ws/.local/bin:$PATH" HOME="$TMP/git-home" GIT_CONFIG_GLOBAL="$TMP/poisoned-global" \
+        WORKSPACE="$ws" VARIANT=lite TEST_REPO_URL="file://$repo" GITHUB_TOKEN_FILE="$TMP/token" \
+        sh "$SCRIPTS/clone-test-repo.sh" >"$TMP/poison.out" 2>&1 && [ -d "$ws/src/test-repo/notebooks" ] &&
+        [ ! -e "$TMP/planted-git-ran" ]; then
+        pass "step 5 ignores a planted git on PATH and a GIT_CONFIG_GLOBAL from its caller"
+    else
+        fail "step 5 ran the planted git or followed the planted config:"
+        cat "$TMP/poison.out" >&2
+    fi
+    if HOME="$ws/.home" WORKSPACE="$ws" VARIANT=lite TEST_REPO_URL="file://$repo" \
+        GITHUB_TOKEN_FILE="$TMP/token" sh "$SCRIPTS/clone-test-repo.sh" >"$TMP/poison.out" 2>&1; then
+        fail "step 5 accepted a HOME inside the workspace"
+    else
+        expect_in "$TMP/poison.out" "HOME must not be in the workspace" "step 5 refuses a HOME inside the workspace"
+    fi
+    for req in "http github.com" "https evil.example" "https github.com.evil.example"; do
+        if printf 'protocol=%s\nhost=%s\npath=o/r.git\n\n' "${req% *}" "${req#* }" |
+            GITHUB_TOKEN_FILE=$TMP/token GITHUB_TOKEN_HOST=github.com sh "$SCRIPTS/git-credential-token.sh" get \
+                2>/dev/null | grep -qF "$token"; then
+            fail "the credential helper gave the token for $req"
+        else
+            pass "the credential helper gives nothing for $req"
+        fi
+    done
+    if printf 'protocol=https\nhost=github.com\n\n' | GITHUB_TOKEN_FILE=$TMP/token GITHUB_TOKEN_HOST='' \
+        sh "$SCRIPTS/git-credential-token.sh" get 2>/dev/null | grep -qF "$token"; then
+        fail "the credential helper gave the token for a test repository not on https"
+    else
+        pass "the credential helper gives nothing when the test repository is not on https"
+    fi
 else
     skip "git is not installed: steps 2 and 5 not run"
+fi
+
+# ------------------------------------------- a failed run: steps 7 and 8 --
+echo "== steps 7 and 8 after step 3 failed (step 8 runs in finally)"
+ws=$TMP/ws-step3-failed
+mkdir -p "$ws/output" "$ws/status"
+printf 'success\tenvironment ready\n' >"$ws/status/step1"
+printf 'success\tcloned\n' >"$ws/status/step2"
+printf 'abc123def\n' >"$ws/status/analysis-commit"
+printf 'papermill: CellExecutionError in cell 7\n' >"$ws/output/papermill.log"
+# Step 3 died before recording; steps 4 to 7 never ran (Tekton: None).
+if WORKSPACE=$ws VARIANT=lite PIPELINE_STATUS=Failed sh "$SCRIPTS/final-summary.sh" \
+    1=Succeeded 2=Succeeded 3=Failed 4=None 5=None 6=None 7=None >"$TMP/f3.out" 2>&1; then
+    fail "final-summary.sh succeeded after step 3 failed"
+else
+    pass "final-summary.sh fails the run after step 3 failed"
+fi
+md=$ws/artifacts/STEP_SUMMARY_LITE.md
+if [ -s "$md" ]; then pass "a failed run still gets STEP_SUMMARY_LITE.md"; else
+    fail "no STEP_SUMMARY_LITE.md after a failed run:"
+    cat "$TMP/f3.out" >&2
+fi
+expect_in "$md" "| 3 | Papermill notebook execution with RMM | ❌ failure | the task failed before recording an outcome; see its log |" \
+    "the summary reports step 3 from Tekton's status"
+expect_in "$md" "| 4 | nbconvert to HTML | ⏭️ not run |" "the summary marks step 4 as not run"
+expect_in "$md" "First failing step: 3 (Papermill notebook execution with RMM)" "the summary names the failing step"
+expect_in "$md" "| Analysis commit | \`abc123def\` |" "the summary takes the analysis commit from step 2's record"
+expect_in "$md" "Step 7 did not collect the artifacts" "the summary says the artifacts are uncollected"
+expect_in "$md" "| papermill.log | 40 |" "the summary lists papermill.log from output/"
+expect_not_in "$md" "🎉" "no completion line after a failure"
+ws=$TMP/ws-all-passed-but-status
+fake_workspace "$ws" ""
+WORKSPACE=$ws VARIANT=original sh "$SCRIPTS/collect-results.sh" >/dev/null 2>&1 || true
+if WORKSPACE=$ws VARIANT=original PIPELINE_STATUS=Failed sh "$SCRIPTS/final-summary.sh" \
+    1=Succeeded 2=Succeeded 3=Succeeded 4=Succeeded 5=Succeeded 6=Failed 7=Succeeded \
+    >"$TMP/f6.out" 2>&1; then
+    fail "final-summary.sh succeeded although Tekton says step 6 failed"
+else
+    expect_not_in "$ws/artifacts/STEP_SUMMARY_ORIGINAL.md" "🎉" \
+        "Tekton's Failed wins over a recorded success: no completion line"
+fi
+if WORKSPACE=$ws VARIANT=original sh "$SCRIPTS/final-summary.sh" 9=Succeeded >"$TMP/f9.out" 2>&1; then
+    fail "final-summary.sh accepted a status for step 9"
+else
+    expect_in "$TMP/f9.out" 'task status "9=Succeeded" is not N=STATUS' "final-summary.sh rejects a bad status argument"
+fi
+
+# ------------------------------------------------ lite subsampling cell --
+echo "== lite subsampling: the cell lands after the notebook loads its data"
+nb=tests/k8s/fixtures/blueprint-01-structure.ipynb
+if "$PY" "$SCRIPTS/subsample-notebook.py" "$nb" "$TMP/sub.ipynb" --max-cells 50000 --max-genes 10000 \
+    >"$TMP/sub.out" 2>&1 && "$PY" - "$nb" "$TMP/sub.ipynb" >"$TMP/sub.check" 2>&1 <<'EOF'; then
+import json, sys
+old = json.load(open(sys.argv[1]))["cells"]
+new = json.load(open(sys.argv[2]))["cells"]
+src = lambda c: "".join(c["source"])
+load = next(i for i, c in enumerate(old) if "adata = sc.read(output)" in src(c))
+assert len(new) == len(old) + 1, "one cell inserted"
+cell = new[load + 1]
+assert "lite subsample" in src(cell), "the new cell follows the loading cell"
+assert "rsc.get.anndata_to_GPU(adata)" in src(new[load + 2]), "and precedes the move to the GPU"
+assert "_max_cells, _max_genes = 50000, 10000" in src(cell)
+assert 'print(f"lite subsample:' in src(cell)
+compile(src(cell), "subsample-cell", "exec")
+assert [src(c) for i, c in enumerate(new) if i != load + 1] == [src(c) for c in old]
+print(f"inserted at {load + 1}")
+EOF
+    pass "subsample-notebook.py inserts the cell right after 'adata = sc.read(output)' ($(cat "$TMP/sub.check"))"
+else
+    fail "subsample-notebook.py:"
+    cat "$TMP/sub.out" "$TMP/sub.check" >&2
+fi
+printf '{"cells": [{"cell_type": "code", "source": ["x = 1\\n"]}], "nbformat": 4, "nbformat_minor": 4}\n' >"$TMP/noload.ipynb"
+if "$PY" "$SCRIPTS/subsample-notebook.py" "$TMP/noload.ipynb" "$TMP/x.ipynb" --max-cells 1 --max-genes 1 \
+    >"$TMP/sub.out" 2>&1; then
+    fail "subsample-notebook.py accepted a notebook that loads no data"
+else
+    expect_in "$TMP/sub.out" "loads the data" "subsample-notebook.py fails clearly without a loading cell"
+fi
+
+# --------------------------------- Tekton's injected prepare container --
+echo "== Pod Security restricted and Tekton's set-security-context"
+if "$PY" - >"$TMP/psa.out" 2>&1 <<'EOF'; then
+import sys, yaml
+sys.path.insert(0, "tests/k8s")
+import workflow_checks as w
+run = yaml.safe_load(open("k8s/triggers/trigger-template.yaml"))["spec"]["resourcetemplates"][0]
+pt = run["spec"]["taskRunTemplate"]["podTemplate"]
+task = yaml.safe_load(open("k8s/workflow/tasks/01-environment-setup.yaml"))["spec"]
+on = list(w.restricted_errors(pt.get("securityContext"), *w.tekton_pod(task, pt, True)))
+off = list(w.restricted_errors(pt.get("securityContext"), *w.tekton_pod(task, pt, False)))
+assert on == [], on
+assert any(c == "prepare" for c, _ in off), off
+print("prepare is admitted only with set-security-context: true")
+EOF
+    pass "$(cat "$TMP/psa.out")"
+else
+    fail "Pod Security check of step 1's pod:"
+    cat "$TMP/psa.out" >&2
 fi
 
 # --------------------------------------------------- RMM, with a fake rmm --
