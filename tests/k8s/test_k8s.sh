@@ -155,6 +155,23 @@ EOF
             cat "$TMP/refs.out" >&2
         fi
     done
+    if [ -f "$TMP/build-k8s.yaml" ] && "$PY" - "$TMP/build-k8s.yaml" k8s/gpuhook/gpuhook.json \
+        >"$TMP/prestop.out" 2>&1 <<'EOF'; then
+import json, sys, yaml
+sts = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "StatefulSet")
+pod = sts["spec"]["template"]["spec"]
+cmd = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+grace = json.load(open(sys.argv[2]))["shutdown_grace_seconds"]
+assert cmd[0] == "/bin/sleep", cmd
+total = int(cmd[1]) + grace
+assert total < pod["terminationGracePeriodSeconds"], (total, pod["terminationGracePeriodSeconds"])
+print(f"preStop sleep {cmd[1]}s + shutdown_grace_seconds {grace}s < {pod['terminationGracePeriodSeconds']}s")
+EOF
+        pass "gpuhook: $(cat "$TMP/prestop.out")"
+    else
+        fail "gpuhook's preStop and grace period:"
+        cat "$TMP/prestop.out" >&2
+    fi
     gv=$TMP/build-k8s_overlays_gpu-view.yaml
     if [ -f "$gv" ]; then
         expect_in "$gv" "runtimeClassName: nvidia" "gpu-view overlay sets runtimeClassName: nvidia"
