@@ -599,7 +599,8 @@ EOF
     if [ "${#task_env[@]}" -ne 4 ]; then
         fail "the step 5 Task does not set HOME, PATH, GIT_CONFIG_GLOBAL and GIT_CONFIG_NOSYSTEM"
     fi
-    if env "${task_env[@]}" WORKSPACE="$ws" VARIANT=lite TEST_REPO_URL="file://$repo" \
+    # Only the Task's environment: not this script's GIT_CONFIG_GLOBAL.
+    if env -u GIT_CONFIG_GLOBAL -u GIT_CONFIG_NOSYSTEM "${task_env[@]}" WORKSPACE="$ws" VARIANT=lite TEST_REPO_URL="file://$repo" \
         GITHUB_TOKEN_FILE="$TMP/token" sh "$SCRIPTS/clone-test-repo.sh" >"$TMP/poison.out" 2>&1 &&
         [ -d "$ws/src/test-repo/notebooks" ]; then
         pass "step 5 with the Task's environment clones the real repository despite a planted .gitconfig"
