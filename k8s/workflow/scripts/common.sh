@@ -15,7 +15,9 @@
 #   output/        everything the steps produce (steps 3 to 6)
 #   artifacts/     the collected artifacts and the summary (steps 7 and 8)
 #   status/stepN   one line per finished step: "<outcome><TAB><message>"
-#   .home, .local, .ipython  HOME, PYTHONUSERBASE and IPYTHONDIR, shared by all steps
+#   .home, .local, .ipython  HOME, PYTHONUSERBASE and IPYTHONDIR, shared by the
+#                  steps that run workspace code (never by step 5, which holds the token)
+#   status/analysis-commit  the analysis commit (step 2), for the final summary
 
 SCRIPT_NAME=${SCRIPT_NAME:-$(basename "$0" .sh)}
 

@@ -27,6 +27,7 @@ variant_init
 # Tekton's status of each step, as tekton_status_N variables.
 for kv do
     n=${kv%%=*}
+    case "$kv" in *=*) ;; *) n= ;; esac
     case "$n" in
     [1-7]) eval "tekton_status_$n=\${kv#*=}" ;;
     *) die "task status \"$kv\" is not N=STATUS with N from 1 to 7" ;;
