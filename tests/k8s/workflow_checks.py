@@ -174,12 +174,13 @@ def check_runs(objs, tree, report):
 
 
 def check_placement(where, name, pod_template, report):
-    selector = pod_template.get("nodeSelector") or {}
-    affinity = (pod_template.get("affinity") or {}).get("nodeAffinity")
-    if not selector and not affinity:
+    # Tekton copies the pod template's nodeSelector, tolerations, securityContext,
+    # imagePullSecrets and priorityClassName to the assistant, not its affinity.
+    if not pod_template.get("nodeSelector"):
         report.error(where, f"{name}: the affinity assistant (a volumeClaimTemplate workspace) "
-                            "is placed only from taskRunTemplate.podTemplate, which selects no "
-                            "GPU nodes: it may land on a CPU node and pin the GPU TaskRuns there")
+                            "is placed only from taskRunTemplate.podTemplate's nodeSelector, "
+                            "which selects no GPU nodes: it may land on a CPU node and pin the "
+                            "GPU TaskRuns there")
     tolerated = any(t.get("key") == GPU_RESOURCE or
                     (t.get("operator") == "Exists" and not t.get("key"))
                     for t in pod_template.get("tolerations") or [])
