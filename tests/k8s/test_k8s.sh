@@ -56,6 +56,56 @@ else
     cat "$TMP/validate.out" >&2
 fi
 
+echo "== validator --workflow on a copy of k8s/ with each issue-17 fault put back"
+mut=$TMP/mut
+mkdir -p "$mut"
+cp -r k8s "$mut/k8s"
+cp config/gpuhook.json "$mut/gpuhook.json"
+if "$PY" - "$mut" <<'EOF'; then
+import sys
+root = sys.argv[1] + "/k8s/"
+def swap(path, old, new):
+    text = open(root + path).read()
+    assert old in text, (path, old)
+    open(root + path, "w").write(text.replace(old, new, 1))
+swap("base/namespace.yaml", "enforce: restricted", "enforce: baseline")
+swap("triggers/trigger-template.yaml",
+     '            nodeSelector:\n              nvidia.com/gpu.present: "true"\n', "")
+swap("triggers/trigger-template.yaml", "effect: NoSchedule", "effect: NoExecute")
+swap("triggers/trigger-template.yaml", "key: nvidia.com/gpu", "key: example.com/other")
+swap("workflow/tasks/07-collect-results.yaml", "runAsUser: 1001", "runAsUser: 0")
+swap("workflow/pipelines/gpu-real-8-step-workflow-lite.yaml", "default: 3GiB", "default: 6GiB")
+swap("workflow/pipelines/gpu-real-8-step-workflow-original.yaml", 'gpu-memory-mib: "8192"',
+     'gpu-memory-mib: "6144"')
+swap("workflow/tasks/05-clone-test-repo.yaml", "        optional: true\n", "")
+swap("workflow/tasks/05-clone-test-repo.yaml", '        - name: GIT_CONFIG_NOSYSTEM\n          value: "1"\n', "")
+swap("workflow/pipelines/gpu-real-8-step-workflow-lite.yaml",
+     "            - 3=$(tasks.step3-papermill-execution.status)\n", "")
+EOF
+    rc=0
+    "$PY" tests/k8s/validate_k8s.py --workflow --config-sync "$mut/gpuhook.json" "$mut/k8s" \
+        >"$TMP/mut.out" 2>&1 || rc=$?
+    expect_not_in "$TMP/mut.out" "does not parse" "the faulty copy still parses"
+    if [ "$rc" -eq 1 ]; then pass "validator --workflow rejects the faulty copy"; else
+        fail "validator --workflow exited $rc on the faulty copy:"
+        cat "$TMP/mut.out" >&2
+    fi
+    for want in "Namespace gpu-runs: must enforce Pod Security restricted" \
+        "the affinity assistant (a volumeClaimTemplate workspace) is placed only from" \
+        "does not tolerate the nvidia.com/gpu taint" \
+        "TaskRun step7-collect-results: Pod Security restricted rejects the container step-collect-results: runs as uid 0" \
+        "rmm-pool-size default is 6144 MiB; with gpuhook.dev/gpu-memory-mib 4096 it must be 3072 MiB" \
+        "gpuhook.dev/gpu-memory-mib 6144 is outside the seed's range for original" \
+        ".selection.gpu_fit.original_min_free_mib: is 8192, but the original Pipeline needs 6144 MiB" \
+        "secret volume github-token must be optional" \
+        "step clone: needs GIT_CONFIG_NOSYSTEM=1" \
+        "the final summary is not given \$(tasks.step3-papermill-execution.status)"; do
+        expect_in "$TMP/mut.out" "$want" "validator --workflow: $want"
+    done
+else
+    fail "could not put the faults into the copy of k8s/"
+fi
+
 echo "== validator on the trees it must reject (tests/k8s/bad/)"
 for dir in tests/k8s/bad/*/; do
     case=${dir%/}
