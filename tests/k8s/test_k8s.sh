@@ -478,9 +478,14 @@ mkdir -p "$TMP/bin"
 cat >"$TMP/bin/python3" <<'EOF'
 #!/bin/sh
 printf '%s\n' "$*" >>"$FAKE_PYTHON_LOG"
+# The subsampling script needs no GPU: the real one runs.
+case "$1" in */subsample-notebook.py) exec /usr/bin/python3 "$@" ;; esac
 if [ "$1 $2" = "-m papermill" ]; then
     printf '{"cells": []}\n' >"$4"
     echo "papermill ran $3"
+    if grep -q "lite subsample" "$3"; then
+        echo "lite subsample: 60000 x 20000 -> 50000 cells x 10000 genes"
+    fi
 elif [ "$1 $2 $3" = "-m jupyter nbconvert" ]; then
     shift 3
     while [ $# -gt 0 ]; do
@@ -513,7 +518,7 @@ else
     fail "run-notebook.sh did not start with rmm-init.py: $(head -n 1 "$TMP/python.log")"
 fi
 expect_in "$TMP/python.log" "-p max_cells 50000 -p max_genes 10000" \
-    "run-notebook.sh passes the lite subsample as papermill parameters"
+    "run-notebook.sh passes NAME=VALUE arguments as papermill parameters"
 expect_in "$ws/output/papermill.log" "papermill ran $ws/src/analysis/notebooks/nb.ipynb" \
     "papermill's output goes to papermill.log"
 if PATH=$TMP/bin:$PATH WORKSPACE=$ws VARIANT=lite NOTEBOOK=notebooks/nb.ipynb RMM_POOL_SIZE=6GiB \
@@ -532,6 +537,39 @@ else
 fi
 expect_in "$ws/output/jupyter_nbconvert.log" "[NbConvertApp] Writing to" \
     "nbconvert's output goes to jupyter_nbconvert.log"
+# The lite variant: run-notebook.sh inserts the subsampling cell into a copy
+# of the notebook, papermill runs the copy, and the shape it prints reaches
+# step 3's outcome.
+ws=$TMP/ws-subsample
+mkdir -p "$ws/src/analysis/notebooks"
+cp tests/k8s/fixtures/blueprint-01-structure.ipynb "$ws/src/analysis/notebooks/01.ipynb"
+: >"$FAKE_PYTHON_LOG"
+if PATH=$TMP/bin:$PATH WORKSPACE=$ws VARIANT=lite NOTEBOOK=notebooks/01.ipynb RMM_POOL_SIZE=3GiB \
+    SUBSAMPLE_CELLS=50000 SUBSAMPLE_GENES=10000 sh "$SCRIPTS/run-notebook.sh" >"$TMP/nb.out" 2>&1; then
+    pass "run-notebook.sh runs the lite variant with subsampling"
+else
+    fail "run-notebook.sh with subsampling failed:"
+    cat "$TMP/nb.out" >&2
+fi
+expect_in "$TMP/python.log" "-m papermill $ws/src/analysis/notebooks/.gpu-workflow-01.ipynb" \
+    "papermill runs the copy with the subsampling cell"
+expect_in "$ws/output/papermill.log" "lite subsample: 60000 x 20000 -> 50000 cells x 10000 genes" \
+    "the subsample's shape is in papermill.log"
+expect_in "$ws/status/step3" "subsampled: 60000 x 20000 -> 50000 cells x 10000 genes" \
+    "step 3's outcome reports the subsample's shape"
+if [ -e "$ws/src/analysis/notebooks/.gpu-workflow-01.ipynb" ]; then
+    fail "run-notebook.sh left its copy of the notebook in the analysis repository"
+else
+    pass "run-notebook.sh removes its copy of the notebook"
+fi
+printf '{"cells": [], "nbformat": 4, "nbformat_minor": 5}\n' >"$ws/src/analysis/notebooks/empty.ipynb"
+if PATH=$TMP/bin:$PATH WORKSPACE=$ws VARIANT=lite NOTEBOOK=notebooks/empty.ipynb RMM_POOL_SIZE=3GiB \
+    SUBSAMPLE_CELLS=50000 SUBSAMPLE_GENES=10000 sh "$SCRIPTS/run-notebook.sh" >"$TMP/nb.out" 2>&1; then
+    fail "run-notebook.sh ran lite on a notebook that loads no data"
+else
+    expect_in "$TMP/nb.out" "cannot subsample notebooks/empty.ipynb" \
+        "run-notebook.sh fails lite when it cannot subsample"
+fi
 unset FAKE_PYTHON_LOG
 
 # ------------------------------------------------ git steps (2 and 5) --
