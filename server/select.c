@@ -3,10 +3,10 @@
 
 #include <fnmatch.h>
 #include <stdarg.h>
-#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #ifndef FNM_CASEFOLD
 #define FNM_CASEFOLD 0
@@ -370,8 +370,9 @@ static void select_parse_assoc(struct select_parse *sp, const cJSON *v, const ch
 static void select_parse_when(struct select_parse *sp, const cJSON *when, const char *path,
                               struct select_rule *r, const char *suffix) {
     static const char *const known[] = {
-        "event",        "branch", "base_branch",       "tag", "repository", "label",
-        "message_contains", "changed_path", "fork", "author_association", NULL};
+        "event", "branch",           "base_branch",  "tag",  "repository",
+        "label", "message_contains", "changed_path", "fork", "author_association",
+        NULL};
     const cJSON *item;
 
     if (!cJSON_IsObject(when)) {
@@ -683,13 +684,13 @@ static bool select_event_is(const struct event *ev, const char *name) {
 static int select_event_fork(const struct event *ev) {
     if (!select_event_is(ev, "pull_request"))
         return -1;
-    return !ev->head_repo_full_name || !ev->repo_full_name ||
-           strcasecmp(ev->head_repo_full_name, ev->repo_full_name) != 0;
+    return !ev->head_repo || !ev->repo_full_name ||
+           strcasecmp(ev->head_repo, ev->repo_full_name) != 0;
 }
 
 /* Whether the event's author_association is one of the rule's (or, for "not", none of them). */
 static bool select_assoc_matches(const struct select_rule *r, const struct event *ev) {
-    bool in = ev->author_association && (select_assoc_bit(ev->author_association) & r->assoc);
+    bool in = ev->author_assoc && (select_assoc_bit(ev->author_assoc) & r->assoc);
     return r->assoc_not ? !in : in;
 }
 
@@ -796,14 +797,14 @@ static void select_reason(const struct select_rule *r, const struct event *ev,
         select_text_add(&t, ev->event);
     else
         select_text_quoted(&t, "event ", ev->event);
-    if (r->fork == 1 && ev->head_repo_full_name)
-        select_text_quoted(&t, " from fork ", ev->head_repo_full_name);
+    if (r->fork == 1 && ev->head_repo)
+        select_text_quoted(&t, " from fork ", ev->head_repo);
     else if (r->fork == 1)
         select_text_add(&t, " from a fork whose repository is gone");
     else if (r->fork == 0)
         select_text_add(&t, " from the same repository");
-    if (r->assoc && ev->author_association)
-        select_text_quoted(&t, " by author association ", ev->author_association);
+    if (r->assoc && ev->author_assoc)
+        select_text_quoted(&t, " by author association ", ev->author_assoc);
     else if (r->assoc)
         select_text_add(&t, " by no author association");
     if (r->assoc && r->assoc_not) {

@@ -80,8 +80,8 @@ static void event_from_spec(struct event *ev, const struct event_spec *s) {
     assert_int_equal(event_set(&ev->repo_full_name, s->repo), 0);
     assert_int_equal(event_set(&ev->message, s->message), 0);
     assert_int_equal(event_set(&ev->added_label, s->added_label), 0);
-    assert_int_equal(event_set(&ev->head_repo_full_name, s->head_repo), 0);
-    assert_int_equal(event_set(&ev->author_association, s->association), 0);
+    assert_int_equal(event_set(&ev->head_repo, s->head_repo), 0);
+    assert_int_equal(event_set(&ev->author_assoc, s->association), 0);
     ev->labels = strv_dup(s->labels, &ev->label_count);
     ev->changed_paths = strv_dup(s->paths, &ev->changed_count);
 }
@@ -852,25 +852,25 @@ static void test_select_shipped_trust_rules_on_recorded_payloads(void **state) {
     char err[256];
 
     event_init(&ev);
-    assert_int_equal(event_parse_delivery(&ev, "pull_request", "d", "1", "application/json",
-                                          body, len, err, sizeof(err)),
+    assert_int_equal(event_parse_delivery(&ev, "pull_request", "d", "1", "application/json", body,
+                                          len, err, sizeof(err)),
                      0);
-    assert_string_equal(ev.author_association, "OWNER");
-    assert_string_equal(ev.head_repo_full_name, "Codertocat/Hello-World");
+    assert_string_equal(ev.author_assoc, "OWNER");
+    assert_string_equal(ev.head_repo, "Codertocat/Hello-World");
     select_decide(rules, &ev, &d);
     assert_int_not_equal(d.variant, SELECT_SKIP);
 
     /* The same pull request from a fork is skipped, with the reason. */
-    assert_int_equal(event_set(&ev.head_repo_full_name, "mallory/Hello-World"), 0);
+    assert_int_equal(event_set(&ev.head_repo, "mallory/Hello-World"), 0);
     select_decide(rules, &ev, &d);
     assert_int_equal(d.variant, SELECT_SKIP);
     assert_string_equal(d.rule, "skip-fork");
-    assert_string_equal(d.reason,
-                        "rule \"skip-fork\" matched: pull_request from fork \"mallory/Hello-World\"");
+    assert_string_equal(
+        d.reason, "rule \"skip-fork\" matched: pull_request from fork \"mallory/Hello-World\"");
 
     /* And from a first-time contributor of the same repository. */
-    assert_int_equal(event_set(&ev.head_repo_full_name, "Codertocat/Hello-World"), 0);
-    assert_int_equal(event_set(&ev.author_association, "FIRST_TIME_CONTRIBUTOR"), 0);
+    assert_int_equal(event_set(&ev.head_repo, "Codertocat/Hello-World"), 0);
+    assert_int_equal(event_set(&ev.author_assoc, "FIRST_TIME_CONTRIBUTOR"), 0);
     select_decide(rules, &ev, &d);
     assert_int_equal(d.variant, SELECT_SKIP);
     assert_string_equal(d.rule, "skip-untrusted-author");
