@@ -16,7 +16,8 @@ runs them with --workflow; each returns nothing and reports through report.
 
 What Tekton injects is from tektoncd/pipeline pkg/pod (v0.50 and later): an
 init container "prepare" (the entrypoint binary's "init" mode), plus
-"place-scripts" when a step has a script. They get a securityContext only
+"place-scripts" when a step has a script and "working-dir-initializer" when one
+has a workingDir. They get a securityContext only
 when the feature flag set-security-context is "true": allowPrivilegeEscalation
 false, capabilities drop ALL, runAsNonRoot true, seccompProfile RuntimeDefault.
 """
@@ -106,6 +107,8 @@ def tekton_pod(task_spec, pod_template, set_security_context=True):
     steps = [merge_step(task_spec.get("stepTemplate"), s) for s in task_spec.get("steps") or []]
     if any(s.get("script") for s in steps):
         init.append({"name": "place-scripts", "securityContext": injected_sc})
+    if any(s.get("workingDir") for s in steps):
+        init.append({"name": "working-dir-initializer", "securityContext": injected_sc})
     containers = [dict(s, name="step-" + str(s.get("name"))) for s in steps]
     volumes = list(task_spec.get("volumes") or []) + list(pod_template.get("volumes") or [])
     return init + containers, volumes
