@@ -95,6 +95,8 @@ void event_cleanup(struct event *ev) {
 
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
         free(*fields[i]);
+    free(ev->head_repo);
+    free(ev->author_assoc);
     strv_free(ev->labels, ev->label_count);
     strv_free(ev->changed_paths, ev->changed_count);
     if (ev->arena)
@@ -580,7 +582,9 @@ static int event_fill_pull_request(struct event *ev, const cJSON *b, char *err, 
     if ((rc = event_set(&ev->revision, sha)) ||
         (rc = event_set(&ev->branch, obj_string(head, "ref"))) ||
         (rc = event_set(&ev->base_branch, obj_string(obj_get(pr, "base"), "ref"))) ||
-        (rc = event_set(&ev->message, obj_string(pr, "title"))))
+        (rc = event_set(&ev->message, obj_string(pr, "title"))) ||
+        (rc = event_set(&ev->head_repo, obj_string(obj_get(head, "repo"), "full_name"))) ||
+        (rc = event_set(&ev->author_assoc, obj_string(pr, "author_association"))))
         return rc;
     if (number_format(obj_get(b, "number"), number, sizeof(number)) ||
         number_format(obj_get(pr, "number"), number, sizeof(number))) {
@@ -640,6 +644,10 @@ static const struct jsonprune_seg event_seg_pr_number[] = {EVENT_SEG("pull_reque
 static const struct jsonprune_seg event_seg_pr_labels[] = {
     EVENT_SEG("pull_request"), EVENT_SEG("labels"), EVENT_ANY, EVENT_SEG("name")};
 static const struct jsonprune_seg event_seg_label[] = {EVENT_SEG("label"), EVENT_SEG("name")};
+static const struct jsonprune_seg event_seg_pr_repo[] = {
+    EVENT_SEG("pull_request"), EVENT_SEG("head"), EVENT_SEG("repo"), EVENT_SEG("full_name")};
+static const struct jsonprune_seg event_seg_pr_assoc[] = {EVENT_SEG("pull_request"),
+                                                          EVENT_SEG("author_association")};
 #define EVENT_PATH(a)                                                                              \
     { a, sizeof(a) / sizeof(a[0]) }
 static const struct jsonprune_path event_paths[] = {
@@ -652,7 +660,8 @@ static const struct jsonprune_path event_paths[] = {
     EVENT_PATH(event_seg_pr_sha),    EVENT_PATH(event_seg_pr_head),
     EVENT_PATH(event_seg_pr_base),   EVENT_PATH(event_seg_pr_title),
     EVENT_PATH(event_seg_pr_draft),  EVENT_PATH(event_seg_pr_number),
-    EVENT_PATH(event_seg_pr_labels), EVENT_PATH(event_seg_label)};
+    EVENT_PATH(event_seg_pr_labels), EVENT_PATH(event_seg_label),
+    EVENT_PATH(event_seg_pr_repo),   EVENT_PATH(event_seg_pr_assoc)};
 #define EVENT_NPATHS (sizeof(event_paths) / sizeof(event_paths[0]))
 
 int event_parse_delivery(struct event *ev, const char *event_name, const char *delivery,

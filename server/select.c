@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #ifndef FNM_CASEFOLD
 #define FNM_CASEFOLD 0
@@ -36,11 +37,28 @@ static const char *const select_cond_names[SELECT_COND_COUNT_] = {
 static const char *const select_event_names[] = {"push", "pull_request", "trigger"};
 #define SELECT_EVENT_COUNT 3
 
+/*
+ * GitHub's author_association values (the REST API's "author-association"
+ * schema), as bits of select_rule.assoc. A value not listed here (one GitHub
+ * adds later) has no bit: it is in no list, so a "not" list admits it.
+ */
+static const char *const select_assoc_names[] = {
+    "OWNER",       "MEMBER",    "COLLABORATOR", "CONTRIBUTOR", "FIRST_TIME_CONTRIBUTOR",
+    "FIRST_TIMER", "MANNEQUIN", "NONE"};
+#define SELECT_ASSOC_COUNT 8
+#define SELECT_ASSOC_LIST                                                                          \
+    "OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, FIRST_TIME_CONTRIBUTOR, FIRST_TIMER, MANNEQUIN, "   \
+    "NONE"
+
 struct select_rule {
     char *name;
     int variant;
     unsigned events;                /* bit i: select_event_names[i]; 0 when not a condition */
     char *cond[SELECT_COND_COUNT_]; /* string conditions; NULL when absent */
+    int fork;                       /* 1 or 0: the condition; -1 when absent */
+    unsigned assoc;                 /* bit i: select_assoc_names[i]; 0 when not a condition */
+    bool assoc_not;                 /* the rule wants an association not in assoc */
+    char assoc_text[160];           /* assoc as "OWNER, MEMBER", for the reason */
 };
 
 struct select_rules {
@@ -265,11 +283,96 @@ static unsigned select_parse_events(struct select_parse *sp, const cJSON *v, con
     return mask;
 }
 
+static unsigned select_assoc_bit(const char *s) {
+    for (int i = 0; s && i < SELECT_ASSOC_COUNT; i++) {
+        if (strcmp(s, select_assoc_names[i]) == 0)
+            return 1u << i;
+    }
+    return 0;
+}
+
+/* One author_association value of a list; adds its bit to *mask. */
+static void select_parse_assoc_item(struct select_parse *sp, const cJSON *v, const char *path,
+                                    unsigned *mask, const char *suffix) {
+    char quoted[SELECT_QUOTE_MAX * 4 + 8];
+
+    if (!cJSON_IsString(v)) {
+        select_error(sp, path, "expected a string%s", suffix);
+        return;
+    }
+    unsigned bit = select_assoc_bit(v->valuestring);
+    if (!bit) {
+        select_quote(quoted, sizeof(quoted), v->valuestring);
+        select_error(sp, path, "%s is not one of " SELECT_ASSOC_LIST "%s", quoted, suffix);
+    }
+    *mask |= bit;
+}
+
+/* A string or a list of author_association values. */
+static unsigned select_parse_assoc_list(struct select_parse *sp, const cJSON *v, const char *path,
+                                        const char *suffix) {
+    char ipath[600];
+    unsigned mask = 0;
+    const cJSON *item;
+    int i = 0;
+
+    if (cJSON_IsString(v)) {
+        select_parse_assoc_item(sp, v, path, &mask, suffix);
+        return mask;
+    }
+    if (!cJSON_IsArray(v)) {
+        select_error(sp, path, "expected a string or a list of strings%s", suffix);
+        return 0;
+    }
+    if (!v->child) {
+        select_error(sp, path, "must not be an empty list%s", suffix);
+        return 0;
+    }
+    cJSON_ArrayForEach(item, v) {
+        snprintf(ipath, sizeof(ipath), "%s[%d]", path, i++);
+        select_parse_assoc_item(sp, item, ipath, &mask, suffix);
+    }
+    return mask;
+}
+
+/* "author_association": a string, a list, or {"not": string or list}. */
+static void select_parse_assoc(struct select_parse *sp, const cJSON *v, const char *path,
+                               struct select_rule *r, const char *suffix) {
+    static const char *const known[] = {"not", NULL};
+    char npath[600];
+    size_t o = 0;
+
+    if (cJSON_IsObject(v)) {
+        select_check_keys(sp, v, path, known, "key", suffix);
+        snprintf(npath, sizeof(npath), "%s.not", path);
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(v, "not");
+        if (!list) {
+            select_error(sp, npath, "missing%s", suffix);
+            return;
+        }
+        r->assoc_not = true;
+        r->assoc = select_parse_assoc_list(sp, list, npath, suffix);
+    } else if (cJSON_IsString(v) || cJSON_IsArray(v)) {
+        r->assoc = select_parse_assoc_list(sp, v, path, suffix);
+    } else {
+        select_error(sp, path, "expected a string, a list of strings or {\"not\": [...]}%s",
+                     suffix);
+        return;
+    }
+    r->assoc_text[0] = '\0';
+    for (int i = 0; i < SELECT_ASSOC_COUNT; i++) {
+        if (r->assoc & (1u << i))
+            o += (size_t)snprintf(r->assoc_text + o, sizeof(r->assoc_text) - o, "%s%s",
+                                  o ? ", " : "", select_assoc_names[i]);
+    }
+}
+
 static void select_parse_when(struct select_parse *sp, const cJSON *when, const char *path,
                               struct select_rule *r, const char *suffix) {
-    static const char *const known[] = {"event",      "branch", "base_branch",      "tag",
-                                        "repository", "label",  "message_contains", "changed_path",
-                                        NULL};
+    static const char *const known[] = {
+        "event", "branch",           "base_branch",  "tag",  "repository",
+        "label", "message_contains", "changed_path", "fork", "author_association",
+        NULL};
     const cJSON *item;
 
     if (!cJSON_IsObject(when)) {
@@ -277,6 +380,23 @@ static void select_parse_when(struct select_parse *sp, const cJSON *when, const 
         return;
     }
     select_check_keys(sp, when, path, known, "condition", suffix);
+    item = cJSON_GetObjectItemCaseSensitive(when, "fork");
+    if (item) {
+        char fpath[512];
+
+        snprintf(fpath, sizeof(fpath), "%s.fork", path);
+        if (cJSON_IsBool(item))
+            r->fork = cJSON_IsTrue(item) ? 1 : 0;
+        else
+            select_error(sp, fpath, "expected true or false%s", suffix);
+    }
+    item = cJSON_GetObjectItemCaseSensitive(when, "author_association");
+    if (item) {
+        char apath[512];
+
+        snprintf(apath, sizeof(apath), "%s.author_association", path);
+        select_parse_assoc(sp, item, apath, r, suffix);
+    }
     for (int c = 0; c < SELECT_COND_COUNT_; c++) {
         char cpath[512];
 
@@ -341,6 +461,7 @@ static void select_parse_rule(struct select_parse *sp, struct select_rules *rule
     char path[64], fpath[128], suffix[SELECT_QUOTE_MAX * 4 + 32], quoted[SELECT_QUOTE_MAX * 4 + 8];
 
     r->variant = SELECT_LITE;
+    r->fork = -1;
     snprintf(path, sizeof(path), ".selection.rules[%zu]", index);
     if (!cJSON_IsObject(item)) {
         select_error(sp, path, "expected an object");
@@ -554,6 +675,25 @@ static bool select_event_is(const struct event *ev, const char *name) {
     return ev->event && strcmp(ev->event, name) == 0;
 }
 
+/*
+ * A pull request comes from a fork when its head repository is not the base
+ * repository (ignoring case, as GitHub does), or is gone (head.repo is null
+ * once a fork is deleted). Returns 1 or 0, or -1 for an event that is not a
+ * pull request.
+ */
+static int select_event_fork(const struct event *ev) {
+    if (!select_event_is(ev, "pull_request"))
+        return -1;
+    return !ev->head_repo || !ev->repo_full_name ||
+           strcasecmp(ev->head_repo, ev->repo_full_name) != 0;
+}
+
+/* Whether the event's author_association is one of the rule's (or, for "not", none of them). */
+static bool select_assoc_matches(const struct select_rule *r, const struct event *ev) {
+    bool in = ev->author_assoc && (select_assoc_bit(ev->author_assoc) & r->assoc);
+    return r->assoc_not ? !in : in;
+}
+
 static bool select_rule_matches(const struct select_rule *r, const struct event *ev,
                                 struct select_match *m) {
     char *const *cond = r->cond;
@@ -572,6 +712,10 @@ static bool select_rule_matches(const struct select_rule *r, const struct event 
         return false;
     if (cond[SELECT_COND_MESSAGE] &&
         !(ev->message && strstr(ev->message, cond[SELECT_COND_MESSAGE])))
+        return false;
+    if (r->fork >= 0 && select_event_fork(ev) != r->fork)
+        return false;
+    if (r->assoc && !select_assoc_matches(r, ev))
         return false;
     if (cond[SELECT_COND_LABEL]) {
         m->label = NULL;
@@ -653,6 +797,21 @@ static void select_reason(const struct select_rule *r, const struct event *ev,
         select_text_add(&t, ev->event);
     else
         select_text_quoted(&t, "event ", ev->event);
+    if (r->fork == 1 && ev->head_repo)
+        select_text_quoted(&t, " from fork ", ev->head_repo);
+    else if (r->fork == 1)
+        select_text_add(&t, " from a fork whose repository is gone");
+    else if (r->fork == 0)
+        select_text_add(&t, " from the same repository");
+    if (r->assoc && ev->author_assoc)
+        select_text_quoted(&t, " by author association ", ev->author_assoc);
+    else if (r->assoc)
+        select_text_add(&t, " by no author association");
+    if (r->assoc && r->assoc_not) {
+        select_text_add(&t, " (not one of ");
+        select_text_add(&t, r->assoc_text);
+        select_text_add(&t, ")");
+    }
     if (r->cond[SELECT_COND_BRANCH])
         select_text_quoted(&t, pr ? " from branch " : " to branch ", ev->branch);
     if (r->cond[SELECT_COND_BASE_BRANCH])

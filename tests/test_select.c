@@ -55,6 +55,8 @@ struct event_spec {
     const char *labels[MAX_LIST];
     const char *paths[MAX_LIST];
     const char *added_label;
+    const char *head_repo;   /* pull_request.head.repo.full_name */
+    const char *association; /* pull_request.author_association */
 };
 
 static char **strv_dup(const char *const *src, size_t *count) {
@@ -78,6 +80,8 @@ static void event_from_spec(struct event *ev, const struct event_spec *s) {
     assert_int_equal(event_set(&ev->repo_full_name, s->repo), 0);
     assert_int_equal(event_set(&ev->message, s->message), 0);
     assert_int_equal(event_set(&ev->added_label, s->added_label), 0);
+    assert_int_equal(event_set(&ev->head_repo, s->head_repo), 0);
+    assert_int_equal(event_set(&ev->author_assoc, s->association), 0);
     ev->labels = strv_dup(s->labels, &ev->label_count);
     ev->changed_paths = strv_dup(s->paths, &ev->changed_count);
 }
@@ -578,6 +582,29 @@ static const struct error_case error_cases[] = {
     {"{\"rules\":[{\"name\":\"a\",\"variant\":\"a\\\"b\\nc$(x)`\"}]}",
      {"gpuhook.json: .selection.rules[0].variant: \"a\\\"b\\nc$(x)`\" is not one of lite, "
       "original, skip in rule \"a\""}},
+    {"{\"rules\":[{\"name\":\"a\",\"when\":{\"fork\":\"yes\"},\"variant\":\"skip\"}]}",
+     {"gpuhook.json: .selection.rules[0].when.fork: expected true or false in rule \"a\""}},
+    {"{\"rules\":[{\"name\":\"a\",\"when\":{\"author_association\":\"owner\"},\"variant\":"
+     "\"skip\"}]}",
+     {"gpuhook.json: .selection.rules[0].when.author_association: \"owner\" is not one of "
+      "OWNER, MEMBER, COLLABORATOR, CONTRIBUTOR, FIRST_TIME_CONTRIBUTOR, FIRST_TIMER, MANNEQUIN, "
+      "NONE in rule \"a\""}},
+    {"{\"rules\":[{\"name\":\"a\",\"when\":{\"author_association\":[\"OWNER\",1]},\"variant\":"
+     "\"skip\"}]}",
+     {"gpuhook.json: .selection.rules[0].when.author_association[1]: expected a string in rule "
+      "\"a\""}},
+    {"{\"rules\":[{\"name\":\"a\",\"when\":{\"author_association\":[]},\"variant\":\"skip\"}]}",
+     {"gpuhook.json: .selection.rules[0].when.author_association: must not be an empty list in "
+      "rule \"a\""}},
+    {"{\"rules\":[{\"name\":\"a\",\"when\":{\"author_association\":{\"not\":[\"OWNER\"],"
+     "\"or\":1}},\"variant\":\"skip\"}]}",
+     {"gpuhook.json: .selection.rules[0].when.author_association.or: unknown key in rule "
+      "\"a\""}},
+    {"{\"rules\":[{\"name\":\"a\",\"when\":{\"author_association\":{}},\"variant\":\"skip\"}]}",
+     {"gpuhook.json: .selection.rules[0].when.author_association.not: missing in rule \"a\""}},
+    {"{\"rules\":[{\"name\":\"a\",\"when\":{\"author_association\":7},\"variant\":\"skip\"}]}",
+     {"gpuhook.json: .selection.rules[0].when.author_association: expected a string, a list of "
+      "strings or {\"not\": [...]} in rule \"a\""}},
     /* Every error is reported at once, in order. */
     {"{\"default\":\"none\",\"rules\":[{\"name\":\"r1\",\"when\":{\"colour\":1},\"variant\":"
      "\"huge\"},{\"variant\":\"lite\"},{\"name\":\"r1\",\"variant\":\"lite\"}],\"gpu_fit\":{"
@@ -708,6 +735,150 @@ static void test_select_decides_recorded_github_payloads(void **state) {
     select_rules_free(rules);
 }
 
+/* Pull requests from forks and from untrusted authors, as the shipped rules skip them. */
+static const char *const trust_rules =
+    "{\"default\":\"lite\",\"rules\":["
+    "{\"name\":\"skip-fork\",\"when\":{\"event\":\"pull_request\",\"fork\":true},"
+    "\"variant\":\"skip\"},"
+    "{\"name\":\"skip-untrusted\",\"when\":{\"event\":\"pull_request\",\"author_association\":"
+    "{\"not\":[\"OWNER\",\"MEMBER\",\"COLLABORATOR\"]}},\"variant\":\"skip\"},"
+    "{\"name\":\"owner-original\",\"when\":{\"author_association\":\"OWNER\",\"fork\":false},"
+    "\"variant\":\"original\"},"
+    "{\"name\":\"team\",\"when\":{\"author_association\":[\"MEMBER\",\"COLLABORATOR\"]},"
+    "\"variant\":\"lite\"}]}";
+
+static const struct decide_case trust_cases[] = {
+    {"an owner's pull request from the same repository",
+     {.event = "pull_request", .repo = "o/r", .head_repo = "o/r", .association = "OWNER"},
+     SELECT_ORIGINAL,
+     "owner-original",
+     "rule \"owner-original\" matched: pull_request from the same repository by author "
+     "association \"OWNER\""},
+    {"a pull request from a fork, even by the owner",
+     {.event = "pull_request", .repo = "o/r", .head_repo = "evil/r", .association = "OWNER"},
+     SELECT_SKIP,
+     "skip-fork",
+     "rule \"skip-fork\" matched: pull_request from fork \"evil/r\""},
+    {"a pull request whose head repository was deleted is a fork",
+     {.event = "pull_request", .repo = "o/r", .association = "MEMBER"},
+     SELECT_SKIP,
+     "skip-fork",
+     "rule \"skip-fork\" matched: pull_request from a fork whose repository is gone"},
+    {"repository names compare ignoring case",
+     {.event = "pull_request", .repo = "o/r", .head_repo = "O/R", .association = "MEMBER"},
+     SELECT_LITE,
+     "team",
+     "rule \"team\" matched: pull_request by author association \"MEMBER\""},
+    {"an untrusted author",
+     {.event = "pull_request", .repo = "o/r", .head_repo = "o/r", .association = "CONTRIBUTOR"},
+     SELECT_SKIP,
+     "skip-untrusted",
+     "rule \"skip-untrusted\" matched: pull_request by author association \"CONTRIBUTOR\" (not "
+     "one of OWNER, MEMBER, COLLABORATOR)"},
+    {"a value GitHub may add later is not trusted",
+     {.event = "pull_request", .repo = "o/r", .head_repo = "o/r", .association = "STRANGER"},
+     SELECT_SKIP,
+     "skip-untrusted",
+     "rule \"skip-untrusted\" matched: pull_request by author association \"STRANGER\" (not "
+     "one of OWNER, MEMBER, COLLABORATOR)"},
+    {"a pull request without an association is not trusted",
+     {.event = "pull_request", .repo = "o/r", .head_repo = "o/r"},
+     SELECT_SKIP,
+     "skip-untrusted",
+     "rule \"skip-untrusted\" matched: pull_request by no author association (not one of "
+     "OWNER, MEMBER, COLLABORATOR)"},
+    {"a push has neither: fork and a positive association do not match",
+     {.event = "push", .repo = "o/r", .branch = "main"},
+     SELECT_LITE,
+     "default",
+     "no rule matched; default variant lite"},
+    {"a trigger has neither",
+     {.event = "trigger", .repo = "o/r"},
+     SELECT_LITE,
+     "default",
+     "no rule matched; default variant lite"},
+};
+
+static void test_select_fork_and_author_association(void **state) {
+    struct select_rules *rules = load_rules(trust_rules);
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(trust_cases) / sizeof(trust_cases[0]); i++) {
+        const struct decide_case *c = &trust_cases[i];
+        struct select_decision d;
+        struct event ev;
+
+        print_message("case %s\n", c->title);
+        event_from_spec(&ev, &c->ev);
+        select_decide(rules, &ev, &d);
+        assert_string_equal(d.rule, c->rule);
+        assert_string_equal(d.reason, c->reason);
+        assert_int_equal(d.variant, c->variant);
+        event_cleanup(&ev);
+    }
+    select_rules_free(rules);
+}
+
+/* The rules config/gpuhook.json ships, against the recorded payloads. */
+static void test_select_shipped_trust_rules_on_recorded_payloads(void **state) {
+    const char *dir = getenv("GPUHOOK_SOURCE_DIR");
+    char path[1024];
+    struct select_rules *rules = NULL;
+    struct errlist el;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/config/gpuhook.json", dir ? dir : ".");
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        fail_msg("cannot open %s", path);
+    char text[16384];
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    cJSON *cfg = cJSON_Parse(text);
+    assert_non_null(cfg);
+    errlist_init(&el);
+    assert_int_equal(
+        select_rules_parse(cJSON_GetObjectItemCaseSensitive(cfg, "selection"), path, &rules, &el),
+        0);
+    errlist_cleanup(&el);
+    cJSON_Delete(cfg);
+
+    /* The recorded pull request: the owner's, from the same repository, runs. */
+    size_t len;
+    char *body = read_fixture("pull_request_opened.json", &len);
+    struct select_decision d;
+    struct event ev;
+    char err[256];
+
+    event_init(&ev);
+    assert_int_equal(event_parse_delivery(&ev, "pull_request", "d", "1", "application/json", body,
+                                          len, err, sizeof(err)),
+                     0);
+    assert_string_equal(ev.author_assoc, "OWNER");
+    assert_string_equal(ev.head_repo, "Codertocat/Hello-World");
+    select_decide(rules, &ev, &d);
+    assert_int_not_equal(d.variant, SELECT_SKIP);
+
+    /* The same pull request from a fork is skipped, with the reason. */
+    assert_int_equal(event_set(&ev.head_repo, "mallory/Hello-World"), 0);
+    select_decide(rules, &ev, &d);
+    assert_int_equal(d.variant, SELECT_SKIP);
+    assert_string_equal(d.rule, "skip-fork");
+    assert_string_equal(
+        d.reason, "rule \"skip-fork\" matched: pull_request from fork \"mallory/Hello-World\"");
+
+    /* And from a first-time contributor of the same repository. */
+    assert_int_equal(event_set(&ev.head_repo, "Codertocat/Hello-World"), 0);
+    assert_int_equal(event_set(&ev.author_assoc, "FIRST_TIME_CONTRIBUTOR"), 0);
+    select_decide(rules, &ev, &d);
+    assert_int_equal(d.variant, SELECT_SKIP);
+    assert_string_equal(d.rule, "skip-untrusted-author");
+    event_cleanup(&ev);
+    free(body);
+    select_rules_free(rules);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select_rules_are_tried_in_order_first_match_wins),
@@ -722,6 +893,8 @@ int main(void) {
         cmocka_unit_test(test_select_config_errors_name_the_place_and_the_rule),
         cmocka_unit_test(test_select_variant_names_round_trip),
         cmocka_unit_test(test_select_decides_recorded_github_payloads),
+        cmocka_unit_test(test_select_fork_and_author_association),
+        cmocka_unit_test(test_select_shipped_trust_rules_on_recorded_payloads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -491,6 +491,15 @@ static void test_template_shipped_files_render_a_push(void **state) {
              "  \"params\": [{\"name\": \"git-repo-url\","
              "    \"value\": \"https://github.com/Codertocat/Hello-World.git\"},"
              "   {\"name\": \"git-revision\", \"value\": \"%s\"}],"
+             "  \"taskRunTemplate\": {\"podTemplate\": {"
+             "   \"nodeSelector\": {\"nvidia.com/gpu.present\": \"true\"},"
+             "   \"tolerations\": [{\"key\": \"nvidia.com/gpu\", \"operator\": \"Exists\","
+             "    \"effect\": \"NoSchedule\"}],"
+             "   \"securityContext\": {\"runAsNonRoot\": true, \"runAsUser\": 1001,"
+             "    \"runAsGroup\": 1000, \"fsGroup\": 1000,"
+             "    \"fsGroupChangePolicy\": \"OnRootMismatch\","
+             "    \"seccompProfile\": {\"type\": \"RuntimeDefault\"}}}},"
+             "  \"timeouts\": {\"pipeline\": \"4h\", \"finally\": \"15m\"},"
              "  \"workspaces\": [{\"name\": \"shared-storage\", \"volumeClaimTemplate\": {"
              "   \"spec\": {\"accessModes\": [\"ReadWriteOnce\"],"
              "    \"resources\": {\"requests\": {\"storage\": \"50Gi\"}}}}}]}}",
@@ -578,9 +587,20 @@ static void test_template_deployment_guide_template_declares_its_params(void **s
     assert_false(template_declares(t, "pipeline_version"));
     assert_false(template_declares(t, ""));
     assert_string_equal(str_at(doc, "spec.params[2].default"), "lite");
-    /* The shipped file still says what the deployment guide says (a verbatim copy). */
+    /*
+     * The shipped file still says what the deployment guide says, plus the run's
+     * pod template and timeouts (issue 17: placement, Pod Security, no 1h limit).
+     */
     cJSON *guide = read_json(FX "deployment-guide-template.yaml");
-    assert_true(cJSON_Compare(doc, guide, 1));
+    cJSON *shipped = cJSON_Duplicate(doc, 1);
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetArrayItem(at(shipped, "spec.resourcetemplates"), 0), "spec");
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(spec, "taskRunTemplate"));
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(spec, "timeouts"));
+    cJSON_DeleteItemFromObjectCaseSensitive(spec, "taskRunTemplate");
+    cJSON_DeleteItemFromObjectCaseSensitive(spec, "timeouts");
+    assert_true(cJSON_Compare(shipped, guide, 1));
+    cJSON_Delete(shipped);
     cJSON_Delete(guide);
     assert_string_equal(str_at(doc, "spec.resourcetemplates[0].spec.pipelineRef.name"),
                         "gpu-real-8-step-workflow-$(tt.params.pipeline-version)");

@@ -38,6 +38,8 @@ struct event {
     char *delivery;       /* X-GitHub-Delivery, or the trigger's key */
     char *hook_id;        /* X-GitHub-Hook-ID */
     char *added_label;    /* label.name of a pull_request "labeled" action */
+    char *head_repo;      /* pull_request.head.repo.full_name; NULL: none or deleted */
+    char *author_assoc;   /* pull_request.author_association (OWNER, MEMBER, ...) */
     char **labels;        /* PR labels */
     size_t label_count;
     char **changed_paths; /* added, modified and removed files of a push */

@@ -8,7 +8,11 @@
  * also matches "/" and a leading dot: "feature/" followed by a star covers
  * "feature/a/b", and "docs/" followed by a star every file below docs.
  * Repository globs ignore case, as GitHub does; the others do not. A
- * condition on a value the event lacks does not match.
+ * condition on a value the event lacks does not match, except
+ * "author_association": {"not": [...]}, which an event without an
+ * association (a push, a trigger) satisfies. "fork" holds for a pull request
+ * whose head repository is not the base repository or is gone, and never
+ * for another event.
  */
 #ifndef GPUHOOK_SELECT_H
 #define GPUHOOK_SELECT_H

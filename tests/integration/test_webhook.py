@@ -254,7 +254,7 @@ def test_hostile_branch_and_message_arrive_byte_for_byte(hook, value):
     assert obj["metadata"]["annotations"]["gpuhook.dev/revision"] == value
     assert obj["metadata"]["annotations"]["gpuhook.dev/ref"] == "refs/heads/" + value
     assert set(obj) == {"apiVersion", "kind", "metadata", "spec"}
-    assert set(obj["spec"]) == {"pipelineRef", "params", "workspaces"}
+    assert set(obj["spec"]) == {"pipelineRef", "params", "taskRunTemplate", "timeouts", "workspaces"}
 
 
 @memory_bound()

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Offline checks of the k8s/ tree (issue 7). Run from the repository root:
+# Offline checks of the k8s/ tree (issues 7 and 17). Run from the repository
+# root:
 #   bash tests/k8s/test_k8s.sh
-# It validates the tree and the fixtures it must reject, builds it with
-# kustomize when kubectl is installed, runs shellcheck on every shell script,
-# and runs the workflow's step scripts that need no GPU or network (7 and 8,
-# plus the git steps against local repositories and the RMM scripts against a
-# stand-in rmm module) on temporary workspaces. Exits 1 if any check fails.
+# It validates the tree (with the --workflow checks of workflow_checks.py) and
+# the fixtures it must reject, builds it with kustomize when kubectl is
+# installed (also with another namespace), runs shellcheck on every shell
+# script, and runs the workflow's step scripts that need no GPU or network
+# (7 and 8 for passed and failed runs, step 3 with a stand-in papermill, the
+# git steps against local repositories, step 5 in a poisoned workspace, the
+# RMM scripts against a stand-in rmm module) on temporary workspaces; the
+# self-contained cases of issue 17 are in workflow_cases.sh, sourced below.
+# Exits 1 if any check fails.
 set -euo pipefail
 
 ROOT=$(pwd)
@@ -49,7 +54,7 @@ expect_not_in() {
 echo "== validator on k8s/"
 sync=()
 [ -f config/gpuhook.json ] && sync=(--config-sync config/gpuhook.json)
-if "$PY" tests/k8s/validate_k8s.py "${sync[@]}" k8s >"$TMP/validate.out" 2>&1; then
+if "$PY" tests/k8s/validate_k8s.py --workflow "${sync[@]}" k8s >"$TMP/validate.out" 2>&1; then
     pass "validate_k8s.py k8s/: $(tail -n 1 "$TMP/validate.out")"
 else
     fail "validate_k8s.py k8s/ found errors:"
@@ -124,9 +129,11 @@ docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 cms = {d["metadata"]["name"] for d in docs if d["kind"] == "ConfigMap"}
 errors = []
 namespaced = [d for d in docs if d["kind"] not in ("Namespace",)]
+if [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"] != ["gpu-runs"]:
+    errors.append("the build does not hold exactly the Namespace gpu-runs")
 for d in namespaced:
-    if d["metadata"].get("namespace") != "tekton-pipelines":
-        errors.append(f"{d['kind']} {d['metadata']['name']} is not in tekton-pipelines")
+    if d["metadata"].get("namespace") != "gpu-runs":
+        errors.append(f"{d['kind']} {d['metadata']['name']} is not in gpu-runs")
 def walk(node):
     if isinstance(node, dict):
         if isinstance(node.get("configMap"), dict) and "name" in node["configMap"]:
@@ -147,12 +154,29 @@ for e in errors:
 print(f"{refs} ConfigMap references, all resolved" if not errors else "")
 sys.exit(1 if errors else 0)
 EOF
-            pass "$(basename "$built"): every object in tekton-pipelines; $(tail -n 1 "$TMP/refs.out")"
+            pass "$(basename "$built"): every object in gpu-runs; $(tail -n 1 "$TMP/refs.out")"
         else
             fail "$(basename "$built"):"
             cat "$TMP/refs.out" >&2
         fi
     done
+    if [ -f "$TMP/build-k8s.yaml" ] && "$PY" - "$TMP/build-k8s.yaml" k8s/gpuhook/gpuhook.json \
+        >"$TMP/prestop.out" 2>&1 <<'EOF'; then
+import json, sys, yaml
+sts = next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "StatefulSet")
+pod = sts["spec"]["template"]["spec"]
+cmd = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+grace = json.load(open(sys.argv[2]))["shutdown_grace_seconds"]
+assert cmd[0] == "/bin/sleep", cmd
+total = int(cmd[1]) + grace
+assert total < pod["terminationGracePeriodSeconds"], (total, pod["terminationGracePeriodSeconds"])
+print(f"preStop sleep {cmd[1]}s + shutdown_grace_seconds {grace}s < {pod['terminationGracePeriodSeconds']}s")
+EOF
+        pass "gpuhook: $(cat "$TMP/prestop.out")"
+    else
+        fail "gpuhook's preStop and grace period:"
+        cat "$TMP/prestop.out" >&2
+    fi
     gv=$TMP/build-k8s_overlays_gpu-view.yaml
     if [ -f "$gv" ]; then
         expect_in "$gv" "runtimeClassName: nvidia" "gpu-view overlay sets runtimeClassName: nvidia"
@@ -172,6 +196,44 @@ EOF
         else
             fail "gpu-view overlay gives gpuhook a nvidia.com/gpu request"
         fi
+    fi
+    [ ! -f "$gv" ] || expect_in "$gv" "image: ghcr.io/example/gpuhook:0.1.0-cuda" \
+        "gpu-view overlay runs the CUDA build of the image"
+
+    # Another namespace, as an overlay would set it: the Namespace, every
+    # object and the RoleBinding's subject follow (a stale subject is a 403).
+    mkdir -p "$TMP/ns-overlay"
+    cat >"$TMP/ns-overlay/kustomization.yaml" <<EOF
+namespace: gpu-elsewhere
+resources:
+  - $(relto "$ROOT/k8s" "$TMP/ns-overlay")
+EOF
+    if kubectl kustomize "$TMP/ns-overlay" >"$TMP/ns.yaml" 2>"$TMP/ns.err" &&
+        "$PY" - "$TMP/ns.yaml" >"$TMP/ns.out" 2>&1 <<'EOF'; then
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+errors = []
+rb = [d for d in docs if d["kind"] == "RoleBinding"]
+if not rb:
+    errors.append("no RoleBinding built")
+for d in rb:
+    for s in d.get("subjects") or []:
+        if s.get("namespace") != "gpu-elsewhere":
+            errors.append(f"RoleBinding {d['metadata']['name']} subject {s.get('name')} is in "
+                          f"{s.get('namespace')}, not gpu-elsewhere")
+ns = [d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"]
+if ns != ["gpu-elsewhere"]:
+    errors.append(f"Namespace objects: {ns}")
+for d in docs:
+    if d["kind"] != "Namespace" and d["metadata"].get("namespace") != "gpu-elsewhere":
+        errors.append(f"{d['kind']} {d['metadata']['name']} in {d['metadata'].get('namespace')}")
+print("\n".join(errors))
+sys.exit(1 if errors else 0)
+EOF
+        pass "after a namespace change the RoleBinding's subject, the Namespace and every object follow"
+    else
+        fail "namespace change:"
+        cat "$TMP/ns.err" "$TMP/ns.out" >&2
     fi
     ing=$TMP/build-ingress-overlay.yaml
     [ ! -f "$ing" ] || expect_in "$ing" "path: /webhook" "ingress component routes /webhook"
@@ -371,9 +433,14 @@ mkdir -p "$TMP/bin"
 cat >"$TMP/bin/python3" <<'EOF'
 #!/bin/sh
 printf '%s\n' "$*" >>"$FAKE_PYTHON_LOG"
+# The subsampling script needs no GPU: the real one runs.
+case "$1" in */subsample-notebook.py) exec /usr/bin/python3 "$@" ;; esac
 if [ "$1 $2" = "-m papermill" ]; then
     printf '{"cells": []}\n' >"$4"
     echo "papermill ran $3"
+    if grep -q "lite subsample" "$3"; then
+        echo "lite subsample: 60000 x 20000 -> 50000 cells x 10000 genes"
+    fi
 elif [ "$1 $2 $3" = "-m jupyter nbconvert" ]; then
     shift 3
     while [ $# -gt 0 ]; do
@@ -406,7 +473,7 @@ else
     fail "run-notebook.sh did not start with rmm-init.py: $(head -n 1 "$TMP/python.log")"
 fi
 expect_in "$TMP/python.log" "-p max_cells 50000 -p max_genes 10000" \
-    "run-notebook.sh passes the lite subsample as papermill parameters"
+    "run-notebook.sh passes NAME=VALUE arguments as papermill parameters"
 expect_in "$ws/output/papermill.log" "papermill ran $ws/src/analysis/notebooks/nb.ipynb" \
     "papermill's output goes to papermill.log"
 if PATH=$TMP/bin:$PATH WORKSPACE=$ws VARIANT=lite NOTEBOOK=notebooks/nb.ipynb RMM_POOL_SIZE=6GiB \
@@ -425,6 +492,39 @@ else
 fi
 expect_in "$ws/output/jupyter_nbconvert.log" "[NbConvertApp] Writing to" \
     "nbconvert's output goes to jupyter_nbconvert.log"
+# The lite variant: run-notebook.sh inserts the subsampling cell into a copy
+# of the notebook, papermill runs the copy, and the shape it prints reaches
+# step 3's outcome.
+ws=$TMP/ws-subsample
+mkdir -p "$ws/src/analysis/notebooks"
+cp tests/k8s/fixtures/blueprint-01-structure.ipynb "$ws/src/analysis/notebooks/01.ipynb"
+: >"$FAKE_PYTHON_LOG"
+if PATH=$TMP/bin:$PATH WORKSPACE=$ws VARIANT=lite NOTEBOOK=notebooks/01.ipynb RMM_POOL_SIZE=3GiB \
+    SUBSAMPLE_CELLS=50000 SUBSAMPLE_GENES=10000 sh "$SCRIPTS/run-notebook.sh" >"$TMP/nb.out" 2>&1; then
+    pass "run-notebook.sh runs the lite variant with subsampling"
+else
+    fail "run-notebook.sh with subsampling failed:"
+    cat "$TMP/nb.out" >&2
+fi
+expect_in "$TMP/python.log" "-m papermill $ws/src/analysis/notebooks/.gpu-workflow-01.ipynb" \
+    "papermill runs the copy with the subsampling cell"
+expect_in "$ws/output/papermill.log" "lite subsample: 60000 x 20000 -> 50000 cells x 10000 genes" \
+    "the subsample's shape is in papermill.log"
+expect_in "$ws/status/step3" "subsampled: 60000 x 20000 -> 50000 cells x 10000 genes" \
+    "step 3's outcome reports the subsample's shape"
+if [ -e "$ws/src/analysis/notebooks/.gpu-workflow-01.ipynb" ]; then
+    fail "run-notebook.sh left its copy of the notebook in the analysis repository"
+else
+    pass "run-notebook.sh removes its copy of the notebook"
+fi
+printf '{"cells": [], "nbformat": 4, "nbformat_minor": 5}\n' >"$ws/src/analysis/notebooks/empty.ipynb"
+if PATH=$TMP/bin:$PATH WORKSPACE=$ws VARIANT=lite NOTEBOOK=notebooks/empty.ipynb RMM_POOL_SIZE=3GiB \
+    SUBSAMPLE_CELLS=50000 SUBSAMPLE_GENES=10000 sh "$SCRIPTS/run-notebook.sh" >"$TMP/nb.out" 2>&1; then
+    fail "run-notebook.sh ran lite on a notebook that loads no data"
+else
+    expect_in "$TMP/nb.out" "cannot subsample notebooks/empty.ipynb" \
+        "run-notebook.sh fails lite when it cannot subsample"
+fi
 unset FAKE_PYTHON_LOG
 
 # ------------------------------------------------ git steps (2 and 5) --
@@ -504,7 +604,7 @@ if command -v git >/dev/null 2>&1; then
         sh "$SCRIPTS/clone-test-repo.sh" >"$TMP/clone5.out" 2>&1; then
         fail "clone-test-repo.sh ran without a token"
     else
-        expect_in "$TMP/clone5.out" "$TMP/absent is missing or empty: create the Secret github-token with key token" \
+        expect_in "$TMP/clone5.out" "no token at $TMP/absent: the Secret github-token (key token) is missing or empty" \
             "clone-test-repo.sh fails clearly without the token"
     fi
     if WORKSPACE=$ws VARIANT=lite TEST_REPO_URL=https://user:secret@github.com/o/r.git \
@@ -514,9 +614,82 @@ if command -v git >/dev/null 2>&1; then
         expect_in "$TMP/clone5.out" "TEST_REPO_URL must not carry credentials" \
             "clone-test-repo.sh refuses credentials in the URL"
     fi
+    # Step 5 with a workspace that step 3's code has poisoned: a git on the
+    # workspace's PATH and a .gitconfig in the workspace's HOME that rewrites
+    # the URL. With the Task's environment, neither may run or apply.
+    ws=$TMP/ws-poisoned
+    mkdir -p "$ws/output" "$ws/.local/bin" "$ws/.home"
+    printf '<html>analysis</html>\n' >"$ws/output/output_analysis_lite.html"
+    cat >"$ws/.local/bin/git" <<EOF
+#!/bin/sh
+echo ran >"$TMP/planted-git-ran"
+exec /usr/bin/git "\$@"
+EOF
+    chmod +x "$ws/.local/bin/git"
+    printf '[url "file://%s"]\n\tinsteadOf = file://%s\n' "$TMP/no-notebooks" "$repo" >"$ws/.home/.gitconfig"
+    cp "$ws/.home/.gitconfig" "$TMP/poisoned-global"
+    # The Task's own environment for the step, read from its YAML.
+    # HOME from the Task is /git-home; here a fresh folder plays that emptyDir.
+    mkdir -p "$TMP/git-home"
+    mapfile -t task_env < <("$PY" - k8s/workflow/tasks/05-clone-test-repo.yaml "$TMP/git-home" <<'EOF'
+import sys, yaml
+step = yaml.safe_load(open(sys.argv[1]))["spec"]["steps"][0]
+for e in step["env"]:
+    if e["name"] in ("HOME", "PATH", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM"):
+        print(f"{e['name']}={sys.argv[2] if e['name'] == 'HOME' else e['value']}")
+EOF
+)
+    if [ "${#task_env[@]}" -ne 4 ]; then
+        fail "the step 5 Task does not set HOME, PATH, GIT_CONFIG_GLOBAL and GIT_CONFIG_NOSYSTEM"
+    fi
+    # Only the Task's environment: not this script's GIT_CONFIG_GLOBAL.
+    if env -u GIT_CONFIG_GLOBAL -u GIT_CONFIG_NOSYSTEM "${task_env[@]}" WORKSPACE="$ws" VARIANT=lite TEST_REPO_URL="file://$repo" \
+        GITHUB_TOKEN_FILE="$TMP/token" sh "$SCRIPTS/clone-test-repo.sh" >"$TMP/poison.out" 2>&1 &&
+        [ -d "$ws/src/test-repo/notebooks" ]; then
+        pass "step 5 with the Task's environment clones the real repository despite a planted .gitconfig"
+    else
+        fail "step 5 in a poisoned workspace:"
+        cat "$TMP/poison.out" >&2
+    fi
+    # Even a caller that passes the workspace's PATH and HOME gets neither.
+    rm -rf "$ws/src/test-repo"
+    if PATH="$ws/.local/bin:$PATH" HOME="$TMP/git-home" GIT_CONFIG_GLOBAL="$TMP/poisoned-global" \
+        WORKSPACE="$ws" VARIANT=lite TEST_REPO_URL="file://$repo" GITHUB_TOKEN_FILE="$TMP/token" \
+        sh "$SCRIPTS/clone-test-repo.sh" >"$TMP/poison.out" 2>&1 && [ -d "$ws/src/test-repo/notebooks" ] &&
+        [ ! -e "$TMP/planted-git-ran" ]; then
+        pass "step 5 ignores a planted git on PATH and a GIT_CONFIG_GLOBAL from its caller"
+    else
+        fail "step 5 ran the planted git or followed the planted config:"
+        cat "$TMP/poison.out" >&2
+    fi
+    if HOME="$ws/.home" WORKSPACE="$ws" VARIANT=lite TEST_REPO_URL="file://$repo" \
+        GITHUB_TOKEN_FILE="$TMP/token" sh "$SCRIPTS/clone-test-repo.sh" >"$TMP/poison.out" 2>&1; then
+        fail "step 5 accepted a HOME inside the workspace"
+    else
+        expect_in "$TMP/poison.out" "HOME must not be in the workspace" "step 5 refuses a HOME inside the workspace"
+    fi
+    for req in "http github.com" "https evil.example" "https github.com.evil.example"; do
+        if printf 'protocol=%s\nhost=%s\npath=o/r.git\n\n' "${req% *}" "${req#* }" |
+            GITHUB_TOKEN_FILE=$TMP/token GITHUB_TOKEN_HOST=github.com sh "$SCRIPTS/git-credential-token.sh" get \
+                2>/dev/null | grep -qF "$token"; then
+            fail "the credential helper gave the token for $req"
+        else
+            pass "the credential helper gives nothing for $req"
+        fi
+    done
+    if printf 'protocol=https\nhost=github.com\n\n' | GITHUB_TOKEN_FILE=$TMP/token GITHUB_TOKEN_HOST='' \
+        sh "$SCRIPTS/git-credential-token.sh" get 2>/dev/null | grep -qF "$token"; then
+        fail "the credential helper gave the token for a test repository not on https"
+    else
+        pass "the credential helper gives nothing when the test repository is not on https"
+    fi
 else
     skip "git is not installed: steps 2 and 5 not run"
 fi
+
+# ------------------------------------------------- issue 17's own cases --
+# shellcheck source-path=SCRIPTDIR source=workflow_cases.sh
+. "$ROOT/tests/k8s/workflow_cases.sh"
 
 # --------------------------------------------------- RMM, with a fake rmm --
 echo "== RMM scripts against a stand-in rmm module"

@@ -21,6 +21,11 @@ Checks, for every file under ROOT:
     pods that are non-root, read-only, capability-free, with resources and
     probes; the paths a gpuhook config names are mounted into its container.
 
+With --workflow, also the checks of workflow_checks.py: Pod Security
+"restricted" for every TaskRun pod Tekton would build, affinity-assistant
+placement, one GPU-memory number per variant, step 5's token isolation, and
+the summary in finally.
+
 With --config-sync FILE, the .selection of every gpuhook config in the tree
 must equal FILE's (config/gpuhook.json), so both ship the same rules.
 
@@ -36,6 +41,8 @@ import sys
 
 import jsonschema
 import yaml
+
+import workflow_checks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SCHEMAS = os.path.join(HERE, "..", "fixtures", "tekton")
@@ -903,6 +910,8 @@ def main(argv):
     ap.add_argument("root", help="the kustomize tree, e.g. k8s/")
     ap.add_argument("--schemas", default=DEFAULT_SCHEMAS,
                     help="folder of tekton-v1-{task,pipeline,pipelinerun}.schema.json")
+    ap.add_argument("--workflow", action="store_true",
+                    help="also check how the GPU workflow runs on a cluster (workflow_checks.py)")
     ap.add_argument("--config-sync", metavar="FILE",
                     help="a gpuhook config whose .selection every gpuhook config in the "
                          "tree must equal")
@@ -984,6 +993,12 @@ def main(argv):
 
     if args.config_sync:
         check_config_sync(args.config_sync, kz, report)
+    if args.workflow:
+        configs = gpuhook_configs(kz)
+        if args.config_sync:
+            with open(args.config_sync, encoding="utf-8") as f:
+                configs.append((args.config_sync, json.load(f)))
+        workflow_checks.run_all(objs, tree, configs, pod_spec_of, report)
 
     for e in report.errors:
         print(f"ERROR {e}")
@@ -1001,6 +1016,23 @@ def _is_kustomize_config(doc):
     return isinstance(doc, dict) and "kind" not in doc and any(
         k in doc for k in ("nameReference", "commonLabels", "namePrefix", "varReference",
                            "images", "namespace"))
+
+
+def gpuhook_configs(kz):
+    """(path, config) of every gpuhook config a generator packs."""
+    out = []
+    for keys in kz.generated.values():
+        for src in keys.values():
+            if not src or not src.endswith(".json"):
+                continue
+            try:
+                with open(src, encoding="utf-8") as f:
+                    cfg = json.load(f)
+            except (OSError, ValueError):
+                continue  # reported by check_config_mounts
+            if isinstance(cfg, dict) and "selection" in cfg:
+                out.append((rel(src), cfg))
+    return out
 
 
 def check_config_sync(path, kz, report):

@@ -48,6 +48,10 @@ info "checked out $commit"
 info "notebooks:"
 ls -1 "$dest/notebooks"
 
+# The final summary (a finally task) reads the commit from here: a finally
+# task that used the result would be skipped when step 2 failed.
+mkdir -p "$STATUS_DIR"
+printf '%s\n' "$commit" >"$STATUS_DIR/analysis-commit"
 if [ -n "${RESULT_COMMIT:-}" ]; then
     printf '%s' "$commit" >"$RESULT_COMMIT"
 fi

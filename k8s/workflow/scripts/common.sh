@@ -15,7 +15,9 @@
 #   output/        everything the steps produce (steps 3 to 6)
 #   artifacts/     the collected artifacts and the summary (steps 7 and 8)
 #   status/stepN   one line per finished step: "<outcome><TAB><message>"
-#   .home, .local, .ipython  HOME, PYTHONUSERBASE and IPYTHONDIR, shared by all steps
+#   .home, .local, .ipython  HOME, PYTHONUSERBASE and IPYTHONDIR, shared by the
+#                  steps that run workspace code (never by step 5, which holds the token)
+#   status/analysis-commit  the analysis commit (step 2), for the final summary
 
 SCRIPT_NAME=${SCRIPT_NAME:-$(basename "$0" .sh)}
 
@@ -32,14 +34,23 @@ info() {
     printf '%s: %s\n' "$SCRIPT_NAME" "$*"
 }
 
-# workflow_init checks WORKSPACE and points HOME and the Python user site into
-# it, so that every step (whatever its image and uid) sees the same tools.
-workflow_init() {
+# workflow_dirs checks WORKSPACE and sets the folders of its layout. It
+# changes nothing else: step 5 uses it alone, so that nothing the notebook's
+# code wrote into the workspace (tools, a .gitconfig) reaches the token.
+workflow_dirs() {
     [ -n "${WORKSPACE:-}" ] || die "WORKSPACE is not set"
     [ -d "$WORKSPACE" ] || die "workspace $WORKSPACE does not exist"
     OUTPUT_DIR=$WORKSPACE/output
     ARTIFACTS_DIR=$WORKSPACE/artifacts
     STATUS_DIR=$WORKSPACE/status
+}
+
+# workflow_init also points HOME and the Python user site into the workspace,
+# so that every step (whatever its image) sees the same tools. Never in a
+# step that holds a secret: step 3 runs the triggering commit's code, which
+# can write anything there.
+workflow_init() {
+    workflow_dirs
     HOME=$WORKSPACE/.home
     PYTHONUSERBASE=$WORKSPACE/.local
     IPYTHONDIR=$WORKSPACE/.ipython

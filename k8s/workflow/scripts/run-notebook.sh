@@ -6,9 +6,15 @@
 # had, and installs an IPython startup file so the notebook's kernel uses the
 # same pool.
 #
+# With SUBSAMPLE_CELLS and SUBSAMPLE_GENES (the lite variant), a copy of the
+# notebook gets a subsampling cell right after the cell that loads the data
+# (subsample-notebook.py), and the shape it prints ("lite subsample: ...",
+# in papermill.log) goes into the step's outcome and the final summary.
+#
 # Usage: run-notebook.sh [NAME=VALUE]...   (papermill parameters)
 # Environment: WORKSPACE, VARIANT, NOTEBOOK (path inside the analysis
-# repository), RMM_POOL_SIZE (e.g. 6GiB), KERNEL (default python3).
+# repository), RMM_POOL_SIZE (e.g. 3GiB), SUBSAMPLE_CELLS and SUBSAMPLE_GENES
+# (both empty: no subsampling), KERNEL (default python3).
 # Writes output/<output notebook> and output/papermill.log.
 set -eu
 SCRIPT_NAME=run-notebook
@@ -38,13 +44,21 @@ for kv do
     set -- "$@" -p "$name" "${kv#*=}"
     described="$described $name=${kv#*=}"
 done
+input=$notebook
+if [ -n "${SUBSAMPLE_CELLS:-}" ] || [ -n "${SUBSAMPLE_GENES:-}" ]; then
+    input=$(dirname "$notebook")/.gpu-workflow-$(basename "$notebook")
+    python3 "$(dirname "$0")/subsample-notebook.py" "$notebook" "$input" \
+        --max-cells "${SUBSAMPLE_CELLS:?SUBSAMPLE_CELLS is not set}" \
+        --max-genes "${SUBSAMPLE_GENES:?SUBSAMPLE_GENES is not set}" ||
+        die "cannot subsample $NOTEBOOK (see above)"
+fi
 info "running $NOTEBOOK ($VARIANT)${described:+ with$described}"
 
 # The pipe to tee hides papermill's status in POSIX sh, so it goes to a file.
 rcfile=$OUTPUT_DIR/.papermill.rc
 {
     rc=0
-    python3 -m papermill "$notebook" "$out" --cwd "$(dirname "$notebook")" \
+    python3 -m papermill "$input" "$out" --cwd "$(dirname "$notebook")" \
         --kernel "${KERNEL:-python3}" --log-output --log-level INFO "$@" || rc=$?
     echo "$rc" >"$rcfile"
 } 2>&1 | tee "$log"
@@ -53,4 +67,11 @@ rm -f "$rcfile"
 [ "$rc" -eq 0 ] || die "papermill exited with status $rc; see $log"
 [ -s "$out" ] || die "papermill wrote no notebook at $out"
 info "wrote $OUTPUT_NOTEBOOK ($(file_size "$out") bytes) and papermill.log"
-record_outcome 3 success "executed $NOTEBOOK (RMM pool $RMM_POOL_SIZE)${described:+;$described}"
+shape=
+if [ "$input" != "$notebook" ]; then
+    rm -f "$input"
+    shape=$(grep -h 'lite subsample: ' "$log" | tail -n 1 | sed 's/.*lite subsample: //' || true)
+    [ -n "$shape" ] || die "the subsampling cell printed no shape to $log"
+    info "data subsampled: $shape"
+fi
+record_outcome 3 success "executed $NOTEBOOK (RMM pool $RMM_POOL_SIZE)${shape:+; subsampled: $shape}${described:+;$described}"
