@@ -148,6 +148,7 @@ enum tpl_op_kind {
     TPL_OP_LABEL,      /* label index, quoted */
     TPL_OP_NOTE,       /* annotation index when it has a value, and then skips skip ops */
     TPL_OP_NOTE_ADD,   /* ,"key":"value" for annotation index when it has a value */
+    TPL_OP_KEY,        /* the rendered mapping key of ksites[index], quoted */
 };
 
 struct tpl_op {
@@ -603,6 +604,21 @@ static int tpl_load_params(struct tpl_load *lc, struct template *t, const cJSON 
     return 0;
 }
 
+/* A mapping key holding our expressions: Tekton substitutes keys too (label keys, mostly). */
+static int tpl_ksite_add(struct template *t, const cJSON *member, const char *place,
+                         struct tpl_expr *x) {
+    struct tpl_site *k = realloc(t->ksites, (t->nksite + 1) * sizeof(*k));
+    if (!k)
+        return GHE_NOMEM;
+    t->ksites = k;
+    if (!(k[t->nksite].place = strdup(place)))
+        return GHE_NOMEM;
+    k[t->nksite].node = member;
+    k[t->nksite].expr = *x;
+    t->nksite++;
+    return 0;
+}
+
 static int tpl_site_add(struct template *t, const cJSON *node, const char *place,
                         struct tpl_expr *x) {
     if (t->nsite == t->capsite) {
@@ -631,6 +647,20 @@ static int tpl_scan(struct tpl_load *lc, struct template *t, const cJSON *node, 
 
     cJSON_ArrayForEach(c, node) {
         size_t n = tpl_place_push(place, used, c->string, idx++);
+        if (c->string && strstr(c->string, "$(")) {
+            struct tpl_expr x;
+            rc = tpl_expr_compile(lc, place, t, c->string, &x);
+            if (rc == 0 && (x.count > 1 || (x.count == 1 && x.parts[0].kind != TPL_LIT))) {
+                if ((rc = tpl_ksite_add(t, c, place, &x)) != 0)
+                    tpl_expr_cleanup(&x);
+            } else {
+                tpl_expr_cleanup(&x);
+            }
+            if (rc == GHE_INVAL)
+                rc = 0;
+            if (rc)
+                break;
+        }
         if (cJSON_IsString(c) && strstr(c->valuestring, "$(")) {
             struct tpl_expr x;
             rc = tpl_expr_compile(lc, place, t, c->valuestring, &x);
@@ -942,6 +972,15 @@ static void tc_scalar(struct tpl_compile *c, const cJSON *node) {
 }
 
 static void tc_key(struct tpl_compile *c, bool comma, const char *key) {
+    for (size_t i = 0; i < c->t->nksite; i++) {
+        if (c->t->ksites[i].node->string == key) {
+            if (comma)
+                tc_text(c, ",", 1);
+            tc_op(c, TPL_OP_KEY, i);
+            tc_text(c, ":", 1);
+            return;
+        }
+    }
     cJSON k = {0};
     k.type = cJSON_String;
     k.valuestring = (char *)key;
@@ -1201,6 +1240,11 @@ void template_free(struct template *t) {
         tpl_expr_cleanup(&t->sites[i].expr);
     }
     free(t->sites);
+    for (size_t i = 0; i < t->nksite; i++) {
+        free(t->ksites[i].place);
+        tpl_expr_cleanup(&t->ksites[i].expr);
+    }
+    free(t->ksites);
     free(t->body_paths);
     cJSON_Delete(t->run);
     free(t->text);
@@ -1700,6 +1744,11 @@ static int tpl_run(struct tpl_render *r, const char *name, const char *const *la
         case TPL_OP_SITE:
             rc = tpl_site_emit(r, &t->sites[op->index], out);
             break;
+        case TPL_OP_KEY:
+            if (!(rc = buf_append(out, "\"", 1)) &&
+                !(rc = tpl_site_parts(r, &t->ksites[op->index], out, true)))
+                rc = buf_append(out, "\"", 1);
+            break;
         case TPL_OP_NAME:
             rc = tpl_append_quoted(out, name);
             break;
@@ -1754,6 +1803,8 @@ static int tpl_render_text(struct tpl_render *r, struct buf *out, char name[NAMI
     /* Every site is bounded, also those the output leaves out (a replaced label). */
     for (size_t i = 0; i < r->t->nsite && !rc; i++)
         rc = tpl_site_check(r, &r->t->sites[i], &structured);
+    for (size_t i = 0; i < r->t->nksite && !rc; i++)
+        rc = tpl_site_check(r, &r->t->ksites[i], &structured);
     if (rc)
         return rc;
     buf_init(&tmp, TEMPLATE_STRING_MAX);
