@@ -206,3 +206,19 @@ def test_every_table_row_has_a_case():
     cased = {c["row"] for c in CASES}
     assert rows and rows - cased == set(), rows - cased
     assert cased - rows == set(), cased - rows
+
+
+def test_trigger_token_never_reaches_header_bindings(api):
+    """/trigger's bearer token: $(header) and $(header.Authorization) never see it."""
+    from harness import TOKEN
+    case = {"bindings": {"all": "$(header)", "auth": "$(header.Authorization)"},
+            "defaults": {"auth": "hidden"}}
+    tmp = tempfile.mkdtemp(prefix="gpuhook-tekton-")
+    with new_hook(case, tmp, api) as g:
+        r = g.trigger({"revision": "a" * 40}, extra={"X-One": "one"})
+        assert r.status == 201, r.body
+        run = [o for o in api.objects() if o["metadata"]["name"] == r.json["pipelinerun"]][0]
+        got = {p["name"]: p["value"] for p in run["spec"]["params"]}
+        assert got["all"]["X-One"] == "one" and "Authorization" not in got["all"]
+        assert got["auth"] == "hidden"
+        assert TOKEN not in json.dumps(run)
