@@ -1256,22 +1256,6 @@ bool template_declares(const struct template *t, const char *param) {
     return t && param && tpl_param_find(t, param) >= 0;
 }
 
-/* Joins n strings with ',' into a fresh string (free()), or NULL when out of memory. */
-static char *tpl_join(const char *const *v, size_t n) {
-    struct buf b;
-    int rc = 0;
-
-    buf_init(&b, TEMPLATE_VALUE_MAX);
-    for (size_t i = 0; i < n && !rc; i++)
-        if (!(i && (rc = buf_append(&b, ",", 1))))
-            rc = buf_appends(&b, v[i]);
-    if (rc) {
-        buf_cleanup(&b);
-        return NULL;
-    }
-    return buf_detach(&b, NULL);
-}
-
 /* An extension's value: borrowed, or joined into *owned (free()). NULL when out of memory. */
 static const char *tpl_ext_value(const struct tpl_render *r, size_t ext, char **owned) {
     const struct tpl_ext_def *x = &tpl_exts[ext];
@@ -1294,89 +1278,9 @@ static const char *tpl_ext_value(const struct tpl_render *r, size_t ext, char **
     case TPL_FROM_CHANGED:
         if (!r->ev->changed_count)
             break;
-        return *owned = tpl_join((const char *const *)r->ev->changed_paths, r->ev->changed_count);
+        return *owned = event_changed_files(r->ev);
     }
     return v ? v : "";
-}
-
-/*
- * Headers that carry credentials or signatures never reach a PipelineRun:
- * $(header...) does not see them (Tekton's does).
- */
-static bool tpl_header_secret(const char *name) {
-    static const char *const secret[] = {"Authorization", "Proxy-Authorization", "Cookie",
-                                         "X-Hub-Signature", "X-Hub-Signature-256"};
-    for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
-        if (strcasecmp(name, secret[i]) == 0)
-            return true;
-    return false;
-}
-
-/*
- * A header's value as Tekton gives it: every line of that name (any case)
- * joined with ','. Borrowed when there is one, else joined into *owned.
- * Returns NULL when there is none (or no memory: *owned stays NULL then too,
- * which the caller tells apart by *oom).
- */
-static const char *tpl_header_value(const struct event *ev, const char *name, char **owned,
-                                    bool *oom) {
-    const char *one = NULL, *list[64];
-    size_t n = 0;
-
-    *oom = false;
-    if (tpl_header_secret(name))
-        return NULL;
-    for (size_t i = 0; i < ev->header_count; i++) {
-        if (!ev->headers[i].name || strcasecmp(ev->headers[i].name, name) != 0)
-            continue;
-        if (!one)
-            one = ev->headers[i].value ? ev->headers[i].value : "";
-        if (n < sizeof(list) / sizeof(list[0]))
-            list[n++] = ev->headers[i].value ? ev->headers[i].value : "";
-    }
-    if (n <= 1)
-        return one;
-    if (!(*owned = tpl_join(list, n)))
-        *oom = true;
-    return *owned;
-}
-
-/* $(header) as Tekton builds it: canonical names, sorted (Go prints maps so), values joined. */
-static cJSON *tpl_header_object(const struct event *ev) {
-    cJSON *o = cJSON_CreateObject();
-    char names[64][256];
-    size_t n = 0;
-
-    for (size_t i = 0; o && i < ev->header_count && n < 64; i++) {
-        if (!ev->headers[i].name || tpl_header_secret(ev->headers[i].name))
-            continue;
-        char canon[256];
-        jsonpath_canonical_header(ev->headers[i].name, canon, sizeof(canon));
-        size_t k = 0;
-        while (k < n && strcmp(names[k], canon) != 0)
-            k++;
-        if (k == n)
-            memcpy(names[n++], canon, sizeof(canon));
-    }
-    /* Insertion sort: a request has a few dozen headers at most. */
-    for (size_t i = 1; i < n; i++)
-        for (size_t k = i; k > 0 && strcmp(names[k - 1], names[k]) > 0; k--) {
-            char tmp[256];
-            memcpy(tmp, names[k], sizeof(tmp));
-            memcpy(names[k], names[k - 1], sizeof(tmp));
-            memcpy(names[k - 1], tmp, sizeof(tmp));
-        }
-    for (size_t i = 0; o && i < n; i++) {
-        char *owned = NULL;
-        bool oom;
-        const char *v = tpl_header_value(ev, names[i], &owned, &oom);
-        if (oom || !cJSON_AddStringToObject(o, names[i], v ? v : "")) {
-            cJSON_Delete(o);
-            o = NULL;
-        }
-        free(owned);
-    }
-    return o;
 }
 
 /* $(extensions): every extension gpuhook provides, as strings. */
@@ -1401,7 +1305,7 @@ static const cJSON *tpl_root(struct tpl_render *r, enum jsonpath_root root, bool
         return r->ev->body;
     if (!r->roots[root]) {
         if (root == JSONPATH_HEADER) {
-            r->roots[root] = tpl_header_object(r->ev);
+            r->roots[root] = event_header_object(r->ev);
         } else if (root == JSONPATH_EXTENSIONS) {
             r->roots[root] = tpl_ext_object(r);
         } else if ((r->roots[root] = cJSON_CreateObject()) != NULL &&
@@ -1466,7 +1370,7 @@ static int tpl_part_eval(struct tpl_render *r, const struct tpl_part *p, const c
             return GHE_NOMEM;
         break;
     case TPL_HEADER:
-        if (!(*s = tpl_header_value(r->ev, p->text, owned, &oom)))
+        if (!(*s = event_header_joined(r->ev, p->text, owned, &oom)))
             return oom ? GHE_NOMEM : TEMPLATE_MISSING;
         break;
     case TPL_PATH:
