@@ -31,6 +31,7 @@
 #define TEMPLATE_API_VERSION_OLD "triggers.tekton.dev/v1alpha1" /* the same spec, still served */
 #define TEMPLATE_OLD_ESCAPE "triggers.tekton.dev/old-escape-quotes"
 #define TEMPLATE_RUN_API_VERSION "tekton.dev/v1"
+#define TEMPLATE_RUN_API_VERSION_OLD "tekton.dev/v1beta1" /* still served: posted to its version */
 #define TEMPLATE_VALUE_MAX (1024 * 1024)      /* one param's rendered value */
 #define TEMPLATE_STRING_MAX (4 * 1024 * 1024) /* one rendered string of the PipelineRun */
 #define TEMPLATE_PLACE_MAX 512
@@ -734,7 +735,10 @@ static int tpl_load_run(struct tpl_load *lc, struct template *t, cJSON *rts) {
         return 0;
     }
     size_t before = lc->errors;
-    tpl_expect_value(lc, run, place, "apiVersion", TEMPLATE_RUN_API_VERSION);
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(run, "apiVersion");
+    if (!cJSON_IsString(version) ||
+        strcmp(version->valuestring, TEMPLATE_RUN_API_VERSION_OLD) != 0)
+        tpl_expect_value(lc, run, place, "apiVersion", TEMPLATE_RUN_API_VERSION);
     tpl_expect_value(lc, run, place, "kind", "PipelineRun");
     tpl_check_keys(lc, run, place, keys);
     if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(run, "spec")))
@@ -742,6 +746,12 @@ static int tpl_load_run(struct tpl_load *lc, struct template *t, cJSON *rts) {
     if (lc->errors != before)
         return 0;
     t->run = cJSON_DetachItemViaPointer(rts, run);
+    /* apiVersion renders first, so the API client reads the version from the text's start. */
+    cJSON *av = cJSON_DetachItemFromObjectCaseSensitive(t->run, "apiVersion");
+    if (!av || !cJSON_InsertItemInArray(t->run, 0, av)) {
+        cJSON_Delete(av);
+        return GHE_NOMEM;
+    }
     int rc = tpl_prepare_metadata(lc, t->run);
     if (rc)
         return rc;

@@ -312,7 +312,7 @@ static void test_template_load_errors_name_file_and_place(void **state) {
         {FX "bad-kind-taskrun.yaml", NULL, GHE_INVAL,
          {"T: .spec.resourcetemplates[0].kind: \"TaskRun\" is not PipelineRun"}},
         {FX "bad-run-api-version.yaml", NULL, GHE_INVAL,
-         {"T: .spec.resourcetemplates[0].apiVersion: \"tekton.dev/v1beta1\" is not "
+         {"T: .spec.resourcetemplates[0].apiVersion: \"tekton.dev/v1alpha1\" is not "
           "tekton.dev/v1"}},
         {FX "bad-two-runs.yaml", NULL, GHE_INVAL,
          {"T: .spec.resourcetemplates: holds 2 resources; gpuhook renders exactly one "

@@ -55,7 +55,8 @@ def write_files(case, tmp):
     template = {
         "apiVersion": "triggers.tekton.dev/v1beta1", "kind": "TriggerTemplate", "metadata": tmeta,
         "spec": {"params": params, "resourcetemplates": [{
-            "apiVersion": case.get("run_api_version", "tekton.dev/v1"), "kind": "PipelineRun",
+            "apiVersion": case.get("run_api_version", "tekton.dev/v1"),
+            "kind": case.get("run_kind", "PipelineRun"),
             "metadata": meta,
             "spec": {"pipelineRef": {"name": "conformance"}, "params": run_params}}]}}
     bparams = [{"name": n, "value": v} for n, v in bindings.items()]
@@ -101,6 +102,8 @@ def check_run(case, run, delivery, payload):
         assert isinstance(got.get(name), list) and len(got[name]) == n, (case["name"], got.get(name))
     for name, rx in case.get("expect_match", {}).items():
         assert re.match(rx, got.get(name, "")), (case["name"], name, got.get(name))
+    if "expect_api_version" in case:
+        assert run["apiVersion"] == case["expect_api_version"], run["apiVersion"]
     labels = run["metadata"].get("labels", {})
     for k, v in case.get("expect_labels", {}).items():
         assert labels.get(k) == v, (case["name"], labels)
@@ -195,6 +198,9 @@ def test_server(case, api):
         assert status == 201, body
         runs = [o for o in api.objects() if o["metadata"]["name"] == body["pipelinerun"]]
         assert len(runs) == 1
+        if "expect_api_version" in case:
+            posts = [q["path"] for q in api.requests() if q["method"] == "POST"]
+            assert posts[-1].startswith("/apis/%s/namespaces/" % case["expect_api_version"]), posts
         check_run(case, runs[0], delivery, payload)
 
 
