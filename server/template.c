@@ -1,9 +1,9 @@
 /*
  * TriggerTemplate and TriggerBinding: load, validate and compile once, then
  * render per event. Every string value of the PipelineRun that holds
- * $(tt.params.X) or $(uid) becomes a "site" with its parts compiled; every
- * binding value becomes a list of literal, $(body...), $(header...) and
- * $(extensions...) parts. The PipelineRun is then compiled into compact JSON
+ * $(tt.params.X) or $(uid) becomes a "site" with its parts compiled (a mapping
+ * key holding them, a "key site"); every binding value becomes a list of
+ * literal and JSONPath parts (gpuhook/jsonpath.h). The PipelineRun is then compiled into compact JSON
  * text with holes (sites, name, namespace, labels, annotations). A render
  * evaluates the bound params and appends text and values to one buffer. A
  * value goes in as a JSON-escaped string, or, when it was structured at its
