@@ -157,8 +157,7 @@ bool event_header_secret(const char *name) {
     return false;
 }
 
-const char *event_header_joined(const struct event *ev, const char *name, char **owned,
-                                bool *oom) {
+const char *event_header_joined(const struct event *ev, const char *name, char **owned, bool *oom) {
     const char *list[EVENT_HEADER_JOIN_MAX];
     size_t n = 0;
 

@@ -42,7 +42,7 @@ struct jp_step {
     long index; /* JK_FIELD: the key as an array index when it is all digits, else -1 */
     long v[3];  /* JK_SLICE: start, end, step */
     bool known[3];
-    bool derived; /* JK_SLICE: [N], whose end is N + 1 */
+    bool derived;         /* JK_SLICE: [N], whose end is N + 1 */
     struct jp_step *alts; /* JK_UNION: fields and slices */
     size_t nalt;
     enum jp_op op; /* JK_FILTER */
@@ -298,8 +298,8 @@ static int jp_parse_filter(struct jp_parser *ps, struct jp_step *s) {
     static const struct {
         const char *text;
         enum jp_op op;
-    } ops[] = {{"==", JOP_EQ}, {"!=", JOP_NE}, {"<=", JOP_LE}, {">=", JOP_GE},
-               {"<", JOP_LT},  {">", JOP_GT}};
+    } ops[] = {{"==", JOP_EQ}, {"!=", JOP_NE}, {"<=", JOP_LE},
+               {">=", JOP_GE}, {"<", JOP_LT},  {">", JOP_GT}};
     size_t i = 0;
     for (; i < sizeof(ops) / sizeof(ops[0]); i++)
         if (strlen(ops[i].text) == (size_t)(ope - op) &&
@@ -595,8 +595,7 @@ static int jp_recurse(const cJSON *v, struct jsonpath_results *out) {
 }
 
 /* One operand's value for an element: 0, JP_MISSING, or GHE_NOMEM; *n NULL when none. */
-static int jp_operand(const struct jp_operand *o, const cJSON *elem, const cJSON **n,
-                      cJSON *lit) {
+static int jp_operand(const struct jp_operand *o, const cJSON *elem, const cJSON **n, cJSON *lit) {
     struct jsonpath_results r = {0};
     int rc = 0;
 
@@ -816,8 +815,7 @@ int jsonpath_print_json(const cJSON *node, struct buf *out) {
     return rc ? rc : buf_append(out, obj ? "}" : "]", 1);
 }
 
-int jsonpath_print_results(const struct jsonpath_results *res, struct buf *out,
-                           bool *structured) {
+int jsonpath_print_results(const struct jsonpath_results *res, struct buf *out, bool *structured) {
     int rc = 0;
 
     *structured = false;

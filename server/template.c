@@ -3,11 +3,11 @@
  * render per event. Every string value of the PipelineRun that holds
  * $(tt.params.X) or $(uid) becomes a "site" with its parts compiled (a mapping
  * key holding them, a "key site"); every binding value becomes a list of
- * literal and JSONPath parts (gpuhook/jsonpath.h). The PipelineRun is then compiled into compact JSON
- * text with holes (sites, name, namespace, labels, annotations). A render
- * evaluates the bound params and appends text and values to one buffer. A
- * value goes in as a JSON-escaped string, or, when it was structured at its
- * source, as JSON that cJSON printed; it is never scanned for expressions again.
+ * literal and JSONPath parts (gpuhook/jsonpath.h). The PipelineRun is then compiled into compact
+ * JSON text with holes (sites, name, namespace, labels, annotations). A render evaluates the bound
+ * params and appends text and values to one buffer. A value goes in as a JSON-escaped string, or,
+ * when it was structured at its source, as JSON that cJSON printed; it is never scanned for
+ * expressions again.
  */
 #include "gpuhook/template.h"
 #include "gpuhook/jsonpath.h"
@@ -31,8 +31,8 @@
 #define TEMPLATE_API_VERSION_OLD "triggers.tekton.dev/v1alpha1" /* the same spec, still served */
 #define TEMPLATE_OLD_ESCAPE "triggers.tekton.dev/old-escape-quotes"
 #define TEMPLATE_RUN_API_VERSION "tekton.dev/v1"
-#define TEMPLATE_RUN_API_VERSION_OLD "tekton.dev/v1beta1" /* still served: posted to its version */
-#define TEMPLATE_VALUE_MAX (1024 * 1024)      /* one param's rendered value */
+#define TEMPLATE_RUN_API_VERSION_OLD "tekton.dev/v1beta1" /* posted to its own version */
+#define TEMPLATE_VALUE_MAX (1024 * 1024)                  /* one param's rendered value */
 #define TEMPLATE_STRING_MAX (4 * 1024 * 1024) /* one rendered string of the PipelineRun */
 #define TEMPLATE_PLACE_MAX 512
 #define TEMPLATE_MISSING 1 /* internal: a $(body...) or $(header...) had no value */
@@ -93,10 +93,10 @@ static const struct tpl_ext_def tpl_exts[] = {
 
 struct tpl_part {
     enum tpl_kind kind;
-    const char *text;     /* TPL_LIT: the bytes; others: the expression, NUL-terminated */
-    size_t len;           /* TPL_LIT only */
-    size_t param;         /* TPL_PARAM */
-    size_t ext;           /* TPL_EXT: index into tpl_exts */
+    const char *text;      /* TPL_LIT: the bytes; others: the expression, NUL-terminated */
+    size_t len;            /* TPL_LIT only */
+    size_t param;          /* TPL_PARAM */
+    size_t ext;            /* TPL_EXT: index into tpl_exts */
     struct jsonpath *path; /* TPL_PATH */
 };
 
@@ -736,8 +736,7 @@ static int tpl_load_run(struct tpl_load *lc, struct template *t, cJSON *rts) {
     }
     size_t before = lc->errors;
     const cJSON *version = cJSON_GetObjectItemCaseSensitive(run, "apiVersion");
-    if (!cJSON_IsString(version) ||
-        strcmp(version->valuestring, TEMPLATE_RUN_API_VERSION_OLD) != 0)
+    if (!cJSON_IsString(version) || strcmp(version->valuestring, TEMPLATE_RUN_API_VERSION_OLD) != 0)
         tpl_expect_value(lc, run, place, "apiVersion", TEMPLATE_RUN_API_VERSION);
     tpl_expect_value(lc, run, place, "kind", "PipelineRun");
     tpl_check_keys(lc, run, place, keys);
@@ -799,8 +798,7 @@ out:
 }
 
 /* Loads the binding; t_ok says whether the template's params can be cross-checked. */
-static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok,
-                            const char *path) {
+static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok, const char *path) {
     static const char *const top[] = {"apiVersion", "kind", "metadata", "spec", NULL};
     static const char *const spec_keys[] = {"params", NULL};
     static const char *const pkeys[] = {"name", "value", NULL};
@@ -1400,8 +1398,7 @@ static int tpl_missing(struct tpl_render *r, const struct tpl_param *pm, const s
     else if (root == JSONPATH_BODY)
         tpl_render_error(r, "payload lacks %s required by param \"%s\"", p->text, pm->name);
     else if (root == JSONPATH_HEADER)
-        tpl_render_error(r, "request headers lack %s required by param \"%s\"", p->text,
-                         pm->name);
+        tpl_render_error(r, "request headers lack %s required by param \"%s\"", p->text, pm->name);
     else
         tpl_render_error(r, "the event lacks %s required by param \"%s\"", p->text, pm->name);
     return GHE_INVAL;

@@ -72,8 +72,10 @@ static const struct jp_case cases[] = {
     {TYPES, "body.strings[-2]", "three"},
     {TYPES, "body.strings[:2]", "[\"one\",\"two\"]"},
     {TYPES, "body.maps[-2]", "{\"name\":\"three\",\"value\":3.03}"},
-    {TYPES, "body.maps[::2]", "[{\"name\":\"one\",\"value\":1},{\"name\":\"three\",\"value\":3.03}]"},
-    {TYPES, "body.maps[1::2]", "[{\"name\":\"two\",\"value\":2.02},{\"name\":\"four\",\"value\":4.04}]"},
+    {TYPES, "body.maps[::2]",
+     "[{\"name\":\"one\",\"value\":1},{\"name\":\"three\",\"value\":3.03}]"},
+    {TYPES, "body.maps[1::2]",
+     "[{\"name\":\"two\",\"value\":2.02},{\"name\":\"four\",\"value\":4.04}]"},
     /* client-go TestStructInput */
     {STORE, "body.Labels.web/html", "15"},
     {STORE, "body.Labels.k8s-app", "20"},
@@ -92,7 +94,8 @@ static const struct jp_case cases[] = {
     {POINTS, "body[0]['id']", "i1"},
     {POINTS, "body[1,3].id", "[\"i2\",\"i5\"]"},
     /* client-go TestKubernetes */
-    {NODES, "body.items[*].status.addresses[*].address", "[\"127.0.0.1\",\"127.0.0.2\",\"127.0.0.3\"]"},
+    {NODES, "body.items[*].status.addresses[*].address",
+     "[\"127.0.0.1\",\"127.0.0.2\",\"127.0.0.3\"]"},
     {NODES, "body.items[*].metadata.name", "[\"127.0.0.1\",\"127.0.0.2\"]"},
     {NODES, "body.users[?(@.name==\"e2e\")].user.password", "secret"},
     {NODES, "body.items[0].metadata.labels.kubernetes\\.io/hostname", "127.0.0.1"},
@@ -160,9 +163,8 @@ static void test_jsonpath_cases(void **state) {
         memcpy(segs + 1, pp.segs, pp.n * sizeof(segs[0]));
         struct jsonprune_path keep = {segs, pp.n + 1};
         cJSON *pruned = NULL;
-        assert_int_equal(jsonprune_parse(c->json, strlen(c->json), &keep, 1, 64, &pruned, err,
-                                         sizeof(err)),
-                         0);
+        assert_int_equal(
+            jsonprune_parse(c->json, strlen(c->json), &keep, 1, 64, &pruned, err, sizeof(err)), 0);
         char *pgot = eval_text(p, pruned, &prc);
         if (prc != rc || (got && strcmp(got, pgot) != 0))
             fail_msg("case %zu %s: pruned rc %d '%s', whole rc %d '%s'", i, c->expr, prc,
@@ -181,8 +183,11 @@ static void test_jsonpath_numbers_keep_their_text(void **state) {
     static const struct jsonprune_seg all[] = {{"body", -1, false}};
     static const struct jsonprune_path keep = {all, 1};
     static const char *const exprs[][2] = {
-        {"body.n", "9007199254740993"}, {"body.e", "1e20"}, {"body.d", "1.50"},
-        {"body.l", "[1.0,-0,2E+3]"},     {"body", "{\"n\":9007199254740993,\"e\":1e20,\"d\":1.50,\"l\":[1.0,-0,2E+3]}"},
+        {"body.n", "9007199254740993"},
+        {"body.e", "1e20"},
+        {"body.d", "1.50"},
+        {"body.l", "[1.0,-0,2E+3]"},
+        {"body", "{\"n\":9007199254740993,\"e\":1e20,\"d\":1.50,\"l\":[1.0,-0,2E+3]}"},
     };
     char err[128];
     cJSON *tree = NULL;
@@ -205,9 +210,9 @@ static void test_jsonpath_numbers_keep_their_text(void **state) {
 
 static void test_jsonpath_refuses_what_tekton_cannot_parse(void **state) {
     /* tektoncd/triggers TestTektonJSONPathExpression_Error and TestParseJSONPath_Error */
-    static const char *const bad[] = {"{.hello", "{body.a", "body.a}", "{{body.a}}", "[1",
-                                      "body[1",  "",        "body.a[?(@.x <> 1)]", "foo.bar",
-                                      "body[a:b]"};
+    static const char *const bad[] = {"{.hello", "{body.a",  "body.a}", "{{body.a}}",
+                                      "[1",      "body[1",   "",        "body.a[?(@.x <> 1)]",
+                                      "foo.bar", "body[a:b]"};
     (void)state;
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct jsonpath *p = NULL;
@@ -221,9 +226,11 @@ static void test_jsonpath_refuses_what_tekton_cannot_parse(void **state) {
 
 static void test_jsonpath_canonical_headers(void **state) {
     /* tektoncd/triggers TestFindTektonExpressions: header names as CanonicalMIMEHeaderKey */
-    static const char *const cases2[][2] = {{"one", "One"},           {"ONE-TWO", "One-Two"},
+    static const char *const cases2[][2] = {{"one", "One"},
+                                            {"ONE-TWO", "One-Two"},
                                             {"x-github-EVENT", "X-Github-Event"},
-                                            {"Bad Name", "Bad Name"}, {"a_b", "A_b"}};
+                                            {"Bad Name", "Bad Name"},
+                                            {"a_b", "A_b"}};
     char out[64];
     (void)state;
     for (size_t i = 0; i < sizeof(cases2) / sizeof(cases2[0]); i++) {

@@ -105,8 +105,7 @@ bool event_header_secret(const char *name);
  * else joined into *owned (free()). NULL when there is none or the header is
  * secret; *oom says memory ran out.
  */
-const char *event_header_joined(const struct event *ev, const char *name, char **owned,
-                                bool *oom);
+const char *event_header_joined(const struct event *ev, const char *name, char **owned, bool *oom);
 
 /*
  * $(header): every header but the secret ones as one object, with names as
