@@ -1,6 +1,7 @@
 #include "gpuhook/event.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/error.h"
+#include "gpuhook/jsonpath.h"
 #include "gpuhook/jsonprune.h"
 
 #include <stdarg.h>
@@ -127,6 +128,89 @@ const char *event_header_get(const struct event *ev, const char *name) {
             return ev->headers[i].value;
     }
     return NULL;
+}
+
+/* Joins n strings with ',' into a fresh string (free()), or NULL when out of memory. */
+static char *event_join(const char *const *v, size_t n) {
+    struct buf b;
+    int rc = 0;
+
+    buf_init(&b, 1024 * 1024);
+    for (size_t i = 0; i < n && !rc; i++)
+        if (!(i && (rc = buf_append(&b, ",", 1))))
+            rc = buf_appends(&b, v[i]);
+    if (rc) {
+        buf_cleanup(&b);
+        return NULL;
+    }
+    return buf_detach(&b, NULL);
+}
+
+char *event_changed_files(const struct event *ev) {
+    return event_join((const char *const *)ev->changed_paths, ev->changed_count);
+}
+
+bool event_header_secret(const char *name) {
+    static const char *const secret[] = {"Authorization", "Proxy-Authorization", "Cookie",
+                                         "X-Hub-Signature", "X-Hub-Signature-256"};
+    for (size_t i = 0; i < sizeof(secret) / sizeof(secret[0]); i++)
+        if (strcasecmp(name, secret[i]) == 0)
+            return true;
+    return false;
+}
+
+const char *event_header_joined(const struct event *ev, const char *name, char **owned, bool *oom) {
+    const char *list[EVENT_HEADER_JOIN_MAX];
+    size_t n = 0;
+
+    *oom = false;
+    if (event_header_secret(name))
+        return NULL;
+    for (size_t i = 0; i < ev->header_count && n < EVENT_HEADER_JOIN_MAX; i++)
+        if (ev->headers[i].name && strcasecmp(ev->headers[i].name, name) == 0)
+            list[n++] = ev->headers[i].value ? ev->headers[i].value : "";
+    if (n <= 1)
+        return n ? list[0] : NULL;
+    if (!(*owned = event_join(list, n)))
+        *oom = true;
+    return *owned;
+}
+
+cJSON *event_header_object(const struct event *ev) {
+    cJSON *o = cJSON_CreateObject();
+    char names[EVENT_HEADER_JOIN_MAX][256];
+    size_t n = 0;
+
+    for (size_t i = 0; o && i < ev->header_count && n < EVENT_HEADER_JOIN_MAX; i++) {
+        if (!ev->headers[i].name || event_header_secret(ev->headers[i].name))
+            continue;
+        char canon[256];
+        jsonpath_canonical_header(ev->headers[i].name, canon, sizeof(canon));
+        size_t k = 0;
+        while (k < n && strcmp(names[k], canon) != 0)
+            k++;
+        if (k == n)
+            memcpy(names[n++], canon, sizeof(canon));
+    }
+    /* Sorted, as Go prints a map; insertion sort, for a few dozen names at most. */
+    for (size_t i = 1; i < n; i++)
+        for (size_t k = i; k > 0 && strcmp(names[k - 1], names[k]) > 0; k--) {
+            char tmp[256];
+            memcpy(tmp, names[k], sizeof(tmp));
+            memcpy(names[k], names[k - 1], sizeof(tmp));
+            memcpy(names[k - 1], tmp, sizeof(tmp));
+        }
+    for (size_t i = 0; o && i < n; i++) {
+        char *owned = NULL;
+        bool oom;
+        const char *v = event_header_joined(ev, names[i], &owned, &oom);
+        if (oom || !cJSON_AddStringToObject(o, names[i], v ? v : "")) {
+            cJSON_Delete(o);
+            o = NULL;
+        }
+        free(owned);
+    }
+    return o;
 }
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)

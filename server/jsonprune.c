@@ -71,7 +71,9 @@ static jsonprune_set jp_step(const struct jsonprune *j, jsonprune_set live, int 
         size_t i = (size_t)__builtin_ctzll(set);
         const struct jsonprune_seg *s = &j->paths[i].segs[depth];
         bool match = false;
-        if (key && s->key) {
+        if (s->any) {
+            match = true; /* every element, and every member */
+        } else if (key && s->key) {
             if (keylen && s->key[0] != key[0])
                 continue; /* the common case: no match from the first byte */
             /*
@@ -84,7 +86,7 @@ static jsonprune_set jp_step(const struct jsonprune *j, jsonprune_set live, int 
                 k++;
             match = s->key[k] == '\0' && (k == keylen || key[k] == '\0');
         } else if (!key) {
-            match = s->any || (s->index >= 0 && s->index == index);
+            match = s->index >= 0 && s->index == index;
         }
         if (!match)
             continue;
@@ -266,7 +268,8 @@ bad:
     return false;
 }
 
-static bool jp_number(struct jsonprune *j, double *out) {
+/* Parses a number; with out, its value, and with raw, its text as written (cJSON_malloc). */
+static bool jp_number(struct jsonprune *j, double *out, char **raw) {
     const char *s = j->p, *p = j->p;
     if (p < j->end && *p == '-')
         p++;
@@ -307,6 +310,15 @@ static bool jp_number(struct jsonprune *j, double *out) {
         *out = strtod(buf, NULL);
         if (buf != tmp)
             free(buf);
+    }
+    if (raw) {
+        size_t n = (size_t)(p - s);
+        if (!(*raw = cJSON_malloc(n + 1))) {
+            jp_fail(j, GHE_NOMEM, "out of memory");
+            return false;
+        }
+        memcpy(*raw, s, n);
+        (*raw)[n] = '\0';
     }
     return true;
 bad:
@@ -465,8 +477,14 @@ static void jp_value(struct jsonprune *j, int depth, bool keep, bool whole, json
         break;
     default: {
         double d = 0;
-        if (jp_number(j, keep ? &d : NULL) && keep)
-            *out = cJSON_CreateNumber(d);
+        char *raw = NULL;
+        /* A kept number carries its text, so it is printed as the payload wrote it. */
+        if (jp_number(j, keep ? &d : NULL, keep ? &raw : NULL) && keep) {
+            if ((*out = cJSON_CreateNumber(d)) != NULL)
+                (*out)->valuestring = raw;
+            else
+                cJSON_free(raw);
+        }
     }
     }
     if (keep && !j->status && !*out)

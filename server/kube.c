@@ -630,9 +630,13 @@ int kube_create_async(struct kube *k, const char *ns, const char *json, size_t l
         done(arg, &r);
         return GHE_NOMEM;
     }
+    /* The version the object names: templates render apiVersion as the first member. */
+    static const char beta[] = "{\"apiVersion\":\"tekton.dev/v1beta1\"";
+    const char *version =
+        len >= sizeof(beta) - 1 && memcmp(json, beta, sizeof(beta) - 1) == 0 ? "v1beta1" : "v1";
     snprintf(job->url, sizeof(job->url),
-             "%s/apis/tekton.dev/v1/namespaces/%s/pipelineruns?fieldValidation=Strict", k->base_url,
-             ns);
+             "%s/apis/tekton.dev/%s/namespaces/%s/pipelineruns?fieldValidation=Strict", k->base_url,
+             version, ns);
     job->json = json;
     job->len = len;
     job->start_ms = kube_now_ms();

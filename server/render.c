@@ -1,4 +1,5 @@
 #include "gpuhook/render.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/config.h"
 #include "gpuhook/select.h"
 #include "gpuhook/template.h"
@@ -151,19 +152,20 @@ int render_main(int argc, char **argv, const char *default_config) {
         .namespace = cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines",
         .name_key = {hook ? hook : "", delivery, select_variant_name(d.variant)},
     };
-    cJSON *obj = NULL;
-    if (template_render(cfg->tmpl, &in, &obj, err, sizeof(err)) != 0) {
+    /* The text the server would send, so numbers keep the digits the payload wrote. */
+    struct buf text;
+    char name[NAMING_MAX + 1];
+    buf_init(&text, (size_t)64 << 20);
+    if (template_render_json(cfg->tmpl, &in, &text, name, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s: %s\n", payload, err);
+        buf_cleanup(&text);
         goto out;
     }
-    char *text = cJSON_Print(obj);
-    if (text)
-        printf("%s\n", text);
-    free(text);
-    cJSON_Delete(obj);
+    printf("%.*s\n", (int)text.len, text.data ? text.data : "");
+    buf_cleanup(&text);
     fprintf(stderr, "variant: %s\nrule: %s\nreason: %s\n", select_variant_name(d.variant), d.rule,
             d.reason);
-    rc = text ? 0 : 2;
+    rc = 0;
 out:
     free(body);
     event_cleanup(&ev);

@@ -1,15 +1,16 @@
 /*
  * TriggerTemplate and TriggerBinding: load, validate and compile once, then
  * render per event. Every string value of the PipelineRun that holds
- * $(tt.params.X) or $(uid) becomes a "site" with its parts compiled; every
- * binding value becomes a list of literal, $(body...), $(header...) and
- * $(extensions...) parts. The PipelineRun is then compiled into compact JSON
- * text with holes (sites, name, namespace, labels, annotations). A render
- * evaluates the bound params and appends text and values to one buffer. A
- * value goes in as a JSON-escaped string, or, when it was structured at its
- * source, as JSON that cJSON printed; it is never scanned for expressions again.
+ * $(tt.params.X) or $(uid) becomes a "site" with its parts compiled (a mapping
+ * key holding them, a "key site"); every binding value becomes a list of
+ * literal and JSONPath parts (gpuhook/jsonpath.h). The PipelineRun is then compiled into compact
+ * JSON text with holes (sites, name, namespace, labels, annotations). A render evaluates the bound
+ * params and appends text and values to one buffer. A value goes in as a JSON-escaped string, or,
+ * when it was structured at its source, as JSON that cJSON printed; it is never scanned for
+ * expressions again.
  */
 #include "gpuhook/template.h"
+#include "gpuhook/jsonpath.h"
 #include "gpuhook/jsonprune.h"
 
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/types.h>
 
 #include <openssl/rand.h>
@@ -26,17 +28,32 @@
 #include "gpuhook/naming.h"
 
 #define TEMPLATE_API_VERSION "triggers.tekton.dev/v1beta1"
+#define TEMPLATE_API_VERSION_OLD "triggers.tekton.dev/v1alpha1" /* the same spec, still served */
+#define TEMPLATE_OLD_ESCAPE "triggers.tekton.dev/old-escape-quotes"
 #define TEMPLATE_RUN_API_VERSION "tekton.dev/v1"
-#define TEMPLATE_VALUE_MAX (1024 * 1024)      /* one param's rendered value */
+#define TEMPLATE_RUN_API_VERSION_OLD "tekton.dev/v1beta1" /* posted to its own version */
+#define TEMPLATE_VALUE_MAX (1024 * 1024)                  /* one param's rendered value */
 #define TEMPLATE_STRING_MAX (4 * 1024 * 1024) /* one rendered string of the PipelineRun */
 #define TEMPLATE_PLACE_MAX 512
 #define TEMPLATE_MISSING 1 /* internal: a $(body...) or $(header...) had no value */
 #define TEMPLATE_RENDER_MAX (64 * 1024 * 1024) /* the whole rendered PipelineRun */
 
-enum tpl_kind { TPL_LIT, TPL_PARAM, TPL_UID, TPL_BODY, TPL_HEADER, TPL_EXT };
+/*
+ * TPL_HEADER and TPL_EXT are the plain $(header.Name) and $(extensions.name),
+ * read without building anything; every other binding expression is a
+ * TPL_PATH, a JSONPath evaluated on the body or on the header, extensions or
+ * context object a render builds when a path first needs it.
+ */
+enum tpl_kind { TPL_LIT, TPL_PARAM, TPL_UID, TPL_PATH, TPL_HEADER, TPL_EXT };
 
 /* Where an extension's value comes from: the decision, or a string field of struct event. */
-enum tpl_ext_source { TPL_FROM_VARIANT, TPL_FROM_RULE, TPL_FROM_REASON, TPL_FROM_EVENT };
+enum tpl_ext_source {
+    TPL_FROM_VARIANT,
+    TPL_FROM_RULE,
+    TPL_FROM_REASON,
+    TPL_FROM_EVENT,
+    TPL_FROM_CHANGED /* a push's added, modified and removed files, joined with ',' */
+};
 
 struct tpl_ext_def {
     const char *name;
@@ -65,28 +82,22 @@ static const struct tpl_ext_def tpl_exts[] = {
     TPL_EV(base_branch),
     TPL_EV(pr_number),
     TPL_EV(message),
+    {"changed_files", TPL_FROM_CHANGED, 0},
 };
 
 #define TPL_EXT_COUNT (sizeof(tpl_exts) / sizeof(tpl_exts[0]))
 
 #define TPL_EXT_LIST                                                                               \
     "variant, rule, reason, event, action, delivery, hook_id, sender, repo_url, "                  \
-    "repo_full_name, ref, branch, tag, revision, base_branch, pr_number, message"
-
-struct tpl_seg {
-    char *key;    /* the key as written, escapes removed */
-    long index;   /* the array index when key is all digits, else -1 */
-    bool bracket; /* written as [N]: only an array index */
-};
+    "repo_full_name, ref, branch, tag, revision, base_branch, pr_number, message, changed_files"
 
 struct tpl_part {
     enum tpl_kind kind;
-    const char *text;     /* TPL_LIT: the bytes; others: the expression, NUL-terminated */
-    size_t len;           /* TPL_LIT only */
-    size_t param;         /* TPL_PARAM */
-    size_t ext;           /* TPL_EXT: index into tpl_exts */
-    struct tpl_seg *segs; /* TPL_BODY; nseg == 0 means the whole body */
-    size_t nseg;
+    const char *text;      /* TPL_LIT: the bytes; others: the expression, NUL-terminated */
+    size_t len;            /* TPL_LIT only */
+    size_t param;          /* TPL_PARAM */
+    size_t ext;            /* TPL_EXT: index into tpl_exts */
+    struct jsonpath *path; /* TPL_PATH */
 };
 
 struct tpl_expr {
@@ -138,6 +149,7 @@ enum tpl_op_kind {
     TPL_OP_LABEL,      /* label index, quoted */
     TPL_OP_NOTE,       /* annotation index when it has a value, and then skips skip ops */
     TPL_OP_NOTE_ADD,   /* ,"key":"value" for annotation index when it has a value */
+    TPL_OP_KEY,        /* the rendered mapping key of ksites[index], quoted */
 };
 
 struct tpl_op {
@@ -167,7 +179,10 @@ struct template {
     struct tpl_site *sites; /* in the tree's pre-order, the order render walks */
     size_t nsite;
     size_t capsite;
+    struct tpl_site *ksites; /* mapping keys holding $(tt.params.X) or $(uid); node: the member */
+    size_t nksite;
     bool uses_uid;
+    bool old_escape; /* the old-escape-quotes annotation: values always stay strings */
     /* The bindings' $(body.…) paths, for the parser to keep (jsonprune). */
     struct jsonprune_path *body_paths;
     size_t nbody_paths;
@@ -187,7 +202,6 @@ struct tpl_val {
     const char *json;  /* node as compact JSON text, once known */
     char *owned;       /* free() */
     char *owned_print; /* cJSON_free() */
-    char *owned_json;  /* cJSON_free() */
     cJSON *owned_node; /* cJSON_Delete() */
 };
 
@@ -196,6 +210,7 @@ struct tpl_render {
     const struct template_render_input *in;
     const struct event *ev;
     struct tpl_val *vals;
+    cJSON *roots[4]; /* by enum jsonpath_root: built on first use, but the body's */
     char uid[37];
     char *err;
     size_t errlen;
@@ -315,12 +330,16 @@ static bool tpl_expect_value(struct tpl_load *lc, const cJSON *obj, const char *
     return true;
 }
 
+/* apiVersion: triggers.tekton.dev/v1beta1, or v1alpha1 (the same spec for what gpuhook reads). */
+static void tpl_expect_api_version(struct tpl_load *lc, const cJSON *doc) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, "apiVersion");
+    if (!(cJSON_IsString(v) && strcmp(v->valuestring, TEMPLATE_API_VERSION_OLD) == 0))
+        tpl_expect_value(lc, doc, "", "apiVersion", TEMPLATE_API_VERSION);
+}
+
 static void tpl_expr_cleanup(struct tpl_expr *x) {
-    for (size_t i = 0; i < x->count; i++) {
-        for (size_t s = 0; s < x->parts[i].nseg; s++)
-            free(x->parts[i].segs[s].key);
-        free(x->parts[i].segs);
-    }
+    for (size_t i = 0; i < x->count; i++)
+        jsonpath_free(x->parts[i].path);
     free(x->parts);
     free(x->src);
     memset(x, 0, sizeof(*x));
@@ -347,55 +366,6 @@ static int tpl_expr_add_literal(struct tpl_expr *x, size_t from, size_t to) {
     return 0;
 }
 
-/* Parses the path after "body" (".a.b", ".commits.0.id", ".commits[0].id") into segments. */
-static int tpl_body_compile(struct tpl_part *p, const char *path, const char **why) {
-    const char *q = path;
-
-    while (*q) {
-        struct tpl_seg seg = {NULL, -1, false};
-        char key[256];
-        size_t n = 0;
-
-        if (*q == '[') {
-            for (q++; *q >= '0' && *q <= '9'; q++)
-                if (n < 9)
-                    key[n++] = *q;
-                else
-                    return (*why = "array index too large", GHE_INVAL);
-            if (n == 0 || *q != ']')
-                return (*why = "expected digits and ']' after '['", GHE_INVAL);
-            q++;
-            seg.bracket = true;
-        } else if (*q == '.') {
-            for (q++; *q && *q != '.' && *q != '['; q++) {
-                if (*q == '\\' && q[1])
-                    q++; /* "\." is a literal dot inside a key, as in Tekton */
-                if (n + 1 >= sizeof(key))
-                    return (*why = "key longer than 255 bytes", GHE_INVAL);
-                key[n++] = *q;
-            }
-            if (n == 0)
-                return (*why = "empty key in the path", GHE_INVAL);
-        } else {
-            return (*why = "expected '.' or '[' in the path", GHE_INVAL);
-        }
-        key[n] = '\0';
-        seg.key = strdup(key);
-        if (!seg.key)
-            return GHE_NOMEM;
-        if (strspn(key, "0123456789") == n && n <= 9)
-            seg.index = strtol(key, NULL, 10);
-        struct tpl_seg *segs = realloc(p->segs, (p->nseg + 1) * sizeof(*segs));
-        if (!segs) {
-            free(seg.key);
-            return GHE_NOMEM;
-        }
-        p->segs = segs;
-        p->segs[p->nseg++] = seg;
-    }
-    return 0;
-}
-
 static bool tpl_is_header_name(const char *s) {
     if (!*s)
         return false;
@@ -406,37 +376,44 @@ static bool tpl_is_header_name(const char *s) {
     return true;
 }
 
-/* Compiles one binding expression (the text between "$(" and ")"). */
+/*
+ * Compiles one binding expression (the text between "$(" and ")") as Tekton
+ * reads it: a JSONPath on body, header, extensions or context.
+ */
 static int tpl_binding_part(struct tpl_expr *x, const char *e, const char **why) {
+    struct jsonpath *path = NULL;
     struct tpl_part *p;
+    const char *h;
+    int rc;
 
-    if (strncmp(e, "body", 4) == 0 && (e[4] == '\0' || e[4] == '.' || e[4] == '[')) {
-        if (!(p = tpl_expr_add(x, TPL_BODY)))
-            return GHE_NOMEM;
-        p->text = e;
-        return tpl_body_compile(p, e + 4, why);
+    if (strstr(e, "$("))
+        return (*why = "a nested \"$(\" (Tekton's validation refuses it too)", GHE_INVAL);
+    if ((rc = jsonpath_compile(e, &path, why)) != 0)
+        return rc;
+    if (!(p = tpl_expr_add(x, TPL_PATH))) {
+        jsonpath_free(path);
+        return GHE_NOMEM;
     }
-    if (strncmp(e, "header.", 7) == 0) {
-        if (!tpl_is_header_name(e + 7))
-            return (*why = "not a header name", GHE_INVAL);
-        if (!(p = tpl_expr_add(x, TPL_HEADER)))
-            return GHE_NOMEM;
-        p->text = e + 7;
+    p->text = e;
+    p->path = path;
+    if ((h = jsonpath_header_name(path)) != NULL && tpl_is_header_name(h)) {
+        p->kind = TPL_HEADER;
+        p->text = h;
         return 0;
     }
-    if (strncmp(e, "extensions.", 11) == 0) {
+    if (jsonpath_root(path) == JSONPATH_EXTENSIONS && strncmp(e, "extensions.", 11) == 0 &&
+        tpl_is_header_name(e + 11)) {
+        /* A plain name: one of gpuhook's, or a mistake worth reporting at load. */
         for (size_t i = 0; i < TPL_EXT_COUNT; i++) {
             if (strcmp(e + 11, tpl_exts[i].name) == 0) {
-                if (!(p = tpl_expr_add(x, TPL_EXT)))
-                    return GHE_NOMEM;
-                p->text = e;
+                p->kind = TPL_EXT;
                 p->ext = i;
                 return 0;
             }
         }
         return (*why = "unknown extension (gpuhook provides " TPL_EXT_LIST ")", GHE_INVAL);
     }
-    return (*why = "expected body, header.NAME or extensions.NAME", GHE_INVAL);
+    return 0;
 }
 
 static ssize_t tpl_param_find(const struct template *t, const char *name) {
@@ -493,8 +470,15 @@ static int tpl_expr_compile(struct tpl_load *lc, const char *place, struct templ
             i = (size_t)(e - x->src);
             continue;
         }
-        char *close = strchr(e, ')');
-        if (!close) {
+        /* As Tekton finds them: the expression ends at the first unbalanced ')'. */
+        char *close = e;
+        for (int depth = 0; *close; close++) {
+            if (*close == '(' && !t)
+                depth++;
+            else if (*close == ')' && depth-- == 0)
+                break;
+        }
+        if (!*close) {
             tpl_error(lc, place, "unterminated \"$(\" at byte %zu", (size_t)(open - x->src));
             bad = 1;
             break;
@@ -621,6 +605,21 @@ static int tpl_load_params(struct tpl_load *lc, struct template *t, const cJSON 
     return 0;
 }
 
+/* A mapping key holding our expressions: Tekton substitutes keys too (label keys, mostly). */
+static int tpl_ksite_add(struct template *t, const cJSON *member, const char *place,
+                         struct tpl_expr *x) {
+    struct tpl_site *k = realloc(t->ksites, (t->nksite + 1) * sizeof(*k));
+    if (!k)
+        return GHE_NOMEM;
+    t->ksites = k;
+    if (!(k[t->nksite].place = strdup(place)))
+        return GHE_NOMEM;
+    k[t->nksite].node = member;
+    k[t->nksite].expr = *x;
+    t->nksite++;
+    return 0;
+}
+
 static int tpl_site_add(struct template *t, const cJSON *node, const char *place,
                         struct tpl_expr *x) {
     if (t->nsite == t->capsite) {
@@ -649,6 +648,20 @@ static int tpl_scan(struct tpl_load *lc, struct template *t, const cJSON *node, 
 
     cJSON_ArrayForEach(c, node) {
         size_t n = tpl_place_push(place, used, c->string, idx++);
+        if (c->string && strstr(c->string, "$(")) {
+            struct tpl_expr x;
+            rc = tpl_expr_compile(lc, place, t, c->string, &x);
+            if (rc == 0 && (x.count > 1 || (x.count == 1 && x.parts[0].kind != TPL_LIT))) {
+                if ((rc = tpl_ksite_add(t, c, place, &x)) != 0)
+                    tpl_expr_cleanup(&x);
+            } else {
+                tpl_expr_cleanup(&x);
+            }
+            if (rc == GHE_INVAL)
+                rc = 0;
+            if (rc)
+                break;
+        }
         if (cJSON_IsString(c) && strstr(c->valuestring, "$(")) {
             struct tpl_expr x;
             rc = tpl_expr_compile(lc, place, t, c->valuestring, &x);
@@ -722,7 +735,9 @@ static int tpl_load_run(struct tpl_load *lc, struct template *t, cJSON *rts) {
         return 0;
     }
     size_t before = lc->errors;
-    tpl_expect_value(lc, run, place, "apiVersion", TEMPLATE_RUN_API_VERSION);
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(run, "apiVersion");
+    if (!cJSON_IsString(version) || strcmp(version->valuestring, TEMPLATE_RUN_API_VERSION_OLD) != 0)
+        tpl_expect_value(lc, run, place, "apiVersion", TEMPLATE_RUN_API_VERSION);
     tpl_expect_value(lc, run, place, "kind", "PipelineRun");
     tpl_check_keys(lc, run, place, keys);
     if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(run, "spec")))
@@ -730,6 +745,12 @@ static int tpl_load_run(struct tpl_load *lc, struct template *t, cJSON *rts) {
     if (lc->errors != before)
         return 0;
     t->run = cJSON_DetachItemViaPointer(rts, run);
+    /* apiVersion renders first, so the API client reads the version from the text's start. */
+    cJSON *av = cJSON_DetachItemFromObjectCaseSensitive(t->run, "apiVersion");
+    if (!av || !cJSON_InsertItemInArray(t->run, 0, av)) {
+        cJSON_Delete(av);
+        return GHE_NOMEM;
+    }
     int rc = tpl_prepare_metadata(lc, t->run);
     if (rc)
         return rc;
@@ -753,12 +774,15 @@ static int tpl_load_template(struct tpl_load *lc, struct template *t, const char
         tpl_error(lc, NULL, "expected a TriggerTemplate mapping, found %s", tpl_type_name(doc));
         goto out;
     }
-    tpl_expect_value(lc, doc, "", "apiVersion", TEMPLATE_API_VERSION);
+    tpl_expect_api_version(lc, doc);
     tpl_expect_value(lc, doc, "", "kind", "TriggerTemplate");
     tpl_check_keys(lc, doc, "", top);
     cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "metadata");
     if (meta && !cJSON_IsObject(meta))
         tpl_error(lc, ".metadata", "expected a mapping, found %s", tpl_type_name(meta));
+    const cJSON *notes = cJSON_GetObjectItemCaseSensitive(meta, "annotations");
+    t->old_escape = cJSON_IsObject(notes) &&
+                    cJSON_GetObjectItemCaseSensitive(notes, TEMPLATE_OLD_ESCAPE) != NULL;
     cJSON *spec = cJSON_GetObjectItemCaseSensitive(doc, "spec");
     if (!cJSON_IsObject(spec)) {
         tpl_error(lc, ".spec", "missing or not a mapping");
@@ -774,8 +798,7 @@ out:
 }
 
 /* Loads the binding; t_ok says whether the template's params can be cross-checked. */
-static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok, const char *tfile,
-                            const char *path) {
+static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok, const char *path) {
     static const char *const top[] = {"apiVersion", "kind", "metadata", "spec", NULL};
     static const char *const spec_keys[] = {"params", NULL};
     static const char *const pkeys[] = {"name", "value", NULL};
@@ -795,8 +818,10 @@ static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok, 
         tpl_error(lc, NULL, "expected a TriggerBinding mapping, found %s", tpl_type_name(doc));
         goto out;
     }
-    tpl_expect_value(lc, doc, "", "apiVersion", TEMPLATE_API_VERSION);
-    tpl_expect_value(lc, doc, "", "kind", "TriggerBinding");
+    tpl_expect_api_version(lc, doc);
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(doc, "kind");
+    if (!(cJSON_IsString(kind) && strcmp(kind->valuestring, "ClusterTriggerBinding") == 0))
+        tpl_expect_value(lc, doc, "", "kind", "TriggerBinding");
     tpl_check_keys(lc, doc, "", top);
     cJSON *spec = cJSON_GetObjectItemCaseSensitive(doc, "spec");
     if (!cJSON_IsObject(spec)) {
@@ -831,12 +856,14 @@ static int tpl_load_binding(struct tpl_load *lc, struct template *t, bool t_ok, 
                       value ? tpl_type_name(value) : "nothing");
             continue;
         }
+        /* A param the template does not declare is checked, then ignored, as in Tekton. */
         ssize_t pi = t_ok ? tpl_param_find(t, name->valuestring) : -1;
-        if (t_ok && pi < 0) {
-            tpl_error(lc, place, "param \"%s\" is not declared by %s", name->valuestring, tfile);
-            continue;
+        bool dup = false;
+        for (const cJSON *o = params->child; o != item; o = o->next) {
+            const cJSON *on = cJSON_GetObjectItemCaseSensitive(o, "name");
+            dup = dup || (cJSON_IsString(on) && strcmp(on->valuestring, name->valuestring) == 0);
         }
-        if (pi >= 0 && t->params[pi].bound) {
+        if (dup) {
             tpl_error(lc, place, "param \"%s\" is bound twice", name->valuestring);
             continue;
         }
@@ -863,33 +890,27 @@ out:
     return rc;
 }
 
-/* Gathers every $(body.…) path of the bindings as jsonprune paths. */
+/*
+ * Gathers the $(body...) paths of the bindings of used params as jsonprune
+ * paths (borrowed from the compiled JSONPaths).
+ */
 static int tpl_collect_body_paths(struct template *t) {
     size_t n = 0;
     for (size_t i = 0; i < t->nparam; i++)
         for (size_t k = 0; k < t->params[i].bind.count; k++)
-            n += t->params[i].bind.parts[k].kind == TPL_BODY;
+            n += t->params[i].bind.parts[k].kind == TPL_PATH;
     if (n == 0)
         return 0;
     t->body_paths = calloc(n, sizeof(*t->body_paths));
     if (!t->body_paths)
         return GHE_NOMEM;
     for (size_t i = 0; i < t->nparam; i++) {
+        if (!t->params[i].used)
+            continue;
         for (size_t k = 0; k < t->params[i].bind.count; k++) {
             const struct tpl_part *part = &t->params[i].bind.parts[k];
-            if (part->kind != TPL_BODY)
-                continue;
-            struct jsonprune_seg *segs = calloc(part->nseg ? part->nseg : 1, sizeof(*segs));
-            if (!segs)
-                return GHE_NOMEM;
-            for (size_t g = 0; g < part->nseg; g++) {
-                segs[g].key = part->segs[g].bracket ? NULL : part->segs[g].key;
-                segs[g].index = part->segs[g].index;
-                segs[g].any = false;
-            }
-            t->body_paths[t->nbody_paths].segs = segs;
-            t->body_paths[t->nbody_paths].n = part->nseg;
-            t->nbody_paths++;
+            if (part->kind == TPL_PATH && jsonpath_root(part->path) == JSONPATH_BODY)
+                t->body_paths[t->nbody_paths++] = jsonpath_prune_path(part->path);
         }
     }
     return 0;
@@ -959,6 +980,15 @@ static void tc_scalar(struct tpl_compile *c, const cJSON *node) {
 }
 
 static void tc_key(struct tpl_compile *c, bool comma, const char *key) {
+    for (size_t i = 0; i < c->t->nksite; i++) {
+        if (c->t->ksites[i].node->string == key) {
+            if (comma)
+                tc_text(c, ",", 1);
+            tc_op(c, TPL_OP_KEY, i);
+            tc_text(c, ":", 1);
+            return;
+        }
+    }
     cJSON k = {0};
     k.type = cJSON_String;
     k.valuestring = (char *)key;
@@ -1166,18 +1196,23 @@ int template_load(const char *template_path, const char *bindings_path, struct t
     rc_t = tpl_load_template(&lt, t, template_path);
     bool t_ok = rc_t == 0 && lt.errors == 0;
     if (bindings_path && rc_t != GHE_NOMEM)
-        rc_b = tpl_load_binding(&lb, t, t_ok, template_path, bindings_path);
+        rc_b = tpl_load_binding(&lb, t, t_ok, bindings_path);
     if (t_ok && rc_b == 0 && lb.errors == 0) {
+        /* Tekton refuses nothing here; gpuhook refuses only what a run would miss. */
         for (size_t i = 0; i < t->nparam; i++) {
-            if (t->params[i].def || t->params[i].bound)
+            if (t->params[i].def || t->params[i].bound || !t->params[i].used)
                 continue;
             char place[64];
             snprintf(place, sizeof(place), ".spec.params[%zu]", i);
             if (bindings_path)
-                tpl_error(&lt, place, "param \"%s\" has no default and no binding in %s",
+                tpl_error(&lt, place,
+                          "param \"%s\" is used by the PipelineRun but has no default and no "
+                          "binding in %s",
                           t->params[i].name, bindings_path);
             else
-                tpl_error(&lt, place, "param \"%s\" has no default and no binding file is set",
+                tpl_error(&lt, place,
+                          "param \"%s\" is used by the PipelineRun but has no default and no "
+                          "binding file is set",
                           t->params[i].name);
         }
     }
@@ -1213,8 +1248,11 @@ void template_free(struct template *t) {
         tpl_expr_cleanup(&t->sites[i].expr);
     }
     free(t->sites);
-    for (size_t i = 0; i < t->nbody_paths; i++)
-        free((void *)t->body_paths[i].segs);
+    for (size_t i = 0; i < t->nksite; i++) {
+        free(t->ksites[i].place);
+        tpl_expr_cleanup(&t->ksites[i].expr);
+    }
+    free(t->ksites);
     free(t->body_paths);
     cJSON_Delete(t->run);
     free(t->text);
@@ -1226,7 +1264,8 @@ bool template_declares(const struct template *t, const char *param) {
     return t && param && tpl_param_find(t, param) >= 0;
 }
 
-static const char *tpl_ext_value(const struct tpl_render *r, size_t ext) {
+/* An extension's value: borrowed, or joined into *owned (free()). NULL when out of memory. */
+static const char *tpl_ext_value(const struct tpl_render *r, size_t ext, char **owned) {
     const struct tpl_ext_def *x = &tpl_exts[ext];
     const struct select_decision *d = r->in->decision;
     const char *v = NULL;
@@ -1244,64 +1283,106 @@ static const char *tpl_ext_value(const struct tpl_render *r, size_t ext) {
     case TPL_FROM_EVENT:
         v = *(char *const *)(const void *)((const char *)r->ev + x->offset);
         break;
+    case TPL_FROM_CHANGED:
+        if (!r->ev->changed_count)
+            break;
+        return *owned = event_changed_files(r->ev);
     }
     return v ? v : "";
 }
 
-/* Follows a compiled body path; JSON null counts as missing. */
-static const cJSON *tpl_body_get(const cJSON *node, const struct tpl_part *p) {
-    for (size_t i = 0; i < p->nseg && node; i++) {
-        const struct tpl_seg *s = &p->segs[i];
-        if (cJSON_IsArray(node))
-            node = s->index >= 0 && s->index <= INT32_MAX ? cJSON_GetArrayItem(node, (int)s->index)
-                                                          : NULL;
-        else if (cJSON_IsObject(node) && !s->bracket)
-            node = cJSON_GetObjectItemCaseSensitive(node, s->key);
-        else
-            node = NULL;
+/* $(extensions): every extension gpuhook provides, as strings. */
+static cJSON *tpl_ext_object(const struct tpl_render *r) {
+    cJSON *o = cJSON_CreateObject();
+    for (size_t i = 0; o && i < TPL_EXT_COUNT; i++) {
+        char *owned = NULL;
+        const char *v = tpl_ext_value(r, i, &owned);
+        if (!v || !cJSON_AddStringToObject(o, tpl_exts[i].name, v)) {
+            cJSON_Delete(o);
+            o = NULL;
+        }
+        free(owned);
     }
-    return cJSON_IsNull(node) ? NULL : node;
+    return o;
+}
+
+/* The value a path's root names, building the header, extensions or context object once. */
+static const cJSON *tpl_root(struct tpl_render *r, enum jsonpath_root root, bool *oom) {
+    *oom = false;
+    if (root == JSONPATH_BODY)
+        return r->ev->body;
+    if (!r->roots[root]) {
+        if (root == JSONPATH_HEADER) {
+            r->roots[root] = event_header_object(r->ev);
+        } else if (root == JSONPATH_EXTENSIONS) {
+            r->roots[root] = tpl_ext_object(r);
+        } else if ((r->roots[root] = cJSON_CreateObject()) != NULL &&
+                   !cJSON_AddStringToObject(r->roots[root], "eventID",
+                                            r->ev->delivery ? r->ev->delivery : "")) {
+            cJSON_Delete(r->roots[root]);
+            r->roots[root] = NULL;
+        }
+        *oom = !r->roots[root];
+    }
+    return r->roots[root];
+}
+
+/* Evaluates a JSONPath part as Tekton prints it, into *owned (free()). */
+static int tpl_path_eval(struct tpl_render *r, const struct tpl_part *p, const char **s,
+                         size_t *len, bool *structured, char **owned) {
+    struct jsonpath_results res = {0};
+    struct buf b;
+    bool oom;
+    const cJSON *root = tpl_root(r, jsonpath_root(p->path), &oom);
+    int rc;
+
+    if (oom)
+        return GHE_NOMEM;
+    rc = jsonpath_eval(p->path, root, &res);
+    if (rc == 1)
+        rc = TEMPLATE_MISSING;
+    if (rc) {
+        jsonpath_results_cleanup(&res);
+        return rc;
+    }
+    buf_init(&b, TEMPLATE_VALUE_MAX);
+    rc = jsonpath_print_results(&res, &b, structured);
+    jsonpath_results_cleanup(&res);
+    if (rc) {
+        buf_cleanup(&b);
+        return rc;
+    }
+    if (!(*owned = buf_detach(&b, len)))
+        return GHE_NOMEM;
+    *s = *owned;
+    return 0;
 }
 
 /*
- * Evaluates one part of a binding into (*s, *len). A string is borrowed; other
- * JSON is printed into *printed (cJSON_free). Returns 0, TEMPLATE_MISSING or
- * GHE_NOMEM.
+ * Evaluates one part of a binding into (*s, *len): borrowed, or in *owned
+ * (free()). *structured says the text is a JSON array or object. Returns 0,
+ * TEMPLATE_MISSING, GHE_TOOBIG or GHE_NOMEM.
  */
 static int tpl_part_eval(struct tpl_render *r, const struct tpl_part *p, const char **s,
-                         size_t *len, const cJSON **node, char **printed) {
-    const cJSON *n;
+                         size_t *len, bool *structured, char **owned) {
+    bool oom = false;
 
-    *node = NULL;
+    *structured = false;
     switch (p->kind) {
     case TPL_LIT:
         *s = p->text;
         *len = p->len;
         return 0;
     case TPL_EXT:
-        *s = tpl_ext_value(r, p->ext);
+        if (!(*s = tpl_ext_value(r, p->ext, owned)))
+            return GHE_NOMEM;
         break;
     case TPL_HEADER:
-        if (!(*s = event_header_get(r->ev, p->text)))
-            return TEMPLATE_MISSING;
+        if (!(*s = event_header_joined(r->ev, p->text, owned, &oom)))
+            return oom ? GHE_NOMEM : TEMPLATE_MISSING;
         break;
-    case TPL_BODY:
-        if (!(n = tpl_body_get(r->ev->body, p)))
-            return TEMPLATE_MISSING;
-        if (cJSON_IsString(n)) {
-            *s = n->valuestring;
-        } else if (cJSON_IsTrue(n)) {
-            *s = "true";
-        } else if (cJSON_IsFalse(n)) {
-            *s = "false";
-        } else {
-            if (!(*printed = cJSON_PrintUnformatted(n)))
-                return GHE_NOMEM;
-            *s = *printed;
-            if (cJSON_IsArray(n) || cJSON_IsObject(n))
-                *node = n;
-        }
-        break;
+    case TPL_PATH:
+        return tpl_path_eval(r, p, s, len, structured, owned);
     default:
         *s = "";
         break;
@@ -1311,10 +1392,15 @@ static int tpl_part_eval(struct tpl_render *r, const struct tpl_part *p, const c
 }
 
 static int tpl_missing(struct tpl_render *r, const struct tpl_param *pm, const struct tpl_part *p) {
+    enum jsonpath_root root = p->kind == TPL_PATH ? jsonpath_root(p->path) : JSONPATH_HEADER;
     if (p->kind == TPL_HEADER)
         tpl_render_error(r, "request lacks header %s required by param \"%s\"", p->text, pm->name);
-    else
+    else if (root == JSONPATH_BODY)
         tpl_render_error(r, "payload lacks %s required by param \"%s\"", p->text, pm->name);
+    else if (root == JSONPATH_HEADER)
+        tpl_render_error(r, "request headers lack %s required by param \"%s\"", p->text, pm->name);
+    else
+        tpl_render_error(r, "the event lacks %s required by param \"%s\"", p->text, pm->name);
     return GHE_INVAL;
 }
 
@@ -1326,26 +1412,27 @@ static int tpl_bind_eval(struct tpl_render *r, const struct tpl_param *pm, struc
     int rc = 0;
 
     if (x->count == 1) {
-        rc = tpl_part_eval(r, &x->parts[0], &v->s, &v->len, &v->node, &v->owned_json);
-        if (v->node)
-            v->json = v->owned_json; /* a $(body...) array or object, printed */
+        bool structured;
+        rc = tpl_part_eval(r, &x->parts[0], &v->s, &v->len, &structured, &v->owned);
+        if (rc == 0 && structured)
+            v->json = v->s; /* an array or object, printed: it may stay one */
         if (rc == TEMPLATE_MISSING)
             missing = &x->parts[0];
-        else
+        else if (rc != GHE_TOOBIG)
             return rc;
     } else {
         buf_init(&b, TEMPLATE_VALUE_MAX);
         for (size_t i = 0; i < x->count && !rc; i++) {
             const char *s = "";
             size_t len = 0;
-            const cJSON *node;
-            char *printed = NULL;
-            rc = tpl_part_eval(r, &x->parts[i], &s, &len, &node, &printed);
+            bool structured;
+            char *owned = NULL;
+            rc = tpl_part_eval(r, &x->parts[i], &s, &len, &structured, &owned);
             if (rc == 0)
                 rc = buf_append(&b, s, len);
             else if (rc == TEMPLATE_MISSING)
                 missing = &x->parts[i];
-            cJSON_free(printed);
+            free(owned);
         }
         if (rc == 0) {
             v->owned = buf_detach(&b, &v->len);
@@ -1355,14 +1442,16 @@ static int tpl_bind_eval(struct tpl_render *r, const struct tpl_param *pm, struc
             return 0;
         }
         buf_cleanup(&b);
-        if (rc == GHE_TOOBIG) {
-            tpl_render_error(r, "param \"%s\" is longer than %d bytes", pm->name,
-                             TEMPLATE_VALUE_MAX);
-            return GHE_INVAL;
-        }
-        if (rc != TEMPLATE_MISSING)
+        if (rc != TEMPLATE_MISSING && rc != GHE_TOOBIG)
             return rc;
     }
+    if (rc == GHE_TOOBIG) {
+        tpl_render_error(r, "param \"%s\" is longer than %d bytes", pm->name, TEMPLATE_VALUE_MAX);
+        return GHE_INVAL;
+    }
+    free(v->owned);
+    v->owned = NULL;
+    v->json = NULL;
     if (!pm->def)
         return tpl_missing(r, pm, missing);
     v->s = pm->def;
@@ -1434,7 +1523,6 @@ static int tpl_values(struct tpl_render *r) {
 static void tpl_values_free(struct tpl_val *vals, size_t n) {
     for (size_t i = 0; vals && i < n; i++) {
         free(vals[i].owned);
-        cJSON_free(vals[i].owned_json);
         cJSON_free(vals[i].owned_print);
         cJSON_Delete(vals[i].owned_node);
     }
@@ -1462,10 +1550,10 @@ static int tpl_uuid4(char out[37]) {
 
 /* The JSON text of a structured value (an array or object param), or NULL. */
 static const char *tpl_val_json(struct tpl_val *v) {
-    if (!v->node)
-        return NULL;
     if (v->json)
         return v->json;
+    if (!v->node)
+        return NULL;
     v->owned_print = cJSON_PrintUnformatted(v->node);
     return v->json = v->owned_print;
 }
@@ -1475,7 +1563,9 @@ static int tpl_site_check(struct tpl_render *r, const struct tpl_site *site, boo
     const struct tpl_expr *x = &site->expr;
     size_t total = 0;
 
-    *structured = x->count == 1 && x->parts[0].kind == TPL_PARAM && r->vals[x->parts[0].param].node;
+    /* Under old-escape-quotes every value stays a string, as Tekton's quote-escaping made it. */
+    *structured = !r->t->old_escape && x->count == 1 && x->parts[0].kind == TPL_PARAM &&
+                  (r->vals[x->parts[0].param].node || r->vals[x->parts[0].param].json);
     if (*structured)
         return 0;
     for (size_t i = 0; i < x->count; i++) {
@@ -1565,6 +1655,11 @@ static int tpl_run(struct tpl_render *r, const char *name, const char *const *la
         case TPL_OP_SITE:
             rc = tpl_site_emit(r, &t->sites[op->index], out);
             break;
+        case TPL_OP_KEY:
+            if (!(rc = buf_append(out, "\"", 1)) &&
+                !(rc = tpl_site_parts(r, &t->ksites[op->index], out, true)))
+                rc = buf_append(out, "\"", 1);
+            break;
         case TPL_OP_NAME:
             rc = tpl_append_quoted(out, name);
             break;
@@ -1619,6 +1714,8 @@ static int tpl_render_text(struct tpl_render *r, struct buf *out, char name[NAMI
     /* Every site is bounded, also those the output leaves out (a replaced label). */
     for (size_t i = 0; i < r->t->nsite && !rc; i++)
         rc = tpl_site_check(r, &r->t->sites[i], &structured);
+    for (size_t i = 0; i < r->t->nksite && !rc; i++)
+        rc = tpl_site_check(r, &r->t->ksites[i], &structured);
     if (rc)
         return rc;
     buf_init(&tmp, TEMPLATE_STRING_MAX);
@@ -1672,6 +1769,8 @@ int template_render_json(const struct template *t, const struct template_render_
     if (!rc)
         rc = tpl_render_text(&r, out, name);
     tpl_values_free(r.vals, t->nparam);
+    for (size_t i = 0; i < sizeof(r.roots) / sizeof(r.roots[0]); i++)
+        cJSON_Delete(r.roots[i]);
     if (rc == GHE_NOMEM && err && errlen)
         snprintf(err, errlen, "out of memory while rendering the PipelineRun");
     return rc;

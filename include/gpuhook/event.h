@@ -91,6 +91,34 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
 /* Returns the value of header name (case-insensitive) or NULL. */
 const char *event_header_get(const struct event *ev, const char *name);
 
+/* The most lines of one header name, and of header names, the two below look at. */
+#define EVENT_HEADER_JOIN_MAX 64
+
+/*
+ * True for the headers that carry credentials or signatures (Authorization,
+ * Proxy-Authorization, Cookie, X-Hub-Signature, X-Hub-Signature-256): the two
+ * below never give them to a binding.
+ */
+bool event_header_secret(const char *name);
+
+/*
+ * A header's value as Tekton Triggers gives it to $(header.Name): every line
+ * of that name (any case) joined with ','. Borrowed when there is one line,
+ * else joined into *owned (free()). NULL when there is none or the header is
+ * secret; *oom says memory ran out.
+ */
+const char *event_header_joined(const struct event *ev, const char *name, char **owned, bool *oom);
+
+/*
+ * $(header): every header but the secret ones as one object, with names as
+ * Go's CanonicalMIMEHeaderKey writes them, sorted, values joined as above.
+ * NULL when memory ran out; the caller frees with cJSON_Delete.
+ */
+cJSON *event_header_object(const struct event *ev);
+
+/* A push's changed paths joined with ',' (free()); "" when none; NULL when out of memory. */
+char *event_changed_files(const struct event *ev);
+
 /*
  * Sets *field to a copy of s (NULL stays NULL), freeing the previous value.
  * Returns 0 or GHE_NOMEM, leaving *field unchanged on failure.

@@ -14,11 +14,16 @@
 
 #include <cjson/cJSON.h>
 
-/* One step of a path: an object key, an array index, or any array element. */
+/*
+ * One step of a path: an object key, an array index, or anything. An array
+ * keeps only the elements a step matches, so an index step renumbers what
+ * follows it; a step with any keeps every element (and member), so indexes
+ * into the kept array hold.
+ */
 struct jsonprune_seg {
     const char *key; /* matched against object keys; may be NULL for index-only steps */
     long index;      /* matched against array indexes, -1 for none */
-    bool any;        /* matches every array element */
+    bool any;        /* matches every array element and every object member */
 };
 
 /* A path from the root. A path of no steps keeps the whole document. */
@@ -32,7 +37,9 @@ struct jsonprune_path {
 /*
  * Parses text (len bytes, already checked to be UTF-8 without NUL) whose top
  * level must be an object, keeping the values at paths (and the containers
- * leading to them). Nesting deeper than max_depth is an error. Returns 0 and
+ * leading to them). A kept number node carries the text the payload wrote in
+ * its valuestring (jsonpath_print_json prints it from there). Nesting deeper
+ * than max_depth is an error. Returns 0 and
  * sets *out (free with cJSON_Delete), or GHE_INVAL with a message in err, or
  * GHE_NOMEM.
  */

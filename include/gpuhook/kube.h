@@ -46,7 +46,9 @@ const char *kube_namespace(const struct kube *k);
 typedef void (*kube_done_fn)(void *arg, const struct kube_result *r);
 
 /*
- * Starts creating one object (JSON text) in ns, with exactly the retry semantics of
+ * Starts creating one PipelineRun (JSON text) in ns, posted to tekton.dev/v1beta1 when the
+ * text starts with that apiVersion (as templates render it) and to tekton.dev/v1 otherwise,
+ * with exactly the retry semantics of
  * kube_create (below). done runs exactly once with the final result, on the client's
  * loop thread (or before this returns, when the job cannot be started: then r->status is 0
  * and r->message says why). json must stay valid and unchanged until done runs; ns is

@@ -28,12 +28,14 @@ struct template;
  * and sets *out (free with template_free) or GHE_INVAL / GHE_IO / GHE_NOMEM.
  *
  * The template's PipelineRun may use $(tt.params.NAME) and $(uid) in string
- * values; other $(...) (Tekton's own $(params.x), $(context...)) stay as they
- * are. Binding values may mix literal text with $(body.a.b), $(body.a[0].b) or
- * $(body.a.0.b) ("\." for a dot inside a key), $(header.Name) and
- * $(extensions.NAME): variant, rule, reason, event, action, delivery, hook_id,
- * sender, repo_url, repo_full_name, ref, branch, tag, revision, base_branch,
- * pr_number and message.
+ * values and mapping keys; other $(...) (Tekton's own $(params.x)) stay as they
+ * are. Binding values may mix literal text with JSONPath expressions as Tekton
+ * Triggers reads them (gpuhook/jsonpath.h) over body, header, extensions
+ * (variant, rule, reason, event, action, delivery, hook_id, sender, repo_url,
+ * repo_full_name, ref, branch, tag, revision, base_branch, pr_number, message,
+ * changed_files) and context (eventID). As in Tekton, binding params the
+ * template does not declare are ignored; a param the PipelineRun uses with no
+ * default and no binding is an error. docs/tekton-compat.md has the details.
  */
 int template_load(const char *template_path, const char *bindings_path, struct template **out,
                   struct errlist *el);
@@ -74,10 +76,11 @@ struct template_render_input {
  * string over 4 MiB), GHE_NOMEM, GHE_UNAVAILABLE (no random bytes for
  * $(uid)) or GHE_PERMANENT (the text did not parse back: out of memory, or a
  * bug the fuzzers look for). ev and decision may be NULL (their extensions are then ""); JSON
- * null in the payload counts as missing. Only values structured at their
- * source (a default, an override, a $(body...) array or object) become arrays
- * or objects; strings from the payload always stay strings. Safe to call from
- * several threads on one template.
+ * null in the payload renders as "null", as in Tekton. Only values structured
+ * at their source (a default, an override, a $(body...) array or object, or
+ * several JSONPath results) become arrays or objects, and none does under the
+ * old-escape-quotes annotation; strings from the payload always stay strings.
+ * Safe to call from several threads on one template.
  */
 int template_render(const struct template *t, const struct template_render_input *in, cJSON **out,
                     char *err, size_t errlen);

@@ -76,6 +76,9 @@ OBJECT_META_FIELDS = {
 CREATE_PATH = re.compile(r"^/apis/tekton\.dev/v1/namespaces/([^/]+)/pipelineruns/?$")
 ITEM_PATH = re.compile(r"^/apis/tekton\.dev/v1/namespaces/([^/]+)/pipelineruns/([^/]+)$")
 LIST_ALL_PATH = re.compile(r"^/apis/tekton\.dev/v1/pipelineruns/?$")
+# Tekton Pipelines still serves v1beta1: creates there are stored like v1 ones (no v1beta1
+# schema here, so only the envelope is checked).
+CREATE_PATH_V1BETA1 = re.compile(r"^/apis/tekton\.dev/v1beta1/namespaces/([^/]+)/pipelineruns/?$")
 TOKEN_PATHS = ("/apis", "/api", "/version", "/readyz", "/livez", "/healthz")
 
 REASONS = {
@@ -892,6 +895,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
                                   "shortNames": ["pr", "prs"], "categories": ["tekton",
                                                                               "tekton-pipelines"]}]})
             return
+        m = CREATE_PATH_V1BETA1.match(path)
+        if m and self.command == "POST":
+            self._create(urllib.parse.unquote(m.group(1)), body, then, version="v1beta1")
+            return
         m = CREATE_PATH.match(path)
         if m:
             ns = urllib.parse.unquote(m.group(1))
@@ -932,8 +939,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, {"apiVersion": API_VERSION, "kind": KIND + "List",
                          "metadata": {"resourceVersion": str(rv)}, "items": items})
 
-    def _create(self, ns, body, then):
-        result = self._create_result(ns, body)
+    def _create(self, ns, body, then, version=VERSION):
+        result = self._create_result(ns, body, version)
         if then is None:
             code, payload, headers = result
             self._send(code, payload, headers=headers)
@@ -946,8 +953,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         self._fault_response(then, ns)
 
-    def _create_result(self, ns, body):
+    def _create_result(self, ns, body, version=VERSION):
         """Run a create; returns (code, body, extra headers)."""
+        api_version = GROUP + "/" + version
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
             return 415, status_object(415), []
@@ -975,10 +983,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return 400, status_object(400, "%s in version %s cannot be handled as a %s: the "
                                            "kind in the data does not match the expected kind"
                                       % (obj["kind"], go_quote(VERSION), KIND)), []
-        if obj.get("apiVersion") != API_VERSION:
+        if obj.get("apiVersion") != api_version:
             return 400, status_object(400, "the API version in the data (%s) does not match "
                                            "the expected API version (%s)"
-                                      % (obj.get("apiVersion"), API_VERSION)), []
+                                      % (obj.get("apiVersion"), api_version)), []
         fv = (self.query.get("fieldValidation") or ["Warn"])[0]
         if fv not in ("Strict", "Warn", "Ignore"):
             causes = [{"reason": "FieldValueNotSupported", "field": "fieldValidation",
@@ -991,7 +999,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         dry_run = (self.query.get("dryRun") or [""])[0]
         if dry_run not in ("", "All"):
             return 400, status_object(400, "dryRun must be All"), []
-        unknown = self.server.checker.prune_object(obj)
+        unknown = self.server.checker.prune_object(obj) if version == VERSION else []
         headers = []
         if unknown and fv == "Strict":
             return 400, status_object(
