@@ -429,7 +429,9 @@ def test_the_work_pool_shrinks_back_after_a_burst():
         sampler.join()
         assert len(g.runs()) == 60
         print("threads: %d at rest, %d at the peak" % (base, peak[0]))
-        assert peak[0] >= base + 4, (base, peak[0])
+        # How far the pool grows depends on how fast fsync is and how busy the machine is;
+        # any growth at all is what the shrinking below needs to prove something.
+        assert peak[0] > base, (base, peak[0])
         # Idle threads leave after 10 s, down to the pool's minimum.
         assert wait_for(lambda: proc_status(g.proc.pid, "Threads") <= base, timeout=25), \
             (base, peak[0], proc_status(g.proc.pid, "Threads"))
