@@ -32,13 +32,16 @@ def sample_node(name, gpu_memory_mib=None, gpu_count=1, product="NVIDIA-H200",
         lab.update({"nvidia.com/gpu.present": "true", "nvidia.com/gpu.product": product,
                     "nvidia.com/gpu.memory": str(gpu_memory_mib),
                     "nvidia.com/gpu.count": str(gpu_count)})
+    cap = dict(alloc)
+    if gpu_memory_mib is not None:
+        cap["nvidia.com/gpu"] = str(gpu_count)
         alloc["nvidia.com/gpu"] = str(gpu_count if allocatable_gpus is None
                                       else allocatable_gpus)
     lab.update(labels or {})
     return {"apiVersion": "v1", "kind": "Node",
             "metadata": {"name": name, "labels": lab},
             "spec": {},
-            "status": {"capacity": dict(alloc), "allocatable": alloc,
+            "status": {"capacity": cap, "allocatable": alloc,
                        "conditions": [{"type": "Ready", "status": "True" if ready else "False",
                                        "reason": "KubeletReady" if ready else "KubeletNotReady",
                                        "message": "kubelet is posting ready status"}],

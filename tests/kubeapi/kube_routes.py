@@ -168,6 +168,11 @@ class Extension:
         if not isinstance(doc, dict):
             raise bad_request("the object provided is unrecognized (must be of type %s)"
                               % rt.kind)
+        if rt is not PIPELINERUNS:
+            # Built-in types take kind and apiVersion from the path when they are missing;
+            # custom resources must carry them.
+            doc.setdefault("kind", rt.kind)
+            doc.setdefault("apiVersion", rt.api_version)
         if doc.get("kind") != rt.kind or doc.get("apiVersion") != rt.api_version:
             raise bad_request("the object provided is unrecognized: want kind %s, apiVersion "
                               "%s, got %s, %s" % (rt.kind, rt.api_version, doc.get("kind"),
