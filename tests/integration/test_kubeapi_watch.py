@@ -366,6 +366,75 @@ def test_resource_version_older_than_the_history_window_gets_410_expired(api, kc
     assert json.loads(chunks[0])["object"]["code"] == 410
 
 
+def test_send_initial_events_ends_the_initial_list_with_an_annotated_bookmark(api, kclient):
+    create_runs(kclient, run_obj("init-a"), run_obj("init-b"))
+    rv = api.watch_config()["resourceVersion"]
+    _, _, chunks = read_chunks(api, COLLECTION + "?watch=1&sendInitialEvents=true"
+                               "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+                               "&timeoutSeconds=5", lambda c: len(c) == 3)
+    events = [json.loads(c) for c in chunks]
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
+        ("ADDED", "init-a"), ("ADDED", "init-b"), ("BOOKMARK", None)]
+    assert events[2]["object"]["metadata"] == {
+        "resourceVersion": rv, "annotations": {"k8s.io/initial-events-end": "true"}}
+    r = api.request("GET", COLLECTION + "?watch=1&sendInitialEvents=true", token=TOKEN)
+    assert r.status == 422 and r.json["reason"] == "Invalid"
+    assert {c["field"] for c in r.json["details"]["causes"]} == {"resourceVersionMatch",
+                                                                  "allowWatchBookmarks"}
+
+
+def test_watch_from_a_future_resource_version_fails_with_504_too_large(api, kclient):
+    api.watch_config(fresh_wait_seconds=0.2)
+    rv = int(api.watch_config()["resourceVersion"])
+    _, _, chunks = read_chunks(api, COLLECTION + "?watch=1&resourceVersion=%d" % (rv + 5),
+                               lambda c: False)
+    err = json.loads(chunks[0])
+    assert err["type"] == "ERROR" and err["object"]["code"] == 504
+    assert err["object"]["reason"] == "Timeout" and err["object"]["message"] == \
+        "Too large resource version: %d, current: %d" % (rv + 5, rv)
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_close_watches_ends_or_drops_every_open_stream(api, kclient, drop):
+    co = k8s.CustomObjectsApi(kclient)
+    rv = create_runs(kclient, run_obj("cw"))[0]["metadata"]["resourceVersion"]
+    conn = api.connection(timeout=10)
+    conn.request("GET", COLLECTION + "?watch=1&resourceVersion=%s" % rv,
+                 headers={"Authorization": "Bearer " + TOKEN})
+    resp = conn.getresponse()
+    deadline = time.monotonic() + 5
+    while api.watch_config()["watchers"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    co.patch_namespaced_custom_object(G, V, NS, P, "cw", {"metadata": {"labels": {"a": "b"}}})
+    assert json.loads(resp.readline())["type"] == "MODIFIED"
+    assert api.close_watches(drop=drop)["watchers"] >= 0
+    if drop:
+        import http.client
+        with pytest.raises((http.client.IncompleteRead, ConnectionError, OSError)):
+            resp.read()
+    else:
+        assert resp.read() == b""  # the last chunk: a clean end of the stream
+    conn.close()
+    deadline = time.monotonic() + 5
+    while api.watch_config()["watchers"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert api.watch_config()["watchers"] == 0
+
+
+def test_dry_run_patch_and_delete_change_nothing(api, kclient):
+    co = k8s.CustomObjectsApi(kclient)
+    rv = create_runs(kclient, run_obj("dry"))[0]["metadata"]["resourceVersion"]
+    out = co.patch_namespaced_custom_object(G, V, NS, P, "dry", {"metadata": {
+        "labels": {"d": "1"}}}, dry_run="All")
+    assert out["metadata"]["labels"]["d"] == "1"
+    assert "d" not in api.run("dry")["metadata"]["labels"]
+    lease = k8s.CoordinationV1Api(kclient)
+    lease.create_namespaced_lease(NS, k8s.V1Lease(metadata=k8s.V1ObjectMeta(name="dry")))
+    lease.delete_namespaced_lease("dry", NS, dry_run="All")
+    assert lease.read_namespaced_lease("dry", NS).metadata.name == "dry"
+    assert api.watch_config()["resourceVersion"] == str(int(rv) + 1)
+
+
 def test_bad_watch_resource_version_gets_400(api):
     r = api.request("GET", COLLECTION + "?watch=1&resourceVersion=abc", token=TOKEN)
     assert r.status == 400 and "invalid resource version" in r.json["message"]

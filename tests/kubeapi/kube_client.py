@@ -119,15 +119,22 @@ class ClientMixin:
         return self._control("POST", "/_test/pipelineruns/%s/%s/status"
                              % (urllib.parse.quote(ns), urllib.parse.quote(name)), body)
 
-    def watch_config(self, history=None, bookmark_seconds=None):
-        """Change the history window and bookmark interval; returns the watch state
-        {capacity, bookmark_seconds, floor, resourceVersion, events}."""
+    def watch_config(self, history=None, bookmark_seconds=None, fresh_wait_seconds=None):
+        """Change the history window, the bookmark interval and how long a watch from a
+        future resourceVersion waits before its 504 (reset() restores the start values);
+        returns the watch state {capacity, bookmark_seconds, fresh_wait_seconds, floor,
+        resourceVersion, events, watchers}."""
         body = {}
-        if history is not None:
-            body["history"] = history
-        if bookmark_seconds is not None:
-            body["bookmark_seconds"] = bookmark_seconds
+        for k, v in (("history", history), ("bookmark_seconds", bookmark_seconds),
+                     ("fresh_wait_seconds", fresh_wait_seconds)):
+            if v is not None:
+                body[k] = v
         return self._control("POST", "/_test/watch", body)
+
+    def close_watches(self, drop=False):
+        """End every open watch now: with the stream's last chunk, as the apiserver ends a
+        watch at its timeout, or with drop=True by closing the connection mid-stream."""
+        return self._control("POST", "/_test/watch/close", {"drop": drop})
 
     def force_bookmark(self):
         """Every watch that allows bookmarks gets one now."""

@@ -109,7 +109,27 @@ class Extension:
             except ValueError:
                 raise bad_request("timeoutSeconds must be an integer") from None
             bookmarks = self._query(h, "allowWatchBookmarks", "") in ("1", "true", "True")
-            kube_watch.serve(h, self.log, self.store, sel, rv, bookmarks, max(0, timeout))
+            initial = self._query(h, "sendInitialEvents", "") in ("1", "true", "True")
+            if initial:
+                causes = []
+                if self._query(h, "resourceVersionMatch") != "NotOlderThan":
+                    causes.append({"reason": "FieldValueForbidden",
+                                   "field": "resourceVersionMatch",
+                                   "message": "Forbidden: sendInitialEvents requires setting "
+                                              "resourceVersionMatch to NotOlderThan"})
+                if not bookmarks:
+                    causes.append({"reason": "FieldValueRequired",
+                                   "field": "allowWatchBookmarks",
+                                   "message": "Required value: sendInitialEvents requires "
+                                              "setting allowWatchBookmarks to true"})
+                if causes:
+                    msgs = ["%s: %s" % (c["field"], c["message"]) for c in causes]
+                    raise ApiError(422, 'ListOptions.meta.k8s.io "" is invalid: ' + (
+                        msgs[0] if len(msgs) == 1 else "[" + ", ".join(msgs) + "]"),
+                        "Invalid", {"group": "meta.k8s.io", "kind": "ListOptions",
+                                    "causes": causes})
+            kube_watch.serve(h, self.log, self.store, sel, rv, bookmarks, max(0, timeout),
+                             initial)
             return None
         items, rv = self.store.list(rt, ns)
         items = [o for o in items if kube_watch._matches(sel, rt, o["metadata"].get(
@@ -239,7 +259,7 @@ class Extension:
                 random.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5))
         self._validate(rt, obj)
         h.obj_name = meta["name"]
-        if self._query(h, "dryRun") == "All":
+        if self._dry_run(h):
             return h._send(201, obj)
         stored = self.store.create(rt, ns, obj, keep_status=not rt.status_subresource
                                    or rt.kind == "Node")
@@ -255,7 +275,14 @@ class Extension:
         def change(cur):
             self._validate(rt, obj, cur, status_only=bool(sub))
             return obj
-        return h._send(200, self.store.update(rt, ns, name, change, sub))
+        return h._send(200, self.store.update(rt, ns, name, change, sub,
+                                              dry_run=self._dry_run(h)))
+
+    def _dry_run(self, h):
+        value = self._query(h, "dryRun")
+        if value not in (None, "", "All"):
+            raise bad_request("dryRun must be All")
+        return value == "All"
 
     def _patch(self, h, body, rt, ns, name, sub):
         kind, patch = self._decode(h, body, rt, patch=True)
@@ -276,7 +303,8 @@ class Extension:
                 raise bad_request("metadata.name: Invalid value: the name cannot be changed")
             self._validate(rt, new, cur, status_only=bool(sub))
             return new
-        return h._send(200, self.store.update(rt, ns, name, change, sub))
+        return h._send(200, self.store.update(rt, ns, name, change, sub,
+                                              dry_run=self._dry_run(h)))
 
     def _delete(self, h, body, rt, ns, name):
         pre = {}
@@ -287,7 +315,8 @@ class Extension:
             except (UnicodeDecodeError, ValueError, AttributeError):
                 raise bad_request("the body of the request could not be decoded as "
                                   "DeleteOptions") from None
-        obj = self.store.delete(rt, ns, name, pre.get("resourceVersion"), pre.get("uid"))
+        obj = self.store.delete(rt, ns, name, pre.get("resourceVersion"), pre.get("uid"),
+                                dry_run=self._dry_run(h))
         details = rt.details(name)
         details["uid"] = obj["metadata"]["uid"]
         h._send(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
@@ -310,6 +339,7 @@ class Extension:
         q = lambda k: (h.query.get(k) or [None])[0]  # noqa: E731
         if path == "/_test/reset" and cmd == "POST":
             self.store.clear()
+            self.log.restore_defaults()
             return False  # fake_apiserver clears the runs, faults and log
         if path == "/_test/resources" and cmd == "POST":
             obj = (payload or {}).get("object")
@@ -342,11 +372,16 @@ class Extension:
             return True
         if path == "/_test/watch" and cmd in ("GET", "POST"):
             p = payload or {}
-            self.log.configure(p.get("history"), p.get("bookmark_seconds"))
+            self.log.configure(p.get("history"), p.get("bookmark_seconds"),
+                               p.get("fresh_wait_seconds"))
             h._send(200, self.log.snapshot())
             return True
         if path == "/_test/watch/bookmark" and cmd == "POST":
             self.log.force_bookmark()
+            h._send(200, self.log.snapshot())
+            return True
+        if path == "/_test/watch/close" and cmd == "POST":
+            self.log.close_watches(bool((payload or {}).get("drop")))
             h._send(200, self.log.snapshot())
             return True
         if path == "/_test/watch/compact" and cmd == "POST":

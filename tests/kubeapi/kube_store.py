@@ -145,7 +145,7 @@ class ResourceStore:
             self.log.add("ADDED", rt, ns, copy.deepcopy(obj))
             return copy.deepcopy(obj)
 
-    def update(self, rt, ns, name, change, subresource=None):
+    def update(self, rt, ns, name, change, subresource=None, dry_run=False):
         """Apply change(current) -> new object under the lock and store it.
 
         The new object's metadata.resourceVersion, when set, is a precondition (409 Conflict
@@ -194,13 +194,16 @@ class ResourceStore:
                 return copy.deepcopy(cur)
             if rt.generation and _spec_part(new) != _spec_part(cur):
                 meta["generation"] = int(cmeta.get("generation", 1)) + 1
+            if dry_run:
+                return copy.deepcopy(new)
             meta["resourceVersion"] = self._next_rv()
             self._persist(rt, ns, new)
             table[(ns, name)] = new
             self.log.add("MODIFIED", rt, ns, copy.deepcopy(new), copy.deepcopy(cur))
             return copy.deepcopy(new)
 
-    def delete(self, rt, ns, name, precondition_rv=None, precondition_uid=None):
+    def delete(self, rt, ns, name, precondition_rv=None, precondition_uid=None,
+               dry_run=False):
         ns = ns or ""
         with self.lock:
             table = self._table(rt)
@@ -214,6 +217,8 @@ class ResourceStore:
                                     'object meta: %s' % (precondition_uid,
                                                          cur["metadata"]["uid"]),
                                "Conflict", rt.details(name))
+            if dry_run:
+                return copy.deepcopy(cur)
             del table[(ns, name)]
             try:
                 os.unlink(self._path(rt, ns, name))

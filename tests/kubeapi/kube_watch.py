@@ -26,14 +26,19 @@ class Event:
 
 
 class EventLog:
-    def __init__(self, capacity=1000, bookmark_seconds=5.0):
+    def __init__(self, capacity=1000, bookmark_seconds=5.0, fresh_wait_seconds=3.0):
         self.cond = threading.Condition()
         self.events = collections.deque()
+        self.defaults = (capacity, bookmark_seconds, fresh_wait_seconds)
         self.capacity = capacity
         self.bookmark_seconds = bookmark_seconds
+        self.fresh_wait_seconds = fresh_wait_seconds
         self.floor = 0
         self.rv = 0
         self.bookmark_epoch = 0  # bumped by /_test/watch/bookmark to send one now
+        self.close_epoch = 0  # bumped by /_test/watch/close to end every open watch
+        self.close_drop = False
+        self.watchers = 0
         self.closed = False
 
     def start(self, rv):
@@ -53,13 +58,26 @@ class EventLog:
         while len(self.events) > self.capacity:
             self.floor = self.events.popleft().rv
 
-    def configure(self, capacity=None, bookmark_seconds=None):
+    def configure(self, capacity=None, bookmark_seconds=None, fresh_wait_seconds=None):
         with self.cond:
             if capacity is not None:
                 self.capacity = max(0, int(capacity))
                 self._trim()
             if bookmark_seconds is not None:
-                self.bookmark_seconds = float(bookmark_seconds)
+                self.bookmark_seconds = max(0.01, float(bookmark_seconds))
+            if fresh_wait_seconds is not None:
+                self.fresh_wait_seconds = max(0.0, float(fresh_wait_seconds))
+            self.cond.notify_all()
+
+    def restore_defaults(self):
+        self.configure(*self.defaults)
+
+    def close_watches(self, drop=False):
+        """End every open watch: with the last chunk (as the apiserver does when a watch
+        times out), or, with drop, by closing the connection mid-stream."""
+        with self.cond:
+            self.close_epoch += 1
+            self.close_drop = drop
             self.cond.notify_all()
 
     def compact(self):
@@ -82,8 +100,9 @@ class EventLog:
     def snapshot(self):
         with self.cond:
             return {"capacity": self.capacity, "bookmark_seconds": self.bookmark_seconds,
-                    "floor": str(self.floor), "resourceVersion": str(self.rv),
-                    "events": len(self.events)}
+                    "fresh_wait_seconds": self.fresh_wait_seconds, "floor": str(self.floor),
+                    "resourceVersion": str(self.rv), "events": len(self.events),
+                    "watchers": self.watchers}
 
     def after(self, rv):
         """Events newer than rv; None when rv is older than the floor (caller holds cond)."""
@@ -155,18 +174,38 @@ class Stream:
         self.h.wfile.flush()
 
 
-def serve(handler, log, store, sel, rv_param, bookmarks, timeout):
+def serve(handler, log, store, sel, rv_param, bookmarks, timeout, initial_events=False):
     """Run one watch until timeout seconds pass, the client leaves or the server stops.
 
     sel: {"rt", "ns", "labels", "fields"}; rv_param: the resourceVersion query value (None,
-    "", "0" or a number, already checked to parse)."""
+    "", "0" or a number, already checked to parse). initial_events (sendInitialEvents=true):
+    the current state as ADDED events, then a BOOKMARK annotated k8s.io/initial-events-end,
+    whatever rv_param is."""
+    with log.cond:
+        log.watchers += 1
+    try:
+        _serve(handler, log, store, sel, rv_param, bookmarks, timeout, initial_events)
+    finally:
+        with log.cond:
+            log.watchers -= 1
+
+
+def _bookmark(rt, rv, initial_end=False):
+    meta = {"resourceVersion": str(rv)}
+    if initial_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    return {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
+
+
+def _serve(handler, log, store, sel, rv_param, bookmarks, timeout, initial_events):
     rt = sel["rt"]
     stream = Stream(handler)
     deadline = time.monotonic() + timeout
     initial = []
     with store.lock:
         with log.cond:
-            if rv_param in (None, "", "0"):
+            close_epoch = log.close_epoch
+            if rv_param in (None, "", "0") or initial_events:
                 # Get state and start at most recent: one ADDED per existing object.
                 cursor = log.rv
                 for ns, obj in store.items(rt):
@@ -187,8 +226,10 @@ def serve(handler, log, store, sel, rv_param, bookmarks, timeout):
             return
         for obj in initial:
             stream.event("ADDED", obj)
+        if initial_events:
+            stream.event("BOOKMARK", _bookmark(rt, cursor, initial_end=True))
         # A version from the future: the real cacher waits up to 3 s for it, then fails.
-        wait_until = time.monotonic() + 3
+        wait_until = time.monotonic() + log.fresh_wait_seconds
         with log.cond:
             while cursor > log.rv and time.monotonic() < wait_until and not log.closed:
                 log.cond.wait(0.1)
@@ -210,7 +251,8 @@ def serve(handler, log, store, sel, rv_param, bookmarks, timeout):
                 break
             with log.cond:
                 events = log.after(cursor)
-                if events == [] and epoch == log.bookmark_epoch and not log.closed:
+                if events == [] and epoch == log.bookmark_epoch and not log.closed \
+                        and close_epoch == log.close_epoch:
                     wake = min(deadline, next_bookmark) if bookmarks else deadline
                     log.cond.wait(max(0.0, min(wake - now, 1.0)))
                     events = log.after(cursor)
@@ -219,6 +261,11 @@ def serve(handler, log, store, sel, rv_param, bookmarks, timeout):
                 current = log.rv
                 floor = log.floor
                 if log.closed:
+                    break
+                if close_epoch != log.close_epoch:
+                    if log.close_drop:
+                        handler._drop(False)
+                        return
                     break
             if events is None:
                 # This watcher fell behind the history window.
@@ -232,8 +279,7 @@ def serve(handler, log, store, sel, rv_param, bookmarks, timeout):
                     stream.event(*out)
             if bookmarks and (forced or time.monotonic() >= next_bookmark):
                 cursor = max(cursor, current)
-                stream.event("BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version,
-                                          "metadata": {"resourceVersion": str(cursor)}})
+                stream.event("BOOKMARK", _bookmark(rt, cursor))
                 next_bookmark = time.monotonic() + log.bookmark_seconds
         stream.end()
     except (ConnectionError, OSError):
