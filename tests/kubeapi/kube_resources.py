@@ -1,8 +1,9 @@
 """The resource types the stand-in serves beyond PipelineRun creation, their paths, their
 validation and the discovery documents the official clients read.
 
-Types: tekton.dev/v1 pipelineruns (list, watch, update, patch, status), coordination.k8s.io/v1
-leases, discovery.k8s.io/v1 endpointslices, and core v1 nodes (cluster-scoped).
+Types: tekton.dev/v1 pipelineruns (list, watch, update, patch, status) and taskruns,
+coordination.k8s.io/v1 leases, discovery.k8s.io/v1 endpointslices, and core v1 nodes
+(cluster-scoped).
 """
 
 import re
@@ -49,6 +50,11 @@ class ResourceType:
     @property
     def api_version(self):
         return self.group + "/" + self.version if self.group else self.version
+
+    @property
+    def custom(self):
+        """A custom resource (Tekton's): no strategic merge patch, kind required."""
+        return self.group == "tekton.dev"
 
     @property
     def qualified(self):
@@ -112,13 +118,16 @@ ALL_VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "up
 PIPELINERUNS = ResourceType("tekton.dev", "v1", "pipelineruns", "pipelinerun", "PipelineRun",
                             True, ALL_VERBS, ("pr", "prs"), status_subresource=True,
                             generation=True, categories=("tekton", "tekton-pipelines"))
+TASKRUNS = ResourceType("tekton.dev", "v1", "taskruns", "taskrun", "TaskRun", True, ALL_VERBS,
+                        ("tr", "trs"), status_subresource=True, generation=True,
+                        categories=("tekton", "tekton-pipelines"))
 LEASES = ResourceType("coordination.k8s.io", "v1", "leases", "lease", "Lease", True, ALL_VERBS)
 ENDPOINTSLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices", "endpointslice",
                               "EndpointSlice", True, ALL_VERBS)
 NODES = ResourceType("", "v1", "nodes", "node", "Node", False, ALL_VERBS, ("no",),
                      status_subresource=True,
                      fields=("metadata.name", "spec.unschedulable"))
-TYPES = [PIPELINERUNS, LEASES, ENDPOINTSLICES, NODES]
+TYPES = [PIPELINERUNS, TASKRUNS, LEASES, ENDPOINTSLICES, NODES]
 BY_KIND = {(t.api_version, t.kind): t for t in TYPES}
 
 _SEG = r"([^/]+)"

@@ -169,11 +169,11 @@ class Extension:
         ctype = (h.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if patch:
             kind = PATCH_TYPES.get(ctype)
-            if kind is None or (kind == "strategic" and rt is PIPELINERUNS):
+            if kind is None or (kind == "strategic" and rt.custom):
                 raise ApiError(415, "the body of the request was in an unknown format - "
                                     "accepted media types include: application/json-patch+"
                                     "json, application/merge-patch+json" +
-                                    ("" if rt is PIPELINERUNS else
+                                    ("" if rt.custom else
                                      ", application/strategic-merge-patch+json"),
                                "UnsupportedMediaType")
         elif ctype != "application/json":
@@ -188,7 +188,7 @@ class Extension:
         if not isinstance(doc, dict):
             raise bad_request("the object provided is unrecognized (must be of type %s)"
                               % rt.kind)
-        if rt is not PIPELINERUNS:
+        if not rt.custom:
             # Built-in types take kind and apiVersion from the path when they are missing;
             # custom resources must carry them.
             doc.setdefault("kind", rt.kind)
@@ -363,12 +363,8 @@ class Extension:
             if phase not in kube_tekton.PHASES:
                 raise ValueError("phase must be one of " + ", ".join(kube_tekton.PHASES))
 
-            def change(cur):
-                cur["status"] = kube_tekton.transition(cur, phase, p.get("task"),
-                                                       p.get("message"), p.get("tasks"))
-                return cur
-            h._send(200, self.store.update(PIPELINERUNS, m.group(1), m.group(2), change,
-                                           "status"))
+            h._send(200, kube_tekton.apply(self.store, m.group(1), m.group(2), phase,
+                                           p.get("task"), p.get("message"), p.get("tasks")))
             return True
         if path == "/_test/watch" and cmd in ("GET", "POST"):
             p = payload or {}

@@ -7,7 +7,9 @@ spec.status takes PipelineRunPending, Cancelled, CancelledRunFinally and Stopped
 
 Two parts:
   - transition(obj, phase, ...) returns the status a test asks for (through
-    POST /_test/pipelineruns/NS/NAME/status or FakeApiServer.set_run_status);
+    POST /_test/pipelineruns/NS/NAME/status or FakeApiServer.set_run_status), and apply()
+    writes it with the TaskRuns it implies (tekton.dev/v1 TaskRuns named RUN-TASK, labelled
+    tekton.dev/pipelineRun and tekton.dev/pipelineTask, as Tekton creates them);
   - Controller, a thread that watches the store's events and reacts to spec.status as
     Tekton's reconciler does: a run created with PipelineRunPending gets Succeeded=Unknown
     reason PipelineRunPending; when the field is removed the run starts (Running, with
@@ -20,7 +22,7 @@ Two parts:
 import datetime
 import threading
 
-from kube_resources import PIPELINERUNS, ApiError
+from kube_resources import PIPELINERUNS, TASKRUNS, ApiError
 
 SPEC_STATUSES = ("PipelineRunPending", "Cancelled", "CancelledRunFinally", "StoppedRunFinally")
 PHASES = ("Pending", "Started", "Running", "Succeeded", "Completed", "Failed", "Cancelled",
@@ -47,29 +49,54 @@ def _task_name(obj, task):
     return "%s-%s" % (obj["metadata"]["name"], task)
 
 
-def transition(obj, phase, task=None, message=None, tasks=None):
-    """The new status of obj (a PipelineRun) in phase; obj is not changed.
+def _child_names(obj, task, tasks):
+    if tasks:
+        return list(tasks)
+    old = [c.get("pipelineTaskName") for c in
+           (obj.get("status") or {}).get("childReferences") or []]
+    if old:
+        return old + ([task] if task and task not in old else [])
+    return [task or "build"]
 
-    task names the failing task (Failed) or the one running (Running); tasks lists
-    the pipeline's task names for childReferences (default: the task, or "build")."""
+
+def transition(obj, phase, task=None, message=None, tasks=None):
+    """The new status of obj (a PipelineRun) in phase, and the TaskRuns it implies as
+    {pipelineTask: (TaskRun condition status, reason, message)}; obj is not changed.
+
+    tasks lists the pipeline's tasks in order (default: the run's childReferences, or
+    ["build"]). task is the one running (Running: those before it succeeded) or the one
+    that failed (Failed: those before it succeeded, those after it are skipped). Cancelled
+    and Timeout end the TaskRuns still running."""
     if phase not in PHASES:
         raise ValueError("unknown phase %r (one of %s)" % (phase, ", ".join(PHASES)))
     name = obj["metadata"]["name"]
     st = dict(obj.get("status") or {})
     now = now_rfc3339()
     cond = {"type": "Succeeded", "lastTransitionTime": now}
+    names = _child_names(obj, task, tasks)
+    children = {}
+    ran = names
     if phase == "Pending":
         cond.update(status="Unknown", reason="PipelineRunPending",
                     message='PipelineRun "%s" is pending' % name)
         st.pop("startTime", None)
+        ran = []
     else:
         st.setdefault("startTime", now)
-    names = list(tasks or ([task] if task else ["build"]))
     if phase in ("Started", "Running"):
+        idx = names.index(task) if task in names else len(names) - 1
+        ran = names[:idx + 1] if phase == "Running" else []
+        for t in ran:
+            children[t] = ("True", "Succeeded", "All Steps have completed executing") \
+                if t != names[idx] else ("Unknown", "Running", "Not all Steps in the Task "
+                                                               "have finished executing")
         cond.update(status="Unknown", reason=phase,
-                    message="Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: %d, "
-                            "Skipped: 0" % len(names))
+                    message="Tasks Completed: %d (Failed: 0, Cancelled 0), Incomplete: %d, "
+                            "Skipped: 0" % (len(ran) - 1 if ran else 0,
+                                            len(names) - max(len(ran) - 1, 0)))
     elif phase in ("Succeeded", "Completed"):
+        for t in names:
+            children[t] = ("True", "Succeeded", "All Steps have completed executing")
         cond.update(status="True", reason=phase,
                     message="Tasks Completed: %d (Failed: 0, Cancelled 0), Skipped: 0"
                             % len(names))
@@ -77,33 +104,87 @@ def transition(obj, phase, task=None, message=None, tasks=None):
         failing = task or names[-1]
         if failing not in names:
             names.append(failing)
+        idx = names.index(failing)
+        ran = names[:idx + 1]
+        for t in ran:
+            children[t] = ("True", "Succeeded", "All Steps have completed executing") \
+                if t != failing else ("False", "Failed", '"step-run" exited with code 1')
+        skipped = names[idx + 1:]
+        st["skippedTasks"] = [{"name": t, "reason": "PipelineRun was stopping"}
+                              for t in skipped]
         cond.update(status="False", reason="Failed",
-                    message="Tasks Completed: %d (Failed: 1, Cancelled 0), Skipped: 0"
-                            % len(names))
-    elif phase == "Cancelled":
-        cond.update(status="False", reason="Cancelled",
-                    message='PipelineRun "%s" was cancelled' % name)
+                    message="Tasks Completed: %d (Failed: 1, Cancelled 0), Skipped: %d"
+                            % (len(ran), len(skipped)))
+    elif phase in ("Cancelled", "Timeout"):
+        ran = None  # keep the childReferences; end the TaskRuns that still run
+        end = ("False", "TaskRunCancelled", "TaskRun was cancelled") if phase == "Cancelled" \
+            else ("False", "TaskRunTimeout", "TaskRun failed to finish within its timeout")
+        for c in st.get("childReferences") or []:
+            children[c["pipelineTaskName"]] = end + ("if-running",)
+        if phase == "Cancelled":
+            cond.update(status="False", reason="Cancelled",
+                        message='PipelineRun "%s" was cancelled' % name)
+        else:
+            timeout = ((obj.get("spec") or {}).get("timeouts") or {}).get("pipeline",
+                                                                           "1h0m0s")
+            cond.update(status="False", reason="PipelineRunTimeout",
+                        message='PipelineRun "%s" failed to finish within "%s"'
+                                % (name, timeout))
     elif phase in ("CancelledRunningFinally", "StoppedRunningFinally"):
+        ran = None
         cond.update(status="Unknown", reason=phase,
                     message="Tasks Completed: 0 (Failed: 0, Cancelled 0), Incomplete: 1, "
                             "Skipped: 0")
-    elif phase == "Timeout":
-        timeout = ((obj.get("spec") or {}).get("timeouts") or {}).get("pipeline", "1h0m0s")
-        cond.update(status="False", reason="PipelineRunTimeout",
-                    message='PipelineRun "%s" failed to finish within "%s"' % (name, timeout))
     if message is not None:
         cond["message"] = message
-    if phase != "Pending":
-        st["childReferences"] = [{"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
-                                  "name": _task_name(obj, t), "pipelineTaskName": t}
-                                 for t in names]
+    if ran is not None:
+        if ran:
+            st["childReferences"] = [{"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+                                      "name": _task_name(obj, t), "pipelineTaskName": t}
+                                     for t in ran]
+        else:
+            st.pop("childReferences", None)
+    if phase != "Failed":
+        st.pop("skippedTasks", None)
     if cond["status"] in ("True", "False"):
         st["completionTime"] = now
     else:
         st.pop("completionTime", None)
     st["conditions"] = [cond]
     st["observedGeneration"] = obj["metadata"].get("generation", 1)
-    return st
+    return st, children
+
+
+def taskrun(pr, pipeline_task, cond_status, reason, message, old=None):
+    """A TaskRun of pr for pipeline_task, as Tekton's controller creates and updates it
+    (labels tekton.dev/pipelineRun and tekton.dev/pipelineTask, an ownerReference)."""
+    meta = pr["metadata"]
+    now = now_rfc3339()
+    st = dict((old or {}).get("status") or {})
+    st.setdefault("startTime", now)
+    st.setdefault("podName", _task_name(pr, pipeline_task) + "-pod")
+    st["conditions"] = [{"type": "Succeeded", "status": cond_status, "reason": reason,
+                         "message": message, "lastTransitionTime": now}]
+    if cond_status in ("True", "False"):
+        st.setdefault("completionTime", now)
+    labels = {"tekton.dev/pipelineRun": meta["name"], "tekton.dev/pipelineTask": pipeline_task,
+              "tekton.dev/memberOf": "tasks"}
+    ref = ((pr.get("spec") or {}).get("pipelineRef") or {}).get("name")
+    if ref:
+        labels["tekton.dev/pipeline"] = ref
+    for k, v in ((meta.get("labels") or {}).items()):
+        labels.setdefault(k, v)
+    return {"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+            "metadata": {"name": _task_name(pr, pipeline_task),
+                         "namespace": meta.get("namespace"), "labels": labels,
+                         "ownerReferences": [{"apiVersion": "tekton.dev/v1",
+                                              "kind": "PipelineRun", "name": meta["name"],
+                                              "uid": meta.get("uid"), "controller": True,
+                                              "blockOwnerDeletion": True}]},
+            "spec": {"taskRef": {"name": pipeline_task},
+                     "serviceAccountName": (pr.get("spec") or {}).get(
+                         "taskRunTemplate", {}).get("serviceAccountName", "default")},
+            "status": st}
 
 
 def reaction(obj, start_all):
@@ -132,6 +213,35 @@ def reaction(obj, start_all):
     return None
 
 
+def apply(store, ns, name, phase=None, task=None, message=None, tasks=None, decide=None):
+    """Write a run's new status (phase, or what decide(current run) returns; None writes
+    nothing) through the status subresource, then its TaskRuns. Returns the run."""
+    box = {}
+
+    def change(cur):
+        ph = phase if decide is None else decide(cur)
+        if ph is None:
+            return cur
+        cur["status"], box["children"] = transition(cur, ph, task, message, tasks)
+        return cur
+    out = store.update(PIPELINERUNS, ns, name, change, subresource="status")
+    for pipeline_task, (cond_status, reason, msg, *only_running) in \
+            box.get("children", {}).items():
+        trname = _task_name(out, pipeline_task)
+        old = store.get(TASKRUNS, ns, trname)
+        if only_running and (old is None or is_done(old)):
+            continue
+        obj = taskrun(out, pipeline_task, cond_status, reason, msg, old)
+        try:
+            if old is None:
+                store.create(TASKRUNS, ns, obj)
+            else:
+                store.update(TASKRUNS, ns, trname, lambda cur, obj=obj: obj, "all")
+        except ApiError:
+            pass  # created or deleted meanwhile
+    return out
+
+
 class Controller(threading.Thread):
     """Watches PipelineRun events and writes what the reconciler would (see module doc)."""
 
@@ -155,17 +265,26 @@ class Controller(threading.Thread):
                     events = []
             for e in events:
                 cursor = e.rv
-                if e.rt is PIPELINERUNS and e.type != "DELETED" and self.mode != "off":
+                if e.rt is not PIPELINERUNS:
+                    continue
+                if e.type == "DELETED":
+                    self.collect(e.ns, e.obj["metadata"]["name"])
+                elif self.mode != "off":
                     self.react(e.ns, e.obj["metadata"]["name"])
 
+    def collect(self, ns, name):
+        """Delete a deleted run's TaskRuns, as the garbage collector follows their
+        ownerReferences."""
+        items, _ = self.store.list(TASKRUNS, ns)
+        for tr in items:
+            if (tr["metadata"].get("labels") or {}).get("tekton.dev/pipelineRun") == name:
+                try:
+                    self.store.delete(TASKRUNS, ns, tr["metadata"]["name"])
+                except ApiError:
+                    pass
+
     def react(self, ns, name):
-        def change(cur):
-            phase = reaction(cur, self.mode == "start")
-            if phase is None:
-                return cur
-            cur["status"] = transition(cur, phase)
-            return cur
         try:
-            self.store.update(PIPELINERUNS, ns, name, change, subresource="status")
+            apply(self.store, ns, name, decide=lambda cur: reaction(cur, self.mode == "start"))
         except ApiError:
             pass  # deleted meanwhile
