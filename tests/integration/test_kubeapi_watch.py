@@ -290,6 +290,45 @@ def test_official_watch_resumes_from_a_resource_version_with_label_selector(api,
         ("ADDED", "old"), ("ADDED", "w-orig")]
 
 
+def test_official_watch_resumes_by_itself_after_the_server_ends_the_stream(api, kclient):
+    co = k8s.CustomObjectsApi(kclient)
+    rv = create_runs(kclient, run_obj("resume-0"))[0]["metadata"]["resourceVersion"]
+    w = k8s_watch.Watch()
+    stream = w.stream(co.list_namespaced_custom_object, G, V, NS, P, resource_version=rv)
+    out, got = [], threading.Semaphore(0)
+
+    def reader():
+        for ev in stream:
+            out.append((ev["type"], ev["object"]["metadata"]["name"]))
+            got.release()
+            if len(out) == 3:
+                w.stop()
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    create_runs(kclient, run_obj("resume-1"))
+    assert got.acquire(timeout=5)
+    # The server ends every stream, as the apiserver does at a watch's timeout; the client
+    # watches again from the last resourceVersion it saw and misses nothing.
+    api.close_watches()
+    create_runs(kclient, run_obj("resume-2"))
+    deadline = time.monotonic() + 5
+    while api.watch_config()["watchers"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    create_runs(kclient, run_obj("resume-3"))
+    assert got.acquire(timeout=5) and got.acquire(timeout=5)
+    t.join(5)
+    assert out == [("ADDED", "resume-1"), ("ADDED", "resume-2"), ("ADDED", "resume-3")]
+    # The server notices that the client left and closes its side within a second or so.
+    deadline = time.monotonic() + 5
+    while api.watch_config()["watchers"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert api.watch_config()["watchers"] == 0
+    rv1 = api.run("resume-1")["metadata"]["resourceVersion"]
+    queries = [e["query"] for e in api.requests() if "watch=" in e["query"]]
+    assert [q for q in queries if "resourceVersion=%s&" % rv in q + "&"]
+    assert [q for q in queries if "resourceVersion=%s&" % rv1 in q + "&"]
+
+
 def test_bookmarks_carry_only_the_resource_version(api, kclient):
     co = k8s.CustomObjectsApi(kclient)
     rv = create_runs(kclient, run_obj("bm"))[0]["metadata"]["resourceVersion"]
@@ -448,14 +487,21 @@ def test_restart_keeps_objects_and_resets_history_and_the_counter_never_goes_bac
     srv.start()
     try:
         a = srv.create(sample_pipelinerun("keep", NS)).json
+        lease_path = "/apis/coordination.k8s.io/v1/namespaces/%s/leases" % NS
+        assert srv.request("POST", lease_path, {"metadata": {"name": "l"},
+                                                "spec": {"holderIdentity": "a"}}).status == 201
+        srv.put_object(sample_node("gpu-1", gpu_memory_mib=1024))
         b = srv.create(sample_pipelinerun("drop", NS)).json
         r = srv.request("DELETE", COLLECTION + "/drop")
         deleted_rv = int(r.json["metadata"]["resourceVersion"])
-        assert deleted_rv > int(b["metadata"]["resourceVersion"])
+        assert deleted_rv == int(b["metadata"]["resourceVersion"]) + 1
         srv.restart()
         lst = srv.request("GET", COLLECTION).json
         assert names(lst["items"]) == ["keep"] and int(lst["metadata"]["resourceVersion"]) \
             == deleted_rv
+        assert srv.request("GET", lease_path + "/l").json["spec"]["holderIdentity"] == "a"
+        assert srv.request("GET", "/api/v1/nodes/gpu-1").json["metadata"]["labels"][
+            "nvidia.com/gpu.memory"] == "1024"
         again = srv.create(sample_pipelinerun("new", NS)).json
         assert int(again["metadata"]["resourceVersion"]) == deleted_rv + 1
         conn = srv.connection()

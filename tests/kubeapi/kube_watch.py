@@ -12,6 +12,8 @@ is the current resourceVersion, as a real watch cache starts after an apiserver 
 
 import collections
 import json
+import select
+import socket
 import threading
 import time
 
@@ -174,6 +176,19 @@ class Stream:
         self.h.wfile.flush()
 
 
+def client_gone(handler):
+    """Whether the client closed the connection (a FIN, seen by peeking at the raw socket,
+    TLS or not, without consuming anything). A watch client sends nothing while it reads."""
+    sock = handler.connection
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        if not readable:
+            return False
+        return socket.socket.recv(sock, 1, socket.MSG_PEEK) == b""
+    except (OSError, ValueError):
+        return True
+
+
 def serve(handler, log, store, sel, rv_param, bookmarks, timeout, initial_events=False):
     """Run one watch until timeout seconds pass, the client leaves or the server stops.
 
@@ -267,6 +282,9 @@ def _serve(handler, log, store, sel, rv_param, bookmarks, timeout, initial_event
                         handler._drop(False)
                         return
                     break
+            if not events and client_gone(handler):
+                handler.close_connection = True
+                return
             if events is None:
                 # This watcher fell behind the history window.
                 stream.event("ERROR", status(410, "too old resource version: %d (%d)"
