@@ -878,7 +878,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self._status(413)
             return
-        if self.server.ext.handle(self, body):
+        if self.server.ext.handle(self, body, then):
             return
         if path in ("/readyz", "/livez", "/healthz"):
             if self.command not in ("GET", "HEAD"):

@@ -10,6 +10,7 @@ import base64
 import json
 import random
 import re
+import time
 
 import kube_patch
 import kube_tekton
@@ -37,7 +38,9 @@ class Extension:
 
     # --- API ---------------------------------------------------------------------------------
 
-    def handle(self, h, body):
+    def handle(self, h, body, then=None):
+        """Serve h's request if it is one of ours; then is a create_then_fail fault's
+        sub-rule, which loses the answer of a write after the write is done."""
         path, cmd = h.req_path, h.command
         doc = discovery(path.rstrip("/") or "/")
         if doc is not None:
@@ -59,11 +62,23 @@ class Extension:
             return True
         if name:
             h.obj_name = name
+        h.ext_then = then if cmd in ("POST", "PUT", "PATCH", "DELETE") else None
         try:
             self._dispatch(h, body, rt, ns, name, sub)
         except ApiError as e:
-            h._send(e.code, e.status())
+            self._reply(h, e.code, e.status())
         return True
+
+    @staticmethod
+    def _reply(h, code, payload):
+        then = getattr(h, "ext_then", None)
+        if then is not None:
+            if then["mode"] != "delay":
+                h._fault_response(then, h._ns())  # drop, reset or a status: the answer is lost
+                return None
+            time.sleep(then["seconds"])
+        h._send(code, payload)
+        return None
 
     def _dispatch(self, h, body, rt, ns, name, sub):
         cmd = h.command
@@ -260,10 +275,10 @@ class Extension:
         self._validate(rt, obj)
         h.obj_name = meta["name"]
         if self._dry_run(h):
-            return h._send(201, obj)
+            return self._reply(h, 201, obj)
         stored = self.store.create(rt, ns, obj, keep_status=not rt.status_subresource
                                    or rt.kind == "Node")
-        return h._send(201, stored)
+        return self._reply(h, 201, stored)
 
     def _put(self, h, body, rt, ns, name, sub):
         obj = self._decode(h, body, rt)
@@ -275,8 +290,8 @@ class Extension:
         def change(cur):
             self._validate(rt, obj, cur, status_only=bool(sub))
             return obj
-        return h._send(200, self.store.update(rt, ns, name, change, sub,
-                                              dry_run=self._dry_run(h)))
+        return self._reply(h, 200, self.store.update(rt, ns, name, change, sub,
+                                                     dry_run=self._dry_run(h)))
 
     def _dry_run(self, h):
         value = self._query(h, "dryRun")
@@ -303,8 +318,8 @@ class Extension:
                 raise bad_request("metadata.name: Invalid value: the name cannot be changed")
             self._validate(rt, new, cur, status_only=bool(sub))
             return new
-        return h._send(200, self.store.update(rt, ns, name, change, sub,
-                                              dry_run=self._dry_run(h)))
+        return self._reply(h, 200, self.store.update(rt, ns, name, change, sub,
+                                                     dry_run=self._dry_run(h)))
 
     def _delete(self, h, body, rt, ns, name):
         pre = {}
@@ -319,8 +334,8 @@ class Extension:
                                 dry_run=self._dry_run(h))
         details = rt.details(name)
         details["uid"] = obj["metadata"]["uid"]
-        h._send(200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
-                      "status": "Success", "details": details})
+        self._reply(h, 200, {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                             "status": "Success", "details": details})
 
     # --- control -----------------------------------------------------------------------------
 
