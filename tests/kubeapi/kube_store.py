@@ -48,6 +48,8 @@ class ResourceStore:
             if not os.path.isdir(tdir):
                 continue
             for nsdir in os.listdir(tdir):
+                if not os.path.isdir(os.path.join(tdir, nsdir)):
+                    continue
                 for fn in os.listdir(os.path.join(tdir, nsdir)):
                     if not fn.endswith(".json") or fn.startswith("."):
                         continue
