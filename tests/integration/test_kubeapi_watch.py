@@ -620,7 +620,10 @@ def test_json_patch_put_and_validation_on_update(api, kclient):
         r.json["message"]
     r = api.request("PATCH", COLLECTION + "/jp", {"spec": {"status": "Paused"}}, token=TOKEN,
                     content_type="application/merge-patch+json")
-    assert r.status == 400 and "validation.webhook.pipeline.tekton.dev" in r.json["message"]
+    assert r.status == 400 and r.json["message"] == (
+        'admission webhook "validation.webhook.pipeline.tekton.dev" denied the request: '
+        "validation failed: invalid value: Paused should be Cancelled, CancelledRunFinally, "
+        "StoppedRunFinally or PipelineRunPending: spec.status")
     r = api.request("PATCH", COLLECTION + "/jp", {}, token=TOKEN,
                     content_type="application/strategic-merge-patch+json")
     assert r.status == 415 and r.json["reason"] == "UnsupportedMediaType"
@@ -640,11 +643,22 @@ def test_json_patch_put_and_validation_on_update(api, kclient):
                        token=TOKEN, content_type="application/merge-patch+json").json
     assert same["metadata"]["resourceVersion"] == api.run("jp")["metadata"]["resourceVersion"]
     assert obj["metadata"]["uid"] == same["metadata"]["uid"]
-    # Once started, only spec.status may change (Tekton's webhook).
+    # Tekton's webhook: before a run is done only spec.status may change (metadata may),
+    # after it nothing in spec; a started run cannot go back to pending.
+    def merge(patch):
+        return api.request("PATCH", COLLECTION + "/jp", patch, token=TOKEN,
+                           content_type="application/merge-patch+json")
+    r = merge({"spec": {"params": []}})
+    assert r.status == 400 and r.json["message"].endswith(
+        "invalid value: Once the PipelineRun has started, only status updates are allowed")
     api.set_run_status("jp", "Running")
-    r = api.request("PATCH", COLLECTION + "/jp", {"spec": {"params": []}}, token=TOKEN,
-                    content_type="application/merge-patch+json")
-    assert r.status == 400 and "only status and statusMessage" in r.json["message"]
+    assert merge({"spec": {"status": "PipelineRunPending"}}).json["message"].endswith(
+        "invalid value: PipelineRun cannot be Pending after it is started: spec.status")
+    assert merge({"metadata": {"annotations": {"gpuhook.dev/check-run": "7"}}}).status == 200
+    api.set_run_status("jp", "Succeeded")
+    r = merge({"spec": {"status": "Cancelled"}})
+    assert r.status == 400 and r.json["message"].endswith(
+        "invalid value: Once the PipelineRun is complete, no updates are allowed")
 
 
 def test_status_subresource_separates_spec_and_status(api, kclient):

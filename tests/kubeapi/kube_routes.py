@@ -239,19 +239,23 @@ class Extension:
             spec = obj.get("spec") or {}
             st = spec.get("status")
             if st not in (None, "") and st not in kube_tekton.SPEC_STATUSES:
-                raise bad_request(WEBHOOK + 'invalid value: %s: spec.status' % st)
-            if cur is not None and (cur.get("status") or {}).get("startTime"):
-                old = dict(cur.get("spec") or {})
-                new = dict(spec)
-                for k in ("status", "statusMessage"):
-                    old.pop(k, None)
-                    new.pop(k, None)
+                raise bad_request(WEBHOOK + "invalid value: %s should be Cancelled, "
+                                  "CancelledRunFinally, StoppedRunFinally or "
+                                  "PipelineRunPending: spec.status" % st)
+            if cur is not None:
+                # Tekton's PipelineRunSpec.ValidateUpdate: before the run is done only
+                # spec.status may change, after it nothing in spec.
+                done = kube_tekton.is_done(cur)
+                old, new = dict(cur.get("spec") or {}), dict(spec)
+                if not done:
+                    old.pop("status", None)
+                    new.pop("status", None)
                 if old != new:
-                    raise bad_request(WEBHOOK + "invalid value: Once the PipelineRun has "
-                                      "started, only status and statusMessage updates are "
-                                      "allowed: spec")
-                if st == "PipelineRunPending" and (cur.get("spec") or {}).get(
-                        "status") != "PipelineRunPending":
+                    raise bad_request(WEBHOOK + "invalid value: " + (
+                        "Once the PipelineRun is complete, no updates are allowed" if done
+                        else "Once the PipelineRun has started, only status updates are "
+                             "allowed"))
+                if st == "PipelineRunPending" and (cur.get("status") or {}).get("startTime"):
                     raise bad_request(WEBHOOK + "invalid value: PipelineRun cannot be Pending "
                                       "after it is started: spec.status")
             return
