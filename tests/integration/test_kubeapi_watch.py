@@ -240,6 +240,28 @@ def test_watch_wire_format_is_a_chunked_stream_of_one_json_event_per_line(api, k
                                                                                 "wire-a")]
 
 
+@pytest.mark.parametrize("framing", [{"split_bytes": 7}, {"coalesce": True}])
+def test_watch_framing_can_split_or_coalesce_events_and_clients_still_read_lines(
+        api, kclient, framing):
+    create_runs(kclient, run_obj("frame-a"), run_obj("frame-b"))
+    api.watch_config(**framing)
+    _, _, chunks = read_chunks(api, COLLECTION + "?watch=1&timeoutSeconds=1", lambda c: False)
+    body = b"".join(chunks)
+    lines = body.split(b"\n")
+    assert lines[-1] == b"" and [json.loads(x)["object"]["metadata"]["name"]
+                                 for x in lines[:-1]] == ["frame-a", "frame-b"]
+    if "split_bytes" in framing:
+        assert max(len(c) for c in chunks) == 7 and len(chunks) > 20
+    else:
+        assert len(chunks) == 2 and chunks[0].count(b"\n") == 2  # one chunk, then the end
+    co = k8s.CustomObjectsApi(kclient)
+    w = k8s_watch.Watch()
+    got = collect(w.stream(co.list_namespaced_custom_object, G, V, NS, P, timeout_seconds=5),
+                  2)
+    w.stop()
+    assert [e["object"]["metadata"]["name"] for e in got] == ["frame-a", "frame-b"]
+
+
 def test_watch_through_http_client_sees_changes_as_they_happen(api, kclient):
     rv = create_runs(kclient, run_obj("live-a"))[0]["metadata"]["resourceVersion"]
     conn = api.connection(timeout=10)

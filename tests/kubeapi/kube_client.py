@@ -119,14 +119,18 @@ class ClientMixin:
         return self._control("POST", "/_test/pipelineruns/%s/%s/status"
                              % (urllib.parse.quote(ns), urllib.parse.quote(name)), body)
 
-    def watch_config(self, history=None, bookmark_seconds=None, fresh_wait_seconds=None):
-        """Change the history window, the bookmark interval and how long a watch from a
-        future resourceVersion waits before its 504 (reset() restores the start values);
-        returns the watch state {capacity, bookmark_seconds, fresh_wait_seconds, floor,
-        resourceVersion, events, watchers}."""
+    def watch_config(self, history=None, bookmark_seconds=None, fresh_wait_seconds=None,
+                     split_bytes=None, coalesce=None):
+        """Change the history window, the bookmark interval, how long a watch from a future
+        resourceVersion waits before its 504, and the chunk framing of new watch streams
+        (split_bytes: cut each event line into chunks of that size; coalesce: several events
+        per chunk). reset() restores the start values. Returns the watch state {capacity,
+        bookmark_seconds, fresh_wait_seconds, split_bytes, coalesce, floor, resourceVersion,
+        events, watchers}."""
         body = {}
         for k, v in (("history", history), ("bookmark_seconds", bookmark_seconds),
-                     ("fresh_wait_seconds", fresh_wait_seconds)):
+                     ("fresh_wait_seconds", fresh_wait_seconds), ("split_bytes", split_bytes),
+                     ("coalesce", coalesce)):
             if v is not None:
                 body[k] = v
         return self._control("POST", "/_test/watch", body)

@@ -388,7 +388,8 @@ class Extension:
         if path == "/_test/watch" and cmd in ("GET", "POST"):
             p = payload or {}
             self.log.configure(p.get("history"), p.get("bookmark_seconds"),
-                               p.get("fresh_wait_seconds"))
+                               p.get("fresh_wait_seconds"), p.get("split_bytes"),
+                               p.get("coalesce"))
             h._send(200, self.log.snapshot())
             return True
         if path == "/_test/watch/bookmark" and cmd == "POST":

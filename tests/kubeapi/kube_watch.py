@@ -31,7 +31,9 @@ class EventLog:
     def __init__(self, capacity=1000, bookmark_seconds=5.0, fresh_wait_seconds=3.0):
         self.cond = threading.Condition()
         self.events = collections.deque()
-        self.defaults = (capacity, bookmark_seconds, fresh_wait_seconds)
+        self.defaults = (capacity, bookmark_seconds, fresh_wait_seconds, 0, False)
+        self.split_bytes = 0
+        self.coalesce = False
         self.capacity = capacity
         self.bookmark_seconds = bookmark_seconds
         self.fresh_wait_seconds = fresh_wait_seconds
@@ -60,8 +62,13 @@ class EventLog:
         while len(self.events) > self.capacity:
             self.floor = self.events.popleft().rv
 
-    def configure(self, capacity=None, bookmark_seconds=None, fresh_wait_seconds=None):
+    def configure(self, capacity=None, bookmark_seconds=None, fresh_wait_seconds=None,
+                  split_bytes=None, coalesce=None):
         with self.cond:
+            if split_bytes is not None:
+                self.split_bytes = max(0, int(split_bytes))
+            if coalesce is not None:
+                self.coalesce = bool(coalesce)
             if capacity is not None:
                 self.capacity = max(0, int(capacity))
                 self._trim()
@@ -102,7 +109,9 @@ class EventLog:
     def snapshot(self):
         with self.cond:
             return {"capacity": self.capacity, "bookmark_seconds": self.bookmark_seconds,
-                    "fresh_wait_seconds": self.fresh_wait_seconds, "floor": str(self.floor),
+                    "fresh_wait_seconds": self.fresh_wait_seconds,
+                    "split_bytes": self.split_bytes, "coalesce": self.coalesce,
+                    "floor": str(self.floor),
                     "resourceVersion": str(self.rv), "events": len(self.events),
                     "watchers": self.watchers}
 
@@ -149,11 +158,17 @@ def convert(event, sel):
 
 
 class Stream:
-    """Writes one watch response: headers, then one chunk per WatchEvent line."""
+    """Writes one watch response: headers, then one chunk per WatchEvent line. A client must
+    not rely on that framing, so tests can change it: split_bytes > 0 cuts every line into
+    chunks of that many bytes (each flushed on its own), coalesce puts all the events of one
+    wake-up into a single chunk."""
 
-    def __init__(self, handler):
+    def __init__(self, handler, split_bytes=0, coalesce=False):
         self.h = handler
         self.started = False
+        self.split_bytes = split_bytes
+        self.coalesce = coalesce
+        self.pending = []
 
     def begin(self):
         h = self.h
@@ -168,10 +183,22 @@ class Stream:
 
     def event(self, type_, obj):
         line = json.dumps({"type": type_, "object": obj}, separators=(",", ":")).encode() + b"\n"
-        self.h.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
-        self.h.wfile.flush()
+        self.pending.append(line)
+        if not self.coalesce:
+            self.flush()
+
+    def flush(self):
+        data, self.pending = b"".join(self.pending), []
+        if not data:
+            return
+        step = self.split_bytes if self.split_bytes > 0 else len(data)
+        for i in range(0, len(data), step):
+            piece = data[i:i + step]
+            self.h.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.h.wfile.flush()
 
     def end(self):
+        self.flush()
         self.h.wfile.write(b"0\r\n\r\n")
         self.h.wfile.flush()
 
@@ -214,7 +241,7 @@ def _bookmark(rt, rv, initial_end=False):
 
 def _serve(handler, log, store, sel, rv_param, bookmarks, timeout, initial_events):
     rt = sel["rt"]
-    stream = Stream(handler)
+    stream = Stream(handler, log.split_bytes, log.coalesce)
     deadline = time.monotonic() + timeout
     initial = []
     with store.lock:
@@ -243,6 +270,7 @@ def _serve(handler, log, store, sel, rv_param, bookmarks, timeout, initial_event
             stream.event("ADDED", obj)
         if initial_events:
             stream.event("BOOKMARK", _bookmark(rt, cursor, initial_end=True))
+        stream.flush()
         # A version from the future: the real cacher waits up to 3 s for it, then fails.
         wait_until = time.monotonic() + log.fresh_wait_seconds
         with log.cond:
@@ -295,9 +323,11 @@ def _serve(handler, log, store, sel, rv_param, bookmarks, timeout, initial_event
                 out = convert(e, sel)
                 if out:
                     stream.event(*out)
+            stream.flush()
             if bookmarks and (forced or time.monotonic() >= next_bookmark):
                 cursor = max(cursor, current)
                 stream.event("BOOKMARK", _bookmark(rt, cursor))
+                stream.flush()
                 next_bookmark = time.monotonic() + log.bookmark_seconds
         stream.end()
     except (ConnectionError, OSError):
