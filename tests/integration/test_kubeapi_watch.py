@@ -15,6 +15,7 @@ import socket
 import sys
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -139,21 +140,52 @@ def test_official_client_lists_runs_with_label_and_field_selectors(api, kclient)
     assert sorted(names(everywhere["items"])) == ["run-a", "run-b"]
 
 
-@pytest.mark.parametrize("selector,fragment", [
-    ("a in (x", "expected: ')'"),
-    ("a b", "expected: in, notin"),
-    ("=x", "expected: !, identifier"),
-    ("a,", "expected: identifier"),
-    ("-bad=x", "invalid label key"),
-    ("a=-x", "invalid label value"),
-    ("a in ()", "can't be empty"),
+# The vectors of apimachinery's own tests (pkg/labels/selector_test.go: TestSelectorParse,
+# TestSelectorMatches), which labels.Parse must pass.
+UPSTREAM_GOOD = ["x=a,y=b,z=c", "", "x!=a,y=b", "x=", "x= ", "x=,z= ", "x= ,z= ", "!x", "x>1",
+                 "x>1,z<5"]
+UPSTREAM_BAD = ["x=a||y=b", "x==a==b", "!x=a", "x<a"]
+UPSTREAM_MATCH = [("", {"x": "y"}), ("x=y", {"x": "y"}), ("x=y,z=w", {"x": "y", "z": "w"}),
+                  ("x!=y,z!=w", {"x": "z", "z": "a"}), ("notin=in", {"notin": "in"}),
+                  ("x", {"x": "z"}), ("!x", {"y": "z"}), ("x>1", {"x": "2"}),
+                  ("x<1", {"x": "0"})]
+UPSTREAM_NO_MATCH = [("x=z", {}), ("x=y", {"x": "z"}), ("x=y,z=w", {"x": "w", "z": "w"}),
+                     ("x!=y,z!=w", {"x": "z", "z": "w"}), ("x", {"y": "z"}),
+                     ("!x", {"x": "z"}), ("x>1", {"x": "0"}), ("x<1", {"x": "2"})]
+
+
+def test_label_selector_parser_passes_apimachinery_vectors():
+    from kube_selectors import SelectorError, parse_labels
+    for good in UPSTREAM_GOOD:
+        parse_labels(good)
+    for bad in UPSTREAM_BAD:
+        with pytest.raises(SelectorError):
+            parse_labels(bad)
+    for sel, labels in UPSTREAM_MATCH:
+        assert parse_labels(sel).matches({"metadata": {"labels": labels}}), (sel, labels)
+    for sel, labels in UPSTREAM_NO_MATCH:
+        assert not parse_labels(sel).matches({"metadata": {"labels": labels}}), (sel, labels)
+
+
+@pytest.mark.parametrize("selector,message", [
+    ("!!!", "unable to parse requirement: found '!', expected: identifier"),
+    ("app in (", "unable to parse requirement: found '', expected: ',', ')' or identifier"),
+    ("a in (x", "unable to parse requirement: found '', expected: ',', ')' or identifier"),
+    ("a b", "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"),
+    ("a in x", "unable to parse requirement: found 'x' expected: '('"),
+    ("=x", "found '=', expected: !, identifier, or 'end of string'"),
+    ("a,", "found '', expected: identifier after ','"),
+    ("x==a==b", "found '==', expected: ',' or 'end of string'"),
+    ("-bad=x", 'unable to parse requirement: key: Invalid value: "-bad": '),
+    ("a=-x", 'unable to parse requirement: values[0]: Invalid value: "-x": '),
+    ("a in ()", "unable to parse requirement: values: Invalid value: []string{}: for 'in', "
+                "'notin' operators, values set can't be empty"),
 ])
-def test_malformed_label_selector_gets_400(api, selector, fragment):
-    r = api.request("GET", COLLECTION + "?labelSelector=" + selector.replace(" ", "%20"),
+def test_malformed_label_selector_gets_400_with_labels_parse_wording(api, selector, message):
+    r = api.request("GET", COLLECTION + "?labelSelector=" + urllib.parse.quote(selector),
                     token=TOKEN)
     assert r.status == 400 and r.json["reason"] == "BadRequest", r
-    assert r.json["message"].startswith("unable to parse requirement:") and fragment in \
-        r.json["message"], r.json["message"]
+    assert r.json["message"].startswith(message), r.json["message"]
 
 
 def test_unsupported_field_selector_gets_400(api):

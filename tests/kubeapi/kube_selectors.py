@@ -104,9 +104,15 @@ class LabelSelector:
 
 
 def parse_labels(text):
-    """Parse a labelSelector query value; raises SelectorError."""
+    """Parse a labelSelector query value; raises SelectorError with the wording of
+    labels.Parse (k8s.io/apimachinery/pkg/labels/selector.go): errors inside one
+    requirement are wrapped in "unable to parse requirement: ", those between
+    requirements are not."""
     toks = _tokens(text or "")
     reqs, i = [], 0
+
+    def lit(j):
+        return toks[j] if j < len(toks) else ""
 
     def fail(msg):
         raise SelectorError("unable to parse requirement: " + msg)
@@ -114,29 +120,27 @@ def parse_labels(text):
     def check_key(k):
         err = key_error(k)
         if err:
-            fail('invalid label key "%s": %s' % (k, err))
+            fail('key: Invalid value: "%s": %s' % (k, err))
 
-    def check_value(v):
+    def check_value(v, index):
         err = value_error(v)
         if err:
-            fail('invalid label value: "%s": at key: "%s": %s' % (v, key, err))
+            fail('values[%d]: Invalid value: "%s": %s' % (index, v, err))
 
+    operators = ("=", "==", "!=", "<", ">", "(", ")", ",", "!")
     while i < len(toks):
         t = toks[i]
-        if t == ",":
-            fail("found ',', expected: !, identifier, or 'end of string'")
+        if t in operators and t != "!":
+            raise SelectorError("found '%s', expected: !, identifier, or 'end of string'" % t)
         if t == "!":
             i += 1
-            if i >= len(toks) or toks[i] in ",()=!<>" or toks[i] in ("==", "!="):
-                fail("found '%s', expected: identifier" % (toks[i] if i < len(toks)
-                                                              else "end of string"))
+            if i >= len(toks) or toks[i] in operators:
+                fail("found '%s', expected: identifier" % lit(i))
             key = toks[i]
             check_key(key)
             reqs.append(Requirement(key, "!"))
             i += 1
         else:
-            if t in "()=<>" or t in ("==", "!="):
-                fail("found '%s', expected: !, identifier, or 'end of string'" % t)
             key = t
             check_key(key)
             i += 1
@@ -146,27 +150,29 @@ def parse_labels(text):
             elif op in ("=", "==", "!="):
                 i += 1
                 value = ""
-                if i < len(toks) and toks[i] not in (",", "(", ")", "=", "==", "!=", "!"):
+                if i < len(toks) and toks[i] not in operators:
                     value = toks[i]
                     i += 1
-                check_value(value)
+                check_value(value, 0)
                 reqs.append(Requirement(key, op, [value]))
             elif op in ("<", ">"):
                 i += 1
-                if i >= len(toks) or not re.fullmatch(r"-?\d+", toks[i]):
-                    fail("for 'Gt', 'Lt' operators, the value must be an integer")
+                if i >= len(toks) or toks[i] in operators:
+                    fail("found '%s', expected: identifier" % lit(i))
+                if not re.fullmatch(r"-?\d+", toks[i]):
+                    fail('values[0]: Invalid value: "%s": for \'Gt\', \'Lt\' operators, the '
+                         'value must be an integer' % toks[i])
                 reqs.append(Requirement(key, op, [toks[i]]))
                 i += 1
             elif op in ("in", "notin"):
                 i += 1
-                if i >= len(toks) or toks[i] != "(":
-                    fail("found '%s', expected: '('" % (toks[i] if i < len(toks)
-                                                       else "end of string"))
+                if lit(i) != "(":
+                    fail("found '%s' expected: '('" % lit(i))
                 i += 1
                 values, want_value = [], True
                 while True:
                     if i >= len(toks):
-                        fail("found 'end of string', expected: ')'")
+                        fail("found '', expected: ',', ')' or identifier")
                     t = toks[i]
                     i += 1
                     if t == ")":
@@ -178,22 +184,23 @@ def parse_labels(text):
                             values.append("")
                         want_value = True
                         continue
-                    if not want_value:
-                        fail("found '%s', expected: ',' or ')'" % t)
-                    check_value(t)
+                    if not want_value or t in operators:
+                        fail("found '%s', expected: ',', or identifier" % t)
+                    check_value(t, len(values))
                     values.append(t)
                     want_value = False
                 if not values:
-                    fail("for 'in', 'notin' operators, values set can't be empty")
+                    fail("values: Invalid value: []string{}: for 'in', 'notin' operators, "
+                         "values set can't be empty")
                 reqs.append(Requirement(key, op, values))
             else:
                 fail("found '%s', expected: in, notin, =, ==, !=, gt, lt" % op)
         if i < len(toks):
             if toks[i] != ",":
-                fail("found '%s', expected: ',' or 'end of string'" % toks[i])
+                raise SelectorError("found '%s', expected: ',' or 'end of string'" % toks[i])
             i += 1
-            if i >= len(toks):
-                fail("found 'end of string', expected: identifier")
+            if i >= len(toks) or (toks[i] in operators and toks[i] != "!"):
+                raise SelectorError("found '%s', expected: identifier after ','" % lit(i))
     return LabelSelector(reqs)
 
 
