@@ -639,6 +639,70 @@ def test_patch_with_a_stale_resource_version_gets_409_with_the_real_message(api,
     assert api.run("cas")["metadata"]["labels"]["x"] == "1"
 
 
+# RFC 7386, Appendix A: every example.
+RFC7386 = [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    (["a", "b"], ["c", "d"], ["c", "d"]),
+    ({"a": "b"}, ["c"], ["c"]),
+    ({"a": "foo"}, None, None),
+    ({"a": "foo"}, "bar", "bar"),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ([1, 2], {"a": "b", "c": None}, {"a": "b"}),
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+]
+
+# RFC 6902, Appendix A (A.13, invalid JSON, does not apply to parsed input).
+RFC6902 = [
+    ({"foo": "bar"}, [{"op": "add", "path": "/baz", "value": "qux"}],
+     {"baz": "qux", "foo": "bar"}),
+    ({"foo": ["bar", "baz"]}, [{"op": "add", "path": "/foo/1", "value": "qux"}],
+     {"foo": ["bar", "qux", "baz"]}),
+    ({"baz": "qux", "foo": "bar"}, [{"op": "remove", "path": "/baz"}], {"foo": "bar"}),
+    ({"foo": ["bar", "qux", "baz"]}, [{"op": "remove", "path": "/foo/1"}],
+     {"foo": ["bar", "baz"]}),
+    ({"baz": "qux", "foo": "bar"}, [{"op": "replace", "path": "/baz", "value": "boo"}],
+     {"baz": "boo", "foo": "bar"}),
+    ({"foo": {"bar": "baz", "waldo": "fred"}, "qux": {"corge": "grault"}},
+     [{"op": "move", "from": "/foo/waldo", "path": "/qux/thud"}],
+     {"foo": {"bar": "baz"}, "qux": {"corge": "grault", "thud": "fred"}}),
+    ({"foo": ["all", "grass", "cows", "eat"]}, [{"op": "move", "from": "/foo/1",
+                                                 "path": "/foo/3"}],
+     {"foo": ["all", "cows", "eat", "grass"]}),
+    ({"baz": "qux", "foo": ["a", 2, "c"]}, [{"op": "test", "path": "/baz", "value": "qux"},
+                                           {"op": "test", "path": "/foo/1", "value": 2}],
+     {"baz": "qux", "foo": ["a", 2, "c"]}),
+    ({"baz": "qux"}, [{"op": "test", "path": "/baz", "value": "bar"}], "error"),
+    ({"foo": "bar"}, [{"op": "add", "path": "/child", "value": {"grandchild": {}}}],
+     {"foo": "bar", "child": {"grandchild": {}}}),
+    ({"foo": "bar"}, [{"op": "add", "path": "/baz", "value": "qux", "xyz": 123}],
+     {"foo": "bar", "baz": "qux"}),
+    ({"foo": "bar"}, [{"op": "add", "path": "/baz/bat", "value": "qux"}], "error"),
+    ({"/": 9, "~1": 10}, [{"op": "test", "path": "/~01", "value": 10}], {"/": 9, "~1": 10}),
+    ({"/": 9, "~1": 10}, [{"op": "test", "path": "/~01", "value": "10"}], "error"),
+    ({"foo": ["bar"]}, [{"op": "add", "path": "/foo/-", "value": ["abc", "def"]}],
+     {"foo": ["bar", ["abc", "def"]]}),
+]
+
+
+def test_merge_patch_and_json_patch_pass_the_rfc_examples():
+    import kube_patch
+    for target, patch, result in RFC7386:
+        assert kube_patch.merge_patch(target, patch) == result, (target, patch)
+    for target, ops, result in RFC6902:
+        if result == "error":
+            with pytest.raises(kube_patch.PatchError):
+                kube_patch.apply_json_patch(target, ops)
+        else:
+            assert kube_patch.apply_json_patch(target, ops) == result, (target, ops)
+
+
 def test_a_lost_patch_answer_was_applied_and_its_retry_conflicts(api, kclient):
     create_runs(kclient, run_obj("lost", pending=True))
     api.wait_run("lost", lambda o: run_reason(o)[1] == "PipelineRunPending")
