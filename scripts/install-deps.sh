@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config openssl curl git
       libmicrohttpd-dev libssl-dev libcjson-dev libcurl4-openssl-dev libyaml-dev libcmocka-dev
-      python3 python3-pytest python3-yaml python3-jsonschema shellcheck)
+      python3 python3-pytest python3-yaml python3-jsonschema python3-kubernetes shellcheck)
 # The stand-in GitHub API (tests/githubapi): JWTs, and PyGithub for its self-test.
 pkgs+=(python3-jwt python3-cryptography python3-github)
 # npm fetches GitHub's OpenAPI description; an npm that came with another Node.js stays.

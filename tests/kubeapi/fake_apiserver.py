@@ -39,6 +39,10 @@ import time
 import urllib.parse
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kube_client  # noqa: E402  (list, watch, patch, Leases, ...: see README.md)
+import kube_routes  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_SCHEMA = os.path.join(HERE, "..", "fixtures", "tekton",
                               "tekton-v1-pipelinerun.schema.json")
@@ -425,6 +429,7 @@ class Store:
         self.lock = threading.Lock()
         self.objects = {}  # (ns, name) -> object
         self.rv = 0
+        self.ext = None  # kube_store.ResourceStore: shared counter, other types, events
         for ns in sorted(os.listdir(self.root)):
             nsdir = os.path.join(self.root, ns)
             if not os.path.isdir(nsdir):
@@ -461,6 +466,8 @@ class Store:
             write_file_atomic(os.path.join(nsdir, name + ".json"),
                               json.dumps(obj, indent=1, sort_keys=True).encode())
             self.objects[(ns, name)] = obj
+            if self.ext:
+                self.ext.created(obj)
             return copy.deepcopy(obj)
 
     def get(self, ns, name):
@@ -476,6 +483,8 @@ class Store:
                     os.unlink(os.path.join(self.root, ns, name + ".json"))
                 except OSError:
                     pass
+                if self.ext:
+                    self.ext.deleted(ns, obj)
             return obj
 
     def list(self, ns=None):
@@ -493,6 +502,8 @@ class Store:
                     os.unlink(os.path.join(self.root, ns, name + ".json"))
                 except OSError:
                     pass
+                if self.ext:
+                    self.ext.deleted(ns, self.objects[(ns, name)])
             self.objects.clear()
 
 
@@ -616,7 +627,7 @@ class ApiServer(http.server.ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, addr, state_dir, schema_path, token_file=None, ssl_ctx=None,
-                 namespaces=None, tekton_webhook=True):
+                 namespaces=None, tekton_webhook=True, ext_options=None):
         self.store = Store(state_dir)
         self.checker = SchemaChecker(schema_path, tekton_webhook)
         self.token_file = token_file
@@ -627,6 +638,8 @@ class ApiServer(http.server.ThreadingHTTPServer):
         self.log = []
         self.log_seq = itertools.count(1)
         self.conn_seq = itertools.count(1)
+        self.ext = kube_routes.Extension(self, state_dir, write_file_atomic,
+                                         **(ext_options or {}))
         super().__init__(addr, Handler)
 
     def handle_error(self, request, client_address):
@@ -868,6 +881,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             self._status(413)
             return
+        if self.server.ext.handle(self, body, then):
+            return
         if path in ("/readyz", "/livez", "/healthz"):
             if self.command not in ("GET", "HEAD"):
                 self._status(405)
@@ -1057,6 +1072,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             self._send(400, {"error": "body is not JSON"})
             return
+        if srv.ext.control(self, payload):
+            return
         ns = (self.query.get("namespace") or [None])[0]
         if path == "/_test/objects" and cmd == "GET":
             items, _ = srv.store.list(ns)
@@ -1214,7 +1231,7 @@ class Response:
         return "Response(%d, %r)" % (self.status, self.body[:200])
 
 
-class FakeApiServer:
+class FakeApiServer(kube_client.ClientMixin):
     """Runs fake_apiserver.py as a subprocess and talks to its control endpoints.
 
     state_dir keeps the objects (and server.log); tls_dir must hold server.crt and
@@ -1282,6 +1299,7 @@ class FakeApiServer:
             cmd += ["--faults", json.dumps({"rules": self.initial_faults})]
         if not self.tekton_webhook:
             cmd += ["--no-tekton-webhook"]
+        cmd += self.ext_args()
         log = open(os.path.join(self.state_dir, "server.log"), "ab")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                      close_fds=True)
@@ -1447,6 +1465,7 @@ def main(argv=None):
     ap.add_argument("--faults", help='initial fault rules, JSON {"rules": [...]}')
     ap.add_argument("--no-tekton-webhook", action="store_true",
                     help="skip the checks of Tekton's validating admission webhook")
+    kube_client.add_arguments(ap)
     args = ap.parse_args(argv)
 
     ssl_ctx = None
@@ -1457,7 +1476,8 @@ def main(argv=None):
                                 os.path.join(args.tls_dir, "server.key"))
     srv = ApiServer((args.host, args.port), args.state_dir, args.schema,
                     token_file=args.token_file, ssl_ctx=ssl_ctx, namespaces=args.namespace,
-                    tekton_webhook=not args.no_tekton_webhook)
+                    tekton_webhook=not args.no_tekton_webhook,
+                    ext_options=kube_client.ext_options(args))
     if args.faults:
         srv.faults.set(json.loads(args.faults).get("rules", []))
     port = srv.server_address[1]
