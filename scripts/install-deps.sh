@@ -23,8 +23,3 @@ if [ ${#missing[@]} -gt 0 ]; then
     "${sudo_cmd[@]}" apt-get update -qq
     "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-
-# @octokit/openapi, pinned in tests/githubapi/openapi.py, into ~/.cache/gpuhook (once). Only
-# the GitHub self-test needs it, and it says so if it is missing: no network is no failure here.
-/usr/bin/python3 "$(dirname "$0")/../tests/githubapi/openapi.py" --fetch >/dev/null ||
-    echo "install-deps: @octokit/openapi not fetched; tests/githubapi's tests will fail" >&2
