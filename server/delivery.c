@@ -61,6 +61,7 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
             errlist_add(el, "%s", err);
             goto fail;
         }
+        spool_set_retry_after_max(d->spool, cfg->spool_retry_after_max_seconds);
     } else {
         d->namespace = strdup(cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines");
     }
@@ -96,7 +97,15 @@ const char *delivery_namespace(const struct delivery *d) { return d->namespace; 
 int delivery_mode(const struct delivery *d) { return d->mode; }
 
 bool delivery_api_spools(const struct kube_result *kr) {
-    return kr->status != 201 && kr->status != 409 && kr->status != 400 && kr->status != 422;
+    return kr->answer != KUBE_ANSWER_CREATED && kr->answer != KUBE_ANSWER_EXISTS;
+}
+
+/* The existing object's variant and fingerprint, for an "exists" answer. */
+static void delivery_existing(struct delivery_result *r, const struct kube_result *kr) {
+    r->existing = kr->existing;
+    buf_copy_str(r->existing_variant, sizeof(r->existing_variant), kr->existing_variant);
+    buf_copy_str(r->existing_fingerprint, sizeof(r->existing_fingerprint),
+                 kr->existing_fingerprint);
 }
 
 void delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
@@ -106,20 +115,27 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
     memset(r, 0, sizeof(*r));
     r->api_status = kr->status;
     buf_copy_str(r->message, sizeof(r->message), kr->message);
+    buf_copy_str(r->reason, sizeof(r->reason), kr->reason);
     snprintf(status, sizeof(status), "%d", kr->status);
-    if (kr->status == 201) {
+    switch (kr->answer) {
+    case KUBE_ANSWER_CREATED:
         r->outcome = DELIVERY_CREATED;
         return;
-    }
-    if (kr->status == 409) {
+    case KUBE_ANSWER_EXISTS:
         r->outcome = DELIVERY_EXISTS;
+        delivery_existing(r, kr);
         return;
-    }
-    if (kr->status == 400 || kr->status == 422) {
+    case KUBE_ANSWER_REFUSED:
+        /* Final: retrying cannot help. The object and the API's Status stay in failed/. */
         r->outcome = DELIVERY_REJECTED;
-        LOGGER_ERROR_("API rejected the PipelineRun", "pipelinerun", name, "status", status,
-                      "error", kr->message);
+        LOGGER_ERROR_("API refused the PipelineRun", "pipelinerun", name, "status", status,
+                      "reason", kr->reason, "error", kr->message);
+        if (spool_put_failed(d->spool, name, json, len, kr) != 0)
+            LOGGER_ERROR_("cannot keep the refused run in failed/", "pipelinerun", name, "error",
+                          strerror(errno));
         return;
+    default:
+        break;
     }
     /* Out of time: keep it durably and let the worker finish the job. */
     if (spool_put(d->spool, name, json, len) == 0) {
@@ -131,6 +147,29 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
         LOGGER_ERROR_("API unavailable and the spool refused the run", "pipelinerun", name,
                       "status", status, "error", strerror(errno));
     }
+}
+
+/* Reads back the file a local-mode run already has, as the API path reads the object. */
+static void delivery_local_existing(struct delivery *d, const char *file,
+                                    struct delivery_result *r) {
+    char path[4096];
+    struct buf b;
+    struct kube_result kr;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", d->local_dir, file);
+    if (!(f = fopen(path, "rb")))
+        return;
+    buf_init(&b, 4 * 1024 * 1024);
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && buf_append(&b, chunk, n) == 0)
+        ;
+    fclose(f);
+    memset(&kr, 0, sizeof(kr));
+    kube_existing_read(b.data ? b.data : "", b.len, &kr);
+    delivery_existing(r, &kr);
+    buf_cleanup(&b);
 }
 
 int delivery_submit_async(struct delivery *d, const char *ns, const char *json, size_t len,
@@ -157,6 +196,8 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
         r->outcome = rc == 0            ? DELIVERY_CREATED
                      : rc == GHE_EXISTS ? DELIVERY_EXISTS
                                         : DELIVERY_UNAVAILABLE;
+        if (rc == GHE_EXISTS)
+            delivery_local_existing(d, file, r);
         if (r->outcome == DELIVERY_UNAVAILABLE)
             snprintf(r->message, sizeof(r->message), "cannot write to kubernetes.local_dir");
         return;
@@ -214,6 +255,12 @@ report:
     buf_appendf(detail, "\"delivery\":{\"ok\":%s,\"mode\":\"%s\",\"detail\":\"",
                 ok ? "true" : "false", config_kube_mode_name(d->mode));
     buf_append_json_escaped(detail, msg, strlen(msg));
+    int blocked = 0;
+    /* RBAC or a missing namespace or CRD: runs wait in the spool until an operator fixes it. */
+    if (d->kube && kube_blocked(d->kube, &blocked, msg, sizeof(msg))) {
+        buf_appendf(detail, "\",\"blocked\":\"HTTP %d, runs wait in the spool: ", blocked);
+        buf_append_json_escaped(detail, msg, strlen(msg));
+    }
     buf_appends(detail, "\"}");
     if (d->spool)
         buf_appendf(detail, ",\"spool\":{\"ok\":true,\"depth\":%ld}", spool_depth(d->spool));

@@ -15,6 +15,7 @@ enum metrics_family {
     METRICS_DELIVERIES,
     METRICS_CREATED,
     METRICS_KUBE,
+    METRICS_KUBE_ANSWERS,
     METRICS_FAMILY_COUNT
 };
 
@@ -26,6 +27,8 @@ static const struct {
     {"gpuhook_deliveries_total", "Webhook and trigger deliveries by event and outcome."},
     {"gpuhook_pipelineruns_created_total", "PipelineRuns created, by variant."},
     {"gpuhook_kube_requests_total", "Kubernetes API requests by status code (0: no answer)."},
+    {"gpuhook_kube_answers_total",
+     "Final answers to creates by class: created, exists, refused, blocked, unauthorized, retry."},
 };
 
 struct metrics_series {
@@ -128,6 +131,13 @@ void metrics_kube_request(int code) {
     char labels[METRICS_KEY_MAX];
     snprintf(labels, sizeof(labels), "code=\"%d\"", code);
     metrics_inc(METRICS_KUBE, labels);
+}
+
+void metrics_kube_answer(const char *answer) {
+    char labels[METRICS_KEY_MAX], a[32];
+    metrics_label(a, sizeof(a), answer);
+    snprintf(labels, sizeof(labels), "answer=\"%s\"", a);
+    metrics_inc(METRICS_KUBE_ANSWERS, labels);
 }
 
 void metrics_spool_depth_set(long depth) {

@@ -149,7 +149,7 @@ int render_main(int argc, char **argv, const char *default_config) {
         .ev = &ev,
         .decision = &d,
         .namespace = cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines",
-        .name_key = {hook ? hook : "", delivery, select_variant_name(d.variant)},
+        .name_key = {hook ? hook : "", delivery},
     };
     cJSON *obj = NULL;
     if (template_render(cfg->tmpl, &in, &obj, err, sizeof(err)) != 0) {
