@@ -1216,8 +1216,11 @@ bool template_declares(const struct template *t, const char *param) {
 
 bool template_param_from_variant(const struct template *t, const char *param) {
     ssize_t i = t && param ? tpl_param_find(t, param) : -1;
-    const char *src = i >= 0 && t->params[i].bound ? t->params[i].bind.src : NULL;
-    return src && strstr(src, "$(extensions.variant)") != NULL;
+    const struct tpl_expr *x = i >= 0 && t->params[i].bound ? &t->params[i].bind : NULL;
+    for (size_t k = 0; x && k < x->count; k++)
+        if (x->parts[k].kind == TPL_EXT && strcmp(tpl_exts[x->parts[k].ext].name, "variant") == 0)
+            return true;
+    return false;
 }
 
 size_t template_param_count(const struct template *t) { return t ? t->nparam : 0; }
