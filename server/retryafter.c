@@ -42,12 +42,18 @@ static int ra_month(const char **p, const char *end) {
     return -1;
 }
 
-/* Skips a day name ("Sun" or "Sunday") up to and including sep, when sep is set. */
+/* Skips a day name ("Sun" or "Sunday", as RFC 9110 spells them) and then sep, when set. */
 static bool ra_dayname(const char **p, const char *end, char sep) {
+    static const char *const days[] = {"Mon",      "Tue",     "Wed",       "Thu",      "Fri",
+                                       "Sat",      "Sun",     "Monday",    "Tuesday",  "Wednesday",
+                                       "Thursday", "Friday",  "Saturday",  "Sunday"};
     const char *s = *p;
     while (s < end && ((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')))
         s++;
-    if (s - *p < 3 || s - *p > 9)
+    bool known = false;
+    for (size_t i = 0; i < sizeof(days) / sizeof(days[0]) && !known; i++)
+        known = strlen(days[i]) == (size_t)(s - *p) && strncmp(days[i], *p, (size_t)(s - *p)) == 0;
+    if (!known)
         return false;
     if (sep) {
         if (s >= end || *s != sep)
