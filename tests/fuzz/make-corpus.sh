@@ -137,6 +137,7 @@ cat > "$out/config/every-key" <<'JSON'
   },
   "spool_dir": "/nonexistent/spool",
   "spool_max_age_hours": 1,
+  "spool_retry_after_max_seconds": 60,
   "gpu": {"refresh_seconds": 3600, "required": true}
 }
 JSON
