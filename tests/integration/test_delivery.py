@@ -175,8 +175,8 @@ def test_422_goes_to_502_and_spooled_422_goes_to_failed_with_reason(tmp_path):
             assert "spec.params: Invalid value" in r.json["error"]
             assert os.listdir(os.path.join(g.tmp, "spool")) == ["failed"]  # nothing spooled
             # The refused run and the API's answer are kept in failed/ (issue 13).
-            name = r.json["error"] and sorted(os.listdir(os.path.join(g.tmp, "spool", "failed")))
-            assert len(name) == 2 and name[0].endswith(".error") and name[1].endswith(".json")
+            kept = sorted(os.listdir(os.path.join(g.tmp, "spool", "failed")))
+            assert len(kept) == 2 and kept[0].endswith(".error") and kept[1].endswith(".json")
             # A spooled run that later meets a 422 moves to failed/ with the answer.
             obj = json.loads(json.dumps({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
                                          "metadata": {"name": "bad-run", "namespace": "tekton-pipelines"},

@@ -7,13 +7,14 @@ import time
 
 import pytest
 
-from harness import GpuHook, fixture, metric_value
+from harness import WRAPPER, GpuHook, fixture, metric_value
 from fake_apiserver import FakeApiServer
 
 PUSH = fixture("push_with-new-branch.json")
 FAKE = os.environ.get("GPUHOOK_FAKEGPU_BIN") or os.path.join(
     os.path.dirname(os.environ.get("GPUHOOK_BIN", "build/gpuhook")), "tests", "gpuhook_fakegpu")
-RUNS = "/apis/tekton.dev/v1/namespaces/tekton-pipelines/pipelineruns"
+# Latency bounds mean nothing under valgrind or the sanitizers; the plain build checks them.
+SLOW = bool(WRAPPER) or os.environ.get("GPUHOOK_SANITIZED") == "1"
 
 
 def main_push():
@@ -151,7 +152,8 @@ def test_refused_objects_are_final_502_kept_in_failed_and_counted(api, code, rea
         assert len(posts(api)) == 1  # never retried
         failed = os.path.join(g.tmp, "spool", "failed")
         names = sorted(os.listdir(failed))
-        run = r.body and json.loads(open(os.path.join(failed, names[1])).read())
+        assert names[0].endswith(".error") and names[1].endswith(".json")
+        run = json.loads(open(os.path.join(failed, names[1])).read())
         assert run["kind"] == "PipelineRun"
         text = open(os.path.join(failed, names[0])).read()
         assert text.startswith("HTTP %d %s: " % (code, reason))
@@ -177,7 +179,7 @@ def test_403_and_404_spool_and_readyz_says_so_without_failing(api, code):
         t0 = time.monotonic()
         r = g.deliver("push", PUSH)
         assert r.status == 202 and r.json["status"] == "queued", r.body
-        assert time.monotonic() - t0 < 2  # spooled at once, not hammered until the deadline
+        assert SLOW or time.monotonic() - t0 < 2  # spooled at once, not retried to the deadline
         rz = g.request("GET", "/readyz")
         assert rz.status == 200
         blocked = rz.json["checks"]["delivery"]["blocked"]
@@ -215,7 +217,7 @@ def test_retry_after_http_date_is_honoured_inside_the_deadline(api):
         r = g.deliver("push", PUSH)
         took = time.monotonic() - t0
         assert r.status == 201, r.body
-        assert 0.5 <= took < 5.5
+        assert 0.5 <= took and (SLOW or took < 5.5)
 
 
 @pytest.mark.parametrize("value", ["99999999999999999999", "86400",
@@ -226,7 +228,7 @@ def test_retry_after_past_the_deadline_spools_at_once_then_is_clamped_in_the_spo
         t0 = time.monotonic()
         r = g.deliver("push", PUSH)
         assert r.status == 202 and r.json["status"] == "queued", r.body
-        assert time.monotonic() - t0 < 1.5  # no retry can come inside the deadline
+        assert SLOW or time.monotonic() - t0 < 1.5  # no retry can come inside the deadline
         # The spool meets the same header once more, waits at most a second, then creates.
         assert wait_for(lambda: len(api.objects()) == 1, timeout=10)
         assert g.proc.poll() is None
