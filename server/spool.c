@@ -1,4 +1,5 @@
 #include "gpuhook/spool.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 
@@ -240,7 +241,7 @@ static struct spool_entry *spool_track(struct spool *s, const char *file) {
         return NULL;
     struct spool_entry *e = &s->entries[s->entry_count++];
     memset(e, 0, sizeof(*e));
-    snprintf(e->name, sizeof(e->name), "%s", file);
+    buf_copy_str(e->name, sizeof(e->name), file);
     e->backoff_ms = SPOOL_BACKOFF_MIN_MS;
     e->retry_after_ms = -1;
     e->next_ms = 0;
