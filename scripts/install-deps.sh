@@ -5,7 +5,7 @@ set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config openssl curl git
       libmicrohttpd-dev libssl-dev libcjson-dev libcurl4-openssl-dev libyaml-dev libcmocka-dev
-      python3 python3-pytest python3-yaml python3-jsonschema shellcheck)
+      python3 python3-pytest python3-yaml python3-jsonschema python3-kubernetes shellcheck)
 
 missing=()
 for p in "${pkgs[@]}"; do
