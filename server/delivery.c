@@ -21,6 +21,7 @@ struct delivery {
     long timeout_ms;
     char *namespace;
     char *local_dir;
+    char *spool_dir;
     struct kube *kube;
     struct spool *spool;
 
@@ -62,6 +63,7 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
             goto fail;
         }
         spool_set_retry_after_max(d->spool, cfg->spool_retry_after_max_seconds);
+        d->spool_dir = strdup(cfg->spool_dir);
     } else {
         d->namespace = strdup(cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines");
     }
@@ -88,6 +90,7 @@ void delivery_free(struct delivery *d) {
     kube_free(d->kube);
     free(d->namespace);
     free(d->local_dir);
+    free(d->spool_dir);
     pthread_mutex_destroy(&d->lock);
     free(d);
 }
@@ -106,7 +109,10 @@ static void delivery_existing(struct delivery_result *r, const struct kube_resul
     buf_copy_str(r->existing_variant, sizeof(r->existing_variant), kr->existing_variant);
     buf_copy_str(r->existing_fingerprint, sizeof(r->existing_fingerprint),
                  kr->existing_fingerprint);
+    buf_copy_str(r->existing_rule, sizeof(r->existing_rule), kr->existing_rule);
 }
+
+static void delivery_read_existing(const char *dir, const char *file, struct delivery_result *r);
 
 void delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
                           const struct kube_result *kr, struct delivery_result *r) {
@@ -138,8 +144,15 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
         break;
     }
     /* Out of time: keep it durably and let the worker finish the job. */
-    if (spool_put(d->spool, name, json, len) == 0) {
+    int rc = spool_put(d->spool, name, json, len);
+    if (rc == 0 || rc == GHE_EXISTS) {
         r->outcome = DELIVERY_QUEUED;
+        if (rc == GHE_EXISTS && d->spool_dir) {
+            /* Already waiting: answer for the run that waits, as "exists" does. */
+            char file[128];
+            snprintf(file, sizeof(file), "%s.json", name);
+            delivery_read_existing(d->spool_dir, file, r);
+        }
         LOGGER_WARN_("API unavailable, run spooled", "pipelinerun", name, "status", status, "error",
                      kr->message);
     } else {
@@ -149,27 +162,58 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
     }
 }
 
-/* Reads back the file a local-mode run already has, as the API path reads the object. */
-static void delivery_local_existing(struct delivery *d, const char *file,
-                                    struct delivery_result *r) {
-    char path[4096];
-    struct buf b;
-    struct kube_result kr;
+/* Reads dir/file whole into b (bounded at 4 MiB); false when it cannot be opened. */
+static bool delivery_read_file(const char *dir, const char *file, struct buf *b) {
+    char path[4096], chunk[8192];
+    size_t n;
     FILE *f;
 
-    snprintf(path, sizeof(path), "%s/%s", d->local_dir, file);
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    buf_init(b, 4 * 1024 * 1024);
     if (!(f = fopen(path, "rb")))
-        return;
-    buf_init(&b, 4 * 1024 * 1024);
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && buf_append(&b, chunk, n) == 0)
+        return false;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && buf_append(b, chunk, n) == 0)
         ;
     fclose(f);
-    memset(&kr, 0, sizeof(kr));
-    kube_existing_read(b.data ? b.data : "", b.len, &kr);
-    delivery_existing(r, &kr);
+    return true;
+}
+
+/* Reads back a run's file (local mode, or the spool), as the API path reads the object. */
+static void delivery_read_existing(const char *dir, const char *file, struct delivery_result *r) {
+    struct buf b;
+    struct kube_result kr;
+
+    if (delivery_read_file(dir, file, &b)) {
+        memset(&kr, 0, sizeof(kr));
+        kube_existing_read(b.data ? b.data : "", b.len, &kr);
+        delivery_existing(r, &kr);
+    }
     buf_cleanup(&b);
+}
+
+int delivery_spooled(struct delivery *d, const char *name, char **json, size_t *len,
+                     struct delivery_result *r) {
+    char file[128];
+    struct buf b;
+    struct kube_result kr;
+
+    memset(r, 0, sizeof(*r));
+    if (!d->spool_dir)
+        return GHE_NOTFOUND;
+    snprintf(file, sizeof(file), "%s.json", name);
+    if (!delivery_read_file(d->spool_dir, file, &b) || !b.len) {
+        buf_cleanup(&b);
+        return GHE_NOTFOUND;
+    }
+    memset(&kr, 0, sizeof(kr));
+    kube_existing_read(b.data, b.len, &kr);
+    delivery_existing(r, &kr);
+    if (!r->existing) { /* not an object: leave it to the worker, which moves it to failed/ */
+        buf_cleanup(&b);
+        return GHE_NOTFOUND;
+    }
+    *json = buf_detach(&b, len);
+    return 0;
 }
 
 int delivery_submit_async(struct delivery *d, const char *ns, const char *json, size_t len,
@@ -197,7 +241,7 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
                      : rc == GHE_EXISTS ? DELIVERY_EXISTS
                                         : DELIVERY_UNAVAILABLE;
         if (rc == GHE_EXISTS)
-            delivery_local_existing(d, file, r);
+            delivery_read_existing(d->local_dir, file, r);
         if (r->outcome == DELIVERY_UNAVAILABLE)
             snprintf(r->message, sizeof(r->message), "cannot write to kubernetes.local_dir");
         return;

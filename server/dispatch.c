@@ -47,15 +47,18 @@ static long dispatch_now_ms(void) {
 }
 
 /*
- * The run's name was taken. The answer names the existing run's own variant (read back
- * from the API, or the local file), and a /trigger Idempotency-Key must come with the
- * same request as the first time (its fingerprint is an annotation on the object).
+ * The run's name was taken (or already waits in the spool). The answer names the existing
+ * run's own variant (read back from the API, the local file or the spooled file), and a
+ * /trigger Idempotency-Key must come with the same request as the first time (its
+ * fingerprint is an annotation on the object).
  * Returns false with the response set when the answer is not "exists".
  */
 static bool dispatch_exists(struct http_request *req, struct dispatch_pending *pd,
                             const struct delivery_result *r) {
     if (r->existing && r->existing_variant[0])
         buf_copy_str(pd->variant, sizeof(pd->variant), r->existing_variant);
+    if (r->existing && r->existing_rule[0])
+        buf_copy_str(pd->rule, sizeof(pd->rule), r->existing_rule);
     if (!pd->fingerprint[0])
         return true;
     if (!r->existing) {
@@ -75,6 +78,35 @@ static bool dispatch_exists(struct http_request *req, struct dispatch_pending *p
     return true;
 }
 
+/* A created run that had waited in the spool: answer for it, as for an existing one. */
+static bool dispatch_spooled_check(struct http_request *req, struct dispatch_pending *pd) {
+    struct delivery_result known;
+    memset(&known, 0, sizeof(known));
+    known.existing = true;
+    buf_copy_str(known.existing_variant, sizeof(known.existing_variant), pd->spool_variant);
+    buf_copy_str(known.existing_fingerprint, sizeof(known.existing_fingerprint),
+                 pd->spool_fingerprint);
+    buf_copy_str(known.existing_rule, sizeof(known.existing_rule), pd->spool_rule);
+    return dispatch_exists(req, pd, &known);
+}
+
+/* When the name already waits in the spool, the run that waits is what gets sent. */
+static void dispatch_prefer_spooled(struct http_request *req, struct dispatch_pending *pd) {
+    struct delivery_result known;
+    char *json = NULL;
+    size_t len = 0;
+
+    if (delivery_spooled(req->app->delivery, pd->name, &json, &len, &known) != 0)
+        return;
+    free(pd->json);
+    pd->json = json;
+    pd->len = len;
+    pd->from_spool = true;
+    buf_copy_str(pd->spool_variant, sizeof(pd->spool_variant), known.existing_variant);
+    buf_copy_str(pd->spool_fingerprint, sizeof(pd->spool_fingerprint), known.existing_fingerprint);
+    buf_copy_str(pd->spool_rule, sizeof(pd->spool_rule), known.existing_rule);
+}
+
 /* Counts, logs and answers a delivery's outcome; frees the pending state. */
 static void dispatch_finish(struct http_request *req, struct dispatch_pending *pd,
                             const struct delivery_result *r) {
@@ -84,6 +116,8 @@ static void dispatch_finish(struct http_request *req, struct dispatch_pending *p
                  "outcome", delivery_outcome_name(r->outcome));
     switch (r->outcome) {
     case DELIVERY_CREATED:
+        if (pd->from_spool && !dispatch_spooled_check(req, pd))
+            goto out;
         metrics_pipelinerun_created(pd->variant);
         dispatch_respond(req, 201, "created", pd);
         break;
@@ -93,6 +127,9 @@ static void dispatch_finish(struct http_request *req, struct dispatch_pending *p
         dispatch_respond(req, 200, "exists", pd);
         break;
     case DELIVERY_QUEUED:
+        /* The name already waits in the spool: the same checks as for a created run. */
+        if (r->existing && !dispatch_exists(req, pd, r))
+            goto out;
         dispatch_respond(req, 202, "queued", pd);
         break;
     case DELIVERY_DRY_RUN:
@@ -127,6 +164,9 @@ void dispatch_complete(struct http_request *req) {
     req->pending = NULL;
     if (!pd)
         return;
+    if (delivery_mode(req->app->delivery) == CONFIG_KUBE_URL ||
+        delivery_mode(req->app->delivery) == CONFIG_KUBE_IN_CLUSTER)
+        dispatch_prefer_spooled(req, pd);
     delivery_submit(req->app->delivery, pd->name, pd->ns, pd->json, pd->len, dispatch_deadline(req),
                     &r);
     dispatch_finish(req, pd, &r);
@@ -173,6 +213,7 @@ bool dispatch_complete_async(struct http_request *req, struct workpool *pool,
         return false;
     pd->pool = pool;
     pd->finished = finished;
+    dispatch_prefer_spooled(req, pd);
     /* done runs in every case but the unsupported mode, which was ruled out above. */
     return delivery_submit_async(req->app->delivery, pd->ns, pd->json, pd->len,
                                  dispatch_deadline(req), dispatch_api_done, req) != GHE_UNSUPPORTED;

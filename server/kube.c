@@ -434,13 +434,16 @@ void kube_existing_read(const char *json, size_t len, struct kube_result *r) {
     const cJSON *meta = cJSON_GetObjectItemCaseSensitive(o, "metadata");
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(
         cJSON_GetObjectItemCaseSensitive(meta, "labels"), "gpuhook.dev/variant");
-    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(meta, "annotations"), "gpuhook.dev/request-sha256");
+    const cJSON *notes = cJSON_GetObjectItemCaseSensitive(meta, "annotations");
+    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(notes, "gpuhook.dev/request-sha256");
+    const cJSON *rule = cJSON_GetObjectItemCaseSensitive(notes, "gpuhook.dev/rule");
     r->existing = cJSON_IsObject(meta);
     snprintf(r->existing_variant, sizeof(r->existing_variant), "%s",
              cJSON_IsString(v) ? v->valuestring : "");
     snprintf(r->existing_fingerprint, sizeof(r->existing_fingerprint), "%s",
              cJSON_IsString(fp) ? fp->valuestring : "");
+    buf_copy_str(r->existing_rule, sizeof(r->existing_rule),
+                 cJSON_IsString(rule) ? rule->valuestring : "");
     cJSON_Delete(o);
 }
 

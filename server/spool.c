@@ -170,16 +170,14 @@ static bool spool_is_entry(const char *name) {
 }
 
 int spool_put(struct spool *s, const char *name, const char *json, size_t len) {
-    char file[128], path[4096];
+    char file[128];
     snprintf(file, sizeof(file), "%s.json", name);
-    snprintf(path, sizeof(path), "%s/%s", s->dir, file);
     /* The lock orders puts with the worker's recount, so the depth never goes stale-low. */
     pthread_mutex_lock(&s->lock);
-    bool existed = access(path, F_OK) == 0;
-    int rc = spool_write_atomic(s->dir, file, json, len, 0);
+    /* Exclusive: the first run spooled under a name stays what is delivered under it. */
+    int rc = spool_write_atomic(s->dir, file, json, len, 1);
     if (rc == 0) {
-        if (!existed)
-            s->depth++;
+        s->depth++;
         metrics_spool_depth_set(s->depth);
         pthread_cond_broadcast(&s->wake);
     }

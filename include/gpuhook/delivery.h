@@ -32,6 +32,7 @@ struct delivery_result {
     bool existing;
     char existing_variant[16];
     char existing_fingerprint[72];
+    char existing_rule[128];
 };
 
 struct delivery;
@@ -56,6 +57,15 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
                      size_t len, long deadline_ms, struct delivery_result *r);
 
 struct kube_result;
+
+/*
+ * The API modes: when a run named name already waits in the spool, hands its JSON text
+ * (caller frees) and what it says (variant, fingerprint) back and returns 0, so that the
+ * run that waits is the one delivered, never a later render under the same name. Returns
+ * GHE_NOTFOUND otherwise.
+ */
+int delivery_spooled(struct delivery *d, const char *name, char **json, size_t *len,
+                     struct delivery_result *r);
 
 /*
  * The API modes without a blocking thread: starts creating the object and

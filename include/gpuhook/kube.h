@@ -60,6 +60,7 @@ struct kube_result {
     bool existing;                /* the GET answered 200 */
     char existing_variant[16];    /* its gpuhook.dev/variant label */
     char existing_fingerprint[72]; /* its gpuhook.dev/request-sha256 annotation */
+    char existing_rule[128];       /* its gpuhook.dev/rule annotation */
 };
 
 /*

@@ -20,7 +20,10 @@ int spool_open(const char *dir, long max_age_hours, struct spool **out, char *er
 /* Stops the worker if running, then frees. */
 void spool_free(struct spool *s);
 
-/* Stores one run durably. Spooling the same name twice leaves one file. */
+/*
+ * Stores one run durably. A name already spooled keeps its first file, untouched, and
+ * gives GHE_EXISTS: a redelivery (or a reused Idempotency-Key) cannot swap what waits.
+ */
 int spool_put(struct spool *s, const char *name, const char *json, size_t len);
 
 /*

@@ -74,6 +74,7 @@ def test_two_replicas_with_other_rules_and_gpus_create_one_run(api):
         assert rb.status == 200 and rb.json["status"] == "exists", rb.body
         assert rb.json["pipelinerun"] == ra.json["pipelinerun"]
         assert rb.json["variant"] == "original"  # read back from the object, not B's choice
+        assert rb.json["rule"] == "main-original"
         # B also answers a redelivery from its cache the same way, and A still says exists.
         assert b.deliver("push", main_push(), delivery="dup-1", hook_id="77").json["variant"] == "original"
         assert a.deliver("push", main_push(), delivery="dup-1", hook_id="77").status == 200
@@ -348,3 +349,42 @@ def test_idempotency_key_in_local_mode_compares_the_file(local):
     r3 = local.trigger({"variant": "lite", "revision": "l2"}, extra=key)
     assert (r1.status, r2.status, r3.status) == (201, 200, 422)
     assert r2.json["pipelinerun"] == r1.json["pipelinerun"]
+
+
+def test_what_waits_in_the_spool_is_never_swapped(tmp_path):
+    """While the API is down, a reused key with another body gets 422 and a redelivery that
+    would now pick another variant is answered for the run that waits; nothing replaces it."""
+    api = FakeApiServer(str(tmp_path / "api")).start()
+    port = api.port
+    api.kill()
+    g = GpuHook()
+    g.config["kubernetes"] = {"mode": "url", "url": "http://127.0.0.1:%d" % port,
+                              "namespace": "tekton-pipelines", "timeout_seconds": 1}
+    key = {"Idempotency-Key": "while-down-1"}
+    with g:
+        r1 = g.trigger({"variant": "lite", "revision": "first"}, extra=key)
+        assert r1.status == 202 and r1.json["status"] == "queued", r1.body
+        r2 = g.trigger({"variant": "lite", "revision": "second"}, extra=key)
+        assert r2.status == 422 and "different request body" in r2.json["error"], r2.body
+        r3 = g.trigger({"variant": "lite", "revision": "first"}, extra=key)
+        assert r3.status == 202 and r3.json["pipelinerun"] == r1.json["pipelinerun"]
+        w1 = g.deliver("push", main_push(), delivery="down-dup", hook_id="5")
+        assert w1.status == 202 and w1.json["variant"] == "original"
+    g.config["selection"]["rules"] = []  # restarted with rules that would pick lite
+    api.start(port=port)
+    try:
+        with g:
+            # Whoever sends it first (this request or the spool's worker), the run that
+            # waited is the one created, and the answer is for it.
+            w2 = g.deliver("push", main_push(), delivery="down-dup", hook_id="5")
+            assert w2.status in (200, 201, 202), w2.body
+            assert w2.json["pipelinerun"] == w1.json["pipelinerun"]
+            assert (w2.json["variant"], w2.json["rule"]) == ("original", "main-original")
+            assert wait_for(lambda: len(api.objects()) == 2, timeout=20)
+        by_name = {o["metadata"]["name"]: o for o in api.objects()}
+        params = {p["name"]: p["value"] for p in by_name[r1.json["pipelinerun"]]["spec"]["params"]}
+        assert params["git-revision"] == "first"
+        assert by_name[w1.json["pipelinerun"]]["spec"]["pipelineRef"]["name"] == \
+            "gpu-real-8-step-workflow-original"
+    finally:
+        api.stop()
