@@ -1,7 +1,8 @@
 /*
  * The Kubernetes API client: creates PipelineRuns with POST ...?fieldValidation=Strict,
- * retrying 429, 5xx, connection errors and timeouts with exponential backoff and
- * jitter inside a deadline, honouring Retry-After. Each client runs one loop thread
+ * deciding what each answer means through one table (below), retrying what it calls
+ * RETRY with exponential backoff and jitter inside a deadline, honouring Retry-After
+ * (both forms, clamped), and reading the object back with a GET after AlreadyExists. Each client runs one loop thread
  * that drives every create through a curl multi handle, so one wake-up serves many
  * calls, retries wait without holding a thread, and the multi's connection cache keeps
  * connections to the API server alive between calls. It re-reads the bearer token when
