@@ -38,8 +38,7 @@ void app_config_swap(struct app *app, struct config *cfg) {
 }
 
 /* "w/hook/delivery" or "t/key": webhook and trigger identities never share an entry. */
-static void app_lru_key(char *key, size_t n, int kind, const char *hook_id,
-                        const char *delivery) {
+static void app_lru_key(char *key, size_t n, int kind, const char *hook_id, const char *delivery) {
     if (kind == NAMING_TRIGGER)
         snprintf(key, n, "t/%s", delivery ? delivery : "");
     else

@@ -22,8 +22,8 @@
 
 #define KUBE_POOL_MAX 64
 #define KUBE_CONNS_MAX 32
-#define KUBE_STATUS_MAX (64 * 1024)        /* what a POST's answer keeps: a Status fits */
-#define KUBE_OBJECT_MAX (4 * 1024 * 1024)  /* what a GET keeps: the object, bounded by etcd */
+#define KUBE_STATUS_MAX (64 * 1024)       /* what a POST's answer keeps: a Status fits */
+#define KUBE_OBJECT_MAX (4 * 1024 * 1024) /* what a GET keeps: the object, bounded by etcd */
 #define KUBE_TOKEN_CHECK_SECONDS 10
 #define KUBE_IDLE_POLL_MS 1000
 #define KUBE_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -60,7 +60,7 @@ struct kube_job {
     long backoff_ms;
     long retry_after; /* seconds, from the last answer; -1 when absent */
     int reauthed;
-    bool getting; /* after 409 AlreadyExists: reading the existing object */
+    bool getting;          /* after 409 AlreadyExists: reading the existing object */
     struct kube_handle *h; /* while in flight */
     struct buf resp;
     struct kube_result r;
@@ -386,7 +386,7 @@ int kube_answer_of(int status, const char *reason) {
         return KUBE_ANSWER_CREATED;
     case 409:
         return reason && strcmp(reason, "AlreadyExists") == 0 ? KUBE_ANSWER_EXISTS
-                                                               : KUBE_ANSWER_RETRY;
+                                                              : KUBE_ANSWER_RETRY;
     case 400:
     case 413:
     case 415:
@@ -529,8 +529,8 @@ static void kube_job_attempt(struct kube *k, struct kube_job *job) {
 /* Sets job->get_url to the URL of the object the job posts; false when it has no usable name. */
 static bool kube_job_get_url(struct kube_job *job) {
     cJSON *o = cJSON_ParseWithLength(job->json, job->len);
-    const cJSON *name = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name");
+    const cJSON *name =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name");
     bool ok = cJSON_IsString(name) && naming_dns1123_subdomain(name->valuestring);
     if (ok) {
         size_t n = strcspn(job->url, "?");
@@ -621,8 +621,9 @@ static void kube_loop_reap(struct kube *k) {
         kube_flight_unlink(k, job);
         char scratch[128];
         /* A failed GET keeps the 409's message. */
-        int code = job->getting ? kube_exchange_status(h, cc, scratch, sizeof(scratch))
-                                : kube_exchange_status(h, cc, job->r.message, sizeof(job->r.message));
+        int code = job->getting
+                       ? kube_exchange_status(h, cc, scratch, sizeof(scratch))
+                       : kube_exchange_status(h, cc, job->r.message, sizeof(job->r.message));
         kube_job_answered(k, job, code);
     }
 }

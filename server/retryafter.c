@@ -44,9 +44,9 @@ static int ra_month(const char **p, const char *end) {
 
 /* Skips a day name ("Sun" or "Sunday", as RFC 9110 spells them) and then sep, when set. */
 static bool ra_dayname(const char **p, const char *end, char sep) {
-    static const char *const days[] = {"Mon",      "Tue",     "Wed",       "Thu",      "Fri",
-                                       "Sat",      "Sun",     "Monday",    "Tuesday",  "Wednesday",
-                                       "Thursday", "Friday",  "Saturday",  "Sunday"};
+    static const char *const days[] = {"Mon",      "Tue",    "Wed",      "Thu",     "Fri",
+                                       "Sat",      "Sun",    "Monday",   "Tuesday", "Wednesday",
+                                       "Thursday", "Friday", "Saturday", "Sunday"};
     const char *s = *p;
     while (s < end && ((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z')))
         s++;

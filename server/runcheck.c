@@ -22,7 +22,9 @@ static bool rc_name(const cJSON *v, const char *place, size_t max, char *err, si
         strlen(v->valuestring) <= max)
         return true;
     if (!cJSON_IsString(v)) {
-        snprintf(err, errlen, "the rendered %s is not a string: a Kubernetes name is one of " RUNCHECK_HINT, place);
+        snprintf(err, errlen,
+                 "the rendered %s is not a string: a Kubernetes name is one of " RUNCHECK_HINT,
+                 place);
         return false;
     }
     snprintf(err, errlen,
@@ -44,12 +46,14 @@ int runcheck_names(const char *json, size_t len, char *err, size_t errlen) {
         snprintf(err, errlen, "the rendered PipelineRun does not parse as JSON");
     ok = ok && rc_name(rc_at(rc_at(run, "metadata", NULL), "name", NULL), "metadata.name", 63, err,
                        errlen);
-    ok = ok && rc_name(rc_at(spec, "pipelineRef", "name"), "spec.pipelineRef.name", 63, err, errlen);
+    ok =
+        ok && rc_name(rc_at(spec, "pipelineRef", "name"), "spec.pipelineRef.name", 63, err, errlen);
     ok = ok && rc_name(rc_at(spec, "taskRunTemplate", "serviceAccountName"),
                        "spec.taskRunTemplate.serviceAccountName", 253, err, errlen);
     cJSON_ArrayForEach(it, rc_at(spec, "workspaces", NULL)) {
-        static const char *const refs[][2] = {
-            {"persistentVolumeClaim", "claimName"}, {"configMap", "name"}, {"secret", "secretName"}};
+        static const char *const refs[][2] = {{"persistentVolumeClaim", "claimName"},
+                                              {"configMap", "name"},
+                                              {"secret", "secretName"}};
         for (size_t j = 0; ok && j < 3; j++) {
             snprintf(place, sizeof(place), "spec.workspaces[%zu].%s.%s", i, refs[j][0], refs[j][1]);
             ok = rc_name(rc_at(it, refs[j][0], refs[j][1]), place, 253, err, errlen);

@@ -306,10 +306,9 @@ static bool spool_attempt(struct spool *s, struct spool_entry *e) {
         return true;
     }
     /* Retry-After, clamped to spool_retry_after_max_seconds; else the backoff decides. */
-    e->retry_after_ms = r.retry_after_s < 0 ? -1
-                        : r.retry_after_s * 1000L > s->retry_after_max_ms
-                            ? s->retry_after_max_ms
-                            : r.retry_after_s * 1000L;
+    e->retry_after_ms = r.retry_after_s < 0                               ? -1
+                        : r.retry_after_s * 1000L > s->retry_after_max_ms ? s->retry_after_max_ms
+                                                                          : r.retry_after_s * 1000L;
     LOGGER_WARN_("spooled run not delivered yet", "pipelinerun", e->name, "status", status, "error",
                  r.message);
     return false;
@@ -352,8 +351,9 @@ static void *spool_worker(void *arg) {
             unsigned int rnd = 0;
             if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
                 rnd = 0;
-            e->next_ms = spool_now_ms() + (e->retry_after_ms >= 0 ? e->retry_after_ms
-                                                                  : e->backoff_ms + (long)(rnd % 250));
+            e->next_ms =
+                spool_now_ms() +
+                (e->retry_after_ms >= 0 ? e->retry_after_ms : e->backoff_ms + (long)(rnd % 250));
             e->backoff_ms =
                 e->backoff_ms * 2 > SPOOL_BACKOFF_MAX_MS ? SPOOL_BACKOFF_MAX_MS : e->backoff_ms * 2;
         }

@@ -119,9 +119,10 @@ struct tpl_site {
 static const char *const tpl_label_keys[] = {
     "app.kubernetes.io/managed-by", "gpuhook.dev/variant", "gpuhook.dev/event",
     "triggers.tekton.dev/triggers-eventid", "gpuhook.dev/repository"};
-static const char *const tpl_note_keys[] = {
-    "gpuhook.dev/rule",     "gpuhook.dev/reason",     "gpuhook.dev/delivery",      "gpuhook.dev/ref",
-    "gpuhook.dev/revision", "gpuhook.dev/repository", "gpuhook.dev/request-sha256"};
+static const char *const tpl_note_keys[] = {"gpuhook.dev/rule",          "gpuhook.dev/reason",
+                                            "gpuhook.dev/delivery",      "gpuhook.dev/ref",
+                                            "gpuhook.dev/revision",      "gpuhook.dev/repository",
+                                            "gpuhook.dev/request-sha256"};
 #define TPL_LABEL_COUNT (sizeof(tpl_label_keys) / sizeof(tpl_label_keys[0]))
 #define TPL_NOTE_COUNT (sizeof(tpl_note_keys) / sizeof(tpl_note_keys[0]))
 
@@ -153,8 +154,9 @@ struct template {
     size_t text_len;
     struct tpl_op *ops;
     size_t nop, capop;
-    bool notes_nonempty;          /* the template's annotations have members of their own */
-    char name_prefix[NAMING_MAX + 1]; /* static: generateName's (or pipelineRef.name's) literal start */
+    bool notes_nonempty; /* the template's annotations have members of their own */
+    char name_prefix[NAMING_MAX +
+                     1]; /* static: generateName's (or pipelineRef.name's) literal start */
     struct tpl_param *params;
     size_t nparam;
     struct tpl_site *sites; /* in the tree's pre-order, the order render walks */
@@ -1595,10 +1597,9 @@ static int tpl_render_text(struct tpl_render *r, struct buf *out, char name[NAMI
     const char *labels[TPL_LABEL_COUNT], *notes[TPL_NOTE_COUNT];
     const char *label_src[TPL_LABEL_COUNT] = {NULL, d ? select_variant_name(d->variant) : NULL,
                                               ev->event, ev->delivery, ev->repo_full_name};
-    const char *note_src[TPL_NOTE_COUNT] = {d ? d->rule : NULL, d ? d->reason : NULL,
-                                            ev->delivery,       ev->ref,
-                                            ev->revision,       ev->repo_full_name,
-                                            in->fingerprint};
+    const char *note_src[TPL_NOTE_COUNT] = {
+        d ? d->rule : NULL, d ? d->reason : NULL, ev->delivery,   ev->ref,
+        ev->revision,       ev->repo_full_name,   in->fingerprint};
     bool structured;
     int rc = 0;
 

@@ -262,7 +262,8 @@ void trigger_finish(struct http_request *req) {
     }
     const char *key = http_request_header(req, "Idempotency-Key");
     if (key && !trigger_key_ok(key)) {
-        http_request_error(req, 400, "Idempotency-Key: 1 to 128 visible ASCII characters, got %zu bytes",
+        http_request_error(req, 400,
+                           "Idempotency-Key: 1 to 128 visible ASCII characters, got %zu bytes",
                            strlen(key));
         goto out;
     }

@@ -47,7 +47,8 @@ static void test_app_lru_misses_when_empty(void **state) {
     struct app *app = *state;
     struct app_lru_entry e;
 
-    assert_false(app_lru_get(app, NAMING_WEBHOOK, "123", "72d3162e-cc78-11e3-81ab-4c9367dc0958", &e));
+    assert_false(
+        app_lru_get(app, NAMING_WEBHOOK, "123", "72d3162e-cc78-11e3-81ab-4c9367dc0958", &e));
     assert_false(app_lru_get(app, NAMING_WEBHOOK, "", "", &e));
     assert_false(app_lru_get(app, NAMING_WEBHOOK, NULL, NULL, &e));
 }
@@ -56,7 +57,8 @@ static void test_app_lru_hit_returns_what_was_put(void **state) {
     struct app *app = *state;
     struct app_lru_entry e;
 
-    app_lru_put(app, NAMING_WEBHOOK, "123", "guid-1", "gpu-workflow-lite-0123456789", "lite", "main-lite");
+    app_lru_put(app, NAMING_WEBHOOK, "123", "guid-1", "gpu-workflow-lite-0123456789", "lite",
+                "main-lite");
     memset(&e, 0, sizeof(e));
     assert_true(app_lru_get(app, NAMING_WEBHOOK, "123", "guid-1", &e));
     assert_string_equal(e.name, "gpu-workflow-lite-0123456789");

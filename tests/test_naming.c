@@ -77,7 +77,8 @@ static void test_naming_same_identity_gives_the_same_name(void **state) {
     assert_true(naming_dns1123_label(a, 63));
 }
 
-/* The hash is SHA-256 over kind, then the parts, each followed by a NUL; pinned so it never drifts. */
+/* The hash is SHA-256 over kind, then the parts, each followed by a NUL; pinned so it never drifts.
+ */
 static void test_naming_hash_is_stable_across_builds(void **state) {
     (void)state;
     char a[NAMING_MAX + 1];
@@ -96,14 +97,12 @@ static void test_naming_each_part_changes_the_name(void **state) {
         int kind;
         const char *a, *b;
     } parts[] = {
-        {NAMING_WEBHOOK, "1", "delivery"},
-        {NAMING_WEBHOOK, "2", "delivery"},  /* hook ID differs */
+        {NAMING_WEBHOOK, "1", "delivery"},  {NAMING_WEBHOOK, "2", "delivery"}, /* hook ID differs */
         {NAMING_WEBHOOK, "1", "delivery2"}, /* delivery ID differs */
         {NAMING_WEBHOOK, "1d", "elivery"},  /* same bytes, different split */
         {NAMING_WEBHOOK, "", "key-1"},      /* a delivery without hook ID ... */
         {NAMING_TRIGGER, "key-1", NULL},    /* ... and a trigger key with the same text */
-        {NAMING_TRIGGER, "", "key-1"},
-        {NAMING_WEBHOOK, "", ""},
+        {NAMING_TRIGGER, "", "key-1"},      {NAMING_WEBHOOK, "", ""},
         {NAMING_TRIGGER, "", ""},
     };
     enum { N = sizeof(parts) / sizeof(parts[0]) };
@@ -134,7 +133,8 @@ static void test_naming_static_prefix_stops_at_the_first_hole(void **state) {
     (void)state;
     char out[NAMING_MAX + 1];
 
-    assert_int_equal(naming_static_prefix("gpu-real-8-step-workflow-$(tt.params.pipeline-version)-", out), 25);
+    assert_int_equal(
+        naming_static_prefix("gpu-real-8-step-workflow-$(tt.params.pipeline-version)-", out), 25);
     assert_string_equal(out, "gpu-real-8-step-workflow-");
     assert_int_equal(naming_static_prefix("$(tt.params.x)", out), 0);
     assert_int_equal(naming_static_prefix("plain", out), 5);
@@ -186,8 +186,7 @@ static void test_naming_odd_prefixes_become_valid_labels(void **state) {
         size_t plen = strlen(name) - SUFFIX;
         if (plen != strlen(cases[i].expected_start) ||
             strncmp(name, cases[i].expected_start, plen) != 0)
-            fail_msg("prefix %zu gave %s, expected %s-gh-<hash>", i, name,
-                     cases[i].expected_start);
+            fail_msg("prefix %zu gave %s, expected %s-gh-<hash>", i, name, cases[i].expected_start);
     }
 }
 

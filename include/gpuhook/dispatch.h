@@ -26,9 +26,9 @@ struct dispatch_pending {
     char event[64];
     char *delivery;
     char *hook_id;
-    int name_kind;         /* enum naming_kind: the cache keeps the kinds apart too */
-    char fingerprint[72];  /* /trigger with an Idempotency-Key: the request's SHA-256 */
-    bool from_spool;       /* json is the run that already waited in the spool */
+    int name_kind;        /* enum naming_kind: the cache keeps the kinds apart too */
+    char fingerprint[72]; /* /trigger with an Idempotency-Key: the request's SHA-256 */
+    bool from_spool;      /* json is the run that already waited in the spool */
     char spool_variant[16];
     char spool_rule[128];
     char spool_fingerprint[72];

@@ -2,9 +2,9 @@
  * The Kubernetes API client: creates PipelineRuns with POST ...?fieldValidation=Strict,
  * deciding what each answer means through one table (below), retrying what it calls
  * RETRY with exponential backoff and jitter inside a deadline, honouring Retry-After
- * (both forms, clamped), and reading the object back with a GET after AlreadyExists. Each client runs one loop thread
- * that drives every create through a curl multi handle, so one wake-up serves many
- * calls, retries wait without holding a thread, and the multi's connection cache keeps
+ * (both forms, clamped), and reading the object back with a GET after AlreadyExists. Each client
+ * runs one loop thread that drives every create through a curl multi handle, so one wake-up serves
+ * many calls, retries wait without holding a thread, and the multi's connection cache keeps
  * connections to the API server alive between calls. It re-reads the bearer token when
  * the file changes and at once after a 401, verifies TLS always, allows only http and
  * https and ignores *_proxy variables. It never spools: that is the delivery module's
@@ -52,14 +52,14 @@ const char *kube_answer_name(int answer);
 struct kube_result {
     int status; /* last HTTP status, 0 when no answer came */
     int attempts;
-    int answer;         /* enum kube_answer of the last answer */
-    long retry_after_s; /* the last answer's Retry-After in seconds (clamped), -1 when none */
-    char reason[64];    /* the Status object's reason, "" when none */
-    char message[512];  /* the API's Status message, or the transport error */
+    int answer;             /* enum kube_answer of the last answer */
+    long retry_after_s;     /* the last answer's Retry-After in seconds (clamped), -1 when none */
+    char reason[64];        /* the Status object's reason, "" when none */
+    char message[512];      /* the API's Status message, or the transport error */
     char status_json[2048]; /* the Status object as the API sent it, "" when none or larger */
     /* After 409 AlreadyExists: the existing object, read back with a GET. */
-    bool existing;                /* the GET answered 200 */
-    char existing_variant[16];    /* its gpuhook.dev/variant label */
+    bool existing;                 /* the GET answered 200 */
+    char existing_variant[16];     /* its gpuhook.dev/variant label */
     char existing_fingerprint[72]; /* its gpuhook.dev/request-sha256 annotation */
     char existing_rule[128];       /* its gpuhook.dev/rule annotation */
 };

@@ -67,9 +67,9 @@ struct template_override {
 struct template_render_input {
     const struct event *ev; /* borrowed */
     const struct select_decision *decision;
-    const char *namespace;                     /* kubernetes.namespace */
-    int name_kind;                             /* enum naming_kind */
-    const char *name_key[2];                   /* the identity, for naming_pipelinerun */
+    const char *namespace;   /* kubernetes.namespace */
+    int name_kind;           /* enum naming_kind */
+    const char *name_key[2]; /* the identity, for naming_pipelinerun */
     const char *fingerprint; /* annotation gpuhook.dev/request-sha256 when set (/trigger) */
     const struct template_override *overrides; /* /trigger params, already checked */
     size_t override_count;

@@ -51,7 +51,9 @@ int fuzz_retryafter_one(const uint8_t *data, size_t size) {
         const char *end = strptime(text, "%a, %d %b %Y %H:%M:%S GMT", &tm);
         FUZZ_REQUIRE(end && *end == '\0', "accepted \"%s\", which strptime refuses", text);
         long long at = (long long)timegm(&tm) - (long long)FUZZ_RA_NOW;
-        long long clamped = at < 0 ? 0 : at > RETRY_AFTER_MAX_SECONDS ? RETRY_AFTER_MAX_SECONDS : at;
+        long long clamped = at < 0                         ? 0
+                            : at > RETRY_AFTER_MAX_SECONDS ? RETRY_AFTER_MAX_SECONDS
+                                                           : at;
         FUZZ_REQUIRE(got == clamped, "\"%s\" gave %ld, libc says %lld", text, got, clamped);
     }
     return 0;
