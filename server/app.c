@@ -37,8 +37,12 @@ void app_config_swap(struct app *app, struct config *cfg) {
     config_unref(old);
 }
 
-static void app_lru_key(char *key, size_t n, const char *hook_id, const char *delivery) {
-    snprintf(key, n, "%s/%s", hook_id ? hook_id : "", delivery ? delivery : "");
+/* "w/hook/delivery" or "t/key": webhook and trigger identities never share an entry. */
+static void app_lru_key(char *key, size_t n, int kind, const char *hook_id, const char *delivery) {
+    if (kind == NAMING_TRIGGER)
+        snprintf(key, n, "t/%s", delivery ? delivery : "");
+    else
+        snprintf(key, n, "w/%s/%s", hook_id ? hook_id : "", delivery ? delivery : "");
 }
 
 /* FNV-1a: the slot of a key in the direct-mapped cache. */
@@ -49,12 +53,12 @@ static size_t app_lru_slot(const char *key) {
     return (size_t)(h % APP_LRU_SIZE);
 }
 
-bool app_lru_get(struct app *app, const char *hook_id, const char *delivery,
+bool app_lru_get(struct app *app, int kind, const char *hook_id, const char *delivery,
                  struct app_lru_entry *out) {
     char key[160];
     bool hit = false;
 
-    app_lru_key(key, sizeof(key), hook_id, delivery);
+    app_lru_key(key, sizeof(key), kind, hook_id, delivery);
     size_t i = app_lru_slot(key);
     pthread_mutex_lock(&app->lru_lock);
     if (app->lru[i].key[0] && strcmp(app->lru[i].key, key) == 0) {
@@ -65,12 +69,12 @@ bool app_lru_get(struct app *app, const char *hook_id, const char *delivery,
     return hit;
 }
 
-void app_lru_put(struct app *app, const char *hook_id, const char *delivery, const char *name,
-                 const char *variant, const char *rule) {
+void app_lru_put(struct app *app, int kind, const char *hook_id, const char *delivery,
+                 const char *name, const char *variant, const char *rule) {
     struct app_lru_entry e;
 
     memset(&e, 0, sizeof(e));
-    app_lru_key(e.key, sizeof(e.key), hook_id, delivery);
+    app_lru_key(e.key, sizeof(e.key), kind, hook_id, delivery);
     buf_copy_str(e.name, sizeof(e.name), name);
     buf_copy_str(e.variant, sizeof(e.variant), variant);
     buf_copy_str(e.rule, sizeof(e.rule), rule);

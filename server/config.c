@@ -110,6 +110,8 @@ static const struct config_key config_top_keys[] = {
     {"spool_dir", CONFIG_T_PATH, CFG_OFF(spool_dir), 0, NULL, 0, 0, 0, NULL, NULL, false},
     {"spool_max_age_hours", CONFIG_T_INT, CFG_OFF(spool_max_age_hours), 0, NULL, 72, 1, 24 * 365,
      NULL, NULL, false},
+    {"spool_retry_after_max_seconds", CONFIG_T_INT, CFG_OFF(spool_retry_after_max_seconds), 0, NULL,
+     300, 1, 86400, NULL, NULL, false},
     {"gpu", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_gpu_keys, false},
     CFG_END};
 

@@ -66,6 +66,8 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
             errlist_add(el, "%s", err);
             goto fail;
         }
+        spool_set_retry_after_max(d->spool, cfg->spool_retry_after_max_seconds);
+        d->spool_dir = strdup(cfg->spool_dir);
     } else {
         d->namespace = strdup(cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines");
     }
@@ -102,8 +104,19 @@ const char *delivery_namespace(const struct delivery *d) { return d->namespace; 
 int delivery_mode(const struct delivery *d) { return d->mode; }
 
 bool delivery_api_spools(const struct kube_result *kr) {
-    return kr->status != 201 && kr->status != 409 && kr->status != 400 && kr->status != 422;
+    return kr->answer != KUBE_ANSWER_CREATED && kr->answer != KUBE_ANSWER_EXISTS;
 }
+
+/* The existing object's variant and fingerprint, for an "exists" answer. */
+static void delivery_existing(struct delivery_result *r, const struct kube_result *kr) {
+    r->existing = kr->existing;
+    buf_copy_str(r->existing_variant, sizeof(r->existing_variant), kr->existing_variant);
+    buf_copy_str(r->existing_fingerprint, sizeof(r->existing_fingerprint),
+                 kr->existing_fingerprint);
+    buf_copy_str(r->existing_rule, sizeof(r->existing_rule), kr->existing_rule);
+}
+
+static void delivery_read_existing(const char *dir, const char *file, struct delivery_result *r);
 
 void delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
                           const struct kube_result *kr, struct delivery_result *r) {
@@ -112,24 +125,38 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
     memset(r, 0, sizeof(*r));
     r->api_status = kr->status;
     buf_copy_str(r->message, sizeof(r->message), kr->message);
+    buf_copy_str(r->reason, sizeof(r->reason), kr->reason);
     snprintf(status, sizeof(status), "%d", kr->status);
-    if (kr->status == 201) {
+    switch (kr->answer) {
+    case KUBE_ANSWER_CREATED:
         r->outcome = DELIVERY_CREATED;
         return;
-    }
-    if (kr->status == 409) {
+    case KUBE_ANSWER_EXISTS:
         r->outcome = DELIVERY_EXISTS;
+        delivery_existing(r, kr);
         return;
-    }
-    if (kr->status == 400 || kr->status == 422) {
+    case KUBE_ANSWER_REFUSED:
+        /* Final: retrying cannot help. The object and the API's Status stay in failed/. */
         r->outcome = DELIVERY_REJECTED;
-        LOGGER_ERROR_("API rejected the PipelineRun", "pipelinerun", name, "status", status,
-                      "error", kr->message);
+        LOGGER_ERROR_("API refused the PipelineRun", "pipelinerun", name, "status", status,
+                      "reason", kr->reason, "error", kr->message);
+        if (spool_put_failed(d->spool, name, json, len, kr) != 0)
+            LOGGER_ERROR_("cannot keep the refused run in failed/", "pipelinerun", name, "error",
+                          strerror(errno));
         return;
+    default:
+        break;
     }
     /* Out of time: keep it durably and let the worker finish the job. */
-    if (spool_put(d->spool, name, json, len) == 0) {
+    int rc = spool_put(d->spool, name, json, len);
+    if (rc == 0 || rc == GHE_EXISTS) {
         r->outcome = DELIVERY_QUEUED;
+        if (rc == GHE_EXISTS && d->spool_dir) {
+            /* Already waiting: answer for the run that waits, as "exists" does. */
+            char file[128];
+            snprintf(file, sizeof(file), "%s.json", name);
+            delivery_read_existing(d->spool_dir, file, r);
+        }
         LOGGER_WARN_("API unavailable, run spooled", "pipelinerun", name, "status", status, "error",
                      kr->message);
     } else {
@@ -137,6 +164,60 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
         LOGGER_ERROR_("API unavailable and the spool refused the run", "pipelinerun", name,
                       "status", status, "error", strerror(errno));
     }
+}
+
+/* Reads dir/file whole into b (bounded at 4 MiB); false when it cannot be opened. */
+static bool delivery_read_file(const char *dir, const char *file, struct buf *b) {
+    char path[4096], chunk[8192];
+    size_t n;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    buf_init(b, 4 * 1024 * 1024);
+    if (!(f = fopen(path, "rb")))
+        return false;
+    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && buf_append(b, chunk, n) == 0)
+        ;
+    fclose(f);
+    return true;
+}
+
+/* Reads back a run's file (local mode, or the spool), as the API path reads the object. */
+static void delivery_read_existing(const char *dir, const char *file, struct delivery_result *r) {
+    struct buf b;
+    struct kube_result kr;
+
+    if (delivery_read_file(dir, file, &b)) {
+        memset(&kr, 0, sizeof(kr));
+        kube_existing_read(b.data ? b.data : "", b.len, &kr);
+        delivery_existing(r, &kr);
+    }
+    buf_cleanup(&b);
+}
+
+int delivery_spooled(struct delivery *d, const char *name, char **json, size_t *len,
+                     struct delivery_result *r) {
+    char file[128];
+    struct buf b;
+    struct kube_result kr;
+
+    memset(r, 0, sizeof(*r));
+    if (!d->spool_dir)
+        return GHE_NOTFOUND;
+    snprintf(file, sizeof(file), "%s.json", name);
+    if (!delivery_read_file(d->spool_dir, file, &b) || !b.len) {
+        buf_cleanup(&b);
+        return GHE_NOTFOUND;
+    }
+    memset(&kr, 0, sizeof(kr));
+    kube_existing_read(b.data, b.len, &kr);
+    delivery_existing(r, &kr);
+    if (!r->existing) { /* not an object: leave it to the worker, which moves it to failed/ */
+        buf_cleanup(&b);
+        return GHE_NOTFOUND;
+    }
+    *json = buf_detach(&b, len);
+    return 0;
 }
 
 int delivery_submit_async(struct delivery *d, const char *ns, const char *json, size_t len,
@@ -163,6 +244,8 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
         r->outcome = rc == 0            ? DELIVERY_CREATED
                      : rc == GHE_EXISTS ? DELIVERY_EXISTS
                                         : DELIVERY_UNAVAILABLE;
+        if (rc == GHE_EXISTS)
+            delivery_read_existing(d->local_dir, file, r);
         if (r->outcome == DELIVERY_UNAVAILABLE)
             snprintf(r->message, sizeof(r->message), "cannot write to kubernetes.local_dir");
         return;
@@ -243,6 +326,13 @@ report:
     buf_appendf(detail, "\"delivery\":{\"ok\":%s,\"mode\":\"%s\",\"detail\":\"",
                 ok ? "true" : "false", config_kube_mode_name(d->mode));
     buf_append_json_escaped(detail, msg, strlen(msg));
+    int blocked = 0;
+    char blocked_msg[256];
+    /* RBAC or a missing namespace or CRD: runs wait in the spool until an operator fixes it. */
+    if (d->kube && kube_blocked(d->kube, &blocked, blocked_msg, sizeof(blocked_msg))) {
+        buf_appendf(detail, "\",\"blocked\":\"HTTP %d, runs wait in the spool: ", blocked);
+        buf_append_json_escaped(detail, blocked_msg, strlen(blocked_msg));
+    }
     buf_appends(detail, "\"}");
     if (d->spool) {
         delivery_ready_check(detail, "spool", ok, msg);

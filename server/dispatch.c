@@ -5,6 +5,7 @@
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/naming.h"
+#include "gpuhook/runcheck.h"
 #include "gpuhook/select.h"
 #include "gpuhook/workpool.h"
 
@@ -45,6 +46,67 @@ static long dispatch_now_ms(void) {
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
+/*
+ * The run's name was taken (or already waits in the spool). The answer names the existing
+ * run's own variant (read back from the API, the local file or the spooled file), and a
+ * /trigger Idempotency-Key must come with the same request as the first time (its
+ * fingerprint is an annotation on the object).
+ * Returns false with the response set when the answer is not "exists".
+ */
+static bool dispatch_exists(struct http_request *req, struct dispatch_pending *pd,
+                            const struct delivery_result *r) {
+    if (r->existing && r->existing_variant[0])
+        buf_copy_str(pd->variant, sizeof(pd->variant), r->existing_variant);
+    if (r->existing && r->existing_rule[0])
+        buf_copy_str(pd->rule, sizeof(pd->rule), r->existing_rule);
+    if (!pd->fingerprint[0])
+        return true;
+    if (!r->existing) {
+        http_request_error(req, 503,
+                           "Idempotency-Key \"%s\": run %s exists but could not be read back to "
+                           "compare requests; retry",
+                           pd->delivery, pd->name);
+        return false;
+    }
+    if (strcmp(r->existing_fingerprint, pd->fingerprint) != 0) {
+        http_request_error(req, 422,
+                           "Idempotency-Key \"%s\" was already used for run %s with a different "
+                           "request body; use a new key for a new request",
+                           pd->delivery, pd->name);
+        return false;
+    }
+    return true;
+}
+
+/* A created run that had waited in the spool: answer for it, as for an existing one. */
+static bool dispatch_spooled_check(struct http_request *req, struct dispatch_pending *pd) {
+    struct delivery_result known;
+    memset(&known, 0, sizeof(known));
+    known.existing = true;
+    buf_copy_str(known.existing_variant, sizeof(known.existing_variant), pd->spool_variant);
+    buf_copy_str(known.existing_fingerprint, sizeof(known.existing_fingerprint),
+                 pd->spool_fingerprint);
+    buf_copy_str(known.existing_rule, sizeof(known.existing_rule), pd->spool_rule);
+    return dispatch_exists(req, pd, &known);
+}
+
+/* When the name already waits in the spool, the run that waits is what gets sent. */
+static void dispatch_prefer_spooled(struct http_request *req, struct dispatch_pending *pd) {
+    struct delivery_result known;
+    char *json = NULL;
+    size_t len = 0;
+
+    if (delivery_spooled(req->app->delivery, pd->name, &json, &len, &known) != 0)
+        return;
+    free(pd->json);
+    pd->json = json;
+    pd->len = len;
+    pd->from_spool = true;
+    buf_copy_str(pd->spool_variant, sizeof(pd->spool_variant), known.existing_variant);
+    buf_copy_str(pd->spool_fingerprint, sizeof(pd->spool_fingerprint), known.existing_fingerprint);
+    buf_copy_str(pd->spool_rule, sizeof(pd->spool_rule), known.existing_rule);
+}
+
 /* Counts, logs and answers a delivery's outcome; frees the pending state. */
 static void dispatch_finish(struct http_request *req, struct dispatch_pending *pd,
                             const struct delivery_result *r) {
@@ -54,27 +116,39 @@ static void dispatch_finish(struct http_request *req, struct dispatch_pending *p
                  "outcome", delivery_outcome_name(r->outcome));
     switch (r->outcome) {
     case DELIVERY_CREATED:
+        if (pd->from_spool && !dispatch_spooled_check(req, pd))
+            goto out;
         metrics_pipelinerun_created(pd->variant);
         dispatch_respond(req, 201, "created", pd);
         break;
     case DELIVERY_EXISTS:
+        if (!dispatch_exists(req, pd, r))
+            goto out;
         dispatch_respond(req, 200, "exists", pd);
         break;
     case DELIVERY_QUEUED:
+        /* The name already waits in the spool: the same checks as for a created run. */
+        if (r->existing && !dispatch_exists(req, pd, r))
+            goto out;
         dispatch_respond(req, 202, "queued", pd);
         break;
     case DELIVERY_DRY_RUN:
         dispatch_respond(req, 200, "dry_run", pd);
         break;
     case DELIVERY_REJECTED:
-        http_request_error(req, 500, "the Kubernetes API rejected the PipelineRun (HTTP %d): %s",
-                           r->api_status, r->message);
+        /* The API's own words (its Status names the field, never echoes the payload). */
+        http_request_error(req, 502,
+                           "the Kubernetes API refused the PipelineRun for good (HTTP %d%s%s): "
+                           "%s; it is kept in the spool's failed/",
+                           r->api_status, r->reason[0] ? " " : "", r->reason, r->message);
         break;
     default:
         http_request_error(req, 503, "no delivery backend is ready: %s", r->message);
     }
     if ((r->outcome == DELIVERY_CREATED || r->outcome == DELIVERY_EXISTS) && pd->delivery)
-        app_lru_put(req->app, pd->hook_id, pd->delivery, pd->name, pd->variant, pd->rule);
+        app_lru_put(req->app, pd->name_kind, pd->hook_id, pd->delivery, pd->name, pd->variant,
+                    pd->rule);
+out:
     dispatch_pending_free(pd);
 }
 
@@ -90,6 +164,9 @@ void dispatch_complete(struct http_request *req) {
     req->pending = NULL;
     if (!pd)
         return;
+    if (delivery_mode(req->app->delivery) == CONFIG_KUBE_URL ||
+        delivery_mode(req->app->delivery) == CONFIG_KUBE_IN_CLUSTER)
+        dispatch_prefer_spooled(req, pd);
     delivery_submit(req->app->delivery, pd->name, pd->ns, pd->json, pd->len, dispatch_deadline(req),
                     &r);
     dispatch_finish(req, pd, &r);
@@ -136,6 +213,7 @@ bool dispatch_complete_async(struct http_request *req, struct workpool *pool,
         return false;
     pd->pool = pool;
     pd->finished = finished;
+    dispatch_prefer_spooled(req, pd);
     /* done runs in every case but the unsupported mode, which was ruled out above. */
     return delivery_submit_async(req->app->delivery, pd->ns, pd->json, pd->len,
                                  dispatch_deadline(req), dispatch_api_done, req) != GHE_UNSUPPORTED;
@@ -194,7 +272,9 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
         .ev = ev,
         .decision = &d,
         .namespace = delivery_namespace(req->app->delivery),
-        .name_key = {in->name_key[0], in->name_key[1], vname},
+        .name_kind = in->name_kind,
+        .name_key = {in->name_key[0], in->name_key[1]},
+        .fingerprint = in->fingerprint,
         .overrides = in->overrides,
         .override_count = in->override_count,
     };
@@ -207,6 +287,11 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
     if (rc) {
         http_request_error(req, 500, "cannot render the PipelineRun: %s", ghe_strerror(rc));
         metrics_delivery(event_name, "error");
+        goto out;
+    }
+    if (runcheck_names(text.data ? text.data : "", text.len, err, sizeof(err)) != 0) {
+        http_request_error(req, 400, "%s", err);
+        metrics_delivery(event_name, "invalid");
         goto out;
     }
     const char *ns = ri.namespace;
@@ -247,6 +332,8 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
     buf_copy_str(pd->event, sizeof(pd->event), event_name);
     pd->delivery = ev->delivery ? strdup(ev->delivery) : NULL;
     pd->hook_id = ev->hook_id ? strdup(ev->hook_id) : NULL;
+    pd->name_kind = in->name_kind;
+    buf_copy_str(pd->fingerprint, sizeof(pd->fingerprint), in->fingerprint ? in->fingerprint : "");
     req->pending = pd;
     if (!req->defer_ok || delivery_mode(req->app->delivery) == CONFIG_KUBE_DRY_RUN)
         dispatch_complete(req);

@@ -2,6 +2,8 @@
 #include "gpuhook/buf.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
+#include "gpuhook/naming.h"
+#include "gpuhook/retryafter.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -20,7 +22,8 @@
 
 #define KUBE_POOL_MAX 64
 #define KUBE_CONNS_MAX 32
-#define KUBE_RESPONSE_MAX (1024 * 1024)
+#define KUBE_STATUS_MAX (64 * 1024)       /* what a POST's answer keeps: a Status fits */
+#define KUBE_OBJECT_MAX (4 * 1024 * 1024) /* what a GET keeps: the object, bounded by etcd */
 #define KUBE_TOKEN_CHECK_SECONDS 10
 #define KUBE_IDLE_POLL_MS 1000
 #define KUBE_SA_DIR "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -48,6 +51,7 @@ struct kube_job {
     struct kube_job *next;
     struct kube_job *prev; /* in flight only */
     char url[1024];
+    char get_url[1200]; /* the object's own URL, for the GET after 409 AlreadyExists */
     const char *json;
     size_t len;
     long start_ms;
@@ -56,6 +60,7 @@ struct kube_job {
     long backoff_ms;
     long retry_after; /* seconds, from the last answer; -1 when absent */
     int reauthed;
+    bool getting;          /* after 409 AlreadyExists: reading the existing object */
     struct kube_handle *h; /* while in flight */
     struct buf resp;
     struct kube_result r;
@@ -79,6 +84,8 @@ struct kube {
     time_t token_checked;
     pthread_mutex_t probe_lock; /* guards probe */
     struct kube_handle *probe;  /* the spare handle for kube_probe */
+    int blocked_status;         /* under lock: the last 403/404, 0 once a create gets through */
+    char blocked_message[256];
 
     pthread_mutex_t jobs_lock; /* guards incoming and stopping */
     struct kube_job *incoming;
@@ -277,16 +284,22 @@ static struct kube_handle *kube_handle_new(struct kube *k) {
 
 static size_t kube_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata) {
     struct buf *b = userdata;
-    /* Returning less than given aborts the transfer of an oversized answer. */
-    return buf_append(b, ptr, size * nmemb) == 0 ? size * nmemb : 0;
+    /*
+     * Keep what fits and drop the rest, never abort: aborting a 201 because its body is
+     * large would turn a created run into a retry that answers 409.
+     */
+    if (b->len < b->max)
+        buf_append(b, ptr, size * nmemb < b->max - b->len ? size * nmemb : b->max - b->len);
+    return size * nmemb;
 }
 
 static size_t kube_header_cb(char *ptr, size_t size, size_t nitems, void *userdata) {
     long *retry_after = userdata;
     size_t n = size * nitems;
     static const char name[] = "retry-after:";
-    if (n > sizeof(name) && strncasecmp(ptr, name, sizeof(name) - 1) == 0)
-        *retry_after = strtol(ptr + sizeof(name) - 1, NULL, 10);
+    if (n >= sizeof(name) && strncasecmp(ptr, name, sizeof(name) - 1) == 0)
+        *retry_after =
+            retry_after_parse(ptr + sizeof(name) - 1, n - (sizeof(name) - 1), time(NULL));
     return n;
 }
 
@@ -323,6 +336,7 @@ static void kube_handle_prepare(struct kube *k, struct kube_handle *kh, const ch
     curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
     curl_easy_setopt(h, CURLOPT_HEADERDATA, retry_after);
     if (body) {
+        curl_easy_setopt(h, CURLOPT_POST, 1L);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
     } else {
@@ -346,20 +360,91 @@ static int kube_exchange_status(CURL *h, CURLcode cc, char *msg, size_t msglen) 
     return (int)code;
 }
 
-/* Copies a Status object's message (or a fallback) into msg. */
-static void kube_status_message(const struct buf *resp, int code, char *msg, size_t msglen) {
+/* Copies a Status object's message (or a fallback), its reason and the Status itself into r. */
+static void kube_status_read(const struct buf *resp, int code, struct kube_result *r) {
     cJSON *st = resp->len ? cJSON_ParseWithLength(resp->data, resp->len) : NULL;
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(st, "message");
+    const cJSON *reason = cJSON_GetObjectItemCaseSensitive(st, "reason");
+    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(st, "kind");
     if (cJSON_IsString(m))
-        snprintf(msg, msglen, "%s", m->valuestring);
+        snprintf(r->message, sizeof(r->message), "%s", m->valuestring);
     else
-        snprintf(msg, msglen, "HTTP %d from the API server", code);
+        snprintf(r->message, sizeof(r->message), "HTTP %d from the API server", code);
+    snprintf(r->reason, sizeof(r->reason), "%s", cJSON_IsString(reason) ? reason->valuestring : "");
+    r->status_json[0] = '\0';
+    if (cJSON_IsString(kind) && strcmp(kind->valuestring, "Status") == 0 &&
+        resp->len < sizeof(r->status_json)) {
+        memcpy(r->status_json, resp->data, resp->len);
+        r->status_json[resp->len] = '\0';
+    }
     cJSON_Delete(st);
 }
 
-static int kube_is_transient(int code) {
-    return code == 0 || code == 429 || code >= 500 || code == 401 || code == 403 || code == 404 ||
-           code == 408;
+int kube_answer_of(int status, const char *reason) {
+    switch (status) {
+    case 201:
+        return KUBE_ANSWER_CREATED;
+    case 409:
+        return reason && strcmp(reason, "AlreadyExists") == 0 ? KUBE_ANSWER_EXISTS
+                                                              : KUBE_ANSWER_RETRY;
+    case 400:
+    case 413:
+    case 415:
+    case 422:
+        return KUBE_ANSWER_REFUSED;
+    case 401:
+        return KUBE_ANSWER_UNAUTHORIZED;
+    case 403:
+    case 404:
+        return KUBE_ANSWER_BLOCKED;
+    default:
+        /* 0 (no answer), 408, 429, 5xx and anything unexpected: retrying loses nothing. */
+        return KUBE_ANSWER_RETRY;
+    }
+}
+
+const char *kube_answer_name(int answer) {
+    static const char *const names[] = {"retry",        "created", "exists",
+                                        "unauthorized", "blocked", "refused"};
+    return answer >= 0 && answer <= KUBE_ANSWER_REFUSED ? names[answer] : "unknown";
+}
+
+bool kube_blocked(struct kube *k, int *status, char *msg, size_t msglen) {
+    pthread_mutex_lock(&k->lock);
+    *status = k->blocked_status;
+    snprintf(msg, msglen, "%s", k->blocked_message);
+    pthread_mutex_unlock(&k->lock);
+    return *status != 0;
+}
+
+/* Remembers (or clears) the last 403/404 for /readyz. */
+static void kube_note_answer(struct kube *k, const struct kube_result *r, int answer) {
+    if (answer == KUBE_ANSWER_RETRY || answer == KUBE_ANSWER_UNAUTHORIZED)
+        return;
+    pthread_mutex_lock(&k->lock);
+    k->blocked_status = answer == KUBE_ANSWER_BLOCKED ? r->status : 0;
+    buf_copy_str(k->blocked_message, sizeof(k->blocked_message),
+                 answer == KUBE_ANSWER_BLOCKED ? r->message : "");
+    pthread_mutex_unlock(&k->lock);
+}
+
+/* Reads the variant label and the request fingerprint of an existing object into r. */
+void kube_existing_read(const char *json, size_t len, struct kube_result *r) {
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(meta, "labels"), "gpuhook.dev/variant");
+    const cJSON *notes = cJSON_GetObjectItemCaseSensitive(meta, "annotations");
+    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(notes, "gpuhook.dev/request-sha256");
+    const cJSON *rule = cJSON_GetObjectItemCaseSensitive(notes, "gpuhook.dev/rule");
+    r->existing = cJSON_IsObject(meta);
+    snprintf(r->existing_variant, sizeof(r->existing_variant), "%s",
+             cJSON_IsString(v) ? v->valuestring : "");
+    snprintf(r->existing_fingerprint, sizeof(r->existing_fingerprint), "%s",
+             cJSON_IsString(fp) ? fp->valuestring : "");
+    buf_copy_str(r->existing_rule, sizeof(r->existing_rule),
+                 cJSON_IsString(rule) ? rule->valuestring : "");
+    cJSON_Delete(o);
 }
 
 /* The loop's free easy handles; only the loop thread (or kube_free after it) uses them. */
@@ -386,6 +471,7 @@ static void kube_spare_put(struct kube *k, struct kube_handle *kh) {
 }
 
 static void kube_job_finish(struct kube *k, struct kube_job *job) {
+    metrics_kube_answer(kube_answer_name(job->r.answer));
     kube_spare_put(k, job->h);
     job->h = NULL;
     job->done(job->arg, &job->r);
@@ -417,10 +503,12 @@ static void kube_job_attempt(struct kube *k, struct kube_job *job) {
         kube_job_finish(k, job);
         return;
     }
-    buf_init(&job->resp, KUBE_RESPONSE_MAX);
+    buf_init(&job->resp, job->getting ? KUBE_OBJECT_MAX : KUBE_STATUS_MAX);
     job->retry_after = -1;
-    job->r.attempts++;
-    kube_handle_prepare(k, job->h, job->url, job->json, job->len, left, &job->resp,
+    if (!job->getting)
+        job->r.attempts++;
+    kube_handle_prepare(k, job->h, job->getting ? job->get_url : job->url,
+                        job->getting ? NULL : job->json, job->len, left, &job->resp,
                         &job->retry_after);
     curl_easy_setopt(job->h->curl, CURLOPT_PRIVATE, job);
     CURLMcode mc = curl_multi_add_handle(k->multi, job->h->curl);
@@ -438,14 +526,50 @@ static void kube_job_attempt(struct kube *k, struct kube_job *job) {
     k->flight = job;
 }
 
+/* Sets job->get_url to the URL of the object the job posts; false when it has no usable name. */
+static bool kube_job_get_url(struct kube_job *job) {
+    cJSON *o = cJSON_ParseWithLength(job->json, job->len);
+    const cJSON *name =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(o, "metadata"), "name");
+    bool ok = cJSON_IsString(name) && naming_dns1123_subdomain(name->valuestring);
+    if (ok) {
+        size_t n = strcspn(job->url, "?");
+        snprintf(job->get_url, sizeof(job->get_url), "%.*s/%s", (int)n, job->url,
+                 name->valuestring);
+    }
+    cJSON_Delete(o);
+    return ok;
+}
+
 /* Decides what follows an attempt's answer: done, a retry now, or a retry later. */
 static void kube_job_answered(struct kube *k, struct kube_job *job, int code) {
+    if (job->getting) {
+        /* The 409 stands whatever the GET says; the object's labels come only from a 200. */
+        if (code == 200)
+            kube_existing_read(job->resp.data ? job->resp.data : "", job->resp.len, &job->r);
+        buf_cleanup(&job->resp);
+        job->getting = false;
+        kube_job_finish(k, job);
+        return;
+    }
     job->r.status = code;
+    job->r.retry_after_s = job->retry_after;
+    job->r.reason[0] = '\0';
+    job->r.status_json[0] = '\0';
     /* Only a failure's Status is worth parsing: a 201 carries nothing we need. */
     if (code && (code < 200 || code > 299))
-        kube_status_message(&job->resp, code, job->r.message, sizeof(job->r.message));
+        kube_status_read(&job->resp, code, &job->r);
     buf_cleanup(&job->resp);
-    if (code == 401 && !job->reauthed) {
+    int answer = kube_answer_of(code, job->r.reason);
+    job->r.answer = answer;
+    kube_note_answer(k, &job->r, answer);
+    if (answer == KUBE_ANSWER_EXISTS && kube_job_get_url(job)) {
+        /* The name is taken: read the object, so the caller can answer with its variant. */
+        job->getting = true;
+        kube_job_attempt(k, job);
+        return;
+    }
+    if (answer == KUBE_ANSWER_UNAUTHORIZED && !job->reauthed) {
         /* A rotated token: re-read it at once and retry once. */
         job->reauthed = 1;
         pthread_mutex_lock(&k->lock);
@@ -454,7 +578,7 @@ static void kube_job_answered(struct kube *k, struct kube_job *job, int code) {
         kube_job_attempt(k, job);
         return;
     }
-    if (!kube_is_transient(code)) {
+    if (answer != KUBE_ANSWER_RETRY) {
         kube_job_finish(k, job);
         return;
     }
@@ -495,7 +619,11 @@ static void kube_loop_reap(struct kube *k) {
         struct kube_job *job = priv;
         curl_multi_remove_handle(k->multi, h);
         kube_flight_unlink(k, job);
-        int code = kube_exchange_status(h, cc, job->r.message, sizeof(job->r.message));
+        char scratch[128];
+        /* A failed GET keeps the 409's message. */
+        int code = job->getting
+                       ? kube_exchange_status(h, cc, scratch, sizeof(scratch))
+                       : kube_exchange_status(h, cc, job->r.message, sizeof(job->r.message));
         kube_job_answered(k, job, code);
     }
 }
@@ -625,7 +753,7 @@ int kube_create_async(struct kube *k, const char *ns, const char *json, size_t l
                       long deadline_ms, kube_done_fn done, void *arg) {
     struct kube_job *job = calloc(1, sizeof(*job));
     if (!job) {
-        struct kube_result r = {.status = 0};
+        struct kube_result r = {.status = 0, .answer = KUBE_ANSWER_RETRY, .retry_after_s = -1};
         snprintf(r.message, sizeof(r.message), "out of memory");
         done(arg, &r);
         return GHE_NOMEM;
@@ -642,6 +770,8 @@ int kube_create_async(struct kube *k, const char *ns, const char *json, size_t l
     job->start_ms = kube_now_ms();
     job->deadline_ms = deadline_ms;
     job->backoff_ms = 100;
+    job->r.answer = KUBE_ANSWER_RETRY;
+    job->r.retry_after_s = -1;
     job->done = done;
     job->arg = arg;
 

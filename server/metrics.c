@@ -15,6 +15,7 @@
  *   deliveries: (METRICS_EVENT_SLOTS events + trigger + other) x outcomes
  *   created:    variants (lite, original, spooled, other)
  *   kube:       code 0 plus 100..599
+ *   answers:    the API answer classes of kube_answer_name, plus other
  *   http:       routes x codes 100..599
  * The event slots hold the names configured in github.events (at most 64,
  * the config's own bound), added at start and on reload while there is room;
@@ -28,6 +29,7 @@ enum metrics_family {
     METRICS_DELIVERIES,
     METRICS_CREATED,
     METRICS_KUBE,
+    METRICS_KUBE_ANSWERS,
     METRICS_FAMILY_COUNT
 };
 
@@ -39,12 +41,18 @@ static const struct {
     {"gpuhook_deliveries_total", "Webhook and trigger deliveries by event and outcome."},
     {"gpuhook_pipelineruns_created_total", "PipelineRuns created, by variant."},
     {"gpuhook_kube_requests_total", "Kubernetes API requests by status code (0: no answer)."},
+    {"gpuhook_kube_answers_total",
+     "Final answers to creates by class: created, exists, refused, blocked, unauthorized, retry."},
 };
 
 static const char *const metrics_outcomes[] = {
     "created", "exists",       "queued",  "dry_run", "rejected",     "unavailable", "ignored",
     "ok",      "gpu_rejected", "invalid", "error",   "unauthorized", "other"};
 #define METRICS_OUTCOMES (sizeof(metrics_outcomes) / sizeof(metrics_outcomes[0]))
+/* kube_answer_name's words, then "other". */
+static const char *const metrics_answers[] = {"retry",   "created", "exists", "unauthorized",
+                                              "blocked", "refused", "other"};
+#define METRICS_ANSWERS (sizeof(metrics_answers) / sizeof(metrics_answers[0]))
 static const char *const metrics_variants[] = {"lite", "original", "spooled", "other"};
 #define METRICS_VARIANTS (sizeof(metrics_variants) / sizeof(metrics_variants[0]))
 /* Event slots: the configured ones, then trigger, then other. */
@@ -76,6 +84,7 @@ static char metrics_event_names[METRICS_EVENT_SLOTS][METRICS_EVENT_NAME_MAX] = {
 static bool metrics_event_current[METRICS_EVENT_SLOTS] = {true, true, true};
 static uint64_t metrics_deliveries[METRICS_EVENTS][METRICS_OUTCOMES];
 static uint64_t metrics_created[METRICS_VARIANTS];
+static uint64_t metrics_kube_answers[METRICS_ANSWERS];
 static uint64_t metrics_kube_none;             /* code 0: no answer */
 static uint64_t metrics_kube_codes[METRICS_CODES]; /* 100..599; others count as 0 */
 static uint64_t metrics_budget_refusals;
@@ -199,6 +208,13 @@ void metrics_api_up_set(int up) {
     pthread_mutex_unlock(&metrics_lock);
 }
 
+void metrics_kube_answer(const char *answer) {
+    size_t a = metrics_index(metrics_answers, METRICS_ANSWERS, answer);
+    pthread_mutex_lock(&metrics_lock);
+    metrics_kube_answers[a]++;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
 void metrics_spool_depth_set(long depth) {
     pthread_mutex_lock(&metrics_lock);
     metrics_spool_depth = depth;
@@ -209,6 +225,7 @@ void metrics_reset(void) {
     pthread_mutex_lock(&metrics_lock);
     memset(metrics_deliveries, 0, sizeof(metrics_deliveries));
     memset(metrics_created, 0, sizeof(metrics_created));
+    memset(metrics_kube_answers, 0, sizeof(metrics_kube_answers));
     memset(metrics_kube_codes, 0, sizeof(metrics_kube_codes));
     metrics_kube_none = 0;
     metrics_budget_refusals = 0;
@@ -256,6 +273,12 @@ static int metrics_render_family(struct buf *b, int f) {
             if (metrics_created[v])
                 rc = buf_appendf(b, "%s{variant=\"%s\"} %llu\n", name, metrics_variants[v],
                                  (unsigned long long)metrics_created[v]);
+        return rc;
+    case METRICS_KUBE_ANSWERS:
+        for (size_t a = 0; a < METRICS_ANSWERS && !rc; a++)
+            if (metrics_kube_answers[a])
+                rc = buf_appendf(b, "%s{answer=\"%s\"} %llu\n", name, metrics_answers[a],
+                                 (unsigned long long)metrics_kube_answers[a]);
         return rc;
     default:
         if (metrics_kube_none)

@@ -150,7 +150,7 @@ int render_main(int argc, char **argv, const char *default_config) {
         .ev = &ev,
         .decision = &d,
         .namespace = cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines",
-        .name_key = {hook ? hook : "", delivery, select_variant_name(d.variant)},
+        .name_key = {hook ? hook : "", delivery},
     };
     /* The text the server would send, so numbers keep the digits the payload wrote. */
     struct buf text;

@@ -1,4 +1,5 @@
 #include "gpuhook/spool.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 
@@ -29,13 +30,15 @@ struct spool_entry {
     char name[80];
     long next_ms;
     long backoff_ms;
-    bool seen; /* still present in the last scan */
+    long retry_after_ms; /* the last answer's Retry-After, clamped; -1 when none */
+    bool seen;           /* still present in the last scan */
 };
 
 struct spool {
     char *dir;
     char *failed_dir;
     long max_age_seconds;
+    long retry_after_max_ms;
     struct kube *kube;
     pthread_t thread;
     bool running;
@@ -133,6 +136,7 @@ int spool_open(const char *dir, long max_age_hours, struct spool **out, char *er
         return GHE_NOMEM;
     }
     s->max_age_seconds = max_age_hours * 3600;
+    s->retry_after_max_ms = SPOOL_BACKOFF_MAX_MS;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->wake, NULL);
     if (spool_mkdirs(s->dir) != 0 || spool_mkdirs(s->failed_dir) != 0 ||
@@ -170,16 +174,14 @@ static bool spool_is_entry(const char *name) {
 }
 
 int spool_put(struct spool *s, const char *name, const char *json, size_t len) {
-    char file[128], path[4096];
+    char file[128];
     snprintf(file, sizeof(file), "%s.json", name);
-    snprintf(path, sizeof(path), "%s/%s", s->dir, file);
     /* The lock orders puts with the worker's recount, so the depth never goes stale-low. */
     pthread_mutex_lock(&s->lock);
-    bool existed = access(path, F_OK) == 0;
-    int rc = spool_write_atomic(s->dir, file, json, len, 0);
+    /* Exclusive: the first run spooled under a name stays what is delivered under it. */
+    int rc = spool_write_atomic(s->dir, file, json, len, 1);
     if (rc == 0) {
-        if (!existed)
-            s->depth++;
+        s->depth++;
         metrics_spool_depth_set(s->depth);
         pthread_cond_broadcast(&s->wake);
     }
@@ -192,6 +194,31 @@ long spool_depth(struct spool *s) {
     long d = s->depth;
     pthread_mutex_unlock(&s->lock);
     return d;
+}
+
+void spool_set_retry_after_max(struct spool *s, long seconds) {
+    if (seconds > 0)
+        s->retry_after_max_ms = seconds * 1000L;
+}
+
+/* "HTTP 413 RequestEntityTooLarge: message", then the API's Status object on a line of its own. */
+static void spool_failure_text(const struct kube_result *r, char *out, size_t n) {
+    snprintf(out, n, "HTTP %d%s%s: %s\n%s%s", r->status, r->reason[0] ? " " : "", r->reason,
+             r->message, r->status_json, r->status_json[0] ? "\n" : "");
+}
+
+int spool_put_failed(struct spool *s, const char *name, const char *json, size_t len,
+                     const struct kube_result *r) {
+    char file[128], reason[3072];
+    if (!s)
+        return GHE_INVAL;
+    snprintf(file, sizeof(file), "%s.error", name);
+    spool_failure_text(r, reason, sizeof(reason));
+    int rc = spool_write_atomic(s->failed_dir, file, reason, strlen(reason), 0);
+    snprintf(file, sizeof(file), "%s.json", name);
+    if (rc == 0)
+        rc = spool_write_atomic(s->failed_dir, file, json, len, 0);
+    return rc;
 }
 
 /* Moves a spooled file to failed/ with a .error file beside it. */
@@ -215,8 +242,9 @@ static struct spool_entry *spool_track(struct spool *s, const char *file) {
         return NULL;
     struct spool_entry *e = &s->entries[s->entry_count++];
     memset(e, 0, sizeof(*e));
-    snprintf(e->name, sizeof(e->name), "%s", file);
+    buf_copy_str(e->name, sizeof(e->name), file);
     e->backoff_ms = SPOOL_BACKOFF_MIN_MS;
+    e->retry_after_ms = -1;
     e->next_ms = 0;
     return e;
 }
@@ -330,20 +358,25 @@ static bool spool_settle(struct spool *s, struct spool_entry *e, const struct ku
     snprintf(path, sizeof(path), "%s/%s", s->dir, e->name);
     char status[16];
     snprintf(status, sizeof(status), "%d", r.status);
-    if (r.status == 201 || r.status == 409) {
+    /* The same table as the direct path (kube_answer_of). */
+    if (r.answer == KUBE_ANSWER_CREATED || r.answer == KUBE_ANSWER_EXISTS) {
         unlink(path);
         spool_fsync_dir(s->dir);
         LOGGER_INFO_("spooled run delivered", "pipelinerun", e->name, "status", status);
-        if (r.status == 201)
+        if (r.answer == KUBE_ANSWER_CREATED)
             metrics_pipelinerun_created("spooled");
         return true;
     }
-    if (r.status == 400 || r.status == 422) {
-        char reason[700];
-        snprintf(reason, sizeof(reason), "HTTP %d: %s", r.status, r.message);
+    if (r.answer == KUBE_ANSWER_REFUSED) {
+        char reason[3072];
+        spool_failure_text(&r, reason, sizeof(reason));
         spool_fail(s, e->name, reason);
         return true;
     }
+    /* Retry-After, clamped to spool_retry_after_max_seconds; else the backoff decides. */
+    e->retry_after_ms = r.retry_after_s < 0                               ? -1
+                        : r.retry_after_s * 1000L > s->retry_after_max_ms ? s->retry_after_max_ms
+                                                                          : r.retry_after_s * 1000L;
     LOGGER_WARN_("spooled run not delivered yet", "pipelinerun", e->name, "status", status, "error",
                  r.message);
     return false;
@@ -359,12 +392,17 @@ static void spool_job_done(void *arg, const struct kube_result *r) {
     pthread_mutex_unlock(&job->s->lock);
 }
 
-/* The next attempt of an entry that stays: exponential backoff with jitter. */
+/*
+ * The next attempt of an entry that stays: the last answer's Retry-After
+ * (already clamped) when it gave one, else exponential backoff with jitter.
+ */
 static void spool_backoff(struct spool_entry *e) {
     unsigned int rnd = 0;
     if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
         rnd = 0;
-    e->next_ms = spool_now_ms() + e->backoff_ms + (long)(rnd % 250);
+    e->next_ms = spool_now_ms() +
+                 (e->retry_after_ms >= 0 ? e->retry_after_ms : e->backoff_ms + (long)(rnd % 250));
+    e->retry_after_ms = -1;
     e->backoff_ms =
         e->backoff_ms * 2 > SPOOL_BACKOFF_MAX_MS ? SPOOL_BACKOFF_MAX_MS : e->backoff_ms * 2;
 }

@@ -130,9 +130,10 @@ struct tpl_site {
 static const char *const tpl_label_keys[] = {
     "app.kubernetes.io/managed-by", "gpuhook.dev/variant", "gpuhook.dev/event",
     "triggers.tekton.dev/triggers-eventid", "gpuhook.dev/repository"};
-static const char *const tpl_note_keys[] = {"gpuhook.dev/rule",     "gpuhook.dev/reason",
-                                            "gpuhook.dev/delivery", "gpuhook.dev/ref",
-                                            "gpuhook.dev/revision", "gpuhook.dev/repository"};
+static const char *const tpl_note_keys[] = {"gpuhook.dev/rule",          "gpuhook.dev/reason",
+                                            "gpuhook.dev/delivery",      "gpuhook.dev/ref",
+                                            "gpuhook.dev/revision",      "gpuhook.dev/repository",
+                                            "gpuhook.dev/request-sha256"};
 #define TPL_LABEL_COUNT (sizeof(tpl_label_keys) / sizeof(tpl_label_keys[0]))
 #define TPL_NOTE_COUNT (sizeof(tpl_note_keys) / sizeof(tpl_note_keys[0]))
 
@@ -159,21 +160,15 @@ struct tpl_op {
     size_t skip;
 };
 
-/* Where the name's prefix comes from: a site (site >= 0) or a literal string. */
-struct tpl_source {
-    long site;
-    const char *literal;
-};
-
 struct template {
     cJSON *run; /* the PipelineRun, detached from the TriggerTemplate */
     char *text; /* the literal JSON text the ops point into */
     size_t text_len;
     struct tpl_op *ops;
     size_t nop, capop;
-    bool notes_nonempty;          /* the template's annotations have members of their own */
-    struct tpl_source prefix_ref; /* spec.pipelineRef.name */
-    struct tpl_source prefix_gen; /* metadata.generateName */
+    bool notes_nonempty; /* the template's annotations have members of their own */
+    char name_prefix[NAMING_MAX +
+                     1]; /* static: generateName's (or pipelineRef.name's) literal start */
     struct tpl_param *params;
     size_t nparam;
     struct tpl_site *sites; /* in the tree's pre-order, the order render walks */
@@ -1144,15 +1139,9 @@ static void tc_value(struct tpl_compile *c, const cJSON *node, int role) {
     tc_text(c, cJSON_IsObject(node) ? "}" : "]", 1);
 }
 
-/* The string at node for the name's prefix: a site, a literal string, or nothing. */
-static struct tpl_source tc_source(const struct template *t, const cJSON *node) {
-    struct tpl_source src = {-1, NULL};
-    for (size_t i = 0; node && i < t->nsite; i++)
-        if (t->sites[i].node == node)
-            src.site = (long)i;
-    if (src.site < 0 && cJSON_IsString(node))
-        src.literal = node->valuestring;
-    return src;
+/* The literal start (before any $(...)) of a string node, as the name's static prefix. */
+static size_t tc_name_prefix(const cJSON *node, char out[NAMING_MAX + 1]) {
+    return naming_static_prefix(cJSON_IsString(node) ? node->valuestring : NULL, out);
 }
 
 /* Compiles t->run into text and ops (after its sites are known). */
@@ -1172,9 +1161,10 @@ static int tpl_compile(struct template *t) {
     }
     t->text_len = c.text.len;
     t->text = c.text.data ? c.text.data : strdup("");
-    t->prefix_ref =
-        tc_source(t, cJSON_IsObject(ref) ? cJSON_GetObjectItemCaseSensitive(ref, "name") : NULL);
-    t->prefix_gen = tc_source(t, cJSON_GetObjectItemCaseSensitive(meta, "generateName"));
+    /* Never the rendered value: that may hold the variant, and a name must not. */
+    if (!tc_name_prefix(cJSON_GetObjectItemCaseSensitive(meta, "generateName"), t->name_prefix))
+        tc_name_prefix(cJSON_IsObject(ref) ? cJSON_GetObjectItemCaseSensitive(ref, "name") : NULL,
+                       t->name_prefix);
     return t->text ? 0 : GHE_NOMEM;
 }
 
@@ -1262,6 +1252,21 @@ void template_free(struct template *t) {
 
 bool template_declares(const struct template *t, const char *param) {
     return t && param && tpl_param_find(t, param) >= 0;
+}
+
+bool template_param_from_variant(const struct template *t, const char *param) {
+    ssize_t i = t && param ? tpl_param_find(t, param) : -1;
+    const struct tpl_expr *x = i >= 0 && t->params[i].bound ? &t->params[i].bind : NULL;
+    for (size_t k = 0; x && k < x->count; k++)
+        if (x->parts[k].kind == TPL_EXT && strcmp(tpl_exts[x->parts[k].ext].name, "variant") == 0)
+            return true;
+    return false;
+}
+
+size_t template_param_count(const struct template *t) { return t ? t->nparam : 0; }
+
+const char *template_param_name(const struct template *t, size_t i) {
+    return t && i < t->nparam ? t->params[i].name : NULL;
 }
 
 /* An extension's value: borrowed, or joined into *owned (free()). NULL when out of memory. */
@@ -1614,23 +1619,6 @@ static int tpl_site_emit(struct tpl_render *r, const struct tpl_site *site, stru
     return buf_append(out, "\"", 1);
 }
 
-/*
- * The rendered string at a place the name is taken from: a literal string, or
- * a site that renders to a string. "" when it is neither.
- */
-static int tpl_source_string(struct tpl_render *r, const struct tpl_source *src, struct buf *tmp) {
-    bool structured;
-    int rc;
-
-    tmp->len = 0;
-    if (src->site < 0)
-        return buf_appends(tmp, src->literal ? src->literal : "");
-    const struct tpl_site *site = &r->t->sites[src->site];
-    if ((rc = tpl_site_check(r, site, &structured)) != 0 || structured)
-        return rc;
-    return tpl_site_parts(r, site, tmp, false);
-}
-
 static int tpl_append_quoted(struct buf *out, const char *s) {
     int rc;
     if ((rc = buf_append(out, "\"", 1)) || (rc = buf_append_json_escaped(out, s, strlen(s))))
@@ -1704,10 +1692,9 @@ static int tpl_render_text(struct tpl_render *r, struct buf *out, char name[NAMI
     const char *labels[TPL_LABEL_COUNT], *notes[TPL_NOTE_COUNT];
     const char *label_src[TPL_LABEL_COUNT] = {NULL, d ? select_variant_name(d->variant) : NULL,
                                               ev->event, ev->delivery, ev->repo_full_name};
-    const char *note_src[TPL_NOTE_COUNT] = {d ? d->rule : NULL, d ? d->reason : NULL,
-                                            ev->delivery,       ev->ref,
-                                            ev->revision,       ev->repo_full_name};
-    struct buf tmp;
+    const char *note_src[TPL_NOTE_COUNT] = {
+        d ? d->rule : NULL, d ? d->reason : NULL, ev->delivery,   ev->ref,
+        ev->revision,       ev->repo_full_name,   in->fingerprint};
     bool structured;
     int rc = 0;
 
@@ -1718,17 +1705,7 @@ static int tpl_render_text(struct tpl_render *r, struct buf *out, char name[NAMI
         rc = tpl_site_check(r, &r->t->ksites[i], &structured);
     if (rc)
         return rc;
-    buf_init(&tmp, TEMPLATE_STRING_MAX);
-    rc = tpl_source_string(r, &r->t->prefix_ref, &tmp);
-    if (!rc && (!tmp.data || !tmp.len))
-        rc = tpl_source_string(r, &r->t->prefix_gen, &tmp);
-    if (rc) {
-        buf_cleanup(&tmp);
-        return rc;
-    }
-    naming_pipelinerun(tmp.len ? tmp.data : "run", in->name_key[0], in->name_key[1],
-                       in->name_key[2], name);
-    buf_cleanup(&tmp);
+    naming_pipelinerun(r->t->name_prefix, in->name_kind, in->name_key[0], in->name_key[1], name);
     labels[0] = "gpuhook";
     for (size_t i = 1; i < TPL_LABEL_COUNT; i++) {
         naming_label_value(label_src[i], safe[i]);

@@ -83,12 +83,85 @@ static bool trigger_key_ok(const char *k) {
     return true;
 }
 
+/* The value as compact JSON, cut to fit, for a 400 that names what was wrong. */
+static const char *trigger_value(const cJSON *v, char *out, size_t n) {
+    char *text = cJSON_PrintUnformatted(v);
+    size_t len = text ? strlen(text) : 0;
+    if (len + 1 > n && n > 4)
+        snprintf(out, n, "%.*s...", (int)(n - 4), text);
+    else
+        snprintf(out, n, "%s", text ? text : "?");
+    cJSON_free(text);
+    return out;
+}
+
+static int trigger_key_cmp(const void *a, const void *b) {
+    return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
+}
+
+static void trigger_hash_add(EVP_MD_CTX *ctx, const char *name, const cJSON *v) {
+    char *text = v ? cJSON_PrintUnformatted(v) : NULL;
+    EVP_DigestUpdate(ctx, name, strlen(name) + 1);
+    EVP_DigestUpdate(ctx, text ? text : "", text ? strlen(text) + 1 : 0);
+    cJSON_free(text);
+}
+
+/*
+ * The request's fingerprint for Idempotency-Key: SHA-256 over the body's fields in a
+ * fixed order, params sorted by name, each value as compact JSON, so key order and
+ * white space do not count but every value does. Writes 64 hex digits; false on failure.
+ */
+static bool trigger_fingerprint(const cJSON *body, const cJSON *params, size_t nparams,
+                                char out[65]) {
+    static const char *const fields[] = {"variant", "revision", "repo_url", "branch"};
+    const cJSON *sorted[TRIGGER_MAX_PARAMS];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    size_t n = 0;
+    const cJSON *it;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1) {
+        EVP_MD_CTX_free(ctx);
+        return false;
+    }
+    EVP_DigestUpdate(ctx, "gpuhook-trigger-v1", 19);
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+        trigger_hash_add(ctx, fields[i], cJSON_GetObjectItemCaseSensitive(body, fields[i]));
+    cJSON_ArrayForEach(it, params) {
+        if (n < nparams && n < TRIGGER_MAX_PARAMS)
+            sorted[n++] = it;
+    }
+    qsort(sorted, n, sizeof(sorted[0]), trigger_key_cmp);
+    for (size_t i = 0; i < n; i++)
+        trigger_hash_add(ctx, sorted[i]->string, sorted[i]);
+    bool ok = EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == 32;
+    EVP_MD_CTX_free(ctx);
+    for (unsigned int i = 0; ok && i < 32; i++)
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    return ok;
+}
+
+/* "git-repo-url, git-revision" (the params a /trigger may set), for a 400. */
+static void trigger_param_list(const struct template *t, char *out, size_t n) {
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < template_param_count(t) && len < n; i++) {
+        const char *p = template_param_name(t, i);
+        if (template_param_from_variant(t, p))
+            continue;
+        len += (size_t)snprintf(out + len, n - len, "%s%s", len ? ", " : "", p);
+    }
+    if (!out[0])
+        snprintf(out, n, "none");
+}
+
 void trigger_finish(struct http_request *req) {
     static const char *const known[] = {"variant", "revision", "repo_url", "branch", "params"};
     struct template_override ov[TRIGGER_MAX_PARAMS];
     size_t nov = 0;
     struct event ev;
-    char uuid[37];
+    char uuid[37], shown[80], allowed[256], fingerprint[65];
     cJSON *body = NULL;
     const cJSON *it;
     int forced = -1;
@@ -106,7 +179,7 @@ void trigger_finish(struct http_request *req) {
             ok = ok || strcmp(it->string, known[i]) == 0;
         if (!ok) {
             http_request_error(req, 400,
-                               "unknown field \"%s\"; expected variant, revision, "
+                               "unknown field \"%s\": the fields are variant, revision, "
                                "repo_url, branch, params",
                                it->string);
             goto out;
@@ -121,16 +194,23 @@ void trigger_finish(struct http_request *req) {
         (!cJSON_IsString(variant) ||
          (strcmp(variant->valuestring, "auto") != 0 &&
           ((forced = select_variant_parse(variant->valuestring)) < 0 || forced == SELECT_SKIP)))) {
-        http_request_error(req, 400, "variant: must be one of lite, original, auto");
+        http_request_error(req, 400, "variant %s is not one of lite, original, auto",
+                           trigger_value(variant, shown, sizeof(shown)));
+        goto out;
+    }
+    if (!revision) {
+        http_request_error(req, 400, "revision: required, a non-empty string");
         goto out;
     }
     if (!cJSON_IsString(revision) || !revision->valuestring[0]) {
-        http_request_error(req, 400, "revision: required, a non-empty string");
+        http_request_error(req, 400, "revision: required, a non-empty string, not %s",
+                           trigger_value(revision, shown, sizeof(shown)));
         goto out;
     }
     const char *repo_url = req->cfg->trigger_default_repo_url;
     if (repo && (!cJSON_IsString(repo) || !repo->valuestring[0])) {
-        http_request_error(req, 400, "repo_url: must be a non-empty string");
+        http_request_error(req, 400, "repo_url: must be a non-empty string, not %s",
+                           trigger_value(repo, shown, sizeof(shown)));
         goto out;
     }
     if (repo)
@@ -141,21 +221,35 @@ void trigger_finish(struct http_request *req) {
         goto out;
     }
     if (branch && !cJSON_IsString(branch)) {
-        http_request_error(req, 400, "branch: must be a string");
+        http_request_error(req, 400, "branch: must be a string, not %s",
+                           trigger_value(branch, shown, sizeof(shown)));
         goto out;
     }
     if (params && !cJSON_IsObject(params)) {
-        http_request_error(req, 400, "params: must be an object of strings");
+        http_request_error(req, 400, "params: must be an object of strings, not %s",
+                           trigger_value(params, shown, sizeof(shown)));
         goto out;
     }
+    trigger_param_list(req->cfg->tmpl, allowed, sizeof(allowed));
     cJSON_ArrayForEach(it, params) {
         if (!cJSON_IsString(it)) {
-            http_request_error(req, 400, "params.%s: must be a string", it->string);
+            http_request_error(req, 400, "params.%s: must be a string, not %s", it->string,
+                               trigger_value(it, shown, sizeof(shown)));
             goto out;
         }
         if (!template_declares(req->cfg->tmpl, it->string)) {
-            http_request_error(req, 400, "params.%s: the template declares no such param",
-                               it->string);
+            http_request_error(req, 400,
+                               "params.%s: the template declares no such param; params may "
+                               "set %s",
+                               it->string, allowed);
+            goto out;
+        }
+        if (template_param_from_variant(req->cfg->tmpl, it->string)) {
+            http_request_error(req, 400,
+                               "params.%s: set by the variant alone (its binding is "
+                               "$(extensions.variant)); choose it with \"variant\": lite, "
+                               "original or auto; params may set %s",
+                               it->string, allowed);
             goto out;
         }
         if (nov == TRIGGER_MAX_PARAMS) {
@@ -168,7 +262,15 @@ void trigger_finish(struct http_request *req) {
     }
     const char *key = http_request_header(req, "Idempotency-Key");
     if (key && !trigger_key_ok(key)) {
-        http_request_error(req, 400, "Idempotency-Key: 1 to 128 visible ASCII characters");
+        http_request_error(req, 400,
+                           "Idempotency-Key: 1 to 128 visible ASCII characters, got %zu bytes",
+                           strlen(key));
+        goto out;
+    }
+    /* With a key, the run records what was asked, so a reuse with another body is told apart. */
+    bool keyed = key != NULL;
+    if (keyed && !trigger_fingerprint(body, params, nov, fingerprint)) {
+        http_request_error(req, 500, "cannot compute the request's fingerprint");
         goto out;
     }
     if (!key) {
@@ -197,7 +299,9 @@ void trigger_finish(struct http_request *req) {
         .forced_variant = forced,
         .overrides = ov,
         .override_count = nov,
-        .name_key = {"trigger", key},
+        .name_kind = NAMING_TRIGGER,
+        .name_key = {key, NULL},
+        .fingerprint = keyed ? fingerprint : NULL,
         .preview = req->dry_run_query,
     };
     dispatch_run(req, &in);

@@ -247,7 +247,7 @@ void webhook_finish(struct http_request *req) {
     }
     /* A redelivery already created: answer from memory without rendering again. */
     if (req->app && delivery_mode(req->app->delivery) != CONFIG_KUBE_DRY_RUN &&
-        app_lru_get(req->app, hook, delivery, &hit)) {
+        app_lru_get(req->app, NAMING_WEBHOOK, hook, delivery, &hit)) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "status", "exists");
         cJSON_AddStringToObject(o, "pipelinerun", hit.name);
@@ -291,6 +291,7 @@ void webhook_finish(struct http_request *req) {
     struct dispatch_input in = {
         .ev = &ev,
         .forced_variant = -1,
+        .name_kind = NAMING_WEBHOOK,
         .name_key = {hook ? hook : "", delivery},
     };
     dispatch_run(req, &in);

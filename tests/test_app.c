@@ -47,18 +47,20 @@ static void test_app_lru_misses_when_empty(void **state) {
     struct app *app = *state;
     struct app_lru_entry e;
 
-    assert_false(app_lru_get(app, "123", "72d3162e-cc78-11e3-81ab-4c9367dc0958", &e));
-    assert_false(app_lru_get(app, "", "", &e));
-    assert_false(app_lru_get(app, NULL, NULL, &e));
+    assert_false(
+        app_lru_get(app, NAMING_WEBHOOK, "123", "72d3162e-cc78-11e3-81ab-4c9367dc0958", &e));
+    assert_false(app_lru_get(app, NAMING_WEBHOOK, "", "", &e));
+    assert_false(app_lru_get(app, NAMING_WEBHOOK, NULL, NULL, &e));
 }
 
 static void test_app_lru_hit_returns_what_was_put(void **state) {
     struct app *app = *state;
     struct app_lru_entry e;
 
-    app_lru_put(app, "123", "guid-1", "gpu-workflow-lite-0123456789", "lite", "main-lite");
+    app_lru_put(app, NAMING_WEBHOOK, "123", "guid-1", "gpu-workflow-lite-0123456789", "lite",
+                "main-lite");
     memset(&e, 0, sizeof(e));
-    assert_true(app_lru_get(app, "123", "guid-1", &e));
+    assert_true(app_lru_get(app, NAMING_WEBHOOK, "123", "guid-1", &e));
     assert_string_equal(e.name, "gpu-workflow-lite-0123456789");
     assert_string_equal(e.variant, "lite");
     assert_string_equal(e.rule, "main-lite");
@@ -68,17 +70,24 @@ static void test_app_lru_key_is_hook_and_delivery(void **state) {
     struct app *app = *state;
     struct app_lru_entry e;
 
-    app_lru_put(app, "123", "guid-1", "run-a", "lite", "default");
+    app_lru_put(app, NAMING_WEBHOOK, "123", "guid-1", "run-a", "lite", "default");
     /* Same delivery from another hook, or another delivery from the same hook: misses. */
-    assert_false(app_lru_get(app, "124", "guid-1", &e));
-    assert_false(app_lru_get(app, "123", "guid-2", &e));
-    assert_false(app_lru_get(app, "12", "3guid-1", &e));
-    assert_false(app_lru_get(app, NULL, "guid-1", &e));
+    assert_false(app_lru_get(app, NAMING_WEBHOOK, "124", "guid-1", &e));
+    assert_false(app_lru_get(app, NAMING_WEBHOOK, "123", "guid-2", &e));
+    assert_false(app_lru_get(app, NAMING_WEBHOOK, "12", "3guid-1", &e));
+    assert_false(app_lru_get(app, NAMING_WEBHOOK, NULL, "guid-1", &e));
     /* A delivery without a hook ID is its own key. */
-    app_lru_put(app, NULL, "guid-9", "run-b", "original", "r");
-    assert_true(app_lru_get(app, NULL, "guid-9", &e));
+    app_lru_put(app, NAMING_WEBHOOK, NULL, "guid-9", "run-b", "original", "r");
+    assert_true(app_lru_get(app, NAMING_WEBHOOK, NULL, "guid-9", &e));
     assert_string_equal(e.name, "run-b");
-    assert_true(app_lru_get(app, "", "guid-9", &e));
+    assert_true(app_lru_get(app, NAMING_WEBHOOK, "", "guid-9", &e));
+    /* A trigger's key never answers for a webhook delivery of the same text, nor back. */
+    app_lru_put(app, NAMING_TRIGGER, NULL, "key-1", "run-t", "lite", "manual");
+    assert_false(app_lru_get(app, NAMING_WEBHOOK, NULL, "key-1", &e));
+    assert_false(app_lru_get(app, NAMING_WEBHOOK, "", "key-1", &e));
+    assert_true(app_lru_get(app, NAMING_TRIGGER, NULL, "key-1", &e));
+    assert_string_equal(e.name, "run-t");
+    assert_false(app_lru_get(app, NAMING_TRIGGER, NULL, "guid-9", &e));
 }
 
 static void test_app_lru_recent_entries_hit_and_memory_is_bounded(void **state) {
@@ -91,15 +100,15 @@ static void test_app_lru_recent_entries_hit_and_memory_is_bounded(void **state) 
     for (int i = 0; i < 10 * APP_LRU_SIZE; i++) {
         snprintf(delivery, sizeof(delivery), "d-%d", i);
         snprintf(name, sizeof(name), "run-%d", i);
-        app_lru_put(app, "1", delivery, name, "lite", "default");
-        assert_true(app_lru_get(app, "1", delivery, &e));
+        app_lru_put(app, NAMING_WEBHOOK, "1", delivery, name, "lite", "default");
+        assert_true(app_lru_get(app, NAMING_WEBHOOK, "1", delivery, &e));
         assert_string_equal(e.name, name);
     }
     /* It holds at most APP_LRU_SIZE entries, and a miss is never a wrong hit. */
     for (int i = 0; i < 10 * APP_LRU_SIZE; i++) {
         snprintf(delivery, sizeof(delivery), "d-%d", i);
         snprintf(name, sizeof(name), "run-%d", i);
-        if (app_lru_get(app, "1", delivery, &e)) {
+        if (app_lru_get(app, NAMING_WEBHOOK, "1", delivery, &e)) {
             assert_string_equal(e.name, name);
             hits++;
         }
@@ -115,8 +124,8 @@ static void test_app_lru_long_values_are_cut_not_overflowed(void **state) {
 
     memset(rule, 'r', sizeof(rule) - 1);
     rule[sizeof(rule) - 1] = '\0';
-    app_lru_put(app, "1", "d", "name", "a-variant-name-longer-than-sixteen", rule);
-    assert_true(app_lru_get(app, "1", "d", &e));
+    app_lru_put(app, NAMING_WEBHOOK, "1", "d", "name", "a-variant-name-longer-than-sixteen", rule);
+    assert_true(app_lru_get(app, NAMING_WEBHOOK, "1", "d", &e));
     assert_int_equal(strlen(e.variant), sizeof(e.variant) - 1);
     assert_int_equal(strlen(e.rule), sizeof(e.rule) - 1);
 }

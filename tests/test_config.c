@@ -191,6 +191,7 @@ static void test_config_minimal_config_loads_with_defaults(void **state) {
     assert_null(cfg->kube_url);
     assert_null(cfg->spool_dir);
     assert_int_equal(cfg->spool_max_age_hours, 72);
+    assert_int_equal(cfg->spool_retry_after_max_seconds, 300);
     assert_int_equal(cfg->gpu.refresh_seconds, 5);
     assert_false(cfg->gpu.required);
     assert_string_equal(cfg->template_path, fx->tmpl);
@@ -293,7 +294,8 @@ static void test_config_explicit_values_override_defaults(void **state) {
                        "\"tls\":{\"cert_file\":\"cert.pem\",\"key_file\":\"key.pem\"},"
                        "\"kubernetes\":{\"mode\":\"dry-run\",\"namespace\":\"ci\","
                        "\"timeout_seconds\":9},"
-                       "\"spool_max_age_hours\":1,\"gpu\":{\"refresh_seconds\":3600,"
+                       "\"spool_max_age_hours\":1,\"spool_retry_after_max_seconds\":7,"
+                       "\"gpu\":{\"refresh_seconds\":3600,"
                        "\"required\":true}}",
                        false, &cfg, &el);
     if (rc != 0)
@@ -312,6 +314,7 @@ static void test_config_explicit_values_override_defaults(void **state) {
     assert_string_equal(cfg->kube_namespace, "ci");
     assert_int_equal(cfg->kube_timeout_seconds, 9);
     assert_int_equal(cfg->spool_max_age_hours, 1);
+    assert_int_equal(cfg->spool_retry_after_max_seconds, 7);
     assert_int_equal(cfg->gpu.refresh_seconds, 3600);
     assert_true(cfg->gpu.required);
     config_unref(cfg);

@@ -33,6 +33,7 @@
 #include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
+#include "gpuhook/retryafter.h"
 
 #define NS "tekton-pipelines"
 #define RUNS_PATH "/apis/tekton.dev/v1/namespaces/" NS "/pipelineruns"
@@ -154,11 +155,15 @@ static enum MHD_Result fake_access(void *cls, struct MHD_Connection *c, const ch
 
     /* A created object that happens to carry a "message" key, to show 2xx bodies go unread. */
     char body[512];
+    /* A real apiserver gives 409 "... already exists" the reason AlreadyExists. */
+    const char *reason = a.status == 409 && a.message && strstr(a.message, "already exists")
+                             ? ",\"reason\":\"AlreadyExists\""
+                             : "";
     if (a.message)
         snprintf(body, sizeof(body),
                  "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"status\":\"Failure\","
-                 "\"message\":\"%s\",\"code\":%d}",
-                 a.message, a.status);
+                 "\"message\":\"%s\"%s,\"code\":%d}",
+                 a.message, reason, a.status);
     else if (a.status >= 200 && a.status <= 299)
         snprintf(body, sizeof(body), "{\"kind\":\"PipelineRun\",\"message\":\"not a Status\"}");
     else
@@ -308,7 +313,25 @@ struct retry_case {
 };
 
 static const struct retry_case retry_cases[] = {
-    {"409 is final", {{409, NULL, "already exists"}}, 1, 409, 1, "already exists"},
+    {"409 AlreadyExists is final", {{409, NULL, "already exists"}}, 1, 409, 1, "already exists"},
+    {"409 Conflict retries",
+     {{409, NULL,
+       "Operation cannot be fulfilled on resourcequotas q: the object has been modified"},
+      {201, NULL, NULL}},
+     2,
+     201,
+     2,
+     NULL},
+    {"413 is final", {{413, NULL, "Request entity too large: limit is 3145728"}}, 1, 413, 1, NULL},
+    {"415 is final", {{415, NULL, "unsupported media type"}}, 1, 415, 1, NULL},
+    {"403 goes to the spool at once", {{403, NULL, "forbidden"}}, 1, 403, 1, "forbidden"},
+    {"404 goes to the spool at once", {{404, NULL, "no CRD yet"}}, 1, 404, 1, NULL},
+    {"401 twice: re-read, retried once, then spooled",
+     {{401, NULL, "Unauthorized"}},
+     1,
+     401,
+     2,
+     NULL},
     {"422 is final with its Status message",
      {{422, NULL, "spec.params: Invalid value"}},
      1,
@@ -328,8 +351,8 @@ static const struct retry_case retry_cases[] = {
      201,
      2,
      NULL},
-    {"404 then 408 then 201 retries both",
-     {{404, NULL, "no CRD yet"}, {408, NULL, "timeout"}, {201, NULL, NULL}},
+    {"408 then 503 then 201 retries both",
+     {{408, NULL, "timeout"}, {503, NULL, "busy"}, {201, NULL, NULL}},
      3,
      201,
      3,
@@ -421,6 +444,63 @@ static void test_kube_create_async_with_no_time_left_makes_no_attempt(void **sta
     assert_int_equal(fake_posts(api), 0);
     kube_free(k);
     fake_stop(api);
+}
+
+/* Retry-After in both forms (RFC 9110 10.2.3), clamped, and never an overflow. */
+static void test_retry_after_parses_both_forms_and_clamps(void **state) {
+    /* Sun, 06 Nov 1994 08:49:37 GMT */
+    const time_t now = 784111777;
+    static const struct {
+        const char *v;
+        long want;
+    } cases[] = {
+        {"0", 0},
+        {"5", 5},
+        {" 120\r\n", 120},
+        {"99999999999999999999", RETRY_AFTER_MAX_SECONDS},
+        {"184467440737095516160000", RETRY_AFTER_MAX_SECONDS},
+        {"86401", RETRY_AFTER_MAX_SECONDS},
+        {"-1", -1},
+        {"5s", -1},
+        {"1.5", -1},
+        {"", -1},
+        {"Sun, 06 Nov 1994 08:49:47 GMT", 10},
+        {"Sun, 06 Nov 1994 08:49:37 GMT", 0},
+        {"Sat, 05 Nov 1994 08:49:37 GMT", 0}, /* the past: at once */
+        {"Sunday, 06-Nov-94 08:50:37 GMT", 60},
+        {"Sun Nov  6 08:51:37 1994", 120},
+        {"Fri, 31 Dec 9999 23:59:59 GMT", RETRY_AFTER_MAX_SECONDS},
+        {"Sun, 06 Nov 1994 08:49:47 UTC", -1},
+        {"Sun, 06 Nov 1994 25:49:47 GMT", -1},
+        {"Sun, 06 Foo 1994 08:49:47 GMT", -1},
+        {"Sun, 6 Nov 1994 08:49:47 GMT", -1},
+        {"soon", -1},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long got = retry_after_parse(cases[i].v, strlen(cases[i].v), now);
+        if (got != cases[i].want)
+            fail_msg("Retry-After \"%s\": got %ld, want %ld", cases[i].v, got, cases[i].want);
+    }
+    assert_int_equal(retry_after_parse(NULL, 0, now), -1);
+}
+
+/* The one table of answers. */
+static void test_kube_answer_table(void **state) {
+    (void)state;
+    assert_int_equal(kube_answer_of(201, NULL), KUBE_ANSWER_CREATED);
+    assert_int_equal(kube_answer_of(409, "AlreadyExists"), KUBE_ANSWER_EXISTS);
+    assert_int_equal(kube_answer_of(409, "Conflict"), KUBE_ANSWER_RETRY);
+    assert_int_equal(kube_answer_of(409, NULL), KUBE_ANSWER_RETRY);
+    for (int c = 0; c < 4; c++)
+        assert_int_equal(kube_answer_of((int[]){400, 413, 415, 422}[c], "x"), KUBE_ANSWER_REFUSED);
+    assert_int_equal(kube_answer_of(401, NULL), KUBE_ANSWER_UNAUTHORIZED);
+    assert_int_equal(kube_answer_of(403, NULL), KUBE_ANSWER_BLOCKED);
+    assert_int_equal(kube_answer_of(404, NULL), KUBE_ANSWER_BLOCKED);
+    for (int c = 0; c < 6; c++)
+        assert_int_equal(kube_answer_of((int[]){0, 408, 429, 500, 503, 504}[c], NULL),
+                         KUBE_ANSWER_RETRY);
+    assert_string_equal(kube_answer_name(KUBE_ANSWER_REFUSED), "refused");
 }
 
 #define BURST_THREADS 8
@@ -604,6 +684,8 @@ int main(void) {
         cmocka_unit_test(test_kube_create_posts_the_run_with_strict_validation_and_bearer),
         cmocka_unit_test(test_kube_create_retries_only_transient_answers),
         cmocka_unit_test(test_kube_create_gives_up_at_the_deadline),
+        cmocka_unit_test(test_retry_after_parses_both_forms_and_clamps),
+        cmocka_unit_test(test_kube_answer_table),
         cmocka_unit_test(test_kube_create_rereads_the_token_after_a_401),
         cmocka_unit_test(test_kube_create_async_with_no_time_left_makes_no_attempt),
         cmocka_unit_test(test_kube_create_async_serves_a_burst_over_few_connections),

@@ -1,6 +1,6 @@
 /*
- * Unit tests for naming.c: deterministic PipelineRun names that are valid
- * DNS-1123 labels whatever the prefix, and Kubernetes label values.
+ * Unit tests for naming.c: PipelineRun names that depend on a run's identity only
+ * (never its variant), valid DNS-1123 labels whatever the prefix, and label values.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -49,61 +49,73 @@ static bool is_label_value(const char *s) {
     return true;
 }
 
-/* The last 11 characters are "-" and 10 lower-case hex digits. */
+/* The last 21 characters are "-gh-" or "-tr-" and 16 lower-case hex digits. */
+#define SUFFIX 20
 static void assert_hash_suffix(const char *name) {
     size_t n = strlen(name);
-    assert_true(n > 11);
-    assert_int_equal(name[n - 11], '-');
-    for (size_t i = n - 10; i < n; i++)
+    assert_true(n > SUFFIX);
+    if (strncmp(name + n - SUFFIX, "-gh-", 4) != 0 && strncmp(name + n - SUFFIX, "-tr-", 4) != 0)
+        fail_msg("%s: no -gh- or -tr- before the hash", name);
+    for (size_t i = n - 16; i < n; i++)
         if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f')))
             fail_msg("%s: suffix is not lower-case hex", name);
 }
 
-static void test_naming_same_parts_give_the_same_name(void **state) {
+static void test_naming_same_identity_gives_the_same_name(void **state) {
     (void)state;
     char a[NAMING_MAX + 1], b[NAMING_MAX + 1];
 
-    naming_pipelinerun("gpu-real-8-step-workflow-lite", "123456",
-                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", "lite", a);
-    naming_pipelinerun("gpu-real-8-step-workflow-lite", "123456",
-                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", "lite", b);
+    naming_pipelinerun("gpu-real-8-step-workflow", NAMING_WEBHOOK, "123456",
+                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", a);
+    naming_pipelinerun("gpu-real-8-step-workflow", NAMING_WEBHOOK, "123456",
+                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", b);
     assert_string_equal(a, b);
-    assert_true(strncmp(a, "gpu-real-8-step-workflow-lite-", 30) == 0);
-    assert_int_equal(strlen(a), 30 + 10);
+    assert_true(strncmp(a, "gpu-real-8-step-workflow-gh-", 28) == 0);
+    assert_int_equal(strlen(a), 28 + 16);
     assert_hash_suffix(a);
     assert_true(is_dns1123_label(a));
+    assert_true(naming_dns1123_label(a, 63));
 }
 
-/* The hash is SHA-256 over the parts, each followed by a NUL; pin one value so it never drifts. */
+/* The hash is SHA-256 over kind, then the parts, each followed by a NUL; pinned so it never drifts.
+ */
 static void test_naming_hash_is_stable_across_builds(void **state) {
     (void)state;
     char a[NAMING_MAX + 1];
 
-    /* printf 'h\0d\0v\0' | sha256sum | cut -c1-10 */
-    naming_pipelinerun("p", "h", "d", "v", a);
-    assert_string_equal(a, "p-7a38f1cd1b");
+    /* printf 'webhook\0h\0d\0' | sha256sum | cut -c1-16 */
+    naming_pipelinerun("p", NAMING_WEBHOOK, "h", "d", a);
+    assert_string_equal(a, "p-gh-866e43eebff9acd3");
+    /* printf 'trigger\0k\0\0' | sha256sum | cut -c1-16 */
+    naming_pipelinerun("p", NAMING_TRIGGER, "k", NULL, a);
+    assert_string_equal(a, "p-tr-4bcdddd4f511f092");
 }
 
 static void test_naming_each_part_changes_the_name(void **state) {
     (void)state;
-    static const char *const parts[][3] = {
-        {"1", "delivery", "lite"},
-        {"2", "delivery", "lite"},     /* hook ID differs */
-        {"1", "delivery2", "lite"},    /* delivery ID differs */
-        {"1", "delivery", "original"}, /* variant differs */
-        {"1d", "elivery", "lite"},     /* same bytes, different split */
-        {"1", "deliverylite", ""},     /* same bytes, different split */
-        {"", "", ""},
+    static const struct {
+        int kind;
+        const char *a, *b;
+    } parts[] = {
+        {NAMING_WEBHOOK, "1", "delivery"},  {NAMING_WEBHOOK, "2", "delivery"}, /* hook ID differs */
+        {NAMING_WEBHOOK, "1", "delivery2"}, /* delivery ID differs */
+        {NAMING_WEBHOOK, "1d", "elivery"},  /* same bytes, different split */
+        {NAMING_WEBHOOK, "", "key-1"},      /* a delivery without hook ID ... */
+        {NAMING_TRIGGER, "key-1", NULL},    /* ... and a trigger key with the same text */
+        {NAMING_TRIGGER, "", "key-1"},      {NAMING_WEBHOOK, "", ""},
+        {NAMING_TRIGGER, "", ""},
     };
     enum { N = sizeof(parts) / sizeof(parts[0]) };
-    char names[N][NAMING_MAX + 1];
+    char names[N][NAMING_MAX + 1], hashes[N][17];
 
     for (size_t i = 0; i < N; i++) {
-        naming_pipelinerun("run", parts[i][0], parts[i][1], parts[i][2], names[i]);
+        naming_pipelinerun("run", parts[i].kind, parts[i].a, parts[i].b, names[i]);
         assert_true(is_dns1123_label(names[i]));
+        /* The hashes differ too, not only the -gh-/-tr- marks. */
+        memcpy(hashes[i], names[i] + strlen(names[i]) - 16, 17);
         for (size_t j = 0; j < i; j++)
-            if (strcmp(names[i], names[j]) == 0)
-                fail_msg("cases %zu and %zu share the name %s", i, j, names[i]);
+            if (strcmp(hashes[i], hashes[j]) == 0)
+                fail_msg("cases %zu and %zu share the hash of %s", i, j, names[i]);
     }
 }
 
@@ -111,9 +123,35 @@ static void test_naming_null_parts_count_as_empty(void **state) {
     (void)state;
     char a[NAMING_MAX + 1], b[NAMING_MAX + 1];
 
-    naming_pipelinerun("run", NULL, NULL, NULL, a);
-    naming_pipelinerun("run", "", "", "", b);
+    naming_pipelinerun("run", NAMING_WEBHOOK, NULL, NULL, a);
+    naming_pipelinerun("run", NAMING_WEBHOOK, "", "", b);
     assert_string_equal(a, b);
+}
+
+/* The prefix is the template text before its first $(...): static, whatever the variant. */
+static void test_naming_static_prefix_stops_at_the_first_hole(void **state) {
+    (void)state;
+    char out[NAMING_MAX + 1];
+
+    assert_int_equal(
+        naming_static_prefix("gpu-real-8-step-workflow-$(tt.params.pipeline-version)-", out), 25);
+    assert_string_equal(out, "gpu-real-8-step-workflow-");
+    assert_int_equal(naming_static_prefix("$(tt.params.x)", out), 0);
+    assert_int_equal(naming_static_prefix("plain", out), 5);
+    assert_int_equal(naming_static_prefix(NULL, out), 0);
+}
+
+static void test_naming_validators(void **state) {
+    (void)state;
+    assert_true(naming_dns1123_label("gpu-real-8-step-workflow-lite", 63));
+    assert_false(naming_dns1123_label("gpu-real-8-step-workflow-../../x", 63));
+    assert_false(naming_dns1123_label("Upper", 63));
+    assert_false(naming_dns1123_label("-x", 63));
+    assert_false(naming_dns1123_label("", 63));
+    assert_true(naming_dns1123_subdomain("a.b-c.d"));
+    assert_false(naming_dns1123_subdomain("a..b"));
+    assert_false(naming_dns1123_subdomain("a.-b"));
+    assert_false(naming_dns1123_subdomain("../x"));
 }
 
 /* Whatever the prefix, the name is a DNS-1123 label; the expected prefix part is given. */
@@ -121,7 +159,7 @@ static void test_naming_odd_prefixes_become_valid_labels(void **state) {
     (void)state;
     static const struct {
         const char *prefix;
-        const char *expected_start; /* the name minus "-<10 hex>" */
+        const char *expected_start; /* the name minus "-gh-<16 hex>" */
     } cases[] = {
         {"gpu-workflow", "gpu-workflow"},
         {"GPU-Workflow", "gpu-workflow"},
@@ -141,14 +179,14 @@ static void test_naming_odd_prefixes_become_valid_labels(void **state) {
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char name[NAMING_MAX + 1];
-        naming_pipelinerun(cases[i].prefix, "1", "2", "lite", name);
+        naming_pipelinerun(cases[i].prefix, NAMING_WEBHOOK, "1", "2", name);
         if (!is_dns1123_label(name))
             fail_msg("prefix %zu gave an invalid label: %s", i, name);
         assert_hash_suffix(name);
-        size_t plen = strlen(name) - 11;
+        size_t plen = strlen(name) - SUFFIX;
         if (plen != strlen(cases[i].expected_start) ||
             strncmp(name, cases[i].expected_start, plen) != 0)
-            fail_msg("prefix %zu gave %s, expected %s-<hash>", i, name, cases[i].expected_start);
+            fail_msg("prefix %zu gave %s, expected %s-gh-<hash>", i, name, cases[i].expected_start);
     }
 }
 
@@ -158,16 +196,16 @@ static void test_naming_long_prefix_is_cut_to_63(void **state) {
 
     memset(prefix, 'a', sizeof(prefix) - 1);
     prefix[sizeof(prefix) - 1] = '\0';
-    naming_pipelinerun(prefix, "1", "2", "lite", name);
+    naming_pipelinerun(prefix, NAMING_TRIGGER, "1", NULL, name);
     assert_int_equal(strlen(name), 63);
     assert_true(is_dns1123_label(name));
     assert_hash_suffix(name);
 
     /* A cut that lands on a '-' never leaves "--" or a '-' before the hash separator. */
-    for (size_t cut = 40; cut < 60; cut++) {
+    for (size_t cut = 30; cut < 60; cut++) {
         memset(prefix, 'b', sizeof(prefix) - 1);
         prefix[cut] = '-';
-        naming_pipelinerun(prefix, "1", "2", "lite", name);
+        naming_pipelinerun(prefix, NAMING_WEBHOOK, "1", "2", name);
         assert_true(strlen(name) <= 63);
         if (!is_dns1123_label(name) || strstr(name, "--"))
             fail_msg("dash at %zu gave %s", cut, name);
@@ -175,8 +213,8 @@ static void test_naming_long_prefix_is_cut_to_63(void **state) {
 
     /* Prefixes that differ only past the cut still differ by their parts. */
     memset(prefix, 'c', sizeof(prefix) - 1);
-    naming_pipelinerun(prefix, "1", "2", "lite", name);
-    naming_pipelinerun(prefix, "1", "3", "lite", other);
+    naming_pipelinerun(prefix, NAMING_WEBHOOK, "1", "2", name);
+    naming_pipelinerun(prefix, NAMING_WEBHOOK, "1", "3", other);
     assert_string_not_equal(name, other);
 }
 
@@ -232,7 +270,9 @@ static void test_naming_long_label_value_is_cut_to_63_with_alnum_ends(void **sta
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_naming_same_parts_give_the_same_name),
+        cmocka_unit_test(test_naming_same_identity_gives_the_same_name),
+        cmocka_unit_test(test_naming_static_prefix_stops_at_the_first_hole),
+        cmocka_unit_test(test_naming_validators),
         cmocka_unit_test(test_naming_hash_is_stable_across_builds),
         cmocka_unit_test(test_naming_each_part_changes_the_name),
         cmocka_unit_test(test_naming_null_parts_count_as_empty),

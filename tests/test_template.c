@@ -148,7 +148,6 @@ static struct template_render_input input(const struct event *ev, const struct s
     in.namespace = "gpu-ci";
     in.name_key[0] = ev->hook_id;
     in.name_key[1] = ev->delivery;
-    in.name_key[2] = d ? select_variant_name(d->variant) : NULL;
     return in;
 }
 
@@ -483,8 +482,8 @@ static void test_template_shipped_files_render_a_push(void **state) {
     struct template_render_input in = input(&ev, &d);
     assert_int_equal(template_render(t, &in, &run, err, sizeof(err)), 0);
 
-    naming_pipelinerun("gpu-real-8-step-workflow-lite", "292430182",
-                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", "lite", name);
+    naming_pipelinerun("gpu-real-8-step-workflow", NAMING_WEBHOOK, "292430182",
+                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", name);
     snprintf(want, sizeof(want),
              "{\"apiVersion\": \"tekton.dev/v1\", \"kind\": \"PipelineRun\","
              " \"metadata\": {\"name\": \"%s\", \"namespace\": \"gpu-ci\","
@@ -544,8 +543,9 @@ static void test_template_shipped_files_render_a_pull_request(void **state) {
     struct template_render_input in = input(&ev, &d);
     assert_int_equal(template_render(t, &in, &run, err, sizeof(err)), 0);
 
-    naming_pipelinerun("gpu-real-8-step-workflow-original", "292430182",
-                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", "original", name);
+    /* The same delivery as the lite run above gets the same name: the variant is no part of it. */
+    naming_pipelinerun("gpu-real-8-step-workflow", NAMING_WEBHOOK, "292430182",
+                       "72d3162e-cc78-11e3-81ab-4c9367dc0958", name);
     assert_string_equal(str_at(run, "metadata.name"), name);
     assert_null(at(run, "metadata.generateName"));
     assert_string_equal(str_at(run, "metadata.namespace"), "gpu-ci");
@@ -720,9 +720,9 @@ static void test_template_substitutes_every_expression_kind(void **state) {
                      cases[i].json);
         cJSON_Delete(want);
     }
-    /* The generateName prefix is gone; the name derives from the rendered pipelineRef. */
+    /* generateName is gone; the name is its literal start and the identity's hash. */
     char name[NAMING_MAX + 1];
-    naming_pipelinerun("subst-pipeline", "h-1", "d-1", "original", name);
+    naming_pipelinerun("subst", NAMING_WEBHOOK, "h-1", "d-1", name);
     assert_string_equal(str_at(run, "metadata.name"), name);
     assert_null(at(run, "metadata.generateName"));
     /* The template's own labels and annotations stay; gpuhook's win where they collide. */
@@ -907,7 +907,7 @@ static void test_template_null_extensions_are_empty(void **state) {
     assert_string_equal(run_param_str(run, "branch"), "");
     assert_string_equal(run_param_str(run, "combined"), "@: ");
     assert_string_equal(run_param_str(run, "body-message"), "no-message");
-    naming_pipelinerun("prop-pipeline", NULL, NULL, NULL, name);
+    naming_pipelinerun("prop", NAMING_WEBHOOK, NULL, NULL, name);
     assert_string_equal(str_at(run, "metadata.name"), name);
     assert_null(at(run, "metadata.namespace"));
     /* Absent values leave no annotation; labels are present and label-safe (empty). */
@@ -948,8 +948,8 @@ static void test_template_metadata_rules(void **state) {
     memset(&in, 0, sizeof(in));
     in.ev = &ev;
     cJSON *run = render_both(t, &in);
-    /* pipelineRef.name renders to a list, so the prefix is the rendered generateName. */
-    naming_pipelinerun("from-default-", NULL, NULL, NULL, name);
+    /* Neither generateName nor pipelineRef.name has a literal start: the prefix is "run". */
+    naming_pipelinerun("run", NAMING_WEBHOOK, NULL, NULL, name);
     assert_string_equal(str_at(run, "metadata.name"), name);
     assert_null(at(run, "metadata.generateName"));
     assert_string_equal(at(run, "metadata")->child->string, "name");

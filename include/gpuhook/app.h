@@ -3,7 +3,7 @@
  * SIGHUP, reference-counted so requests in flight keep theirs), the delivery
  * sink, and a small LRU of recent deliveries that answers redeliveries
  * without rendering. The LRU is only a fast path: correctness comes from the
- * deterministic names.
+ * deterministic names and the API's AlreadyExists.
  */
 #ifndef GPUHOOK_APP_H
 #define GPUHOOK_APP_H
@@ -13,6 +13,7 @@
 
 #include "gpuhook/config.h"
 #include "gpuhook/delivery.h"
+#include "gpuhook/naming.h"
 
 #define APP_LRU_SIZE 1024
 
@@ -40,10 +41,13 @@ struct config *app_config(struct app *app);
 /* Installs a new config (takes its reference); the old one is released. */
 void app_config_swap(struct app *app, struct config *cfg);
 
-/* Looks a delivery up; copies the entry into out and returns true on a hit. */
-bool app_lru_get(struct app *app, const char *hook_id, const char *delivery,
+/*
+ * Looks a delivery up by kind (enum naming_kind) and identity: (hook ID, delivery ID) for
+ * a webhook, (NULL, key) for a trigger. Copies the entry into out and returns true on a hit.
+ */
+bool app_lru_get(struct app *app, int kind, const char *hook_id, const char *delivery,
                  struct app_lru_entry *out);
-void app_lru_put(struct app *app, const char *hook_id, const char *delivery, const char *name,
-                 const char *variant, const char *rule);
+void app_lru_put(struct app *app, int kind, const char *hook_id, const char *delivery,
+                 const char *name, const char *variant, const char *rule);
 
 #endif

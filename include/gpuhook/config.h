@@ -68,6 +68,7 @@ struct config {
 
     char *spool_dir;
     long spool_max_age_hours;
+    long spool_retry_after_max_seconds; /* the most a Retry-After delays a spooled run */
 
     struct gpu_options gpu;
 };

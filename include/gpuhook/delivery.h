@@ -19,14 +19,20 @@ enum delivery_outcome {
     DELIVERY_EXISTS,
     DELIVERY_QUEUED,
     DELIVERY_DRY_RUN,
-    DELIVERY_REJECTED,   /* the API refused it for good (400, 422) */
+    DELIVERY_REJECTED,   /* the API refused it for good (400, 413, 415, 422) */
     DELIVERY_UNAVAILABLE /* neither created nor stored */
 };
 
 struct delivery_result {
     int outcome;       /* enum delivery_outcome */
     int api_status;    /* the API's last answer, 0 when none */
+    char reason[64];   /* the API's Status reason for REJECTED */
     char message[512]; /* the API's message for REJECTED / UNAVAILABLE */
+    /* EXISTS: what the existing object says (when it could be read back). */
+    bool existing;
+    char existing_variant[16];
+    char existing_fingerprint[72];
+    char existing_rule[128];
 };
 
 struct delivery;
@@ -53,6 +59,15 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
 struct kube_result;
 
 /*
+ * The API modes: when a run named name already waits in the spool, hands its JSON text
+ * (caller frees) and what it says (variant, fingerprint) back and returns 0, so that the
+ * run that waits is the one delivered, never a later render under the same name. Returns
+ * GHE_NOTFOUND otherwise.
+ */
+int delivery_spooled(struct delivery *d, const char *name, char **json, size_t *len,
+                     struct delivery_result *r);
+
+/*
  * The API modes without a blocking thread: starts creating the object and
  * returns 0; done(arg, kr) later runs on the API client's thread with the
  * API's final answer, which delivery_api_outcome turns into an outcome.
@@ -62,12 +77,16 @@ int delivery_submit_async(struct delivery *d, const char *ns, const char *json, 
                           long deadline_ms, void (*done)(void *arg, const struct kube_result *kr),
                           void *arg);
 
-/* True when that final answer means the run goes to the spool (out of time, 5xx, ...). */
+/*
+ * True when that final answer means writing to disk: the run goes to the spool (out of
+ * time, 5xx, 401, 403, 404, ...) or, refused for good, to the spool's failed/.
+ */
 bool delivery_api_spools(const struct kube_result *kr);
 
 /*
- * Turns the API's final answer for the run called name into r, spooling the
- * run when delivery_api_spools says so (which may block on fsync).
+ * Turns the API's final answer for the run called name into r through the table in
+ * kube.h, spooling the run (or keeping it in failed/ with the API's Status) when
+ * delivery_api_spools says so (which may block on fsync).
  */
 void delivery_api_outcome(struct delivery *d, const char *name, const char *json, size_t len,
                           const struct kube_result *kr, struct delivery_result *r);

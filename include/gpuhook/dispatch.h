@@ -26,6 +26,12 @@ struct dispatch_pending {
     char event[64];
     char *delivery;
     char *hook_id;
+    int name_kind;        /* enum naming_kind: the cache keeps the kinds apart too */
+    char fingerprint[72]; /* /trigger with an Idempotency-Key: the request's SHA-256 */
+    bool from_spool;      /* json is the run that already waited in the spool */
+    char spool_variant[16];
+    char spool_rule[128];
+    char spool_fingerprint[72];
     /* dispatch_complete_async */
     struct workpool *pool;
     void (*finished)(struct http_request *req);
@@ -37,7 +43,9 @@ struct dispatch_input {
     int forced_variant; /* -1 runs the selection rules */
     const struct template_override *overrides;
     size_t override_count;
-    const char *name_key[2]; /* with the variant, the three naming parts */
+    int name_kind;           /* enum naming_kind */
+    const char *name_key[2]; /* the run's identity: (hook ID, delivery ID) or (key, NULL) */
+    const char *fingerprint; /* /trigger with an Idempotency-Key: the request's SHA-256 hex */
     bool preview;            /* ?dry_run=true: return the object, create nothing */
 };
 

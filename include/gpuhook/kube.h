@@ -1,9 +1,10 @@
 /*
  * The Kubernetes API client: creates PipelineRuns with POST ...?fieldValidation=Strict,
- * retrying 429, 5xx, connection errors and timeouts with exponential backoff and
- * jitter inside a deadline, honouring Retry-After. Each client runs one loop thread
- * that drives every create through a curl multi handle, so one wake-up serves many
- * calls, retries wait without holding a thread, and the multi's connection cache keeps
+ * deciding what each answer means through one table (below), retrying what it calls
+ * RETRY with exponential backoff and jitter inside a deadline, honouring Retry-After
+ * (both forms, clamped), and reading the object back with a GET after AlreadyExists. Each client
+ * runs one loop thread that drives every create through a curl multi handle, so one wake-up serves
+ * many calls, retries wait without holding a thread, and the multi's connection cache keeps
  * connections to the API server alive between calls. It re-reads the bearer token when
  * the file changes and at once after a 401, verifies TLS always, allows only http and
  * https and ignores *_proxy variables. It never spools: that is the delivery module's
@@ -12,16 +13,55 @@
 #ifndef GPUHOOK_KUBE_H
 #define GPUHOOK_KUBE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "gpuhook/config.h"
 
 struct kube;
 
+/*
+ * The one table of API answers (kube_answer_of), used by the direct path, the spool and
+ * /readyz alike:
+ *   201                      CREATED  whatever the body's size (the body is not needed)
+ *   409 reason AlreadyExists EXISTS   the object is read back (GET) for its variant
+ *   400, 413, 415, 422       REFUSED  the object itself is refused: final, kept in failed/
+ *   401                      UNAUTHORIZED  the token is re-read and the create retried once;
+ *                                     then the run is spooled
+ *   403, 404                 BLOCKED  RBAC, a missing namespace or CRD: spooled, retried with
+ *                                     a capped backoff, reported by /readyz and a metric
+ *   0, 408, 409 (any other reason), 429, 5xx, anything else
+ *                            RETRY    retried with backoff (or Retry-After) inside the
+ *                                     deadline, then spooled
+ * RETRY is 0, so a result nobody filled in never counts as delivered.
+ */
+enum kube_answer {
+    KUBE_ANSWER_RETRY = 0,
+    KUBE_ANSWER_CREATED,
+    KUBE_ANSWER_EXISTS,
+    KUBE_ANSWER_UNAUTHORIZED,
+    KUBE_ANSWER_BLOCKED,
+    KUBE_ANSWER_REFUSED,
+};
+
+/* The answer class of an HTTP status and the Status object's reason (may be NULL). */
+int kube_answer_of(int status, const char *reason);
+/* "retry", "created", "exists", "unauthorized", "blocked", "refused". */
+const char *kube_answer_name(int answer);
+
 struct kube_result {
     int status; /* last HTTP status, 0 when no answer came */
     int attempts;
-    char message[512]; /* the API's Status message, or the transport error */
+    int answer;             /* enum kube_answer of the last answer */
+    long retry_after_s;     /* the last answer's Retry-After in seconds (clamped), -1 when none */
+    char reason[64];        /* the Status object's reason, "" when none */
+    char message[512];      /* the API's Status message, or the transport error */
+    char status_json[2048]; /* the Status object as the API sent it, "" when none or larger */
+    /* After 409 AlreadyExists: the existing object, read back with a GET. */
+    bool existing;                 /* the GET answered 200 */
+    char existing_variant[16];     /* its gpuhook.dev/variant label */
+    char existing_fingerprint[72]; /* its gpuhook.dev/request-sha256 annotation */
+    char existing_rule[128];       /* its gpuhook.dev/rule annotation */
 };
 
 /*
@@ -60,13 +100,22 @@ int kube_create_async(struct kube *k, const char *ns, const char *json, size_t l
                       long deadline_ms, kube_done_fn done, void *arg);
 
 /*
- * Creates one object (JSON text) in ns, retrying transient failures (no answer, 401,
- * 403, 404, 408, 429, 5xx) until deadline_ms elapses. Returns 0 with r->status set to
- * the final answer (201, 409, 400, 422, ...) or 0 when none came, or an error with r
- * filled as by kube_create_async. Blocks; never call it from a kube_done_fn.
+ * Creates one object (JSON text) in ns, retrying what the table above calls RETRY
+ * (and a 401 once, after re-reading the token) until deadline_ms elapses. Returns 0
+ * with r->status and r->answer set to the final answer, or 0 when none came, or an error
+ * with r filled as by kube_create_async. Blocks; never call it from a kube_done_fn.
  */
 int kube_create(struct kube *k, const char *ns, const char *json, size_t len, long deadline_ms,
                 struct kube_result *r);
+
+/*
+ * True while the API's last word on a create was 403 or 404 (no create has got through
+ * since); copies that status and its message out.
+ */
+bool kube_blocked(struct kube *k, int *status, char *msg, size_t msglen);
+
+/* Fills r->existing* from an object's JSON text (the variant label, the fingerprint). */
+void kube_existing_read(const char *json, size_t len, struct kube_result *r);
 
 /* Checks GET /readyz with the configured auth. Returns 0 when it answers 200. */
 int kube_probe(struct kube *k, char *detail, size_t detail_len);

@@ -18,6 +18,8 @@ void metrics_delivery(const char *event, const char *outcome);
 void metrics_pipelinerun_created(const char *variant);
 void metrics_signature_failure(void);
 void metrics_kube_request(int code);
+/* One create's final answer, by kube_answer_name: refused and blocked need an operator. */
+void metrics_kube_answer(const char *answer);
 void metrics_spool_depth_set(long depth);
 /* A body refused because the unverified-body budget was spent. */
 void metrics_body_budget_refusal(void);

@@ -20,8 +20,22 @@ int spool_open(const char *dir, long max_age_hours, struct spool **out, char *er
 /* Stops the worker if running, then frees. */
 void spool_free(struct spool *s);
 
-/* Stores one run durably. Spooling the same name twice leaves one file. */
+/*
+ * Stores one run durably. A name already spooled keeps its first file, untouched, and
+ * gives GHE_EXISTS: a redelivery (or a reused Idempotency-Key) cannot swap what waits.
+ */
 int spool_put(struct spool *s, const char *name, const char *json, size_t len);
+
+/*
+ * Keeps a run the API refused for good (400, 413, 415, 422) in failed/: the object as
+ * <name>.json and, in <name>.error, "HTTP <code> <reason>: <message>" and the API's
+ * Status. Returns 0 or an error (GHE_INVAL without a spool).
+ */
+int spool_put_failed(struct spool *s, const char *name, const char *json, size_t len,
+                     const struct kube_result *r);
+
+/* The longest wait a Retry-After may impose on a spooled run (default 300 s). */
+void spool_set_retry_after_max(struct spool *s, long seconds);
 
 /* Number of runs waiting (excluding failed/). */
 long spool_depth(struct spool *s);

@@ -52,6 +52,14 @@ size_t template_body_paths(const struct template *t, const struct jsonprune_path
 
 /* True when the template declares a param of that name. */
 bool template_declares(const struct template *t, const char *param);
+/*
+ * True when the binding of that param uses $(extensions.variant) (pipeline-version in the
+ * shipped binding): the variant alone decides it, so /trigger may not override it.
+ */
+bool template_param_from_variant(const struct template *t, const char *param);
+/* The declared params, in the template's order. */
+size_t template_param_count(const struct template *t);
+const char *template_param_name(const struct template *t, size_t i);
 
 struct template_override {
     const char *name;
@@ -61,16 +69,19 @@ struct template_override {
 struct template_render_input {
     const struct event *ev; /* borrowed */
     const struct select_decision *decision;
-    const char *namespace;                     /* kubernetes.namespace */
-    const char *name_key[3];                   /* parts for naming_pipelinerun */
+    const char *namespace;   /* kubernetes.namespace */
+    int name_kind;           /* enum naming_kind */
+    const char *name_key[2]; /* the identity, for naming_pipelinerun */
+    const char *fingerprint; /* annotation gpuhook.dev/request-sha256 when set (/trigger) */
     const struct template_override *overrides; /* /trigger params, already checked */
     size_t override_count;
 };
 
 /*
  * Renders the PipelineRun: substitutes params, sets metadata.name (from the
- * rendered spec.pipelineRef.name and name_key), namespace, labels and
- * annotations. Returns 0 and sets *out (caller frees with cJSON_Delete), or
+ * identity in name_kind and name_key, after the literal start of the template's
+ * metadata.generateName or else spec.pipelineRef.name: never a rendered value),
+ * namespace, labels and annotations. Returns 0 and sets *out (caller frees with cJSON_Delete), or
  * GHE_INVAL with a message for a 400 in err (a $(body.path) or header missing
  * with no default, an undeclared override, a value over 1 MiB or a rendered
  * string over 4 MiB), GHE_NOMEM, GHE_UNAVAILABLE (no random bytes for

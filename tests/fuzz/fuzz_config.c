@@ -100,7 +100,7 @@ static void fuzz_cfg_use(struct fuzz_cfg_state *s, struct config *cfg) {
         .ev = &s->push,
         .decision = &d,
         .namespace = cfg->kube_namespace,
-        .name_key = {"123456", "72d3162e", select_variant_name(d.variant)},
+        .name_key = {"123456", "72d3162e"},
     };
     int rc = template_render(cfg->tmpl, &in, &run, err, sizeof(err));
     FUZZ_REQUIRE(rc == 0 || rc == GHE_INVAL || rc == GHE_NOMEM, "render code %d", rc);

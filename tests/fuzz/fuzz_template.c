@@ -311,7 +311,7 @@ static void fuzz_tpl_render_fields(struct fuzz_tpl_state *s, unsigned sel, const
         .ev = no_event ? NULL : &ev,
         .decision = no_decision ? NULL : &d,
         .namespace = FUZZ_TPL_NAMESPACE,
-        .name_key = {ev.hook_id, ev.delivery, no_decision ? NULL : select_variant_name(d.variant)},
+        .name_key = {ev.hook_id, ev.delivery},
     };
     const char *ov_name = NULL;
     if (f[F_OVERRIDE]) {
@@ -381,7 +381,7 @@ static void fuzz_tpl_load_render(struct fuzz_tpl_state *s, const char *tpath, co
         .ev = &s->push,
         .decision = &d,
         .namespace = FUZZ_TPL_NAMESPACE,
-        .name_key = {"123456", "72d3162e", "original"},
+        .name_key = {"123456", "72d3162e"},
         .overrides = &ov,
         .override_count = template_declares(t, "branch") ? 1 : 0,
     };

@@ -17,7 +17,7 @@ secret="It's a Secret to Everybody"
 secret2="a-second-key-for-rotation"
 
 rm -rf "$out"
-mkdir -p "$out"/{signature,event,template,config,request}
+mkdir -p "$out"/{signature,event,template,config,request,retryafter}
 
 # seed TARGET NAME: writes stdin to the seed file.
 seed() { cat > "$out/$1/$2"; }
@@ -137,6 +137,7 @@ cat > "$out/config/every-key" <<'JSON'
   },
   "spool_dir": "/nonexistent/spool",
   "spool_max_age_hours": 1,
+  "spool_retry_after_max_seconds": 60,
   "gpu": {"refresh_seconds": 3600, "required": true}
 }
 JSON
@@ -190,5 +191,14 @@ req "GET /gpu?verbose=1" | seed request gpu
 req "GET /metrics" | seed request metrics
 req "DELETE /webhook" "Content-Length: 0" | seed request method-not-allowed
 req "GET /nope?x" "Content-Length: 1" | seed request not-found
+
+# Retry-After values: delta-seconds and RFC 9110's three date forms (fuzz_retryafter).
+printf '120' > "$out/retryafter/delta-120"
+printf '0' > "$out/retryafter/delta-0"
+printf ' 5\r\n' > "$out/retryafter/blanks"
+printf 'Sun, 06 Nov 1994 08:49:47 GMT' > "$out/retryafter/imf-fixdate"
+printf 'Sunday, 06-Nov-94 08:50:37 GMT' > "$out/retryafter/rfc850"
+printf 'Sun Nov  6 08:51:37 1994' > "$out/retryafter/asctime"
+printf 'Fri, 31 Dec 9999 23:59:59 GMT' > "$out/retryafter/far-future"
 
 du -sh "$out"

@@ -168,15 +168,18 @@ def test_api_down_five_spooled_restart_then_api_back_exactly_five(tmp_path):
         api.stop()
 
 
-def test_422_goes_to_500_and_spooled_422_goes_to_failed_with_reason(tmp_path):
+def test_422_goes_to_502_and_spooled_422_goes_to_failed_with_reason(tmp_path):
     api = FakeApiServer(str(tmp_path / "api"), faults=[
         {"mode": "status", "code": 422, "message": "spec.params: Invalid value", "count": 1}]).start()
     try:
         with api_hook(api) as g:
             r = g.deliver("push", PUSH)
-            assert r.status == 500
+            assert r.status == 502
             assert "spec.params: Invalid value" in r.json["error"]
             assert os.listdir(os.path.join(g.tmp, "spool")) == ["failed"]  # nothing spooled
+            # The refused run and the API's answer are kept in failed/ (issue 13).
+            kept = sorted(os.listdir(os.path.join(g.tmp, "spool", "failed")))
+            assert len(kept) == 2 and kept[0].endswith(".error") and kept[1].endswith(".json")
             # A spooled run that later meets a 422 moves to failed/ with the answer.
             obj = json.loads(json.dumps({"apiVersion": "tekton.dev/v1", "kind": "PipelineRun",
                                          "metadata": {"name": "bad-run", "namespace": "tekton-pipelines"},

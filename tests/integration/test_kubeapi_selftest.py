@@ -475,3 +475,81 @@ def test_status_fault_can_send_a_raw_proxy_body(api):
     assert (r.status, r.body, r.headers["Content-Type"]) == (
         502, b"<html>Bad Gateway</html>", "text/html")
     assert api.objects() == []
+
+
+def test_conflict_and_too_large_are_worded_as_the_apiserver_words_them(api):
+    api.set_faults([{"mode": "status", "code": 409, "count": 1},
+                    {"mode": "status", "code": 413, "count": 1}])
+    r = create(api, pipelinerun("conflict-1"))
+    assert r.status == 409 and r.json["reason"] == "Conflict"
+    assert r.json["message"].startswith('Operation cannot be fulfilled on resourcequotas "gpu-quota": '
+                                        "the object has been modified")
+    assert r.json["details"] == {"name": "gpu-quota", "kind": "resourcequotas"}
+    r = create(api, pipelinerun("conflict-1"))
+    assert r.status == 413 and r.json["reason"] == "RequestEntityTooLarge"
+    assert r.json["message"] == "Request entity too large: limit is 3145728"
+    assert api.objects() == []
+    # The real create's own 409 is AlreadyExists, never Conflict.
+    assert create(api, pipelinerun("conflict-1")).status == 201
+    r = create(api, pipelinerun("conflict-1"))
+    assert r.status == 409 and r.json["reason"] == "AlreadyExists"
+
+
+def test_any_code_can_carry_any_retry_after(api):
+    date = "Wed, 21 Oct 2015 07:28:00 GMT"
+    api.set_faults([{"mode": "status", "code": 503, "retry_after": date, "count": 1},
+                    {"mode": "status", "code": 429, "retry_after": "99999999999999999999",
+                     "count": 1}])
+    r = create(api, pipelinerun("ra-1"))
+    assert r.status == 503 and r.headers["Retry-After"] == date
+    r = create(api, pipelinerun("ra-1"))
+    assert r.status == 429 and r.headers["Retry-After"] == "99999999999999999999"
+
+
+def test_pass_can_pad_a_201_without_changing_the_object(api):
+    api.set_faults([{"mode": "pass", "pad_response": 2 * 1024 * 1024, "count": 1}])
+    r = create(api, pipelinerun("big-1"))
+    assert r.status == 201 and len(r.body) > 2 * 1024 * 1024
+    assert r.json["metadata"]["name"] == "big-1"
+    got = api.request("GET", "/apis/tekton.dev/v1/namespaces/%s/pipelineruns/big-1" % NS,
+                      token=TOKEN)
+    assert got.status == 200 and "managedFields" not in got.json["metadata"]
+
+
+def _official_client(api):
+    """The official Kubernetes Python client (Debian's python3-kubernetes), pointed at the
+    stand-in with its CA and token: a reference nobody here wrote."""
+    kubernetes = pytest.importorskip("kubernetes")
+    cfg = kubernetes.client.Configuration()
+    cfg.host = api.url
+    cfg.ssl_ca_cert = api.ca_file
+    cfg.api_key = {"authorization": "Bearer " + TOKEN}
+    return kubernetes, kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(cfg))
+
+
+def test_official_client_creates_gets_and_reads_the_statuses_gpuhook_relies_on(api):
+    kubernetes, objs = _official_client(api)
+    ApiException = kubernetes.client.exceptions.ApiException
+    args = ("tekton.dev", "v1", NS, "pipelineruns")
+    created = objs.create_namespaced_custom_object(*args, pipelinerun("official-1"))
+    assert created["metadata"]["name"] == "official-1" and created["metadata"]["uid"]
+    got = objs.get_namespaced_custom_object(*args, "official-1")
+    assert got["metadata"]["uid"] == created["metadata"]["uid"]
+    with pytest.raises(ApiException) as e:
+        objs.get_namespaced_custom_object(*args, "missing-1")
+    assert e.value.status == 404 and json.loads(e.value.body)["reason"] == "NotFound"
+    # The create's own 409 is AlreadyExists; a fault's 409 is Conflict: gpuhook tells them apart.
+    with pytest.raises(ApiException) as e:
+        objs.create_namespaced_custom_object(*args, pipelinerun("official-1"))
+    assert e.value.status == 409 and json.loads(e.value.body)["reason"] == "AlreadyExists"
+    api.set_faults([{"mode": "status", "code": 409, "count": 1},
+                    {"mode": "status", "code": 413, "count": 1},
+                    {"mode": "status", "code": 503, "retry_after": "Wed, 21 Oct 2015 07:28:00 GMT",
+                     "count": 1}])
+    for code, reason in ((409, "Conflict"), (413, "RequestEntityTooLarge"),
+                         (503, "ServiceUnavailable")):
+        with pytest.raises(ApiException) as e:
+            objs.create_namespaced_custom_object(*args, pipelinerun("official-2"))
+        assert e.value.status == code and json.loads(e.value.body)["reason"] == reason
+    assert e.value.headers["Retry-After"] == "Wed, 21 Oct 2015 07:28:00 GMT"
+    assert [o["metadata"]["name"] for o in api.objects()] == ["official-1"]

@@ -63,7 +63,7 @@ def test_missing_or_wrong_token_gets_401_with_www_authenticate(hook, token, stat
 
 
 @pytest.mark.parametrize("payload,msg", [
-    ({"variant": "huge", "revision": "a"}, "variant: must be one of lite, original, auto"),
+    ({"variant": "huge", "revision": "a"}, 'variant "huge" is not one of lite, original, auto'),
     ({"variant": "lite"}, "revision: required, a non-empty string"),
     ({"revision": "a", "params": {"nope": "x"}}, "params.nope: the template declares no such param"),
     ({"revision": "a", "colour": "red"}, 'unknown field "colour"'),

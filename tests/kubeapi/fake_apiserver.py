@@ -91,9 +91,14 @@ REASONS = {
     403: ("Forbidden", None),
     404: ("NotFound", "the server could not find the requested resource"),
     405: ("MethodNotAllowed", "the server does not allow this method on the requested resource"),
-    409: ("Conflict", "the server reported a conflict"),
+    # apimachinery's NewConflict: "Operation cannot be fulfilled on %s %q: %v", here with the
+    # optimistic-lock error a ResourceQuota admission update meets under contention.
+    409: ("Conflict", 'Operation cannot be fulfilled on resourcequotas "gpu-quota": the object '
+                      "has been modified; please apply your changes to the latest version and "
+                      "try again"),
     410: ("Expired", "the resource has expired"),
-    413: ("RequestEntityTooLarge", "request entity too large"),
+    # NewRequestEntityTooLargeError("limit is %d"), as the apiserver's body limit sends it.
+    413: ("RequestEntityTooLarge", "Request entity too large: limit is %d" % MAX_BODY),
     415: ("UnsupportedMediaType", "the body of the request was in an unknown format - "
                                   "accepted media types include: application/json, "
                                   "application/yaml"),
@@ -780,8 +785,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         details = None
         message = rule.get("message")
-        if code == 429 and retry_after is not None:
-            details = {"retryAfterSeconds": int(retry_after)}
+        if code == 429 and retry_after is not None and str(retry_after).isdigit():
+            details = {"retryAfterSeconds": min(int(retry_after), 2 ** 31 - 1)}
         if code == 403 and message is None:
             message = ('pipelineruns.tekton.dev is forbidden: User "system:serviceaccount:%s:'
                        'gpuhook" cannot create resource "pipelineruns" in API group '
@@ -789,8 +794,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             details = {"group": GROUP, "kind": RESOURCE}
         if code == 500 and message is None:
             details = {"causes": [{"message": "etcdserver: request timed out"}]}
-        if code == 503 and retry_after is not None:
+        if code == 503 and retry_after is not None and str(retry_after).isdigit():
             details = {"retryAfterSeconds": int(retry_after)}
+        if code == 409 and message is None and rule.get("reason") in (None, "Conflict"):
+            details = {"name": "gpu-quota", "kind": "resourcequotas"}
         self._status(code, message, reason=rule.get("reason"), details=details,
                      headers=headers)
 
@@ -835,6 +842,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             fault = self.server.faults.take(self.command, self.req_path)
             if fault and fault["mode"] == "delay":
                 time.sleep(fault["seconds"])
+            self.pad_response = fault.get("pad_response", 0) if fault else 0
             if fault and fault["mode"] in ("status", "drop", "reset"):
                 self._fault_response(fault, self._ns())
             else:
@@ -956,6 +964,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def _create(self, ns, body, then, version=VERSION):
         result = self._create_result(ns, body, version)
+        if result[0] == 201 and self.pad_response:
+            # A large 201, as managedFields of a big object make one: the client must read
+            # what it needs and take the run as created, whatever the size.
+            code, payload, headers = result
+            payload["metadata"]["managedFields"] = [{
+                "manager": "fake-padding", "operation": "Update", "apiVersion": API_VERSION,
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:pad": "x" * int(self.pad_response)}}]
+            result = (code, payload, headers)
         if then is None:
             code, payload, headers = result
             self._send(code, payload, headers=headers)
