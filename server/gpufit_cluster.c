@@ -225,9 +225,12 @@ static cJSON *selector_term(const char *key, const char *op, const char *value) 
         cJSON_Delete(term);
         return NULL;
     }
+    if (!cJSON_AddStringToObject(e, "key", key) || !cJSON_AddStringToObject(e, "operator", op)) {
+        cJSON_Delete(term);
+        return NULL;
+    }
     cJSON *values = cJSON_AddArrayToObject(e, "values");
-    if (!cJSON_AddStringToObject(e, "key", key) || !cJSON_AddStringToObject(e, "operator", op) ||
-        !values || !cJSON_AddItemToArray(values, cJSON_CreateString(value))) {
+    if (!values || !cJSON_AddItemToArray(values, cJSON_CreateString(value))) {
         cJSON_Delete(term);
         return NULL;
     }
