@@ -638,6 +638,63 @@ static void test_gpuview_bounds_nodes_and_gpus(void **state) {
     gpuview_cleanup(&v);
 }
 
+/*
+ * Every prefix of every fixture, and every fixture with one byte replaced, is
+ * either taken or refused with a message, never more (run under ASan in CI).
+ */
+static void test_gpuview_cut_or_damaged_inputs_are_refused_with_a_message(void **state) {
+    (void)state;
+    static const struct {
+        const char *file, *kind;
+    } files[] = {
+        {"agent-h200-idle.json", "agent"}, {"agent-h100x2.json", "agent"},
+        {"agent-h200-xid79.json", "agent"}, {"endpointslices.json", "endpoints"},
+        {"nodes.json", "nodes"},           {"pods.json", "pods"},
+    };
+    static const char damage[] = {'"', '}', '-', '\x80'};
+    char err[256];
+    struct gpuview base;
+    cluster_of_agents(&base);
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        size_t len;
+        char *body = fixture(files[i].file, &len);
+        struct gpuview v;
+        for (size_t cut = 0; cut <= len; cut++) {
+            for (size_t d = 0; d <= sizeof(damage); d++) {
+                char saved = body[cut < len ? cut : 0];
+                if (d < sizeof(damage) && cut < len)
+                    body[cut] = damage[d];
+                else if (d < sizeof(damage))
+                    continue;
+                size_t n = d < sizeof(damage) ? len : cut;
+                /* A copy of the three-agent view, without reading the fixtures again. */
+                v = base;
+                v.nodes = malloc(base.count * sizeof(*base.nodes));
+                assert_non_null(v.nodes);
+                memcpy(v.nodes, base.nodes, base.count * sizeof(*base.nodes));
+                err[0] = '\0';
+                int rc;
+                if (strcmp(files[i].kind, "agent") == 0)
+                    rc = gpuview_agent_answer(&v, "gpu-a", body, n, T0, err, sizeof(err));
+                else if (strcmp(files[i].kind, "endpoints") == 0)
+                    rc = gpuview_set_endpoints(&v, body, n, "http", T0, err, sizeof(err));
+                else if (strcmp(files[i].kind, "nodes") == 0)
+                    rc = gpuview_set_nodes(&v, body, n, err, sizeof(err));
+                else
+                    rc = gpuview_set_pods(&v, body, n, err, sizeof(err));
+                if (rc != 0 && (rc != GHE_INVAL || err[0] == '\0'))
+                    fail_msg("%s cut at %zu, damage %zu: rc %d, \"%s\"", files[i].file, cut, d,
+                             rc, err);
+                gpuview_cleanup(&v);
+                if (d < sizeof(damage) && cut < len)
+                    body[cut] = saved;
+            }
+        }
+        free(body);
+    }
+    gpuview_cleanup(&base);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gpuview_endpoints_name_agents_by_node),
@@ -655,6 +712,7 @@ int main(void) {
         cmocka_unit_test(test_gpuview_json_shows_nodes_sources_stale_and_fit),
         cmocka_unit_test(test_gpuview_metrics_one_line_per_gpu),
         cmocka_unit_test(test_gpuview_bounds_nodes_and_gpus),
+        cmocka_unit_test(test_gpuview_cut_or_damaged_inputs_are_refused_with_a_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -211,8 +211,9 @@ struct cJSON *gpuview_affinity(const struct gpuview *v, const struct gpuview_fit
  * GET /gpu's cluster body (caller frees): nodes with their GPUs, free memory,
  * busy GPUs, agent state and the source of each figure; stale agents; and, for
  * each of needs, which node would take it. node_filter (NULL for all) narrows
- * the nodes to one name; *found is false when it matched none. NULL only when
- * memory runs out.
+ * the nodes to one name; *found is false when it matched none. Agent states are
+ * those of the last gpuview_refresh (call it with the same now_ms first). NULL
+ * only when memory runs out.
  */
 char *gpuview_json(const struct gpuview *v, long long now_ms, const char *node_filter,
                    const struct gpuview_need *needs, size_t need_count, bool *found);
