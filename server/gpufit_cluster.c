@@ -30,8 +30,8 @@ static int say(char *dst, size_t size, const char *fmt, ...) {
 /* What one node offers for a need: a score to rank by, or why it cannot. */
 struct offer {
     bool ok;
-    long score;     /* free MiB (agent) or the model's MiB (gfd) */
-    int gpu;        /* slot in n->gpus, -1 for gfd */
+    long score; /* free MiB (agent) or the model's MiB (gfd) */
+    int gpu;    /* slot in n->gpus, -1 for gfd */
     long unallocated;
     char why[GPUVIEW_REASON_MAX];
 };
@@ -68,7 +68,7 @@ static void offer_agent(const struct gpuview_node *n, long need, struct offer *o
     o->score = n->gpus[best].free_mib;
     if (o->score < need) {
         say(o->why, sizeof(o->why), "%s: at most %ld MiB free (GPU %d, %s), %ld MiB needed",
-                 n->name, o->score, n->gpus[best].index, n->gpus[best].name, need);
+            n->name, o->score, n->gpus[best].index, n->gpus[best].name, need);
         return;
     }
     o->ok = true;
@@ -77,8 +77,7 @@ static void offer_agent(const struct gpuview_node *n, long need, struct offer *o
 static void offer_gfd(const struct gpuview_node *n, long need, struct offer *o) {
     long gpus = n->allocatable >= 0 ? n->allocatable : -1;
     if (n->gfd_memory_mib < 0) {
-        say(o->why, sizeof(o->why), "%s: no nvidia.com/gpu.memory label and no agent",
-                 n->name);
+        say(o->why, sizeof(o->why), "%s: no nvidia.com/gpu.memory label and no agent", n->name);
         return;
     }
     if (!n->schedulable) {
@@ -87,9 +86,8 @@ static void offer_gfd(const struct gpuview_node *n, long need, struct offer *o) 
     }
     o->score = n->gfd_memory_mib;
     if (n->gfd_memory_mib < need) {
-        say(o->why, sizeof(o->why), "%s: its GPUs (%s) have %ld MiB, %ld MiB needed",
-                 n->name, n->gfd_product[0] ? n->gfd_product : "unknown model",
-                 n->gfd_memory_mib, need);
+        say(o->why, sizeof(o->why), "%s: its GPUs (%s) have %ld MiB, %ld MiB needed", n->name,
+            n->gfd_product[0] ? n->gfd_product : "unknown model", n->gfd_memory_mib, need);
         return;
     }
     if (gpus < 0) {
@@ -98,8 +96,7 @@ static void offer_gfd(const struct gpuview_node *n, long need, struct offer *o) 
     }
     o->unallocated = gpus - (n->requested > 0 ? n->requested : 0);
     if (o->unallocated <= 0) {
-        say(o->why, sizeof(o->why), "%s: all %ld allocatable GPUs are requested", n->name,
-                 gpus);
+        say(o->why, sizeof(o->why), "%s: all %ld allocatable GPUs are requested", n->name, gpus);
         return;
     }
     o->ok = true;
@@ -111,7 +108,7 @@ static void offer_for(const struct gpuview_node *n, long need, bool agents, stru
     switch (n->agent_state) {
     case GPUVIEW_AGENT_STALE:
         say(o->why, sizeof(o->why), "%s: agent stale (%s)", n->name,
-                 n->last_error[0] ? n->last_error : "no answer");
+            n->last_error[0] ? n->last_error : "no answer");
         return;
     case GPUVIEW_AGENT_NOT_READY:
         say(o->why, sizeof(o->why), "%s: agent not ready", n->name);
@@ -125,8 +122,8 @@ static void offer_for(const struct gpuview_node *n, long need, bool agents, stru
     if (agents) {
         /* Where agents answer, a node without one has no free figure to compare. */
         say(o->why, sizeof(o->why), "%s: %s", n->name,
-                 n->agent_state == GPUVIEW_AGENT_PENDING ? "agent has not answered yet"
-                                                         : "no agent on this node");
+            n->agent_state == GPUVIEW_AGENT_PENDING ? "agent has not answered yet"
+                                                    : "no agent on this node");
         return;
     }
     offer_gfd(n, need, o);
@@ -147,7 +144,7 @@ int gpuview_fit(const struct gpuview *v, const struct gpuview_need *need, struct
     if (!gpuview_has_data(v)) {
         out->no_view = true;
         say(out->reason, sizeof(out->reason),
-                 "no cluster view: no agent has answered and no node has GFD labels");
+            "no cluster view: no agent has answered and no node has GFD labels");
         return 0;
     }
     bool agents = any_fresh(v);
@@ -169,16 +166,15 @@ int gpuview_fit(const struct gpuview *v, const struct gpuview_need *need, struct
             continue;
         offer_for(&v->nodes[k], need->need_mib, agents, &o);
         if (o.ok)
-            say(o.why, sizeof(o.why), "%s: %ld MiB %s, less than on %s", v->nodes[k].name,
-                     o.score, agents ? "free" : "per GPU", v->nodes[best_at].name);
+            say(o.why, sizeof(o.why), "%s: %ld MiB %s, less than on %s", v->nodes[k].name, o.score,
+                agents ? "free" : "per GPU", v->nodes[best_at].name);
         add_reject(out, o.why);
     }
     if (!found) {
         int w = say(out->reason, sizeof(out->reason), "%s fits on no node: %ld MiB needed",
-                         need->variant, need->need_mib);
+                    need->variant, need->need_mib);
         for (size_t r = 0; r < out->reject_count && w > 0 && (size_t)w < sizeof(out->reason); r++)
-            w += say(out->reason + w, sizeof(out->reason) - (size_t)w, "; %s",
-                          out->rejects[r]);
+            w += say(out->reason + w, sizeof(out->reason) - (size_t)w, "; %s", out->rejects[r]);
         if (out->reject_total == 0 && w > 0 && (size_t)w < sizeof(out->reason))
             say(out->reason + w, sizeof(out->reason) - (size_t)w, "; no GPU node is known");
         return 0;
@@ -193,17 +189,16 @@ int gpuview_fit(const struct gpuview *v, const struct gpuview_need *need, struct
         out->gpu_index = g->index;
         buf_copy_str(out->gpu_name, sizeof(out->gpu_name), g->name);
         say(out->reason, sizeof(out->reason),
-                 "%s fits on node %s, GPU %d (%s): %ld MiB free, %ld MiB needed", need->variant,
-                 n->name, g->index, g->name[0] ? g->name : "unnamed", g->free_mib,
-                 need->need_mib);
+            "%s fits on node %s, GPU %d (%s): %ld MiB free, %ld MiB needed", need->variant, n->name,
+            g->index, g->name[0] ? g->name : "unnamed", g->free_mib, need->need_mib);
     } else {
         out->source = GPUVIEW_SRC_GFD;
         buf_copy_str(out->gpu_name, sizeof(out->gpu_name), n->gfd_product);
         say(out->reason, sizeof(out->reason),
-                 "%s fits on node %s (%s, %ld MiB per GPU, %ld of %ld GPUs unallocated): %ld MiB "
-                 "needed; free memory is not known without an agent",
-                 need->variant, n->name, n->gfd_product[0] ? n->gfd_product : "unknown model",
-                 n->gfd_memory_mib, best.unallocated, n->allocatable, need->need_mib);
+            "%s fits on node %s (%s, %ld MiB per GPU, %ld of %ld GPUs unallocated): %ld MiB "
+            "needed; free memory is not known without an agent",
+            need->variant, n->name, n->gfd_product[0] ? n->gfd_product : "unknown model",
+            n->gfd_memory_mib, best.unallocated, n->allocatable, need->need_mib);
     }
     return 0;
 }
@@ -266,8 +261,8 @@ cJSON *gpuview_affinity(const struct gpuview *v, const struct gpuview_fit *fit, 
             goto fail;
         }
         /* The hostname label usually equals the node name; the Node says when it does not. */
-        cJSON *t = selector_term("kubernetes.io/hostname", "In",
-                                 n->hostname[0] ? n->hostname : n->name);
+        cJSON *t =
+            selector_term("kubernetes.io/hostname", "In", n->hostname[0] ? n->hostname : n->name);
         if (!cJSON_AddNumberToObject(p, "weight", 100) || !t ||
             !cJSON_AddItemToObject(p, "preference", t)) {
             cJSON_Delete(t);

@@ -205,7 +205,9 @@ int gpupoll_run(struct gpupoll *p) {
         if (!t->done) {
             t->done = true;
             snprintf(t->why, sizeof(t->why), "%s",
-                     cancelled ? "poll cancelled" : rc ? "curl_multi failed" : "timed out");
+                     cancelled ? "poll cancelled"
+                     : rc      ? "curl_multi failed"
+                               : "timed out");
         }
         if (t->h) {
             curl_multi_remove_handle(p->multi, t->h);
@@ -226,8 +228,8 @@ int gpupoll_apply(struct gpupoll *p, struct gpuview *v, long long now_ms) {
         const struct gpuview_node *n = gpuview_node_find(v, t->node);
         if (!n || strcmp(n->agent_url, t->url) != 0)
             continue; /* the agent moved or left while the round ran */
-        if (t->ok && gpuview_agent_answer(v, t->node, t->body.data ? t->body.data : "",
-                                          t->body.len, now_ms, err, sizeof(err)) == 0) {
+        if (t->ok && gpuview_agent_answer(v, t->node, t->body.data ? t->body.data : "", t->body.len,
+                                          now_ms, err, sizeof(err)) == 0) {
             answered++;
         } else {
             if (!t->ok)

@@ -20,7 +20,8 @@
 #define GFD_COUNT "nvidia.com/gpu.count"
 #define GPU_RESOURCE "nvidia.com/gpu"
 
-static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void errf(char *err, size_t errlen, const char *fmt, ...) {
     va_list ap;
@@ -277,8 +278,8 @@ static int parse_slice(const cJSON *slice, const char *port_name, const char *pl
     long port = 0;
     bool v6;
     int rc, i = 0;
-    if (!cJSON_IsString(type) || (strcmp(type->valuestring, "IPv4") != 0 &&
-                                  strcmp(type->valuestring, "IPv6") != 0)) {
+    if (!cJSON_IsString(type) ||
+        (strcmp(type->valuestring, "IPv4") != 0 && strcmp(type->valuestring, "IPv6") != 0)) {
         /* FQDN slices and unknown types name no address a poller can use. */
         errf(err, errlen, "%s.addressType: must be IPv4 or IPv6", place);
         return GHE_INVAL;
@@ -329,8 +330,8 @@ static int parse_slice(const cJSON *slice, const char *port_name, const char *pl
             (*count)++;
         }
         buf_copy_str(out[k].node, sizeof(out[k].node), node->valuestring);
-        snprintf(out[k].url, sizeof(out[k].url), v6 ? "http://[%s]:%ld/gpu?verbose"
-                                                     : "http://%s:%ld/gpu?verbose",
+        snprintf(out[k].url, sizeof(out[k].url),
+                 v6 ? "http://[%s]:%ld/gpu?verbose" : "http://%s:%ld/gpu?verbose",
                  addr->valuestring, port);
         out[k].ready = is_ready;
         i++;
@@ -419,8 +420,8 @@ struct node_entry {
     char hostname[64];
 };
 
-static long quantity_of(const cJSON *obj, const char *key, const char *place, bool *bad,
-                        char *err, size_t errlen) {
+static long quantity_of(const cJSON *obj, const char *key, const char *place, bool *bad, char *err,
+                        size_t errlen) {
     const cJSON *q = cJSON_GetObjectItemCaseSensitive(obj, key);
     long n;
     if (!q)
@@ -544,14 +545,15 @@ out:
 
 /* ---------- Pods ---------- */
 
-/* A container's nvidia.com/gpu: its limit, else its request (extended resources need both equal). */
+/* A container's nvidia.com/gpu: its limit, else its request (extended resources need both equal).
+ */
 static long container_gpus(const cJSON *c, bool *bad, char *err, size_t errlen, const char *place) {
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(c, "resources");
     long n = quantity_of(cJSON_GetObjectItemCaseSensitive(res, "limits"), GPU_RESOURCE, place, bad,
                          err, errlen);
     if (n < 0)
-        n = quantity_of(cJSON_GetObjectItemCaseSensitive(res, "requests"), GPU_RESOURCE, place,
-                        bad, err, errlen);
+        n = quantity_of(cJSON_GetObjectItemCaseSensitive(res, "requests"), GPU_RESOURCE, place, bad,
+                        err, errlen);
     return n < 0 ? 0 : n;
 }
 
@@ -577,8 +579,8 @@ int gpuview_set_pods(struct gpuview *v, const char *json, size_t len, char *err,
     }
     cJSON_ArrayForEach(pod, items) {
         const cJSON *spec = cJSON_GetObjectItemCaseSensitive(pod, "spec");
-        const cJSON *phase =
-            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(pod, "status"), "phase");
+        const cJSON *phase = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(pod, "status"), "phase");
         const cJSON *node = cJSON_GetObjectItemCaseSensitive(spec, "nodeName");
         long main_sum = 0, init_max = 0;
         snprintf(place, sizeof(place), "PodList.items[%d].spec", i++);
@@ -618,8 +620,8 @@ static const cJSON *obj(const cJSON *o, const char *k) {
     return cJSON_GetObjectItemCaseSensitive(o, k);
 }
 
-static int parse_device(const cJSON *d, int i, struct gpuview_gpu *g, bool all_unusable,
-                        char *err, size_t errlen) {
+static int parse_device(const cJSON *d, int i, struct gpuview_gpu *g, bool all_unusable, char *err,
+                        size_t errlen) {
     const cJSON *index = obj(d, "index"), *name = obj(d, "name"), *uuid = obj(d, "uuid");
     const cJSON *mem = obj(d, "memory");
     const cJSON *total = obj(mem, "total_mib"), *freem = obj(mem, "free_mib");
@@ -670,9 +672,9 @@ static int agent_parse(struct gpuview_node *n, const char *body, size_t len, cha
         return GHE_INVAL;
     const cJSON *status = obj(root, "status"), *node = obj(root, "node");
     const cJSON *devices = obj(root, "devices");
-    if (!cJSON_IsString(status) || (strcmp(status->valuestring, "ok") != 0 &&
-                                    strcmp(status->valuestring, "degraded") != 0 &&
-                                    strcmp(status->valuestring, "unavailable") != 0)) {
+    if (!cJSON_IsString(status) ||
+        (strcmp(status->valuestring, "ok") != 0 && strcmp(status->valuestring, "degraded") != 0 &&
+         strcmp(status->valuestring, "unavailable") != 0)) {
         errf(err, errlen, "agent body: .status: missing or not ok, degraded or unavailable");
         rc = GHE_INVAL;
         goto out;
@@ -685,7 +687,8 @@ static int agent_parse(struct gpuview_node *n, const char *body, size_t len, cha
         goto out;
     }
     if (!cJSON_IsArray(devices)) {
-        errf(err, errlen, "agent body: .devices: missing or not an array (is it GET /gpu?verbose?)");
+        errf(err, errlen,
+             "agent body: .devices: missing or not an array (is it GET /gpu?verbose?)");
         rc = GHE_INVAL;
         goto out;
     }

@@ -32,9 +32,12 @@
 #define TIMEOUT_MS 500
 
 static const char *AGENTS[] = {
-    "gpu-a=serve:agent-h200-idle.json", "gpu-b=serve:agent-h200-busy.json",
-    "gpu-c=serve:agent-h100x2.json",    "gpu-hang=hang",
-    "gpu-garbage=garbage",              "gpu-huge=huge",
+    "gpu-a=serve:agent-h200-idle.json",
+    "gpu-b=serve:agent-h200-busy.json",
+    "gpu-c=serve:agent-h100x2.json",
+    "gpu-hang=hang",
+    "gpu-garbage=garbage",
+    "gpu-huge=huge",
     "gpu-404=notfound",
 };
 #define NAGENTS (sizeof(AGENTS) / sizeof(AGENTS[0]))

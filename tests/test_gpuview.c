@@ -136,8 +136,8 @@ static void test_gpuview_bad_endpoints_say_where_and_change_nothing(void **state
     assert_int_equal(feed(&v, "endpoints", "endpointslices.json", NULL, T0, err, sizeof(err)), 0);
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         err[0] = '\0';
-        int rc = gpuview_set_endpoints(&v, cases[i].json, strlen(cases[i].json), cases[i].port,
-                                       T0, err, sizeof(err));
+        int rc = gpuview_set_endpoints(&v, cases[i].json, strlen(cases[i].json), cases[i].port, T0,
+                                       err, sizeof(err));
         assert_int_equal(rc, GHE_INVAL);
         if (!strstr(err, cases[i].message))
             fail_msg("case %zu: \"%s\" lacks \"%s\"", i, err, cases[i].message);
@@ -250,9 +250,8 @@ static void test_gpuview_agent_goes_stale_and_recovers(void **state) {
         gpuview_agent_failed(&v, "gpu-a", "Connection refused", T0 + 5000LL * i);
     assert_int_equal(gpuview_node_find(&v, "gpu-a")->agent_state, GPUVIEW_AGENT_STALE);
     assert_int_equal(gpuview_node_find(&v, "gpu-a")->failures, 3);
-    assert_int_equal(feed(&v, "agent", "agent-h200-idle.json", "gpu-a", T0 + 20000, err,
-                          sizeof(err)),
-                     0);
+    assert_int_equal(
+        feed(&v, "agent", "agent-h200-idle.json", "gpu-a", T0 + 20000, err, sizeof(err)), 0);
     assert_int_equal(gpuview_node_find(&v, "gpu-a")->agent_state, GPUVIEW_AGENT_FRESH);
     assert_int_equal(gpuview_node_find(&v, "gpu-a")->failures, 0);
 
@@ -291,11 +290,9 @@ static void test_gpuview_fit_picks_the_node_with_most_free_and_names_it(void **s
 
     /* gpu-a stops answering: the H100 with room is chosen, its second GPU named. */
     char err[256];
-    assert_int_equal(feed(&v, "agent", "agent-h200-busy.json", "gpu-b", T0 + 15000, err,
-                          sizeof(err)),
-                     0);
-    assert_int_equal(feed(&v, "agent", "agent-h100x2.json", "gpu-c", T0 + 15000, err,
-                          sizeof(err)),
+    assert_int_equal(
+        feed(&v, "agent", "agent-h200-busy.json", "gpu-b", T0 + 15000, err, sizeof(err)), 0);
+    assert_int_equal(feed(&v, "agent", "agent-h100x2.json", "gpu-c", T0 + 15000, err, sizeof(err)),
                      0);
     for (int i = 1; i <= 3; i++)
         gpuview_agent_failed(&v, "gpu-a", "Operation timed out", T0 + 5000LL * i);
@@ -343,8 +340,7 @@ static void test_gpuview_fit_breaks_ties_by_node_name_and_skips_broken_gpus(void
     char *anon = cJSON_PrintUnformatted(o);
     assert_int_equal(gpuview_agent_answer(&v, "gpu-y", anon, strlen(anon), T0, err, sizeof(err)),
                      0);
-    assert_int_equal(feed(&v, "agent", "agent-h200-xid79.json", "gpu-x", T0, err, sizeof(err)),
-                     0);
+    assert_int_equal(feed(&v, "agent", "agent-h200-xid79.json", "gpu-x", T0, err, sizeof(err)), 0);
     assert_int_equal(gpuview_agent_answer(&v, "gpu-w", anon, strlen(anon), T0, err, sizeof(err)),
                      0);
     assert_int_equal(gpuview_fit(&v, &LITE, &f), 0);
@@ -386,8 +382,8 @@ static void test_gpuview_fit_without_agents_uses_gfd_and_allocatable(void **stat
     assert_int_equal(gpuview_fit(&v, &big, &f), 0);
     assert_true(f.fits);
     assert_string_equal(f.node, "gpu-a");
-    assert_string_equal(f.rejects[1],
-                        "gpu-c: its GPUs (NVIDIA-H100-80GB-HBM3) have 81559 MiB, 100000 MiB needed");
+    assert_string_equal(
+        f.rejects[1], "gpu-c: its GPUs (NVIDIA-H100-80GB-HBM3) have 81559 MiB, 100000 MiB needed");
     gpuview_cleanup(&v);
 }
 
@@ -429,22 +425,24 @@ static void test_gpuview_affinity_requires_memory_and_prefers_the_node(void **st
     assert_int_equal(gpuview_fit(&v, &ORIGINAL, &f), 0);
     char *s = affinity_text(&v, &f, true);
     /* No Node data: no GFD label to require, only the preference. */
-    assert_string_equal(s, "{\"nodeAffinity\":{\"preferredDuringSchedulingIgnoredDuringExecution\":"
-                           "[{\"weight\":100,\"preference\":{\"matchExpressions\":[{\"key\":"
-                           "\"kubernetes.io/hostname\",\"operator\":\"In\",\"values\":[\"gpu-a\"]}]}}"
-                           "]}}");
+    assert_string_equal(s,
+                        "{\"nodeAffinity\":{\"preferredDuringSchedulingIgnoredDuringExecution\":"
+                        "[{\"weight\":100,\"preference\":{\"matchExpressions\":[{\"key\":"
+                        "\"kubernetes.io/hostname\",\"operator\":\"In\",\"values\":[\"gpu-a\"]}]}}"
+                        "]}}");
     cJSON_free(s);
     assert_null(affinity_text(&v, &f, false));
 
     assert_int_equal(feed(&v, "nodes", "nodes.json", NULL, T0, err, sizeof(err)), 0);
     assert_int_equal(gpuview_fit(&v, &ORIGINAL, &f), 0);
     s = affinity_text(&v, &f, true);
-    assert_string_equal(s, "{\"nodeAffinity\":{\"requiredDuringSchedulingIgnoredDuringExecution\":"
-                           "{\"nodeSelectorTerms\":[{\"matchExpressions\":[{\"key\":"
-                           "\"nvidia.com/gpu.memory\",\"operator\":\"Gt\",\"values\":[\"8191\"]}]}]},"
-                           "\"preferredDuringSchedulingIgnoredDuringExecution\":[{\"weight\":100,"
-                           "\"preference\":{\"matchExpressions\":[{\"key\":\"kubernetes.io/hostname\","
-                           "\"operator\":\"In\",\"values\":[\"gpu-a\"]}]}}]}}");
+    assert_string_equal(s,
+                        "{\"nodeAffinity\":{\"requiredDuringSchedulingIgnoredDuringExecution\":"
+                        "{\"nodeSelectorTerms\":[{\"matchExpressions\":[{\"key\":"
+                        "\"nvidia.com/gpu.memory\",\"operator\":\"Gt\",\"values\":[\"8191\"]}]}]},"
+                        "\"preferredDuringSchedulingIgnoredDuringExecution\":[{\"weight\":100,"
+                        "\"preference\":{\"matchExpressions\":[{\"key\":\"kubernetes.io/hostname\","
+                        "\"operator\":\"In\",\"values\":[\"gpu-a\"]}]}}]}}");
     cJSON_free(s);
 
     struct gpuview_need huge = {"original", 1000000};
@@ -472,9 +470,8 @@ static void test_gpuview_affinity_in_a_run_passes_the_schemas(void **state) {
                              "\"metadata\":{\"generateName\":\"gpu-original-\"},"
                              "\"spec\":{\"pipelineRef\":{\"name\":\"gpu-original\"},"
                              "\"taskRunTemplate\":{\"podTemplate\":{}}}}");
-    cJSON *pt = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(run, "spec"),
-                                                        "taskRunTemplate"),
-                                    "podTemplate");
+    cJSON *pt = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(run, "spec"), "taskRunTemplate"), "podTemplate");
     assert_true(cJSON_AddItemToObject(pt, "affinity", gpuview_affinity(&v, &f, true)));
     char *text = cJSON_Print(run);
     int fd = mkstemp(path);
@@ -505,11 +502,9 @@ static void test_gpuview_json_shows_nodes_sources_stale_and_fit(void **state) {
         gpuview_agent_failed(&v, "gpu-b", "Connection refused", T0 + 5000LL * i);
     gpuview_refresh(&v, T0 + 15000);
     /* gpu-a and gpu-c answered at T0: 15000 ms later they are stale too unless refreshed. */
-    assert_int_equal(feed(&v, "agent", "agent-h200-idle.json", "gpu-a", T0 + 15000, err,
-                          sizeof(err)),
-                     0);
-    assert_int_equal(feed(&v, "agent", "agent-h100x2.json", "gpu-c", T0 + 15000, err,
-                          sizeof(err)),
+    assert_int_equal(
+        feed(&v, "agent", "agent-h200-idle.json", "gpu-a", T0 + 15000, err, sizeof(err)), 0);
+    assert_int_equal(feed(&v, "agent", "agent-h100x2.json", "gpu-c", T0 + 15000, err, sizeof(err)),
                      0);
     char *body = gpuview_json(&v, T0 + 15250, NULL, needs, 2, &found);
     assert_non_null(body);
@@ -570,11 +565,9 @@ static void test_gpuview_metrics_one_line_per_gpu(void **state) {
     struct buf b;
     char err[256];
     cluster_of_agents(&v);
-    assert_int_equal(feed(&v, "agent", "agent-h200-idle.json", "gpu-a", T0 + 10000, err,
-                          sizeof(err)),
-                     0);
-    assert_int_equal(feed(&v, "agent", "agent-h100x2.json", "gpu-c", T0 + 10000, err,
-                          sizeof(err)),
+    assert_int_equal(
+        feed(&v, "agent", "agent-h200-idle.json", "gpu-a", T0 + 10000, err, sizeof(err)), 0);
+    assert_int_equal(feed(&v, "agent", "agent-h100x2.json", "gpu-c", T0 + 10000, err, sizeof(err)),
                      0);
     gpuview_agent_failed(&v, "gpu-b", "Connection refused", T0 + 15000);
     buf_init(&b, 1 << 16);
@@ -627,8 +620,9 @@ static void test_gpuview_bounds_nodes_and_gpus(void **state) {
     assert_int_equal(gpuview_set_endpoints(&v, one, strlen(one), NULL, T0, err, sizeof(err)), 0);
     assert_int_equal(buf_appends(&b, "{\"status\":\"ok\",\"devices\":["), 0);
     for (int i = 0; i < 20; i++)
-        assert_int_equal(buf_appendf(&b, "%s{\"index\":%d,\"memory\":{\"total_mib\":100,"
-                                         "\"free_mib\":50}}",
+        assert_int_equal(buf_appendf(&b,
+                                     "%s{\"index\":%d,\"memory\":{\"total_mib\":100,"
+                                     "\"free_mib\":50}}",
                                      i ? "," : "", i),
                          0);
     assert_int_equal(buf_appends(&b, "]}"), 0);
@@ -647,9 +641,12 @@ static void test_gpuview_cut_or_damaged_inputs_are_refused_with_a_message(void *
     static const struct {
         const char *file, *kind;
     } files[] = {
-        {"agent-h200-idle.json", "agent"}, {"agent-h100x2.json", "agent"},
-        {"agent-h200-xid79.json", "agent"}, {"endpointslices.json", "endpoints"},
-        {"nodes.json", "nodes"},           {"pods.json", "pods"},
+        {"agent-h200-idle.json", "agent"},
+        {"agent-h100x2.json", "agent"},
+        {"agent-h200-xid79.json", "agent"},
+        {"endpointslices.json", "endpoints"},
+        {"nodes.json", "nodes"},
+        {"pods.json", "pods"},
     };
     static const char damage[] = {'"', '}', '-', '\x80'};
     char err[256];
@@ -683,8 +680,8 @@ static void test_gpuview_cut_or_damaged_inputs_are_refused_with_a_message(void *
                 else
                     rc = gpuview_set_pods(&v, body, n, err, sizeof(err));
                 if (rc != 0 && (rc != GHE_INVAL || err[0] == '\0'))
-                    fail_msg("%s cut at %zu, damage %zu: rc %d, \"%s\"", files[i].file, cut, d,
-                             rc, err);
+                    fail_msg("%s cut at %zu, damage %zu: rc %d, \"%s\"", files[i].file, cut, d, rc,
+                             err);
                 gpuview_cleanup(&v);
                 if (d < sizeof(damage) && cut < len)
                     body[cut] = saved;

@@ -49,22 +49,22 @@ struct gpuview_gpu {
     int index;
     char name[96];
     char uuid[64];
-    long total_mib;      /* -1 unknown */
-    long free_mib;       /* -1 unknown (GFD never knows it) */
-    bool busy;           /* the agent saw compute processes on it */
-    bool usable;         /* no fatal XID, no failed row remap */
-    int total_source;    /* enum gpuview_source */
-    int free_source;     /* enum gpuview_source */
+    long total_mib;   /* -1 unknown */
+    long free_mib;    /* -1 unknown (GFD never knows it) */
+    bool busy;        /* the agent saw compute processes on it */
+    bool usable;      /* no fatal XID, no failed row remap */
+    int total_source; /* enum gpuview_source */
+    int free_source;  /* enum gpuview_source */
 };
 
 struct gpuview_node {
     char name[GPUVIEW_NAME_MAX];
 
     /* From the EndpointSlices. */
-    int agent_state;          /* enum gpuview_agent_state, refreshed by gpuview_refresh */
+    int agent_state; /* enum gpuview_agent_state, refreshed by gpuview_refresh */
     char agent_url[GPUVIEW_URL_MAX];
-    long long listed_at_ms;   /* when the endpoint first appeared (wall clock) */
-    bool in_endpoints;        /* listed in the latest EndpointSlice list */
+    long long listed_at_ms; /* when the endpoint first appeared (wall clock) */
+    bool in_endpoints;      /* listed in the latest EndpointSlice list */
     bool endpoint_ready;
 
     /* From the agent. */
@@ -78,14 +78,14 @@ struct gpuview_node {
 
     /* From the Node object. */
     bool has_node;
-    bool schedulable;         /* not spec.unschedulable */
-    long gfd_memory_mib;      /* nvidia.com/gpu.memory, -1 absent */
-    int gfd_count;            /* nvidia.com/gpu.count, -1 absent */
-    char gfd_product[96];     /* nvidia.com/gpu.product, "" absent */
-    char hostname[64];        /* the kubernetes.io/hostname label, "" absent */
-    long allocatable;         /* status.allocatable["nvidia.com/gpu"], -1 absent */
-    long capacity;            /* status.capacity["nvidia.com/gpu"], -1 absent */
-    long requested;           /* GPUs requested by pods on the node, -1 unknown */
+    bool schedulable;     /* not spec.unschedulable */
+    long gfd_memory_mib;  /* nvidia.com/gpu.memory, -1 absent */
+    int gfd_count;        /* nvidia.com/gpu.count, -1 absent */
+    char gfd_product[96]; /* nvidia.com/gpu.product, "" absent */
+    char hostname[64];    /* the kubernetes.io/hostname label, "" absent */
+    long allocatable;     /* status.allocatable["nvidia.com/gpu"], -1 absent */
+    long capacity;        /* status.capacity["nvidia.com/gpu"], -1 absent */
+    long requested;       /* GPUs requested by pods on the node, -1 unknown */
 };
 
 struct gpuview_options {
@@ -97,8 +97,8 @@ struct gpuview {
     struct gpuview_options opts;
     struct gpuview_node *nodes; /* sorted by name */
     size_t count;
-    bool endpoints_known;       /* an EndpointSlice list was given */
-    bool nodes_known;           /* a Node list was given */
+    bool endpoints_known; /* an EndpointSlice list was given */
+    bool nodes_known;     /* a Node list was given */
 };
 
 /* Fills o with the defaults: a 5000 ms interval, stale after 3 polls. */
@@ -170,9 +170,9 @@ struct gpuview_need {
 #define GPUVIEW_FIT_REJECTS_MAX 16
 
 struct gpuview_fit {
-    bool no_view;  /* no agent answered and no node has GFD labels: keep the local view */
+    bool no_view; /* no agent answered and no node has GFD labels: keep the local view */
     bool fits;
-    int source;    /* GPUVIEW_SRC_AGENT or GPUVIEW_SRC_GFD, for the chosen node */
+    int source; /* GPUVIEW_SRC_AGENT or GPUVIEW_SRC_GFD, for the chosen node */
     char node[GPUVIEW_NAME_MAX];
     int gpu_index; /* -1 when the GFD fit has no index to name */
     char gpu_name[96];
