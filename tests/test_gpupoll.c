@@ -3,7 +3,8 @@
  * (tests/gpuview/fake_agent.py, serving the recorded H200 bodies of
  * tests/fixtures/gpu/) that answer, hang, answer garbage, answer too much,
  * answer 404, or go away and come back. The agents are found through an
- * EndpointSliceList, as the server will find them.
+ * EndpointSliceList, as the server will find them, and once through the lists
+ * that the stand-in kube-apiserver (tests/kubeapi/) answers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,6 +26,7 @@
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
 #include "gpuhook/error.h"
+#include "gpuhook/fileio.h"
 #include "gpuhook/gpupoll.h"
 #include "gpuhook/gpuview.h"
 
@@ -291,6 +293,73 @@ static void test_gpupoll_drops_results_of_agents_that_left_the_view(void **state
     gpuview_cleanup(&v);
 }
 
+/* Reads a file the stand-in API's lists were written to (caller frees). */
+static char *slurp(const char *dir, const char *name, size_t *len) {
+    char path[1024], err[256];
+    char *out = NULL;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (fileio_read(path, 1 << 20, 0, &out, len, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+    return out;
+}
+
+/*
+ * The agents and GPU Nodes as the stand-in kube-apiserver (tests/kubeapi/)
+ * lists them, through tests/gpuview/kubeapi_lists.py: the view finds the
+ * agents by the Service's EndpointSlices, the poller reaches them, the fit
+ * names the node, and the affinity requires GFD's memory label.
+ */
+static void test_gpupoll_agents_and_nodes_as_the_api_lists_them(void **state) {
+    (void)state;
+    char dir[] = "/tmp/gpupoll-api-XXXXXX", cmd[2048], err[256] = "";
+    size_t len;
+    struct gpuview v;
+    struct gpuview_fit f;
+    struct gpuview_need original = {"original", 8192};
+    struct gpuview_options o = {1000, 3};
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof(cmd),
+             "/usr/bin/python3 %s/tests/gpuview/kubeapi_lists.py %s %s gpu-a=%d gpu-b=%d "
+             "gpu-c=%d",
+             src_dir(), src_dir(), dir, port_of("gpu-a"), port_of("gpu-b"), port_of("gpu-c"));
+    assert_int_equal(system(cmd), 0);
+    char *slices = slurp(dir, "endpointslices.json", &len);
+    size_t nlen;
+    char *nodes = slurp(dir, "nodes.json", &nlen);
+
+    /* GFD only, before any agent answers: the H200 nodes fit by their model. */
+    gpuview_init(&v, &o);
+    assert_int_equal(gpuview_set_nodes(&v, nodes, nlen, err, sizeof(err)), 0);
+    assert_int_equal(v.count, 3);
+    assert_int_equal(gpuview_fit(&v, &original, &f), 0);
+    assert_true(f.fits);
+    assert_int_equal(f.source, GPUVIEW_SRC_GFD);
+    assert_string_equal(f.node, "gpu-a");
+
+    assert_int_equal(gpuview_set_endpoints(&v, slices, len, "http", T0, err, sizeof(err)), 0);
+    assert_null(gpuview_node_find(&v, "cpu-1")); /* another Service's slice is not listed */
+    struct gpupoll *p = poller();
+    assert_int_equal(gpupoll_round(p, &v, T0 + 10), 3);
+    assert_int_equal(gpuview_fit(&v, &original, &f), 0);
+    assert_int_equal(f.source, GPUVIEW_SRC_AGENT);
+    assert_string_equal(f.reason, "original fits on node gpu-a, GPU 0 (NVIDIA H200): 143152 MiB "
+                                  "free, 8192 MiB needed");
+    cJSON *aff = gpuview_affinity(&v, &f, true);
+    char *text = cJSON_PrintUnformatted(aff);
+    assert_non_null(strstr(text, "{\"key\":\"nvidia.com/gpu.memory\",\"operator\":\"Gt\","
+                                 "\"values\":[\"8191\"]}"));
+    assert_non_null(strstr(text, "{\"key\":\"kubernetes.io/hostname\",\"operator\":\"In\","
+                                 "\"values\":[\"gpu-a\"]}"));
+    cJSON_free(text);
+    cJSON_Delete(aff);
+    gpupoll_free(p);
+    gpuview_cleanup(&v);
+    free(slices);
+    free(nodes);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     const struct CMUnitTest tests[] = {
@@ -298,6 +367,7 @@ int main(void) {
         cmocka_unit_test(test_gpupoll_agent_that_goes_away_goes_stale_and_recovers),
         cmocka_unit_test(test_gpupoll_cancel_cuts_a_round_short),
         cmocka_unit_test(test_gpupoll_drops_results_of_agents_that_left_the_view),
+        cmocka_unit_test(test_gpupoll_agents_and_nodes_as_the_api_lists_them),
     };
     int rc = cmocka_run_group_tests(tests, agents_start, agents_stop);
     curl_global_cleanup();
