@@ -41,6 +41,7 @@ static const char *AGENTS[] = {
     "gpu-garbage=garbage",
     "gpu-huge=huge",
     "gpu-404=notfound",
+    "gpu-flood=flood",
 };
 #define NAGENTS (sizeof(AGENTS) / sizeof(AGENTS[0]))
 
@@ -180,7 +181,7 @@ static void test_gpupoll_polls_all_agents_at_once_within_the_timeout(void **stat
     assert_int_equal(answered, 3);
     assert_int_equal(st.targets, NAGENTS);
     assert_int_equal(st.answered, 3);
-    assert_int_equal(st.failed, 4);
+    assert_int_equal(st.failed, 5);
     print_message("a round of %zu agents, one hanging: %lld ms (timeout %d ms)\n", NAGENTS, took,
                   TIMEOUT_MS);
     /* One hanging agent costs its timeout once, not once per agent. */
@@ -196,6 +197,8 @@ static void test_gpupoll_polls_all_agents_at_once_within_the_timeout(void **stat
     assert_error_has(&v, "gpu-garbage", "agent body: not JSON");
     assert_error_has(&v, "gpu-huge", "answer over 262144 bytes");
     assert_error_has(&v, "gpu-404", "HTTP 404 from the agent");
+    /* Without a Content-Length the bound is the write callback's. */
+    assert_error_has(&v, "gpu-flood", "answer over 262144 bytes");
     assert_int_equal(gpuview_node_find(&v, "gpu-hang")->gpu_count, 0);
 
     struct gpuview_need original = {"original", 8192};
@@ -230,7 +233,8 @@ static void test_gpupoll_agent_that_goes_away_goes_stale_and_recovers(void **sta
     char *body = gpuview_json(&v, T0 + 3000, NULL, NULL, 0, NULL);
     cJSON *o = cJSON_Parse(body);
     char *stale = cJSON_PrintUnformatted(cJSON_GetObjectItem(o, "stale_agents"));
-    assert_string_equal(stale, "[\"gpu-404\",\"gpu-a\",\"gpu-garbage\",\"gpu-hang\",\"gpu-huge\"]");
+    assert_string_equal(
+        stale, "[\"gpu-404\",\"gpu-a\",\"gpu-flood\",\"gpu-garbage\",\"gpu-hang\",\"gpu-huge\"]");
     cJSON_free(stale);
     cJSON_Delete(o);
     cJSON_free(body);

@@ -7,7 +7,8 @@ answers GET /gpu?verbose according to MODE:
   serve    the recorded body FIXTURE (from FIXTURE_DIR), with "node" set to NAME
   hang     accepts, then sends nothing for 30 s
   garbage  200 with a body that is not JSON
-  huge     200 with 2 MiB of JSON
+  huge     200 with 2 MiB of JSON and its Content-Length
+  flood    200 without a Content-Length, then JSON until the client hangs up
   notfound 404
 A control server takes GET /stop/NAME (the agent goes away: its port refuses
 connections), GET /start/NAME (it comes back on the same port) and
@@ -57,6 +58,16 @@ class Agent:
                     return self.answer(200, b"<html>this is not json")
                 if agent.mode == "huge":
                     return self.answer(200, b'{"pad":"' + b"x" * (2 << 20) + b'"}')
+                if agent.mode == "flood":
+                    self.send_response(200)
+                    self.end_headers()
+                    try:
+                        self.wfile.write(b'{"pad":"')
+                        for _ in range(64):
+                            self.wfile.write(b"x" * 65536)
+                    except OSError:
+                        pass
+                    return None
                 if agent.mode == "notfound":
                     return self.answer(404, b'{"error":"no such route"}')
                 return self.answer(200, agent.body())
