@@ -197,6 +197,17 @@ static void test_gpuview_agent_answers_give_figures_busy_and_sources(void **stat
     assert_true(c->gpus[0].busy);
     assert_false(c->gpus[1].busy);
     assert_int_equal(c->gpus[1].free_mib, 70000);
+
+    /* The 503 body recorded with CUDA_VISIBLE_DEVICES="": no GPU, and the node cannot take work. */
+    char err[256];
+    struct gpuview_fit f;
+    assert_int_equal(
+        feed(&v, "agent", "agent-h200-no-device.json", "gpu-b", T0 + 1, err, sizeof(err)), 0);
+    const struct gpuview_node *b = gpuview_node_find(&v, "gpu-b");
+    assert_int_equal(b->gpu_count, 0);
+    assert_string_equal(b->agent_status, "unavailable");
+    assert_int_equal(gpuview_fit(&v, &LITE, &f), 0);
+    assert_string_equal(f.rejects[0], "gpu-b: its agent reports the GPUs unavailable");
     gpuview_cleanup(&v);
 }
 
