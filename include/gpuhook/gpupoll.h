@@ -65,7 +65,11 @@ int gpupoll_apply(struct gpupoll *p, struct gpuview *v, long long now_ms);
 /* prepare, run and apply in one call, for a caller that holds v alone. */
 int gpupoll_round(struct gpupoll *p, struct gpuview *v, long long now_ms);
 
-/* Makes a running gpupoll_run return soon (safe from another thread). */
+/*
+ * Makes a running gpupoll_run return soon, its unfinished targets failed with
+ * "poll cancelled" (safe from another thread). Called between rounds, it
+ * cancels the next one.
+ */
 void gpupoll_cancel(struct gpupoll *p);
 
 /* The last round's counts. */
