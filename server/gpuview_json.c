@@ -97,10 +97,19 @@ static void add_node(struct jctx *j, cJSON *arr, const struct gpuview_node *n, l
         jnum(j, o, "allocatable_gpus", n->allocatable >= 0, (double)n->allocatable);
         jnum(j, o, "capacity_gpus", n->capacity >= 0, (double)n->capacity);
         jnum(j, o, "requested_gpus", n->requested >= 0, (double)n->requested);
+        /* What the GFD fit counts on: requests unknown count as none. */
+        jnum(j, o, "unallocated_gpus", n->allocatable >= 0,
+             (double)(n->allocatable - (n->requested > 0 ? n->requested : 0)));
         jbool(j, o, "schedulable", n->schedulable);
     } else {
         jc(j, cJSON_AddNullToObject(o, "gfd"));
     }
+    /* Who says how many GPUs there are: the agent, GFD's count, or the device plugin. */
+    int count_source = n->answered_at_ms > 0              ? GPUVIEW_SRC_AGENT
+                       : n->has_node && n->gfd_count >= 0 ? GPUVIEW_SRC_GFD
+                       : n->has_node && n->capacity >= 0  ? GPUVIEW_SRC_ALLOCATABLE
+                                                          : GPUVIEW_SRC_NONE;
+    jstr(j, o, "gpus_source", gpuview_source_name(count_source));
     cJSON *gpus = jc(j, cJSON_AddArrayToObject(o, "gpus"));
     if (!gpus)
         return;

@@ -542,8 +542,11 @@ static void test_gpuview_json_shows_nodes_sources_stale_and_fit(void **state) {
                               "73f9-640a-fefc0f87bbc0\",\"total_mib\":143771,\"free_mib\":143152,"
                               "\"busy\":false,\"usable\":true,\"source\":{\"total_mib\":\"agent\","
                               "\"free_mib\":\"agent\"}}");
+    assert_string_equal(cJSON_GetObjectItem(a, "gpus_source")->valuestring, "agent");
+    assert_int_equal(cJSON_GetObjectItem(a, "unallocated_gpus")->valueint, 1);
     /* gpu-d has no agent: its GPU comes from GFD, without a free figure. */
     cJSON *d = cJSON_GetArrayItem(nodes, 3);
+    assert_string_equal(cJSON_GetObjectItem(d, "gpus_source")->valuestring, "gfd");
     char *dgpu = cJSON_PrintUnformatted(cJSON_GetArrayItem(cJSON_GetObjectItem(d, "gpus"), 0));
     assert_string_equal(dgpu, "{\"index\":0,\"name\":\"NVIDIA-H200\",\"uuid\":null,\"total_mib\":"
                               "143771,\"free_mib\":null,\"busy\":false,\"usable\":true,\"source\":"
