@@ -205,7 +205,7 @@ int gpuview_fit(const struct gpuview *v, const struct gpuview_need *need, struct
 struct cJSON *gpuview_affinity(const struct gpuview *v, const struct gpuview_fit *fit,
                                bool enabled);
 
-/* ---------- Rendering ---------- */
+/* ---------- Rendering (gpuview_json.c) ---------- */
 
 /*
  * GET /gpu's cluster body (caller frees): nodes with their GPUs, free memory,
