@@ -52,9 +52,14 @@ static bool finished(const struct queue_run *r) {
     return r->succeeded == QUEUE_COND_TRUE || r->succeeded == QUEUE_COND_FALSE;
 }
 
+/* A downgrade's copy keeps the original's queued-since, and so its place. */
+static long long age_of(const struct queue_run *r) {
+    return r->queued_since_ms ? r->queued_since_ms : r->created_ms;
+}
+
 static int older(const struct queue_run *a, const struct queue_run *b) {
-    if (a->created_ms != b->created_ms)
-        return a->created_ms < b->created_ms ? -1 : 1;
+    if (age_of(a) != age_of(b))
+        return age_of(a) < age_of(b) ? -1 : 1;
     return strcmp(a->name, b->name);
 }
 
@@ -132,6 +137,7 @@ static int plan_add(struct builder *b, enum queue_act kind, const struct queue_r
     a->name = r->name;
     a->starts = starts;
     a->patch = text;
+    a->create = NULL;
     return (int)b->plan->count++;
 }
 
@@ -229,7 +235,7 @@ static void supersede(struct state *st, const struct queue_config *cfg, struct b
         return;
     for (size_t i = 0; i < st->n && b->rc == 0; i++) {
         struct slot *s = &st->slots[i];
-        if (!group_of(s->r) || (!s->waiting && !s->running))
+        if (s->acted || !group_of(s->r) || (!s->waiting && !s->running))
             continue;
         const struct queue_run *newest = newest_of_group(st, s->r);
         if (newest == s->r)
@@ -310,6 +316,121 @@ static void admit(struct state *st, const struct queue_config *cfg, const struct
     }
 }
 
+/* The copy's name: the original's, cut to leave room for "-<variant>" within 63. */
+static void copy_name(char *out, size_t size, const char *name, const char *variant) {
+    char base[64];
+    size_t room = 63 - 1 - strlen(variant);
+    if (strlen(variant) > 20)
+        room = 63 - 21;
+    snprintf(base, sizeof(base), "%.*s", (int)room, name);
+    size_t n = strlen(base);
+    while (n > 0 && base[n - 1] == '-')
+        base[--n] = '\0';
+    snprintf(out, size, "%s-%.20s", base, variant);
+}
+
+/* The PipelineRun to create in place of s: its spec with the smaller variant's Pipeline. */
+static cJSON *downgrade_copy(const struct slot *s, const struct queue_config *cfg, int t,
+                             const char *why, long long now_ms, char *name, size_t name_size) {
+    static const char *const drop[] = {"resourceVersion", "uid", "creationTimestamp",
+                                       "generation", "managedFields", "selfLink",
+                                       "generateName", "ownerReferences", "finalizers"};
+    cJSON *obj = cJSON_Duplicate(s->r->object, 1);
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(obj, "spec");
+    if (!cJSON_IsObject(md) || !cJSON_IsObject(spec)) {
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, "status");
+    for (size_t i = 0; i < sizeof(drop) / sizeof(drop[0]); i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(md, drop[i]);
+    copy_name(name, name_size, s->r->name, cfg->variants[t].name);
+    cJSON_DeleteItemFromObjectCaseSensitive(md, "name");
+    cJSON_AddStringToObject(md, "name", name);
+    cJSON *labels = cJSON_GetObjectItemCaseSensitive(md, "labels");
+    if (!labels)
+        labels = cJSON_AddObjectToObject(md, "labels");
+    cJSON *notes = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+    if (!notes)
+        notes = cJSON_AddObjectToObject(md, "annotations");
+    cJSON_DeleteItemFromObjectCaseSensitive(labels, QUEUE_LABEL_VARIANT);
+    cJSON_AddStringToObject(labels, QUEUE_LABEL_VARIANT, cfg->variants[t].name);
+    cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_DOWNGRADED_FROM);
+    cJSON_AddStringToObject(notes, QUEUE_NOTE_DOWNGRADED_FROM, s->r->name);
+    cJSON_DeleteItemFromObjectCaseSensitive(spec, "pipelineRef");
+    cJSON *ref = cJSON_AddObjectToObject(spec, "pipelineRef");
+    cJSON_AddStringToObject(ref, "name", cfg->variants[t].pipeline);
+    cJSON_DeleteItemFromObjectCaseSensitive(spec, "status");
+    cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_WAITING_FOR);
+    if (why) {
+        cJSON_AddStringToObject(spec, "status", "PipelineRunPending");
+        cJSON_AddStringToObject(notes, QUEUE_NOTE_WAITING_FOR, why);
+    } else {
+        char ts[CLOCK_RFC3339_MAX], waited[160];
+        long long since = s->r->queued_since_ms ? s->r->queued_since_ms : s->r->created_ms;
+        cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_STARTED_AT);
+        cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_WAITED);
+        cJSON_AddStringToObject(notes, QUEUE_NOTE_STARTED_AT, clock_rfc3339(now_ms, ts));
+        snprintf(waited, sizeof(waited), "%llds for gpu", (now_ms - since) / 1000);
+        cJSON_AddStringToObject(notes, QUEUE_NOTE_WAITED, waited);
+    }
+    if (!ref || !cJSON_GetObjectItemCaseSensitive(md, "name")) {
+        cJSON_Delete(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+/* Whether a copy of s made by an earlier downgrade exists already. */
+static bool has_copy(const struct state *st, const struct slot *s) {
+    for (size_t i = 0; i < st->n; i++) {
+        const char *from = st->slots[i].r->downgraded_from;
+        if (from && strcmp(from, s->r->name) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void downgrade(struct state *st, const struct queue_config *cfg,
+                      const struct queue_gpu *gpu, struct slot *s, int t, long long now_ms,
+                      struct builder *b) {
+    char name[64] = "";
+    cJSON *copy = NULL;
+    const char *why = NULL;
+    if (!has_copy(st, s)) {
+        if (!s->r->object)
+            return; /* nothing to copy from: it keeps waiting */
+        why = blocker(st, cfg, gpu, t);
+        copy = downgrade_copy(s, cfg, t, why, now_ms, name, sizeof(name));
+        if (!copy) {
+            b->rc = GHE_NOMEM;
+            return;
+        }
+        if (!why)
+            take(st, cfg, t);
+    }
+    char *create = copy ? cJSON_PrintUnformatted(copy) : NULL;
+    cJSON_Delete(copy);
+    if (name[0] && !create) {
+        b->rc = GHE_NOMEM;
+        return;
+    }
+    cJSON *notes;
+    cJSON *p = patch_new(s->r, &notes);
+    if (p) {
+        cJSON_AddStringToObject(notes, QUEUE_NOTE_DOWNGRADED_TO, cfg->variants[t].name);
+        cJSON_AddNullToObject(notes, QUEUE_NOTE_WAITING_FOR);
+        cJSON_AddStringToObject(spec_of(p), "status", "Cancelled");
+    }
+    s->act = plan_add(b, QUEUE_ACT_DOWNGRADE, s->r, false, p);
+    s->acted = true;
+    if (s->act >= 0)
+        b->plan->actions[s->act].create = create;
+    else
+        free(create);
+}
+
 static void fall_back(struct state *st, const struct queue_config *cfg,
                       const struct queue_gpu *gpu, long long now_ms, struct builder *b) {
     if (cfg->max_wait_ms <= 0 || cfg->fallback == QUEUE_FALLBACK_NONE)
@@ -335,30 +456,7 @@ static void fall_back(struct state *st, const struct queue_config *cfg,
         int t = variant_index(cfg, cfg->downgrade_to);
         if (t < 0 || t == s->variant || !cfg->variants[t].pipeline)
             continue; /* nothing smaller to switch to: it keeps waiting */
-        cJSON *notes;
-        cJSON *p = patch_new(s->r, &notes);
-        if (!p) {
-            b->rc = GHE_NOMEM;
-            return;
-        }
-        cJSON *labels = cJSON_AddObjectToObject(cJSON_GetObjectItemCaseSensitive(p, "metadata"),
-                                                "labels");
-        cJSON_AddStringToObject(labels, QUEUE_LABEL_VARIANT, cfg->variants[t].name);
-        cJSON_AddStringToObject(notes, QUEUE_NOTE_DOWNGRADED_FROM,
-                                s->r->variant ? s->r->variant : "");
-        cJSON *ref = cJSON_AddObjectToObject(spec_of(p), "pipelineRef");
-        cJSON_AddStringToObject(ref, "name", cfg->variants[t].pipeline);
-        const char *why = blocker(st, cfg, gpu, t);
-        s->variant_now = t;
-        if (!why) {
-            take(st, cfg, t);
-            note_start(notes, p, s->r, now_ms);
-        } else {
-            cJSON_AddStringToObject(notes, QUEUE_NOTE_WAITING_FOR, why);
-            s->why = why;
-        }
-        s->act = plan_add(b, QUEUE_ACT_DOWNGRADE, s->r, why == NULL, p);
-        s->acted = why == NULL;
+        downgrade(st, cfg, gpu, s, t, now_ms, b);
     }
 }
 
@@ -377,6 +475,17 @@ static void note_reasons(struct state *st, struct builder *b) {
     }
 }
 
+/* A downgrade interrupted between its create and its cancel: finish the cancel first. */
+static void finish_downgrades(struct state *st, const struct queue_config *cfg,
+                              const struct queue_gpu *gpu, long long now_ms, struct builder *b) {
+    for (size_t k = 0; k < st->nwaiting && b->rc == 0; k++) {
+        struct slot *s = &st->slots[st->order[k]];
+        int t = variant_index(cfg, cfg->downgrade_to);
+        if (!s->acted && t >= 0 && has_copy(st, s))
+            downgrade(st, cfg, gpu, s, t, now_ms, b);
+    }
+}
+
 static int compute(const struct queue_run *runs, size_t n, const struct queue_config *cfg,
                    const struct queue_gpu *gpu, long long now_ms, struct state *st,
                    struct queue_plan *plan) {
@@ -384,6 +493,8 @@ static int compute(const struct queue_run *runs, size_t n, const struct queue_co
     memset(plan, 0, sizeof(*plan));
     struct builder b = {plan, 0, 0};
     b.rc = classify(st, runs, n, cfg, gpu, now_ms);
+    if (b.rc == 0)
+        finish_downgrades(st, cfg, gpu, now_ms, &b);
     if (b.rc == 0)
         supersede(st, cfg, &b);
     if (b.rc == 0)
@@ -408,8 +519,10 @@ int queue_decide(const struct queue_run *runs, size_t n, const struct queue_conf
 }
 
 void queue_plan_cleanup(struct queue_plan *plan) {
-    for (size_t i = 0; i < plan->count; i++)
+    for (size_t i = 0; i < plan->count; i++) {
         free(plan->actions[i].patch);
+        free(plan->actions[i].create);
+    }
     free(plan->actions);
     plan->actions = NULL;
     plan->count = 0;
@@ -522,6 +635,8 @@ int queue_run_from_object(const cJSON *pr, struct queue_run *r) {
     r->queued_since_ms = time_ms(map_str(notes, QUEUE_NOTE_QUEUED_SINCE));
     r->started_ms = time_ms(map_str(notes, QUEUE_NOTE_STARTED_AT));
     r->waiting_for = map_str(notes, QUEUE_NOTE_WAITING_FOR);
+    r->downgraded_from = map_str(notes, QUEUE_NOTE_DOWNGRADED_FROM);
+    r->object = pr;
     const char *spec = map_str(cJSON_GetObjectItemCaseSensitive(pr, "spec"), "status");
     static const struct {
         const char *text;

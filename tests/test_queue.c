@@ -15,7 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "gpuhook/clock.h"
 #include "gpuhook/error.h"
+#include "gpuhook/lease.h"
 #include "gpuhook/queue.h"
 
 #define T0 1796175000000LL /* 2026-12-02T01:30:00Z */
@@ -23,7 +25,8 @@
 
 struct trun {
     char name[64], rv[16], variant[16], group[64], waiting_for[32];
-    char superseded_by[64], rejected[256], downgraded_from[16], pipeline[64], waited[64];
+    char superseded_by[64], rejected[256], downgraded_from[64], downgraded_to[16];
+    char pipeline[64], waited[64];
     enum queue_spec spec;
     enum queue_cond cond;
     long long created, queued_since, started;
@@ -34,7 +37,45 @@ struct cluster {
     struct trun runs[MAXRUNS];
     size_t n;
     struct queue_run view[MAXRUNS];
+    cJSON *objects[MAXRUNS];
 };
+
+static void cluster_cleanup(struct cluster *c) {
+    for (size_t i = 0; i < MAXRUNS; i++) {
+        cJSON_Delete(c->objects[i]);
+        c->objects[i] = NULL;
+    }
+}
+
+/* The run as the API would show it, enough for a downgrade's copy. */
+static cJSON *object_of(const struct trun *r) {
+    char ts[CLOCK_RFC3339_MAX], pipeline[80];
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "apiVersion", "tekton.dev/v1");
+    cJSON_AddStringToObject(o, "kind", "PipelineRun");
+    cJSON *md = cJSON_AddObjectToObject(o, "metadata");
+    cJSON_AddStringToObject(md, "name", r->name);
+    cJSON_AddStringToObject(md, "namespace", "gpu-runs");
+    cJSON_AddStringToObject(md, "resourceVersion", r->rv);
+    cJSON_AddStringToObject(md, "uid", "0b0e7c52-0000-4000-8000-000000000000");
+    cJSON_AddStringToObject(md, "creationTimestamp", clock_rfc3339(r->created, ts));
+    cJSON *labels = cJSON_AddObjectToObject(md, "labels");
+    cJSON_AddStringToObject(labels, QUEUE_LABEL_VARIANT, r->variant);
+    cJSON_AddStringToObject(labels, QUEUE_LABEL_GROUP, r->group);
+    cJSON *notes = cJSON_AddObjectToObject(md, "annotations");
+    if (r->queued_since)
+        cJSON_AddStringToObject(notes, QUEUE_NOTE_QUEUED_SINCE, clock_rfc3339(r->queued_since, ts));
+    if (r->waiting_for[0])
+        cJSON_AddStringToObject(notes, QUEUE_NOTE_WAITING_FOR, r->waiting_for);
+    cJSON *spec = cJSON_AddObjectToObject(o, "spec");
+    snprintf(pipeline, sizeof(pipeline), "gpu-real-8-step-workflow-%s", r->variant);
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(spec, "pipelineRef"), "name",
+                            r->pipeline[0] ? r->pipeline : pipeline);
+    if (r->spec == QUEUE_SPEC_PENDING)
+        cJSON_AddStringToObject(spec, "status", "PipelineRunPending");
+    cJSON_AddObjectToObject(o, "status");
+    return o;
+}
 
 static const struct queue_variant VARIANTS[] = {
     {"original", 1, 8192, "gpu-real-8-step-workflow-original"},
@@ -82,12 +123,16 @@ static struct trun *find(struct cluster *c, const char *name) {
 }
 
 static size_t view(struct cluster *c) {
+    cluster_cleanup(c);
     for (size_t i = 0; i < c->n; i++) {
         struct trun *r = &c->runs[i];
+        c->objects[i] = object_of(r);
         c->view[i] = (struct queue_run){r->name,       r->rv,        r->variant,
                                         r->group,      r->spec,      r->cond,
                                         NULL,          r->created,   r->queued_since,
-                                        r->started,    r->waiting_for[0] ? r->waiting_for : NULL};
+                                        r->started,    r->waiting_for[0] ? r->waiting_for : NULL,
+                                        r->downgraded_from[0] ? r->downgraded_from : NULL,
+                                        c->objects[i]};
     }
     return c->n;
 }
@@ -99,8 +144,59 @@ static void set_str(char *dst, size_t size, const cJSON *v) {
         snprintf(dst, size, "%s", v->valuestring);
 }
 
+static long long note_time(const cJSON *notes, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(notes, key);
+    long long us;
+    if (!cJSON_IsString(v) || lease_microtime_parse(v->valuestring, &us) != 0)
+        return 0;
+    return us / 1000;
+}
+
+/* POSTs a downgrade's copy: a new run, as the apiserver would store it. */
+static void create(struct cluster *c, const char *body, long long now) {
+    cJSON *o = cJSON_Parse(body);
+    assert_non_null(o);
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(o, "metadata");
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(md, "name");
+    assert_true(cJSON_IsString(name));
+    assert_true(strlen(name->valuestring) <= 63);
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->runs[i].name, name->valuestring) == 0)
+            fail_msg("create of %s: 409 AlreadyExists", name->valuestring);
+    /* What the server fills in must not be sent. */
+    assert_null(cJSON_GetObjectItemCaseSensitive(md, "resourceVersion"));
+    assert_null(cJSON_GetObjectItemCaseSensitive(md, "uid"));
+    assert_null(cJSON_GetObjectItemCaseSensitive(md, "creationTimestamp"));
+    assert_null(cJSON_GetObjectItemCaseSensitive(o, "status"));
+    const cJSON *labels = cJSON_GetObjectItemCaseSensitive(md, "labels");
+    const cJSON *notes = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+    const cJSON *spec = cJSON_GetObjectItemCaseSensitive(o, "spec");
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(spec, "status");
+    bool pending = cJSON_IsString(status);
+    if (pending)
+        assert_string_equal(status->valuestring, "PipelineRunPending");
+    struct trun *r = add(c, name->valuestring,
+                         cJSON_GetObjectItemCaseSensitive(labels, QUEUE_LABEL_VARIANT)->valuestring,
+                         cJSON_GetObjectItemCaseSensitive(labels, QUEUE_LABEL_GROUP)->valuestring,
+                         now, pending);
+    r->queued_since = note_time(notes, QUEUE_NOTE_QUEUED_SINCE);
+    r->started = note_time(notes, QUEUE_NOTE_STARTED_AT);
+    r->waiting_for[0] = '\0';
+    set_str(r->waiting_for, sizeof(r->waiting_for),
+            cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_WAITING_FOR));
+    set_str(r->downgraded_from, sizeof(r->downgraded_from),
+            cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_DOWNGRADED_FROM));
+    set_str(r->waited, sizeof(r->waited), cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_WAITED));
+    set_str(r->pipeline, sizeof(r->pipeline),
+            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(spec, "pipelineRef"),
+                                             "name"));
+    cJSON_Delete(o);
+}
+
 /* Applies one merge patch as the apiserver would, after its resourceVersion precondition. */
 static void apply(struct cluster *c, const struct queue_action *a, long long now) {
+    if (a->create)
+        create(c, a->create, now);
     struct trun *r = find(c, a->name);
     cJSON *p = cJSON_Parse(a->patch);
     assert_non_null(p);
@@ -116,8 +212,8 @@ static void apply(struct cluster *c, const struct queue_action *a, long long now
         set_str(r->superseded_by, sizeof(r->superseded_by), v);
     if ((v = cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_REJECTED)))
         set_str(r->rejected, sizeof(r->rejected), v);
-    if ((v = cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_DOWNGRADED_FROM)))
-        set_str(r->downgraded_from, sizeof(r->downgraded_from), v);
+    if ((v = cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_DOWNGRADED_TO)))
+        set_str(r->downgraded_to, sizeof(r->downgraded_to), v);
     if ((v = cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_WAITED)))
         set_str(r->waited, sizeof(r->waited), v);
     if (cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_STARTED_AT))
@@ -154,6 +250,8 @@ static void step(struct cluster *c, const struct queue_config *cfg, const struct
     summary[0] = '\0';
     for (size_t i = 0; i < p1.count; i++) {
         assert_string_equal(p1.actions[i].patch, p2.actions[i].patch);
+        if (p1.actions[i].create || p2.actions[i].create)
+            assert_string_equal(p1.actions[i].create, p2.actions[i].create);
         size_t len = strlen(summary);
         snprintf(summary + len, size - len, "%s%s %s", i ? ", " : "",
                  kinds[p1.actions[i].kind], p1.actions[i].name);
@@ -168,6 +266,7 @@ static void step(struct cluster *c, const struct queue_config *cfg, const struct
     if (p1.count)
         fail_msg("after applying [%s], still: %s", summary, p1.actions[0].patch);
     queue_plan_cleanup(&p1);
+    cluster_cleanup(c);
 }
 
 #define EXPECT(c, cfg, gpu, now, want)                                                         \
@@ -318,28 +417,59 @@ static void test_queue_max_wait_falls_back_as_configured(void **state) {
     assert_string_equal(find(&c, "o1")->rejected,
                         "waited 600s for GPU memory (needs 8192 MiB, 5000 MiB free); "
                         "max_wait_seconds is 600");
-    /* downgrade, and lite fits: one patch switches and starts it */
+    /* downgrade, and lite fits: a started lite copy replaces it */
     struct cluster d = {0};
     cfg.fallback = QUEUE_FALLBACK_DOWNGRADE;
     add(&d, "o1", "original", "g", T0, true);
     EXPECT(&d, &cfg, &tight, T0 + 1000, "note o1");
     EXPECT(&d, &cfg, &tight, T0 + 600000, "downgrade o1");
     struct trun *r = find(&d, "o1");
+    assert_int_equal(r->spec, QUEUE_SPEC_CANCELLED);
+    assert_string_equal(r->downgraded_to, "lite");
+    assert_int_equal(running_of(&d, "original"), 0);
+    r = find(&d, "o1-lite");
     assert_string_equal(r->variant, "lite");
+    assert_string_equal(r->group, "g");
     assert_string_equal(r->pipeline, "gpu-real-8-step-workflow-lite");
-    assert_string_equal(r->downgraded_from, "original");
+    assert_string_equal(r->downgraded_from, "o1");
+    assert_string_equal(r->waited, "600s for gpu");
     assert_int_equal(r->spec, QUEUE_SPEC_NONE);
+    assert_true(r->queued_since == T0);
     assert_int_equal(running_of(&d, "lite"), 1);
-    /* downgrade, and lite does not fit either: it switches and waits as lite, for good */
+    cluster_cleanup(&d);
+    /* downgrade, and lite does not fit either: the copy waits as lite, in the same place */
     struct cluster e = {0};
     add(&e, "o1", "original", "g", T0, true);
-    EXPECT(&e, &cfg, &none, T0 + 600000, "downgrade o1");
-    r = find(&e, "o1");
-    assert_string_equal(r->variant, "lite");
+    add(&e, "later", "lite", "h", T0 + 1000, true);
+    EXPECT(&e, &cfg, &none, T0 + 600000, "downgrade o1, note later");
+    r = find(&e, "o1-lite");
     assert_int_equal(r->spec, QUEUE_SPEC_PENDING);
     assert_string_equal(r->waiting_for, "gpu");
     EXPECT(&e, &cfg, &none, T0 + 900000, "");
-    EXPECT(&e, &cfg, &tight, T0 + 901000, "start o1");
+    /* It keeps its place: the older of the two lite runs starts first. */
+    EXPECT(&e, &cfg, &tight, T0 + 901000, "start o1-lite");
+    assert_int_equal(find(&e, "later")->spec, QUEUE_SPEC_PENDING);
+    cluster_cleanup(&e);
+    /* A crash between the create and the cancel: the next decision only cancels. */
+    struct cluster g = {0};
+    add(&g, "o1", "original", "g", T0, true);
+    struct queue_plan plan;
+    size_t n = view(&g);
+    assert_int_equal(queue_decide(g.view, n, &cfg, &tight, T0 + 600000, &plan), 0);
+    assert_int_equal(plan.count, 1);
+    assert_non_null(plan.actions[0].create);
+    create(&g, plan.actions[0].create, T0 + 600000);
+    queue_plan_cleanup(&plan);
+    n = view(&g);
+    assert_int_equal(queue_decide(g.view, n, &cfg, &tight, T0 + 601000, &plan), 0);
+    assert_int_equal(plan.count, 1);
+    assert_int_equal(plan.actions[0].kind, QUEUE_ACT_DOWNGRADE);
+    assert_null(plan.actions[0].create);
+    queue_plan_cleanup(&plan);
+    EXPECT(&g, &cfg, &tight, T0 + 601000, "downgrade o1");
+    assert_int_equal(find(&g, "o1")->spec, QUEUE_SPEC_CANCELLED);
+    assert_int_equal(running_of(&g, "lite"), 1);
+    cluster_cleanup(&g);
     /* A run waiting for a slot is not the GPU's business: no fallback. */
     struct cluster f = {0};
     add(&f, "running", "original", "x", T0 - 1, false);
@@ -474,6 +604,7 @@ static void test_queue_patches_are_merge_patches_with_preconditions(void **state
                         "\"gpuhook.dev/waiting-for\":null}},\"spec\":{\"status\":null}}");
     assert_string_equal(plan.actions[2].name, "s");
     queue_plan_cleanup(&plan);
+    cluster_cleanup(&c);
 }
 
 static void test_queue_view_json_shows_groups_in_order(void **state) {
@@ -503,6 +634,7 @@ static void test_queue_view_json_shows_groups_in_order(void **state) {
         "\"running\":{\"original\":1,\"lite\":0},\"waiting\":{\"original\":3,\"lite\":1},"
         "\"max_running\":{\"original\":1,\"lite\":4}}");
     free(json);
+    cluster_cleanup(&c);
 }
 
 /* The runs of the recorded session, as the watch hands them over. */

@@ -28,6 +28,7 @@
 #define QUEUE_NOTE_SUPERSEDED_BY "gpuhook.dev/superseded-by"
 #define QUEUE_NOTE_REJECTED "gpuhook.dev/rejected"
 #define QUEUE_NOTE_DOWNGRADED_FROM "gpuhook.dev/downgraded-from"
+#define QUEUE_NOTE_DOWNGRADED_TO "gpuhook.dev/downgraded-to"
 
 /* spec.status of a PipelineRun. */
 enum queue_spec {
@@ -60,6 +61,8 @@ struct queue_run {
     long long queued_since_ms;   /* annotation queued-since, 0 when absent */
     long long started_ms;        /* annotation started-at, 0 when absent */
     const char *waiting_for;     /* annotation waiting-for, or NULL */
+    const char *downgraded_from; /* annotation downgraded-from: the run this one replaces */
+    const cJSON *object;         /* the PipelineRun itself, for a downgrade's copy; may be NULL */
 };
 
 /* Per variant: the cap on running runs, the GPU memory it needs, its Pipeline. */
@@ -72,7 +75,7 @@ struct queue_variant {
 
 enum queue_fallback {
     QUEUE_FALLBACK_NONE,      /* wait for as long as it takes */
-    QUEUE_FALLBACK_DOWNGRADE, /* switch a pending run to downgrade_to */
+    QUEUE_FALLBACK_DOWNGRADE, /* replace a pending run by a copy of it as downgrade_to */
     QUEUE_FALLBACK_REJECT,    /* cancel it, with the reason */
 };
 
@@ -98,7 +101,15 @@ enum queue_act {
     QUEUE_ACT_START,          /* remove spec.status */
     QUEUE_ACT_SUPERSEDE,      /* a pending run: spec.status Cancelled */
     QUEUE_ACT_CANCEL_RUNNING, /* a running run: spec.status CancelledRunFinally */
-    QUEUE_ACT_DOWNGRADE,      /* a pending run switches variant (and may start with it) */
+    /*
+     * Tekton lets nothing in spec but spec.status change before a run is done,
+     * so a downgrade is two requests, in this order: POST create (a copy of the
+     * run as the smaller variant, started or pending), then the patch that
+     * cancels the original. A crash between the two leaves both; the next
+     * decision sees the copy (downgraded-from) and only cancels the original.
+     * create is NULL when the copy exists already.
+     */
+    QUEUE_ACT_DOWNGRADE,
     QUEUE_ACT_REJECT,         /* a pending run waited too long: spec.status Cancelled */
     QUEUE_ACT_NOTE,           /* a pending run waits for another reason now */
 };
@@ -108,6 +119,7 @@ struct queue_action {
     const char *name;  /* borrowed from the input run */
     bool starts;       /* the patch removes spec.status */
     char *patch;       /* the merge patch (JSON); queue_plan_cleanup frees it */
+    char *create;      /* DOWNGRADE: the PipelineRun to POST first, or NULL */
 };
 
 struct queue_plan {
@@ -134,7 +146,8 @@ int queue_view_json(const struct queue_run *runs, size_t n, const struct queue_c
                     const struct queue_gpu *gpu, long long now_ms, char **json);
 
 /*
- * Fills r from a PipelineRun object (borrowed: r points into it). Returns 0,
+ * Fills r from a PipelineRun object (borrowed: r points into it, and r->object
+ * is pr). Returns 0,
  * or GHE_INVAL when it has no name, resourceVersion or creationTimestamp.
  */
 int queue_run_from_object(const cJSON *pr, struct queue_run *r);
