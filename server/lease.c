@@ -174,8 +174,8 @@ static const char *holder_of(const cJSON *lease) {
 }
 
 static long num_at_spec(const cJSON *lease, const char *key, long dflt) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(lease, "spec"), key);
+    const cJSON *v =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(lease, "spec"), key);
     return cJSON_IsNumber(v) ? (long)v->valuedouble : dflt;
 }
 
@@ -191,8 +191,8 @@ static bool same_record(const cJSON *a, const cJSON *b) {
 }
 
 /* The spec of a Lease held by holder ("" to release), as leaselock writes it. */
-static cJSON *make_spec(const char *holder, long duration_s, const char *acquire,
-                        const char *renew, long transitions) {
+static cJSON *make_spec(const char *holder, long duration_s, const char *acquire, const char *renew,
+                        long transitions) {
     cJSON *spec = cJSON_CreateObject();
     if (!spec)
         return NULL;
@@ -249,8 +249,8 @@ static int write_update(struct lease_elector *e, long long mono_ms, long long wa
     if (!mine)
         transitions++;
     cJSON *obj = cJSON_Duplicate(e->observed, 1);
-    cJSON *spec = make_spec(e->identity, e->duration_ms / 1000, acquire ? acquire : now, now,
-                            transitions);
+    cJSON *spec =
+        make_spec(e->identity, e->duration_ms / 1000, acquire ? acquire : now, now, transitions);
     if (!obj || !spec) {
         cJSON_Delete(obj);
         cJSON_Delete(spec);

@@ -21,21 +21,21 @@
 /* What the scheduler made of one run. */
 struct slot {
     const struct queue_run *r;
-    int variant;        /* index into cfg->variants, or -1 */
+    int variant; /* index into cfg->variants, or -1 */
     bool running, waiting;
-    bool acted;         /* an action removes it from the queue (or starts it) */
-    int act;            /* index into the plan, or -1 */
-    const char *why;    /* WHY_*: why it still waits */
-    int start_round;    /* the admission round that started it, 0 for none */
-    int variant_now;    /* after a downgrade */
+    bool acted;      /* an action removes it from the queue (or starts it) */
+    int act;         /* index into the plan, or -1 */
+    const char *why; /* WHY_*: why it still waits */
+    int start_round; /* the admission round that started it, 0 for none */
+    int variant_now; /* after a downgrade */
 };
 
 struct state {
     struct slot *slots;
     size_t n;
-    int *running;       /* per configured variant */
+    int *running; /* per configured variant */
     long long free_mib;
-    size_t *order;      /* waiting slots in (created, name) order */
+    size_t *order; /* waiting slots in (created, name) order */
     size_t nwaiting;
 };
 
@@ -113,8 +113,8 @@ struct builder {
     int rc;
 };
 
-static int plan_add(struct builder *b, enum queue_act kind, const struct queue_run *r,
-                    bool starts, cJSON *patch) {
+static int plan_add(struct builder *b, enum queue_act kind, const struct queue_run *r, bool starts,
+                    cJSON *patch) {
     char *text = patch ? cJSON_PrintUnformatted(patch) : NULL;
     cJSON_Delete(patch);
     if (!text) {
@@ -181,8 +181,7 @@ static int cmp_order(const void *a, const void *b) {
 }
 
 static int classify(struct state *st, const struct queue_run *runs, size_t n,
-                    const struct queue_config *cfg, const struct queue_gpu *gpu,
-                    long long now_ms) {
+                    const struct queue_config *cfg, const struct queue_gpu *gpu, long long now_ms) {
     st->n = n;
     st->slots = calloc(n ? n : 1, sizeof(*st->slots));
     st->running = calloc(cfg->nvariants ? cfg->nvariants : 1, sizeof(*st->running));
@@ -332,9 +331,9 @@ static void copy_name(char *out, size_t size, const char *name, const char *vari
 /* The PipelineRun to create in place of s: its spec with the smaller variant's Pipeline. */
 static cJSON *downgrade_copy(const struct slot *s, const struct queue_config *cfg, int t,
                              const char *why, long long now_ms, char *name, size_t name_size) {
-    static const char *const drop[] = {"resourceVersion", "uid", "creationTimestamp",
-                                       "generation", "managedFields", "selfLink",
-                                       "generateName", "ownerReferences", "finalizers"};
+    static const char *const drop[] = {
+        "resourceVersion", "uid",          "creationTimestamp", "generation", "managedFields",
+        "selfLink",        "generateName", "ownerReferences",   "finalizers"};
     cJSON *obj = cJSON_Duplicate(s->r->object, 1);
     cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
     cJSON *spec = cJSON_GetObjectItemCaseSensitive(obj, "spec");
@@ -392,9 +391,8 @@ static bool has_copy(const struct state *st, const struct slot *s) {
     return false;
 }
 
-static void downgrade(struct state *st, const struct queue_config *cfg,
-                      const struct queue_gpu *gpu, struct slot *s, int t, long long now_ms,
-                      struct builder *b) {
+static void downgrade(struct state *st, const struct queue_config *cfg, const struct queue_gpu *gpu,
+                      struct slot *s, int t, long long now_ms, struct builder *b) {
     char name[64] = "";
     cJSON *copy = NULL;
     const char *why = NULL;
@@ -431,8 +429,8 @@ static void downgrade(struct state *st, const struct queue_config *cfg,
         free(create);
 }
 
-static void fall_back(struct state *st, const struct queue_config *cfg,
-                      const struct queue_gpu *gpu, long long now_ms, struct builder *b) {
+static void fall_back(struct state *st, const struct queue_config *cfg, const struct queue_gpu *gpu,
+                      long long now_ms, struct builder *b) {
     if (cfg->max_wait_ms <= 0 || cfg->fallback == QUEUE_FALLBACK_NONE)
         return;
     for (size_t k = 0; k < st->nwaiting && b->rc == 0; k++) {
@@ -657,10 +655,10 @@ int queue_run_from_object(const cJSON *pr, struct queue_run *r) {
         if (!type || strcmp(type, "Succeeded") != 0)
             continue;
         const char *st = map_str(c, "status");
-        r->succeeded = !st                         ? QUEUE_COND_NONE
-                       : strcmp(st, "True") == 0   ? QUEUE_COND_TRUE
-                       : strcmp(st, "False") == 0  ? QUEUE_COND_FALSE
-                                                   : QUEUE_COND_UNKNOWN;
+        r->succeeded = !st                        ? QUEUE_COND_NONE
+                       : strcmp(st, "True") == 0  ? QUEUE_COND_TRUE
+                       : strcmp(st, "False") == 0 ? QUEUE_COND_FALSE
+                                                  : QUEUE_COND_UNKNOWN;
         r->reason = map_str(c, "reason");
     }
     return 0;

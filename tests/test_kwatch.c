@@ -258,10 +258,12 @@ static void test_kwatch_garbage_lines_abandon_the_stream(void **state) {
         "garbage\n",
         "{\"type\":\"ADDED\"}\n",
         "{\"type\":\"ADDED\",\"object\":[]}\n",
-        "{\"type\":\"RENAMED\",\"object\":{\"metadata\":{\"name\":\"x\",\"resourceVersion\":\"9\"}}}\n",
+        "{\"type\":\"RENAMED\",\"object\":{\"metadata\":{\"name\":\"x\",\"resourceVersion\":\"9\"}}"
+        "}\n",
         "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"x\"}}}\n",
         "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{}}}\n",
-        "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"x\",\"resourceVersion\":\"9\"}}\n",
+        "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"x\",\"resourceVersion\":\"9\"}}"
+        "\n",
         "\x01\x02\xff\n",
     };
     for (size_t i = 0; i < sizeof(garbage) / sizeof(garbage[0]); i++) {
@@ -314,7 +316,8 @@ static void test_kwatch_huge_line_is_an_error_not_an_allocation(void **state) {
     /* Exactly the limit is fine. */
     kwatch_init(&w, record, &r, 96, 0);
     kwatch_watch_status(&w, 200);
-    const char *bm = "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"12\"}}}";
+    const char *bm =
+        "{\"type\":\"BOOKMARK\",\"object\":{\"metadata\":{\"resourceVersion\":\"12\"}}}";
     char line[128];
     size_t n = strlen(bm);
     assert_true(n < 96);
@@ -333,9 +336,9 @@ static void test_kwatch_watch_status_table(void **state) {
         enum kwatch_next next;
         int backoff; /* 1 when a wait is due */
     } cases[] = {
-        {200, KWATCH_NEXT_READ, 0},  {410, KWATCH_NEXT_LIST, 0}, {0, KWATCH_NEXT_WATCH, 1},
+        {200, KWATCH_NEXT_READ, 0},  {410, KWATCH_NEXT_LIST, 0},  {0, KWATCH_NEXT_WATCH, 1},
         {429, KWATCH_NEXT_WATCH, 1}, {500, KWATCH_NEXT_WATCH, 1}, {503, KWATCH_NEXT_WATCH, 1},
-        {401, KWATCH_NEXT_LIST, 1},  {403, KWATCH_NEXT_LIST, 1}, {404, KWATCH_NEXT_LIST, 1},
+        {401, KWATCH_NEXT_LIST, 1},  {403, KWATCH_NEXT_LIST, 1},  {404, KWATCH_NEXT_LIST, 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct kwatch w;

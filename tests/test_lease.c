@@ -53,8 +53,8 @@ static int store_write(struct store *s, enum lease_op op, const char *body, char
     cJSON *obj = cJSON_Parse(body);
     assert_non_null(obj);
     if (op == LEASE_OP_CREATE) {
-        assert_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(obj, "metadata"),
-                                                     "resourceVersion"));
+        assert_null(cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "resourceVersion"));
         if (s->lease) {
             cJSON_Delete(obj);
             s->conflicts++;
@@ -114,10 +114,12 @@ static void exchange(struct lease_elector *e, struct store *s, struct lease_acti
     struct lease_action next;
     if (a->op == LEASE_OP_GET) {
         int st = store_get(s, &resp);
-        assert_int_equal(lease_on_get(e, st, resp, resp ? strlen(resp) : 0, t, WALL0_MS + t, &next), 0);
+        assert_int_equal(lease_on_get(e, st, resp, resp ? strlen(resp) : 0, t, WALL0_MS + t, &next),
+                         0);
     } else if (a->op == LEASE_OP_CREATE || a->op == LEASE_OP_UPDATE) {
         int st = store_write(s, a->op, a->body, &resp);
-        assert_int_equal(lease_on_write(e, st, resp, resp ? strlen(resp) : 0, t, WALL0_MS + t, &next), 0);
+        assert_int_equal(
+            lease_on_write(e, st, resp, resp ? strlen(resp) : 0, t, WALL0_MS + t, &next), 0);
     } else {
         fail_msg("exchange of a WAIT");
     }
@@ -159,11 +161,20 @@ static void test_lease_microtime_round_trip_and_refusals(void **state) {
     char out[LEASE_TIME_MAX];
     assert_string_equal(lease_microtime_format(WALL0_MS * 1000 + 123456, out),
                         "2026-12-02T01:30:00.123456Z");
-    assert_string_equal(lease_microtime_format(WALL0_MS * 1000, out), "2026-12-02T01:30:00.000000Z");
+    assert_string_equal(lease_microtime_format(WALL0_MS * 1000, out),
+                        "2026-12-02T01:30:00.000000Z");
     static const char *const bad[] = {
-        "", "2026-12-02", "2026-12-02T01:30:00", "2026-13-02T01:30:00Z", "2026-02-31T01:30:00Z",
-        "2026-12-02T24:00:00Z", "2026-12-02T01:30:00.Z", "2026-12-02T01:30:00.1234567890Z",
-        "2026-12-02T01:30:00Zjunk", "2026-12-02T01:30:00+0100", "2026-12-02 01:30:00Z",
+        "",
+        "2026-12-02",
+        "2026-12-02T01:30:00",
+        "2026-13-02T01:30:00Z",
+        "2026-02-31T01:30:00Z",
+        "2026-12-02T24:00:00Z",
+        "2026-12-02T01:30:00.Z",
+        "2026-12-02T01:30:00.1234567890Z",
+        "2026-12-02T01:30:00Zjunk",
+        "2026-12-02T01:30:00+0100",
+        "2026-12-02 01:30:00Z",
         "x026-12-02T01:30:00Z",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -181,15 +192,13 @@ static void test_lease_config_is_checked(void **state) {
         const char *identity;
         const char *words;
     } cases[] = {
-        {15000, 10000, 2000, "", "identity"},
-        {15000, 10000, 0, "a", "retry period"},
-        {15000, 2000, 2000, "a", "renew deadline"},
-        {10000, 10000, 2000, "a", "lease duration"},
+        {15000, 10000, 2000, "", "identity"},       {15000, 10000, 0, "a", "retry period"},
+        {15000, 2000, 2000, "a", "renew deadline"}, {10000, 10000, 2000, "a", "lease duration"},
         {15500, 10000, 2000, "a", "whole seconds"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct lease_config cfg = {"ns", "l", cases[i].identity, cases[i].duration,
-                                   cases[i].deadline, cases[i].retry};
+        struct lease_config cfg = {
+            "ns", "l", cases[i].identity, cases[i].duration, cases[i].deadline, cases[i].retry};
         struct lease_elector e;
         char err[128] = "";
         assert_int_equal(lease_init(&e, &cfg, err, sizeof(err)), GHE_INVAL);
@@ -228,8 +237,10 @@ static void test_lease_missing_lease_is_created_then_renewed_without_a_read(void
     assert_int_equal(a.op, LEASE_OP_UPDATE);
     assert_string_equal(a.why, "renew");
     body = cJSON_Parse(a.body);
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(body, "metadata"),
-                                                         "resourceVersion")->valuestring, "1");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(body, "metadata"), "resourceVersion")
+                            ->valuestring,
+                        "1");
     assert_string_equal(spec_item(body, "renewTime")->valuestring, "2026-12-02T01:30:02.000000Z");
     assert_string_equal(spec_item(body, "acquireTime")->valuestring, "2026-12-02T01:30:00.000000Z");
     assert_int_equal(spec_item(body, "leaseTransitions")->valueint, 0);
@@ -247,12 +258,13 @@ static void test_lease_missing_lease_is_created_then_renewed_without_a_read(void
 static void test_lease_takeover_waits_a_full_duration_from_the_observation(void **state) {
     (void)state;
     struct store s = {0};
-    s.lease = cJSON_Parse("{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\","
-                          "\"metadata\":{\"name\":\"gpuhook-scheduler\",\"namespace\":"
-                          "\"tekton-pipelines\",\"resourceVersion\":\"41\",\"labels\":{\"k\":\"v\"}},"
-                          "\"spec\":{\"holderIdentity\":\"replica-old\",\"leaseDurationSeconds\":15,"
-                          "\"acquireTime\":\"2020-01-01T00:00:00.000000Z\","
-                          "\"renewTime\":\"2020-01-01T00:00:00.000000Z\",\"leaseTransitions\":3}}");
+    s.lease =
+        cJSON_Parse("{\"apiVersion\":\"coordination.k8s.io/v1\",\"kind\":\"Lease\","
+                    "\"metadata\":{\"name\":\"gpuhook-scheduler\",\"namespace\":"
+                    "\"tekton-pipelines\",\"resourceVersion\":\"41\",\"labels\":{\"k\":\"v\"}},"
+                    "\"spec\":{\"holderIdentity\":\"replica-old\",\"leaseDurationSeconds\":15,"
+                    "\"acquireTime\":\"2020-01-01T00:00:00.000000Z\","
+                    "\"renewTime\":\"2020-01-01T00:00:00.000000Z\",\"leaseTransitions\":3}}");
     s.rv = 41;
     struct lease_elector e;
     init_elector(&e, "replica-b");
@@ -277,14 +289,17 @@ static void test_lease_takeover_waits_a_full_duration_from_the_observation(void 
     assert_int_equal(a.op, LEASE_OP_UPDATE);
     assert_string_equal(a.why, "take over");
     cJSON *body = cJSON_Parse(a.body);
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(body, "metadata"),
-                                                         "resourceVersion")->valuestring, "41");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(body, "metadata"), "resourceVersion")
+                            ->valuestring,
+                        "41");
     assert_int_equal(spec_item(body, "leaseTransitions")->valueint, 4);
     assert_string_equal(spec_item(body, "holderIdentity")->valuestring, "replica-b");
-    assert_string_not_equal(spec_item(body, "acquireTime")->valuestring, "2020-01-01T00:00:00.000000Z");
+    assert_string_not_equal(spec_item(body, "acquireTime")->valuestring,
+                            "2020-01-01T00:00:00.000000Z");
     /* The rest of the object (labels) is kept. */
-    assert_non_null(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(body, "metadata"),
-                                                     "labels"));
+    assert_non_null(cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(body, "metadata"), "labels"));
     cJSON_Delete(body);
     exchange(&e, &s, &a, t);
     assert_true(lease_is_leader(&e, t));
@@ -414,8 +429,10 @@ static void test_lease_release_hands_over_at_once(void **state) {
     cJSON *body = cJSON_Parse(a.body);
     assert_null(spec_item(body, "holderIdentity"));
     assert_int_equal(spec_item(body, "leaseDurationSeconds")->valueint, 1);
-    assert_string_equal(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(body, "metadata"),
-                                                         "resourceVersion")->valuestring, "1");
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(body, "metadata"), "resourceVersion")
+                            ->valuestring,
+                        "1");
     cJSON_Delete(body);
     char *resp;
     assert_int_equal(store_write(&s, a.op, a.body, &resp), 200);
@@ -603,8 +620,8 @@ static void test_lease_two_replicas_never_lead_at_once(void **state) {
             faults_on = (t < 225000 || t >= 300000) && latency_ms > 0;
             for (int i = 0; i < 3; i++) {
                 struct replica *r = &rs[i];
-                bool lost_unserved = r->alive && r->in_flight && r->lost && !r->served &&
-                                     t >= r->respond_at;
+                bool lost_unserved =
+                    r->alive && r->in_flight && r->lost && !r->served && t >= r->respond_at;
                 if (lost_unserved && r->serve_at != LLONG_MAX && nlate < 64) {
                     late[nlate++] = (struct late){r->op, r->body, r->serve_at};
                     r->body = NULL;

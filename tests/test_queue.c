@@ -94,8 +94,8 @@ static struct queue_config base_config(void) {
 static const struct queue_gpu NO_GPU = {false, 0};
 
 /* A run as gpuhook creates it: pending, queued now, waiting for a slot. */
-static struct trun *add(struct cluster *c, const char *name, const char *variant,
-                        const char *group, long long created, bool pending) {
+static struct trun *add(struct cluster *c, const char *name, const char *variant, const char *group,
+                        long long created, bool pending) {
     struct trun *r = &c->runs[c->n++];
     memset(r, 0, sizeof(*r));
     snprintf(r->name, sizeof(r->name), "%s", name);
@@ -127,10 +127,17 @@ static size_t view(struct cluster *c) {
     for (size_t i = 0; i < c->n; i++) {
         struct trun *r = &c->runs[i];
         c->objects[i] = object_of(r);
-        c->view[i] = (struct queue_run){r->name,       r->rv,        r->variant,
-                                        r->group,      r->spec,      r->cond,
-                                        NULL,          r->created,   r->queued_since,
-                                        r->started,    r->waiting_for[0] ? r->waiting_for : NULL,
+        c->view[i] = (struct queue_run){r->name,
+                                        r->rv,
+                                        r->variant,
+                                        r->group,
+                                        r->spec,
+                                        r->cond,
+                                        NULL,
+                                        r->created,
+                                        r->queued_since,
+                                        r->started,
+                                        r->waiting_for[0] ? r->waiting_for : NULL,
                                         r->downgraded_from[0] ? r->downgraded_from : NULL,
                                         c->objects[i]};
     }
@@ -175,10 +182,10 @@ static void create(struct cluster *c, const char *body, long long now) {
     bool pending = cJSON_IsString(status);
     if (pending)
         assert_string_equal(status->valuestring, "PipelineRunPending");
-    struct trun *r = add(c, name->valuestring,
-                         cJSON_GetObjectItemCaseSensitive(labels, QUEUE_LABEL_VARIANT)->valuestring,
-                         cJSON_GetObjectItemCaseSensitive(labels, QUEUE_LABEL_GROUP)->valuestring,
-                         now, pending);
+    struct trun *r =
+        add(c, name->valuestring,
+            cJSON_GetObjectItemCaseSensitive(labels, QUEUE_LABEL_VARIANT)->valuestring,
+            cJSON_GetObjectItemCaseSensitive(labels, QUEUE_LABEL_GROUP)->valuestring, now, pending);
     r->queued_since = note_time(notes, QUEUE_NOTE_QUEUED_SINCE);
     r->started = note_time(notes, QUEUE_NOTE_STARTED_AT);
     r->waiting_for[0] = '\0';
@@ -186,7 +193,8 @@ static void create(struct cluster *c, const char *body, long long now) {
             cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_WAITING_FOR));
     set_str(r->downgraded_from, sizeof(r->downgraded_from),
             cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_DOWNGRADED_FROM));
-    set_str(r->waited, sizeof(r->waited), cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_WAITED));
+    set_str(r->waited, sizeof(r->waited),
+            cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_WAITED));
     set_str(r->pipeline, sizeof(r->pipeline),
             cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(spec, "pipelineRef"),
                                              "name"));
@@ -240,8 +248,8 @@ static void apply(struct cluster *c, const struct queue_action *a, long long now
 /* Decides, checks the plan is the same when asked twice, applies it; returns its summary. */
 static void step(struct cluster *c, const struct queue_config *cfg, const struct queue_gpu *gpu,
                  long long now, char *summary, size_t size) {
-    static const char *const kinds[] = {"start", "supersede", "cancel-running",
-                                        "downgrade", "reject", "note"};
+    static const char *const kinds[] = {"start",     "supersede", "cancel-running",
+                                        "downgrade", "reject",    "note"};
     struct queue_plan p1, p2;
     size_t n = view(c);
     assert_int_equal(queue_decide(c->view, n, cfg, gpu, now, &p1), 0);
@@ -253,8 +261,8 @@ static void step(struct cluster *c, const struct queue_config *cfg, const struct
         if (p1.actions[i].create || p2.actions[i].create)
             assert_string_equal(p1.actions[i].create, p2.actions[i].create);
         size_t len = strlen(summary);
-        snprintf(summary + len, size - len, "%s%s %s", i ? ", " : "",
-                 kinds[p1.actions[i].kind], p1.actions[i].name);
+        snprintf(summary + len, size - len, "%s%s %s", i ? ", " : "", kinds[p1.actions[i].kind],
+                 p1.actions[i].name);
     }
     for (size_t i = 0; i < p1.count; i++)
         apply(c, &p1.actions[i], now);
@@ -269,11 +277,11 @@ static void step(struct cluster *c, const struct queue_config *cfg, const struct
     cluster_cleanup(c);
 }
 
-#define EXPECT(c, cfg, gpu, now, want)                                                         \
-    do {                                                                                       \
-        char got_[1024];                                                                       \
-        step(c, cfg, gpu, now, got_, sizeof(got_));                                            \
-        assert_string_equal(got_, want);                                                       \
+#define EXPECT(c, cfg, gpu, now, want)                                                             \
+    do {                                                                                           \
+        char got_[1024];                                                                           \
+        step(c, cfg, gpu, now, got_, sizeof(got_));                                                \
+        assert_string_equal(got_, want);                                                           \
     } while (0)
 
 /* Tekton finishes a run. */

@@ -74,7 +74,7 @@ struct kwatch {
     unsigned failures; /* consecutive failures, for the backoff */
     struct kwatch_item *items;
     size_t count, cap;
-    unsigned long long events;   /* ADDED/MODIFIED/DELETED seen on watches */
+    unsigned long long events; /* ADDED/MODIFIED/DELETED seen on watches */
     unsigned long long bookmarks;
     char err[KWATCH_ERR_MAX]; /* the last error, in words; "" when none */
 };

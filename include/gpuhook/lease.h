@@ -29,10 +29,10 @@
 struct lease_config {
     const char *namespace_; /* borrowed for the call of lease_init; copied */
     const char *name;
-    const char *identity;     /* unique per replica: the pod name plus a random suffix */
-    long lease_duration_ms;   /* client-go default 15 s */
-    long renew_deadline_ms;   /* 10 s; must be below the duration */
-    long retry_period_ms;     /* 2 s; must be below the deadline */
+    const char *identity;   /* unique per replica: the pod name plus a random suffix */
+    long lease_duration_ms; /* client-go default 15 s */
+    long renew_deadline_ms; /* 10 s; must be below the duration */
+    long retry_period_ms;   /* 2 s; must be below the deadline */
 };
 
 enum lease_op {
@@ -50,10 +50,10 @@ struct lease_action {
 };
 
 enum lease_phase {
-    LEASE_PHASE_IDLE,       /* waiting for next_mono_ms */
-    LEASE_PHASE_GETTING,    /* a GET is out */
-    LEASE_PHASE_WRITING,    /* a CREATE or UPDATE is out */
-    LEASE_PHASE_RELEASED,   /* released on shutdown: nothing more to do */
+    LEASE_PHASE_IDLE,     /* waiting for next_mono_ms */
+    LEASE_PHASE_GETTING,  /* a GET is out */
+    LEASE_PHASE_WRITING,  /* a CREATE or UPDATE is out */
+    LEASE_PHASE_RELEASED, /* released on shutdown: nothing more to do */
 };
 
 struct lease_elector {
@@ -65,17 +65,16 @@ struct lease_elector {
     long long led_since_mono_ms; /* send time of the write that made this replica leader */
     long long last_ok_mono_ms;   /* send time of the last successful write */
     long long write_sent_mono_ms;
-    cJSON *observed;      /* the Lease as last read or written, or NULL (not found / unknown) */
-    bool observed_fresh;  /* observed is the server's current version, as far as we know */
+    cJSON *observed;     /* the Lease as last read or written, or NULL (not found / unknown) */
+    bool observed_fresh; /* observed is the server's current version, as far as we know */
     long long observed_mono_ms; /* when observed last changed (client-go's observedTime) */
     long observed_duration_ms;  /* its spec.leaseDurationSeconds */
     unsigned long long transitions_seen, lost; /* counters for metrics */
-    char err[256];        /* the last failure, in words */
+    char err[256];                             /* the last failure, in words */
 };
 
 /* Returns 0, or GHE_INVAL when the config is unusable (err says why, err_size bytes). */
-int lease_init(struct lease_elector *e, const struct lease_config *cfg, char *err,
-               size_t err_size);
+int lease_init(struct lease_elector *e, const struct lease_config *cfg, char *err, size_t err_size);
 void lease_cleanup(struct lease_elector *e);
 void lease_action_cleanup(struct lease_action *a);
 

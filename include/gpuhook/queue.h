@@ -52,8 +52,8 @@ enum queue_cond {
 struct queue_run {
     const char *name;
     const char *resource_version;
-    const char *variant;         /* label gpuhook.dev/variant */
-    const char *group;           /* label gpuhook.dev/group; NULL or "" is a group of its own */
+    const char *variant; /* label gpuhook.dev/variant */
+    const char *group;   /* label gpuhook.dev/group; NULL or "" is a group of its own */
     enum queue_spec spec;
     enum queue_cond succeeded;
     const char *reason;          /* the condition's reason, or NULL */
@@ -68,8 +68,8 @@ struct queue_run {
 /* Per variant: the cap on running runs, the GPU memory it needs, its Pipeline. */
 struct queue_variant {
     const char *name;
-    int max_running;     /* 0: no cap */
-    long long need_mib;  /* 0: needs no GPU memory */
+    int max_running;      /* 0: no cap */
+    long long need_mib;   /* 0: needs no GPU memory */
     const char *pipeline; /* spec.pipelineRef.name of this variant, for a downgrade */
 };
 
@@ -110,16 +110,16 @@ enum queue_act {
      * create is NULL when the copy exists already.
      */
     QUEUE_ACT_DOWNGRADE,
-    QUEUE_ACT_REJECT,         /* a pending run waited too long: spec.status Cancelled */
-    QUEUE_ACT_NOTE,           /* a pending run waits for another reason now */
+    QUEUE_ACT_REJECT, /* a pending run waited too long: spec.status Cancelled */
+    QUEUE_ACT_NOTE,   /* a pending run waits for another reason now */
 };
 
 struct queue_action {
     enum queue_act kind;
-    const char *name;  /* borrowed from the input run */
-    bool starts;       /* the patch removes spec.status */
-    char *patch;       /* the merge patch (JSON); queue_plan_cleanup frees it */
-    char *create;      /* DOWNGRADE: the PipelineRun to POST first, or NULL */
+    const char *name; /* borrowed from the input run */
+    bool starts;      /* the patch removes spec.status */
+    char *patch;      /* the merge patch (JSON); queue_plan_cleanup frees it */
+    char *create;     /* DOWNGRADE: the PipelineRun to POST first, or NULL */
 };
 
 struct queue_plan {
