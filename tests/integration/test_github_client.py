@@ -353,3 +353,27 @@ def test_no_secret_material_in_any_log_line(gh, keys, token_file):
     assert "Bearer" not in text and "Authorization" not in text
     for l in key_lines:
         assert l not in text
+
+
+def test_github_enterprise_server_api_url(tmp_path, keys):
+    """GHES serves the API under https://HOST/api/v3, checked against GHES 3.19's description."""
+    tls = str(tmp_path / "tls")
+    os.makedirs(tls)
+    make_tls(tls)
+    srv = FakeGitHub(str(tmp_path / "ghes"), prefix="/api/v3", tls_dir=tls, app_id=APP_ID,
+                     app_public_key=keys["public"],
+                     installations=[{"id": INSTALLATION, "account": OWNER}])
+    try:
+        srv.start()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        srv.app_keys = keys
+        assert srv.url.endswith("/api/v3")
+        run = drive(srv, lifecycle())
+        assert [r["outcome"] for r in run.results] == ["done"] * 3, run.stdout
+        assert [h["status"] for h in srv.history()] == ["queued", "in_progress", "completed"]
+        assert all(e["path"].startswith("/api/v3/") for e in srv.requests())
+        assert_well_behaved(srv)
+    finally:
+        srv.stop()
