@@ -267,7 +267,7 @@ static void ghapi_evict(struct ghapi *g) {
     if (g->nruns < GHAPI_RUNS_MAX)
         return;
     for (struct ghrun **at = &g->runs; *at; at = &(*at)->next)
-        if (!(*at)->active && !(*at)->pending && !(*at)->in_flight &&
+        if (!(*at)->active && !(*at)->pending &&
             (!oldest || (*at)->used_ms < (*oldest)->used_ms))
             oldest = at;
     if (oldest) {
@@ -367,21 +367,32 @@ static void ghapi_report_dead(struct ghapi *g) {
 /* Ends a run's active job with its callback. */
 static void ghapi_finish(struct ghapi *g, struct ghrun *r, enum ghapi_outcome o, int status) {
     struct ghjob *j = r->active;
-    r->active = NULL;
     pthread_mutex_lock(&g->lock);
+    long long id = r->check_run_id;
     g->queued--;
     if (o == GHAPI_DONE)
         g->stats.done++;
     else
         g->stats.gave_up++;
     pthread_mutex_unlock(&g->lock);
+    /* The run stays active during the callback, so ghapi_evict cannot take it away. */
     if (g->done) {
         struct ghapi_result res = {.run = r->key, .what = j->what, .outcome = o,
-                                   .check_run_id = r->check_run_id, .http_status = status,
+                                   .check_run_id = id, .http_status = status,
                                    .attempts = j->attempts};
         g->done(g->done_arg, &res);
     }
+    pthread_mutex_lock(&g->lock);
+    r->active = NULL;
+    pthread_mutex_unlock(&g->lock);
     ghjob_free(j);
+}
+
+/* Records the run's check run id; submit reads and writes it too. */
+static void ghapi_set_id(struct ghapi *g, struct ghrun *r, long long id) {
+    pthread_mutex_lock(&g->lock);
+    r->check_run_id = id;
+    pthread_mutex_unlock(&g->lock);
 }
 
 static void ghapi_retry(struct ghapi *g, struct ghrun *r, int status, const char *why) {
@@ -461,8 +472,11 @@ static void ghapi_start(struct ghapi *g, struct ghrun *r) {
     struct ghreq *q = calloc(1, sizeof(*q));
     const char *method = "POST";
 
+    pthread_mutex_lock(&g->lock);
     if (j->check_run_id <= 0)
         j->check_run_id = r->check_run_id;
+    long long installation_id = r->installation_id;
+    pthread_mutex_unlock(&g->lock);
     j->attempts++;
     if (!q)
         goto nomem;
@@ -471,7 +485,7 @@ static void ghapi_start(struct ghapi *g, struct ghrun *r) {
     q->remaining = q->reset_s = q->retry_after_s = -1;
     buf_init(&q->resp, GHAPI_RESPONSE_MAX);
     memcpy(auth, "Authorization: ", 15);
-    int rc = ghauth_header(g->auth, r->installation_id, j->force_token, auth + 15,
+    int rc = ghauth_header(g->auth, installation_id, j->force_token, auth + 15,
                            sizeof(auth) - 15, err, sizeof(err));
     j->force_token = false;
     if (rc) {
@@ -620,8 +634,10 @@ static void ghapi_answered(struct ghapi *g, struct ghreq *q, CURLcode cc) {
         if (q->is_lookup) {
             j->lookup = false;
             long long id = ghapi_lookup_id(j, &q->resp);
-            if (id > 0)
-                r->check_run_id = j->check_run_id = id;
+            if (id > 0) {
+                j->check_run_id = id;
+                ghapi_set_id(g, r, id);
+            }
             r->due_ms = 0;
             return;
         }
@@ -629,7 +645,7 @@ static void ghapi_answered(struct ghapi *g, struct ghreq *q, CURLcode cc) {
             cJSON *doc = cJSON_ParseWithLength(q->resp.data ? q->resp.data : "", q->resp.len);
             const cJSON *id = cJSON_GetObjectItemCaseSensitive(doc, "id");
             if (cJSON_IsNumber(id))
-                r->check_run_id = (long long)id->valuedouble;
+                ghapi_set_id(g, r, (long long)id->valuedouble);
             cJSON_Delete(doc);
         }
         ghapi_finish(g, r, GHAPI_DONE, (int)status);

@@ -307,12 +307,30 @@ def test_lost_create_answer_is_looked_up_not_duplicated(gh, keys):
 def test_newer_update_replaces_a_queued_older_one(gh, keys):
     gh.set_faults([{"mode": "delay", "seconds": 1, "methods": ["POST"]}])
     script = lifecycle()
-    run = drive(gh, [script[0], script[2], script[4], wait()])
+    # queued is being sent (held 1 s by the stand-in) when the next two come in.
+    run = drive(gh, [script[0], {"op": "sleep", "ms": 400}, script[2], script[4], wait()])
     assert [(r["what"], r["outcome"]) for r in run.results] == [
         ("in_progress", "superseded"), ("queued", "done"), ("success", "done")], run.stdout
     assert [(h["action"], h["status"]) for h in gh.history()] == [
         ("created", "queued"), ("updated", "completed")]
     assert run.stats["superseded"] == 1
+    # All three before the client takes the first: only the newest is sent, as a create.
+    gh.reset()
+    run = drive(gh, [check("ns/run-2", condition={}),
+                     check("ns/run-2", condition={"status": "Unknown", "reason": "Running"}),
+                     check("ns/run-2", condition={"status": "True", "reason": "Succeeded"}),
+                     wait("ns/run-2")])
+    # However the client's thread interleaves with the submits, what is sent keeps their
+    # order and ends with the newest; the rest are reported superseded.
+    order = ["queued", "in_progress", "success"]
+    sent = [r["what"] for r in run.results if r["outcome"] == "done"]
+    dropped = [r["what"] for r in run.results if r["outcome"] == "superseded"]
+    assert sent[-1] == "success" and sent == sorted(sent, key=order.index), run.stdout
+    assert sorted(sent + dropped, key=order.index) == order
+    hist = gh.history()
+    assert [h["status"] for h in hist] == [
+        {"success": "completed"}.get(w, w) for w in sent]
+    assert hist[0]["action"] == "created" and len(gh.check_runs()) == 1
 
 
 def test_gives_up_on_other_4xx_with_a_log_line_and_no_retry(gh, keys):
