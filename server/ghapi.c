@@ -8,8 +8,8 @@
  */
 #include "gpuhook/ghapi.h"
 
-#include <curl/curl.h>
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <openssl/crypto.h>
 
 #include <pthread.h>
@@ -39,7 +39,7 @@
 
 struct ghjob {
     enum ghapi_kind kind;
-    char *what; /* status or state, for the result */
+    char *what;    /* status or state, for the result */
     cJSON *fields; /* the body, without head_sha (POST adds it) */
     char *external_id;
     char *name;
@@ -108,9 +108,7 @@ struct ghapi {
     struct ghapi_stats stats;
 };
 
-static char *ghapi_dup(const char *s) {
-    return s ? strdup(s) : NULL;
-}
+static char *ghapi_dup(const char *s) { return s ? strdup(s) : NULL; }
 
 static void ghjob_free(struct ghjob *j) {
     if (!j)
@@ -143,13 +141,14 @@ static bool ghapi_oneof(const char *s, const char *const *set) {
 static int ghjob_build(const struct ghapi_update *u, bool app, struct ghjob **out, char *err,
                        size_t errlen) {
     static const char *const statuses[] = {"queued", "in_progress", "completed", NULL};
-    static const char *const conclusions[] = {"success", "failure", "neutral", "cancelled",
-                                              "skipped", "timed_out", "action_required", NULL};
+    static const char *const conclusions[] = {"success",         "failure", "neutral",
+                                              "cancelled",       "skipped", "timed_out",
+                                              "action_required", NULL};
     static const char *const states[] = {"pending", "success", "failure", "error", NULL};
     struct ghjob *j;
 
-    if (!u->run || !*u->run || !u->owner || !*u->owner || !u->repo || !*u->repo ||
-        !u->head_sha || !*u->head_sha || !u->name || !*u->name) {
+    if (!u->run || !*u->run || !u->owner || !*u->owner || !u->repo || !*u->repo || !u->head_sha ||
+        !*u->head_sha || !u->name || !*u->name) {
         snprintf(err, errlen, "github update: run, owner, repo, head_sha and name are required");
         return GHE_INVAL;
     }
@@ -168,8 +167,9 @@ static int ghjob_build(const struct ghapi_update *u, bool app, struct ghjob **ou
             return GHE_INVAL;
         }
         if (u->installation_id <= 0 || (!u->title != !u->summary)) {
-            snprintf(err, errlen, "github update: check runs need installation_id, and title "
-                                  "and summary together");
+            snprintf(err, errlen,
+                     "github update: check runs need installation_id, and title "
+                     "and summary together");
             return GHE_INVAL;
         }
     } else if (!ghapi_oneof(u->state, states)) {
@@ -180,8 +180,8 @@ static int ghjob_build(const struct ghapi_update *u, bool app, struct ghjob **ou
         return GHE_NOMEM;
     j->kind = u->kind;
     j->check_run_id = u->check_run_id;
-    j->what = strdup(u->kind == GHAPI_CHECK_RUN ? (u->conclusion ? u->conclusion : u->status)
-                                                : u->state);
+    j->what =
+        strdup(u->kind == GHAPI_CHECK_RUN ? (u->conclusion ? u->conclusion : u->status) : u->state);
     j->name = strdup(u->name);
     j->external_id = ghapi_dup(u->external_id);
     cJSON *f = j->fields = cJSON_CreateObject();
@@ -267,8 +267,7 @@ static void ghapi_evict(struct ghapi *g) {
     if (g->nruns < GHAPI_RUNS_MAX)
         return;
     for (struct ghrun **at = &g->runs; *at; at = &(*at)->next)
-        if (!(*at)->active && !(*at)->pending &&
-            (!oldest || (*at)->used_ms < (*oldest)->used_ms))
+        if (!(*at)->active && !(*at)->pending && (!oldest || (*at)->used_ms < (*oldest)->used_ms))
             oldest = at;
     if (oldest) {
         struct ghrun *r = *oldest;
@@ -352,8 +351,10 @@ static void ghapi_report_dead(struct ghapi *g) {
     while (d) {
         struct dead *next = d->next;
         if (g->done) {
-            struct ghapi_result res = {.run = d->key, .what = d->job->what,
-                                       .outcome = d->outcome, .check_run_id = d->check_run_id,
+            struct ghapi_result res = {.run = d->key,
+                                       .what = d->job->what,
+                                       .outcome = d->outcome,
+                                       .check_run_id = d->check_run_id,
                                        .attempts = d->job->attempts};
             g->done(g->done_arg, &res);
         }
@@ -377,8 +378,11 @@ static void ghapi_finish(struct ghapi *g, struct ghrun *r, enum ghapi_outcome o,
     pthread_mutex_unlock(&g->lock);
     /* The run stays active during the callback, so ghapi_evict cannot take it away. */
     if (g->done) {
-        struct ghapi_result res = {.run = r->key, .what = j->what, .outcome = o,
-                                   .check_run_id = id, .http_status = status,
+        struct ghapi_result res = {.run = r->key,
+                                   .what = j->what,
+                                   .outcome = o,
+                                   .check_run_id = id,
+                                   .http_status = status,
                                    .attempts = j->attempts};
         g->done(g->done_arg, &res);
     }
@@ -400,8 +404,8 @@ static void ghapi_retry(struct ghapi *g, struct ghrun *r, int status, const char
     if (j->attempts >= g->max_attempts) {
         char st[16];
         snprintf(st, sizeof(st), "%d", status);
-        LOGGER_WARN_("github update given up after retries", "run", r->key, "status", st,
-                     "reason", why);
+        LOGGER_WARN_("github update given up after retries", "run", r->key, "status", st, "reason",
+                     why);
         ghapi_finish(g, r, GHAPI_GAVE_UP, status);
         return;
     }
@@ -485,8 +489,8 @@ static void ghapi_start(struct ghapi *g, struct ghrun *r) {
     q->remaining = q->reset_s = q->retry_after_s = -1;
     buf_init(&q->resp, GHAPI_RESPONSE_MAX);
     memcpy(auth, "Authorization: ", 15);
-    int rc = ghauth_header(g->auth, installation_id, j->force_token, auth + 15,
-                           sizeof(auth) - 15, err, sizeof(err));
+    int rc = ghauth_header(g->auth, installation_id, j->force_token, auth + 15, sizeof(auth) - 15,
+                           err, sizeof(err));
     j->force_token = false;
     if (rc) {
         ghreq_free(q);
@@ -503,8 +507,8 @@ static void ghapi_start(struct ghapi *g, struct ghrun *r) {
                  r->sha);
     } else if (j->check_run_id > 0) {
         method = "PATCH";
-        snprintf(url, sizeof(url), "%s/repos/%s/%s/check-runs/%lld", g->api_url, r->owner,
-                 r->repo, j->check_run_id);
+        snprintf(url, sizeof(url), "%s/repos/%s/%s/check-runs/%lld", g->api_url, r->owner, r->repo,
+                 j->check_run_id);
     } else if (j->lookup) {
         char name[512];
         method = "GET";
@@ -560,8 +564,7 @@ static void ghapi_start(struct ghapi *g, struct ghrun *r) {
     pthread_mutex_lock(&g->lock);
     g->stats.requests++;
     pthread_mutex_unlock(&g->lock);
-    LOGGER_DEBUG_("github request", "run", r->key, "method", method,
-                  "what", j->what);
+    LOGGER_DEBUG_("github request", "run", r->key, "method", method, "what", j->what);
     return;
 nomem:
     OPENSSL_cleanse(auth, sizeof(auth));
@@ -659,8 +662,8 @@ static void ghapi_answered(struct ghapi *g, struct ghreq *q, CURLcode cc) {
         LOGGER_INFO_("github credentials refused, fetching a new token", "run", r->key);
         return;
     }
-    if ((status == 403 || status == 429) && (q->remaining == 0 || q->retry_after_s >= 0 ||
-                                             ghapi_secondary(q))) {
+    if ((status == 403 || status == 429) &&
+        (q->remaining == 0 || q->retry_after_s >= 0 || ghapi_secondary(q))) {
         long long wait;
         const char *kind;
         if (q->retry_after_s >= 0) {
@@ -674,8 +677,8 @@ static void ghapi_answered(struct ghapi *g, struct ghreq *q, CURLcode cc) {
             kind = "primary";
         }
         if (++j->rate_waits > GHAPI_RATE_WAITS_MAX) {
-            LOGGER_WARN_("github update given up: rate limited too often", "run", r->key,
-                         "status", st);
+            LOGGER_WARN_("github update given up: rate limited too often", "run", r->key, "status",
+                         st);
             ghapi_finish(g, r, GHAPI_GAVE_UP, (int)status);
             return;
         }
@@ -694,9 +697,9 @@ static void ghapi_answered(struct ghapi *g, struct ghreq *q, CURLcode cc) {
         return;
     }
     /* A 4xx GitHub will keep refusing: the request, the credentials or the permissions. */
-    LOGGER_WARN_("github update refused, given up", "run", r->key, "status", st, "repo",
-                 r->repo, "what", j->what,
-                 "kind", j->kind == GHAPI_CHECK_RUN ? "check run" : "commit status");
+    LOGGER_WARN_("github update refused, given up", "run", r->key, "status", st, "repo", r->repo,
+                 "what", j->what, "kind",
+                 j->kind == GHAPI_CHECK_RUN ? "check run" : "commit status");
     ghapi_finish(g, r, GHAPI_GAVE_UP, (int)status);
 }
 
@@ -767,8 +770,8 @@ static void *ghapi_main(void *arg) {
         /* A run whose retry came due meanwhile (a 401, a lookup) goes at once. */
         pthread_mutex_lock(&g->lock);
         for (struct ghrun *r = g->runs; r; r = r->next)
-            if (((r->active && !r->in_flight) || (!r->active && r->pending)) &&
-                r->due_ms <= now && g->blocked_until <= now && g->in_flight < g->conns)
+            if (((r->active && !r->in_flight) || (!r->active && r->pending)) && r->due_ms <= now &&
+                g->blocked_until <= now && g->in_flight < g->conns)
                 wait = 0;
         pthread_mutex_unlock(&g->lock);
         curl_multi_poll(g->multi, NULL, 0, (int)(wait < 0 ? 0 : wait > 1000 ? 1000 : wait), NULL);

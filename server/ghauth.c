@@ -4,8 +4,8 @@
  */
 #include "gpuhook/ghauth.h"
 
-#include <curl/curl.h>
 #include <cjson/cJSON.h>
+#include <curl/curl.h>
 #include <openssl/bio.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -54,9 +54,7 @@ struct ghauth {
     long long file_checked_ms;
 };
 
-static void ghauth_scrub(void *p, size_t n) {
-    OPENSSL_cleanse(p, n);
-}
+static void ghauth_scrub(void *p, size_t n) { OPENSSL_cleanse(p, n); }
 
 long ghauth_base64url(const unsigned char *in, size_t n, char *out, size_t outlen) {
     static const char alphabet[] =
@@ -98,8 +96,8 @@ int ghauth_parse_time(const char *s, long long *unix_ms) {
     int y, mo, d, h, mi, sec, ms = 0, oh = 0, om = 0, sign = 0;
     const char *p = s;
 
-    if (!s || ghauth_digits(&p, 4, &y) || *p++ != '-' || ghauth_digits(&p, 2, &mo) ||
-        *p++ != '-' || ghauth_digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
+    if (!s || ghauth_digits(&p, 4, &y) || *p++ != '-' || ghauth_digits(&p, 2, &mo) || *p++ != '-' ||
+        ghauth_digits(&p, 2, &d) || (*p != 'T' && *p != 't' && *p != ' '))
         return GHE_INVAL;
     p++;
     if (ghauth_digits(&p, 2, &h) || *p++ != ':' || ghauth_digits(&p, 2, &mi) || *p++ != ':' ||
@@ -124,8 +122,12 @@ int ghauth_parse_time(const char *s, long long *unix_ms) {
     if (*p || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 || oh > 23 ||
         om > 59)
         return GHE_INVAL;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-                    .tm_hour = h, .tm_min = mi, .tm_sec = sec};
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
     time_t t = timegm(&tm);
     if (t == (time_t)-1)
         return GHE_INVAL;
@@ -281,9 +283,7 @@ void ghauth_free(struct ghauth *a) {
     free(a);
 }
 
-bool ghauth_is_app(const struct ghauth *a) {
-    return a->app_id > 0;
-}
+bool ghauth_is_app(const struct ghauth *a) { return a->app_id > 0; }
 
 unsigned long ghauth_fetch_count(struct ghauth *a) {
     pthread_mutex_lock(&a->lock);
@@ -304,8 +304,7 @@ int ghauth_jwt(struct ghauth *a, long long now_s, char *out, size_t outlen) {
     /* iat 60 s back covers clock drift; exp 9 minutes on stays inside GitHub's 10. */
     snprintf(claims, sizeof(claims), "{\"iat\":%lld,\"exp\":%lld,\"iss\":\"%lld\"}", now_s - 60,
              now_s + 540, a->app_id);
-    long h = ghauth_base64url((const unsigned char *)header, strlen(header), input,
-                              sizeof(input));
+    long h = ghauth_base64url((const unsigned char *)header, strlen(header), input, sizeof(input));
     if (h < 0)
         return GHE_TOOBIG;
     input[h] = '.';
@@ -422,8 +421,8 @@ static struct ghauth_entry *ghauth_slot(struct ghauth *a, long long id) {
     return e;
 }
 
-int ghauth_header(struct ghauth *a, long long installation_id, bool force, char *out,
-                  size_t outlen, char *err, size_t errlen) {
+int ghauth_header(struct ghauth *a, long long installation_id, bool force, char *out, size_t outlen,
+                  char *err, size_t errlen) {
     int rc = 0;
     const char *token;
 
@@ -460,8 +459,8 @@ int ghauth_header(struct ghauth *a, long long installation_id, bool force, char 
             e->refresh_ms = ghauth_refresh_at(now, expires);
             char idtext[24], expires_text[CLOCK_RFC3339_MAX];
             snprintf(idtext, sizeof(idtext), "%lld", installation_id);
-            LOGGER_DEBUG_("github installation token fetched", "installation", idtext,
-                          "expires_at", clock_rfc3339(expires, expires_text));
+            LOGGER_DEBUG_("github installation token fetched", "installation", idtext, "expires_at",
+                          clock_rfc3339(expires, expires_text));
         }
         token = e->token;
     }

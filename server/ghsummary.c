@@ -16,9 +16,7 @@
 #define GHSUMMARY_BUF_MAX (4 * GHSUMMARY_MAX)
 #define GHSUMMARY_CUT_NOTE "\n\n*(summary cut to GitHub's 65535 characters)*\n"
 
-static bool ghsummary_eq(const char *a, const char *b) {
-    return a && strcmp(a, b) == 0;
-}
+static bool ghsummary_eq(const char *a, const char *b) { return a && strcmp(a, b) == 0; }
 
 void ghsummary_map(const char *status, const char *reason, struct ghsummary_outcome *out) {
     out->check_conclusion = NULL;
@@ -167,7 +165,8 @@ static int ghsummary_body(struct buf *b, const struct ghsummary_run *r) {
         rc |= buf_appends(b, "\n");
     }
     if (r->ntasks > 0) {
-        rc |= buf_appends(b, "\n### TaskRuns\n\n| Task | Outcome | Duration |\n| --- | --- | --- |\n");
+        rc |= buf_appends(b,
+                          "\n### TaskRuns\n\n| Task | Outcome | Duration |\n| --- | --- | --- |\n");
         for (size_t i = 0; i < r->ntasks && rc == 0; i++) {
             const struct ghsummary_task *k = &r->tasks[i];
             bool bad = k->outcome && strcmp(k->outcome, "Succeeded") != 0 &&
@@ -185,7 +184,8 @@ static int ghsummary_body(struct buf *b, const struct ghsummary_run *r) {
     if (r->step_summary && *r->step_summary) {
         rc |= buf_appends(b, "\n### Summary from the run\n\n");
         size_t len = strlen(r->step_summary);
-        rc |= buf_append(b, r->step_summary, ghsummary_utf8_cut(r->step_summary, len, GHSUMMARY_MAX));
+        rc |=
+            buf_append(b, r->step_summary, ghsummary_utf8_cut(r->step_summary, len, GHSUMMARY_MAX));
         rc |= buf_appends(b, "\n");
     }
     return rc ? GHE_TOOBIG : 0;

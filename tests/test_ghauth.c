@@ -31,8 +31,13 @@ static void test_ghauth_base64url_has_no_padding(void **state) {
         const char *want;
     } cases[] = {
         /* RFC 4648 section 10's vectors, without the '=' padding. */
-        {"", ""},         {"f", "Zg"},         {"fo", "Zm8"},         {"foo", "Zm9v"},
-        {"foob", "Zm9vYg"}, {"fooba", "Zm9vYmE"}, {"foobar", "Zm9vYmFy"},
+        {"", ""},
+        {"f", "Zg"},
+        {"fo", "Zm8"},
+        {"foo", "Zm9v"},
+        {"foob", "Zm9vYg"},
+        {"fooba", "Zm9vYmE"},
+        {"foobar", "Zm9vYmFy"},
         /* 0xfb 0xff: '+' and '/' in base64 become '-' and '_'. */
         {"\xfb\xff", "-_8"},
     };
@@ -56,8 +61,12 @@ static void test_ghauth_parse_time_reads_rfc3339(void **state) {
     assert_true(ms == 1796173323250LL);
     assert_int_equal(ghauth_parse_time("2026-12-02T03:02:03+02:00", &ms), 0);
     assert_true(ms == 1796173323000LL);
-    static const char *bad[] = {"", "2026-12-02", "2026-12-02T01:02:03", "2026-13-02T01:02:03Z",
-                                "2026-12-02T01:02:03Zjunk", "yesterday"};
+    static const char *bad[] = {"",
+                                "2026-12-02",
+                                "2026-12-02T01:02:03",
+                                "2026-13-02T01:02:03Z",
+                                "2026-12-02T01:02:03Zjunk",
+                                "yesterday"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         assert_int_equal(ghauth_parse_time(bad[i], &ms), GHE_INVAL);
 }
@@ -154,8 +163,8 @@ static void test_ghauth_jwt_verifies_with_public_key(void **state) {
         char path[128], err[256], jwt[GHAUTH_TOKEN_MAX];
         snprintf(path, sizeof(path), "%s/key%d.pem", keydir, pkcs8);
         EVP_PKEY *k = write_key(path, pkcs8);
-        struct ghauth_config cfg = {.api_url = "https://api.github.com", .app_id = 4242,
-                                    .private_key_file = path};
+        struct ghauth_config cfg = {
+            .api_url = "https://api.github.com", .app_id = 4242, .private_key_file = path};
         struct ghauth *a = NULL;
         assert_int_equal(ghauth_new(&cfg, &a, err, sizeof(err)), 0);
         assert_true(ghauth_is_app(a));
@@ -172,10 +181,12 @@ static void test_ghauth_refuses_bad_keys_without_echoing_them(void **state) {
     char path[128], err[256];
     snprintf(path, sizeof(path), "%s/bad.pem", keydir);
     FILE *f = fopen(path, "w");
-    fputs("-----BEGIN RSA PRIVATE KEY-----\nU0VDUkVUS0VZTUFURVJJQUw=\n-----END RSA PRIVATE KEY-----\n", f);
+    fputs("-----BEGIN RSA PRIVATE KEY-----\nU0VDUkVUS0VZTUFURVJJQUw=\n-----END RSA PRIVATE "
+          "KEY-----\n",
+          f);
     fclose(f);
-    struct ghauth_config cfg = {.api_url = "https://api.github.com", .app_id = 1,
-                                .private_key_file = path};
+    struct ghauth_config cfg = {
+        .api_url = "https://api.github.com", .app_id = 1, .private_key_file = path};
     struct ghauth *a = NULL;
     assert_int_equal(ghauth_new(&cfg, &a, err, sizeof(err)), GHE_INVAL);
     assert_null(a);
@@ -190,9 +201,7 @@ static void test_ghauth_refuses_bad_keys_without_echoing_them(void **state) {
 }
 
 static long long fake_now;
-static long long fake_clock(void) {
-    return fake_now;
-}
+static long long fake_clock(void) { return fake_now; }
 
 struct fetches {
     int calls;
@@ -220,9 +229,12 @@ static void test_ghauth_caches_installation_tokens_until_near_expiry(void **stat
     snprintf(path, sizeof(path), "%s/cache.pem", keydir);
     EVP_PKEY_free(write_key(path, 0));
     struct fetches f = {.ttl_ms = 3600 * 1000LL};
-    struct ghauth_config cfg = {.api_url = "http://127.0.0.1:1", .app_id = 4242,
-                                .private_key_file = path, .now_ms = fake_clock,
-                                .fetch = fake_fetch, .fetch_arg = &f};
+    struct ghauth_config cfg = {.api_url = "http://127.0.0.1:1",
+                                .app_id = 4242,
+                                .private_key_file = path,
+                                .now_ms = fake_clock,
+                                .fetch = fake_fetch,
+                                .fetch_arg = &f};
     struct ghauth *a = NULL;
     fake_now = 1796173323000LL;
     assert_int_equal(ghauth_new(&cfg, &a, err, sizeof(err)), 0);

@@ -110,7 +110,8 @@ static void test_ghsummary_escapes_markdown_and_html(void **state) {
     buf_init(&b, 4096);
     const char *in = "a|b <script>&`x` [l](u) *e* _u_\nnext";
     assert_int_equal(ghsummary_escape(&b, in, strlen(in)), 0);
-    assert_string_equal(b.data, "a\\|b &lt;script&gt;&amp;\\`x\\` \\[l\\]\\(u\\) \\*e\\* \\_u\\_ next");
+    assert_string_equal(b.data,
+                        "a\\|b &lt;script&gt;&amp;\\`x\\` \\[l\\]\\(u\\) \\*e\\* \\_u\\_ next");
     buf_cleanup(&b);
 }
 

@@ -88,8 +88,7 @@ struct ghapi_config {
 
 /* Counters the wiring exports as metrics. */
 struct ghapi_stats {
-    unsigned long submitted, done, requests, retried, rate_limited, gave_up, superseded,
-        queue_full;
+    unsigned long submitted, done, requests, retried, rate_limited, gave_up, superseded, queue_full;
 };
 
 /* Starts the client's thread. Returns 0 with *out, or an error with err filled. */

@@ -29,8 +29,8 @@ struct ghauth;
  * Fetches one installation token: used by tests in place of the HTTP exchange.
  * Fills token (tokenlen bytes) and *expires_ms (unix ms); returns 0 or an error.
  */
-typedef int (*ghauth_fetch_fn)(void *arg, long long installation_id, const char *jwt,
-                               char *token, size_t tokenlen, long long *expires_ms);
+typedef int (*ghauth_fetch_fn)(void *arg, long long installation_id, const char *jwt, char *token,
+                               size_t tokenlen, long long *expires_ms);
 
 struct ghauth_config {
     const char *api_url;          /* "https://api.github.com" or "https://HOST/api/v3" */
@@ -66,8 +66,8 @@ bool ghauth_is_app(const struct ghauth *a);
  * GHE_UNAVAILABLE (network, 5xx, rate limited: try later), GHE_IO (the token
  * file cannot be read) or GHE_NOMEM; err says which, without secrets.
  */
-int ghauth_header(struct ghauth *a, long long installation_id, bool force, char *out,
-                  size_t outlen, char *err, size_t errlen);
+int ghauth_header(struct ghauth *a, long long installation_id, bool force, char *out, size_t outlen,
+                  char *err, size_t errlen);
 
 /* How many installation tokens were fetched (for tests and the wiring's metrics). */
 unsigned long ghauth_fetch_count(struct ghauth *a);

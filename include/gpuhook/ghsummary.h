@@ -15,8 +15,8 @@
 #define GHSUMMARY_DESCRIPTION_MAX 140
 
 struct ghsummary_task {
-    const char *name;    /* the pipeline task's name */
-    const char *outcome; /* the TaskRun's Succeeded reason: Succeeded, Failed, ... */
+    const char *name;      /* the pipeline task's name */
+    const char *outcome;   /* the TaskRun's Succeeded reason: Succeeded, Failed, ... */
     long long duration_ms; /* < 0: unknown */
 };
 
@@ -27,8 +27,8 @@ struct ghsummary_run {
     const char *reason;      /* why: GPU fit, queueing, ... */
     const char *node;
     const char *condition_reason; /* the run's Succeeded reason */
-    long long started_ms;  /* unix ms; 0: not yet */
-    long long finished_ms; /* unix ms; 0: not yet */
+    long long started_ms;         /* unix ms; 0: not yet */
+    long long finished_ms;        /* unix ms; 0: not yet */
     const struct ghsummary_task *tasks;
     size_t ntasks;
     const char *failing_task;
@@ -37,9 +37,10 @@ struct ghsummary_run {
 
 /* What GitHub is told for one state of the run; the strings are static. */
 struct ghsummary_outcome {
-    const char *check_status;     /* queued, in_progress, completed */
-    const char *check_conclusion; /* NULL unless completed: success, failure, cancelled, timed_out */
-    const char *commit_state;     /* pending, success, failure, error */
+    const char *check_status; /* queued, in_progress, completed */
+    const char
+        *check_conclusion;    /* NULL unless completed: success, failure, cancelled, timed_out */
+    const char *commit_state; /* pending, success, failure, error */
 };
 
 /*

@@ -104,9 +104,8 @@ static void wait_for(const char *run) {
 
 static void submit(struct ghapi *g, const cJSON *line) {
     struct ghapi_update u = {
-        .kind = str(line, "kind") && strcmp(str(line, "kind"), "status") == 0
-                    ? GHAPI_COMMIT_STATUS
-                    : GHAPI_CHECK_RUN,
+        .kind = str(line, "kind") && strcmp(str(line, "kind"), "status") == 0 ? GHAPI_COMMIT_STATUS
+                                                                              : GHAPI_CHECK_RUN,
         .run = str(line, "run"),
         .owner = str(line, "owner"),
         .repo = str(line, "repo"),
@@ -143,17 +142,22 @@ static void submit(struct ghapi *g, const cJSON *line) {
             if (n == 32)
                 break;
             const cJSON *d = cJSON_GetObjectItemCaseSensitive(t, "duration_ms");
-            tasks[n++] = (struct ghsummary_task){str(t, "name"), str(t, "outcome"),
-                                                 cJSON_IsNumber(d) ? (long long)d->valuedouble
-                                                                   : -1};
+            tasks[n++] =
+                (struct ghsummary_task){str(t, "name"), str(t, "outcome"),
+                                        cJSON_IsNumber(d) ? (long long)d->valuedouble : -1};
         }
-        struct ghsummary_run r = {
-            .pipelinerun = str(rd, "pipelinerun"), .variant = str(rd, "variant"),
-            .rule = str(rd, "rule"), .reason = str(rd, "reason"), .node = str(rd, "node"),
-            .condition_reason = cond_ ? str(cond_, "reason") : NULL,
-            .started_ms = u.started_ms, .finished_ms = u.completed_ms,
-            .tasks = tasks, .ntasks = n, .failing_task = str(rd, "failing_task"),
-            .step_summary = str(rd, "step_summary")};
+        struct ghsummary_run r = {.pipelinerun = str(rd, "pipelinerun"),
+                                  .variant = str(rd, "variant"),
+                                  .rule = str(rd, "rule"),
+                                  .reason = str(rd, "reason"),
+                                  .node = str(rd, "node"),
+                                  .condition_reason = cond_ ? str(cond_, "reason") : NULL,
+                                  .started_ms = u.started_ms,
+                                  .finished_ms = u.completed_ms,
+                                  .tasks = tasks,
+                                  .ntasks = n,
+                                  .failing_task = str(rd, "failing_task"),
+                                  .step_summary = str(rd, "step_summary")};
         if (ghsummary_render(&r, &title, &summary) == 0) {
             u.title = title;
             u.summary = summary;
