@@ -696,6 +696,12 @@ static void ghapi_answered(struct ghapi *g, struct ghreq *q, CURLcode cc) {
         ghapi_retry(g, r, (int)status, "server error");
         return;
     }
+    if (q->is_lookup) {
+        /* The list cannot be read (a token without checks: read): create as before. */
+        j->lookup = false;
+        r->due_ms = 0;
+        return;
+    }
     /* A 4xx GitHub will keep refusing: the request, the credentials or the permissions. */
     LOGGER_WARN_("github update refused, given up", "run", r->key, "status", st, "repo", r->repo,
                  "what", j->what, "kind",

@@ -68,7 +68,11 @@ struct ghapi_result {
     int attempts;
 };
 
-/* Called on ghapi's thread, once per submitted update; must not call ghapi_free. */
+/*
+ * Called once per submitted update, on ghapi's thread (on ghapi_free's caller's
+ * for updates it stops); must not call ghapi_free. A token exchange blocks
+ * that thread (never a webhook's) for up to its timeout.
+ */
 typedef void (*ghapi_done_fn)(void *arg, const struct ghapi_result *r);
 
 struct ghapi_config {
