@@ -742,10 +742,12 @@ static size_t ghapi_pick(struct ghapi *g, struct ghrun **pick, size_t room, long
         if (!r->active || r->in_flight)
             continue;
         long long due = r->due_ms > g->blocked_until ? r->due_ms : g->blocked_until;
-        if (due <= now && n < room)
-            pick[n++] = r;
-        else if (due < *next_ms)
-            *next_ms = due > now ? due : now;
+        /* Due but no connection free: an answer on one wakes the poll, so no deadline. */
+        if (due <= now) {
+            if (n < room)
+                pick[n++] = r;
+        } else if (due < *next_ms)
+            *next_ms = due;
     }
     pthread_mutex_unlock(&g->lock);
     return n;

@@ -5,7 +5,8 @@
  * at the level given. Used by tests/integration/test_github_client.py.
  *
  *   ghclient --api-url URL (--app-id N --key PEM | --token-file F) [--ca-file F]
- *            [--backoff-ms N] [--max-attempts N] [--queue-max N] [--log-level L] < script
+ *            [--backoff-ms N] [--max-attempts N] [--queue-max N] [--conns N]
+ *            [--log-level L] < script
  *
  * Script lines:
  *   {"op": "submit", "kind": "check"|"status", "run", "owner", "repo", "head_sha",
@@ -209,6 +210,8 @@ int main(int argc, char **argv) {
             gc.backoff_base_ms = atol(v);
         else if (strcmp(k, "--max-attempts") == 0)
             gc.max_attempts = atoi(v);
+        else if (strcmp(k, "--conns") == 0)
+            gc.conns = atoi(v);
         else if (strcmp(k, "--queue-max") == 0)
             gc.queue_max = (size_t)atol(v);
         else if (strcmp(k, "--log-level") == 0)

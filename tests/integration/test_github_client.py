@@ -9,6 +9,7 @@ the stand-in (history, statuses, request log). TLS is on, so the CA file is exer
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -331,6 +332,30 @@ def test_newer_update_replaces_a_queued_older_one(gh, keys):
     assert [h["status"] for h in hist] == [
         {"success": "completed"}.get(w, w) for w in sent]
     assert hist[0]["action"] == "created" and len(gh.check_runs()) == 1
+
+
+def test_many_runs_share_one_connection_in_order_without_spinning(gh, keys):
+    # Six runs, one connection, every answer held 0.2 s: while they wait for the connection
+    # the client sleeps (its CPU time stays small), and each run's updates land in order.
+    gh.set_faults([{"mode": "delay", "seconds": 0.2, "count": -1, "paths": ["/repos/*"]}])
+    runs = ["ns/par-%d" % i for i in range(6)]
+    script = [check(r, condition={}) for r in runs] + [{"op": "wait_all"}]
+    script += [check(r, condition={"status": "True", "reason": "Succeeded"}) for r in runs]
+    script.append({"op": "wait_all"})
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    run = drive(gh, script, level="info", extra=["--conns", "1"])
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert [r["outcome"] for r in run.results] == ["done"] * 12, run.stdout
+    ids = {c["external_id"]: c["id"] for c in gh.check_runs()}
+    assert sorted(ids) == runs
+    for r in runs:
+        assert [(h["action"], h["status"]) for h in gh.history(check_run_id=ids[r])] == [
+            ("created", "queued"), ("updated", "completed")]
+    assert wall >= 2.4  # twelve requests, one at a time, 0.2 s each
+    assert cpu < wall / 4, "the client spun: %.2f s CPU in %.2f s" % (cpu, wall)
 
 
 def test_gives_up_on_other_4xx_with_a_log_line_and_no_retry(gh, keys):
