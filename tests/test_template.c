@@ -21,6 +21,7 @@
 #include "gpuhook/naming.h"
 #include "gpuhook/select.h"
 #include "gpuhook/template.h"
+#include "gpuhook/yamljson.h"
 
 #define FX "tests/fixtures/templates/"
 

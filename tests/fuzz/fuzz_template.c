@@ -31,6 +31,7 @@
 #include "gpuhook/naming.h"
 #include "gpuhook/select.h"
 #include "gpuhook/template.h"
+#include "gpuhook/yamljson.h"
 
 #define FUZZ_TPL_SHIPPED "k8s/triggers/trigger-template.yaml"
 #define FUZZ_TPL_SHIPPED_BINDING "k8s/triggers/trigger-binding.yaml"
