@@ -7,6 +7,7 @@
  * difference is listed in docs/tekton-compat.md.
  */
 #include "gpuhook/jsonpath.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 
 #include <math.h>

@@ -17,6 +17,7 @@
 
 #include <cmocka.h>
 
+#include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 #include "gpuhook/jsonpath.h"
 #include "gpuhook/jsonprune.h"

@@ -1,6 +1,6 @@
 /*
- * Unit tests for template.c and yamljson.c: loading TriggerTemplate and
- * TriggerBinding files, every load-time error, every substitution rule, the
+ * Unit tests for template_load.c, template_compile.c, template_render.c and
+ * yamljson.c: loading TriggerTemplate and TriggerBinding files, every load-time error, every substitution rule, the
  * metadata gpuhook sets, the shipped k8s/triggers files, and a property test
  * that hostile values never change the rendered object's shape.
  */

@@ -21,8 +21,9 @@
 
 #include <cjson/cJSON.h>
 
-#include "gpuhook/buf.h"
 #include "gpuhook/jsonprune.h"
+
+struct buf;
 
 enum jsonpath_root { JSONPATH_BODY, JSONPATH_HEADER, JSONPATH_EXTENSIONS, JSONPATH_CONTEXT };
 
