@@ -49,7 +49,10 @@ struct tpl_ext_def {
     size_t offset; /* of the char * in struct event, for TPL_FROM_EVENT */
 };
 
-/* The extensions gpuhook provides, by name (template_compile.c). */
+/*
+ * The extensions gpuhook provides, by name (defined in template_compile.c; a
+ * definition of another length does not compile).
+ */
 #define TPL_EXT_COUNT 18
 extern const struct tpl_ext_def tpl_exts[TPL_EXT_COUNT];
 
@@ -172,7 +175,10 @@ void tpl_expr_cleanup(struct tpl_expr *x);
 int tpl_scan(struct tpl_load *lc, struct template *t, const cJSON *node, char *place, size_t used);
 /* Gathers the bindings' $(body...) paths for jsonprune. Returns 0 or GHE_NOMEM. */
 int tpl_collect_body_paths(struct template *t);
-/* Compiles t->run into text and ops, once its sites are known. Returns 0 or GHE_NOMEM. */
+/*
+ * Compiles t->run into text and ops, once its sites are known. Returns 0 or
+ * GHE_NOMEM (GHE_INVAL only for a site outside the tree: a bug).
+ */
 int tpl_compile(struct template *t);
 
 #endif
