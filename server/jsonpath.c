@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #define JSONPATH_MISSING 1
 #define JSONPATH_KEY_MAX 1024
 

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif

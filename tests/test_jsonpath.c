@@ -17,6 +17,8 @@
 
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
+
 #include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 #include "gpuhook/jsonpath.h"

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include <cjson/cJSON.h>
+struct cJSON;
 
 #define YAMLJSON_FILE_MAX (1024 * 1024)
 
@@ -24,10 +24,10 @@
  * GHE_NOMEM with "FILE:LINE: reason" (or "FILE: reason") in err. Only regular
  * files are read, and they are bounded at YAMLJSON_FILE_MAX bytes.
  */
-int yamljson_load_file(const char *path, cJSON **out, char *err, size_t errlen);
+int yamljson_load_file(const char *path, struct cJSON **out, char *err, size_t errlen);
 
 /* The same for a buffer already in memory; name stands for the file in messages. */
-int yamljson_load_string(const char *name, const char *data, size_t len, cJSON **out, char *err,
-                         size_t errlen);
+int yamljson_load_string(const char *name, const char *data, size_t len, struct cJSON **out,
+                         char *err, size_t errlen);
 
 #endif
