@@ -4,6 +4,7 @@
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/spool.h"
+#include "gpuhook/workpool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +17,8 @@
 #include <unistd.h>
 
 #define DELIVERY_READY_CACHE_MS 1000
+/* A work-pool thread idle this long exits, down to the pool's minimum. */
+#define DELIVERY_POOL_IDLE_MS 10000
 
 struct delivery {
     int mode;
@@ -25,6 +28,7 @@ struct delivery {
     char *spool_dir;
     struct kube *kube;
     struct spool *spool;
+    struct workpool *pool; /* the threads that may block (fsync); NULL: deliver inline */
 
     pthread_mutex_t lock; /* guards the readiness cache */
     long ready_at_ms;
@@ -85,11 +89,17 @@ fail:
     return GHE_INVAL;
 }
 
-int delivery_start(struct delivery *d) { return d->spool ? spool_start(d->spool, d->kube) : 0; }
+int delivery_start(struct delivery *d) {
+    if (d->mode != CONFIG_KUBE_DRY_RUN && !d->pool &&
+        !(d->pool = workpool_new(4, 256, DELIVERY_POOL_IDLE_MS)))
+        return GHE_NOMEM;
+    return d->spool ? spool_start(d->spool, d->kube) : 0;
+}
 
 void delivery_free(struct delivery *d) {
     if (!d)
         return;
+    workpool_free(d->pool);
     spool_free(d->spool);
     kube_free(d->kube);
     free(d->namespace);
@@ -255,6 +265,89 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
         delivery_api_outcome(d, name, json, len, &kr, r);
     }
     }
+}
+
+/*
+ * The one place where a delivery's threading is decided. A job is freed by
+ * its done callback's caller (here) once done has returned.
+ */
+struct delivery_job {
+    struct delivery *d;
+    char name[64];
+    char ns[256];
+    const char *json;
+    size_t len;
+    long deadline_ms;
+    delivery_done_fn done;
+    void *arg;
+    struct kube_result api;
+};
+
+static void delivery_job_finish(struct delivery_job *job, const struct delivery_result *r) {
+    job->done(job->arg, r);
+    free(job);
+}
+
+/* On a work-pool thread: a local write (fsync). */
+static void delivery_local_task(void *arg) {
+    struct delivery_job *job = arg;
+    struct delivery_result r;
+    delivery_submit(job->d, job->name, job->ns, job->json, job->len, job->deadline_ms, &r);
+    delivery_job_finish(job, &r);
+}
+
+/* On a work-pool thread: the API's answer means spooling (fsync). */
+static void delivery_spool_task(void *arg) {
+    struct delivery_job *job = arg;
+    struct delivery_result r;
+    delivery_api_outcome(job->d, job->name, job->json, job->len, &job->api, &r);
+    delivery_job_finish(job, &r);
+}
+
+/* On the API client's thread: the final answer. Only spooling goes to the pool. */
+static void delivery_api_done(void *arg, const struct kube_result *kr) {
+    struct delivery_job *job = arg;
+    struct delivery_result r;
+
+    if (delivery_api_spools(kr)) {
+        job->api = *kr;
+        if (workpool_submit(job->d->pool, delivery_spool_task, job) != 0)
+            delivery_spool_task(job); /* no thread to spare: here rather than drop it */
+        return;
+    }
+    delivery_api_outcome(job->d, job->name, job->json, job->len, kr, &r);
+    delivery_job_finish(job, &r);
+}
+
+void delivery_deliver(struct delivery *d, const char *name, const char *ns, const char *json,
+                      size_t len, long deadline_ms, delivery_done_fn done, void *arg) {
+    struct delivery_result r;
+    struct delivery_job *job = NULL;
+
+    /* Dry-run blocks nothing; without a pool (not started: tests, fuzzers) all runs here. */
+    if (d->mode != CONFIG_KUBE_DRY_RUN && d->pool)
+        job = calloc(1, sizeof(*job));
+    if (!job) {
+        delivery_submit(d, name, ns, json, len, deadline_ms, &r);
+        done(arg, &r);
+        return;
+    }
+    job->d = d;
+    buf_copy_str(job->name, sizeof(job->name), name);
+    buf_copy_str(job->ns, sizeof(job->ns), ns);
+    job->json = json;
+    job->len = len;
+    job->deadline_ms = deadline_ms;
+    job->done = done;
+    job->arg = arg;
+    if (d->mode == CONFIG_KUBE_LOCAL) {
+        if (workpool_submit(d->pool, delivery_local_task, job) != 0)
+            delivery_local_task(job);
+        return;
+    }
+    /* The API needs no thread of its own: the API client's loop drives the call (done
+     * runs in every case, before kube_create_async returns when the job cannot start). */
+    (void)kube_create_async(d->kube, ns, json, len, deadline_ms, delivery_api_done, job);
 }
 
 /*

@@ -1,234 +1,194 @@
 #include "gpuhook/dispatch.h"
+#include "gpuhook/app.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/clock.h"
+#include "gpuhook/config.h"
+#include "gpuhook/event.h"
 #include "gpuhook/gpu.h"
-#include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/naming.h"
 #include "gpuhook/runcheck.h"
-#include "gpuhook/select.h"
-#include "gpuhook/workpool.h"
+#include "gpuhook/template.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define DISPATCH_RUN_MAX (64 * 1024 * 1024) /* a rendered PipelineRun */
-
-static void dispatch_note(struct http_request *req, const char *variant, const char *name) {
-    if (variant)
-        buf_copy_str(req->log_variant, sizeof(req->log_variant), variant);
-    if (name)
-        buf_copy_str(req->log_pipelinerun, sizeof(req->log_pipelinerun), name);
+static bool pipeline_event_enabled(const struct config *cfg, const char *event) {
+    for (size_t i = 0; i < cfg->event_count; i++)
+        if (strcmp(cfg->events[i], event) == 0)
+            return true;
+    return false;
 }
 
-static void dispatch_respond(struct http_request *req, int status, const char *outcome,
-                             const struct dispatch_pending *pd) {
-    const char *fields[] = {"status",   outcome,      "pipelinerun", pd->name, "namespace",
-                            pd->ns,     "variant",    pd->variant,   "rule",   pd->rule,
-                            "delivery", pd->delivery, NULL};
-    http_request_fields(req, status, fields);
+static bool pipeline_pr_action_runs(const struct config *cfg, const struct event *ev) {
+    static const char *const actions[] = {"opened", "synchronize", "reopened", "ready_for_review"};
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
+        if (ev->action && strcmp(ev->action, actions[i]) == 0)
+            return true;
+    return ev->action && strcmp(ev->action, "labeled") == 0 && ev->added_label &&
+           select_rules_names_label(cfg->rules, ev->added_label);
 }
 
-void dispatch_pending_free(struct dispatch_pending *p) {
-    if (!p)
+bool pipeline_should_ignore(const struct config *cfg, const char *event, const struct event *ev,
+                           char *reason, size_t n) {
+    if (!pipeline_event_enabled(cfg, event)) {
+        snprintf(reason, n, "event %s is not in github.events", event);
+        return true;
+    }
+    if (strcmp(event, "push") != 0 && strcmp(event, "pull_request") != 0) {
+        snprintf(reason, n, "event %s does not start runs", event);
+        return true;
+    }
+    if (!ev)
+        return false;
+    if (ev->deleted) {
+        snprintf(reason, n, "push deletes %s", ev->ref ? ev->ref : "a ref");
+        return true;
+    }
+    if (strcmp(event, "pull_request") != 0)
+        return false;
+    if (!pipeline_pr_action_runs(cfg, ev)) {
+        snprintf(reason, n, "pull_request action %s does not start runs",
+                 ev->action ? ev->action : "(none)");
+        return true;
+    }
+    if (ev->draft) {
+        snprintf(reason, n, "pull request #%s is a draft", ev->pr_number ? ev->pr_number : "?");
+        return true;
+    }
+    return false;
+}
+
+/* A rendered run on its way through the sink. */
+struct pipeline_job {
+    struct app *app;
+    pipeline_done_fn done;
+    void *arg;
+    struct pipeline_outcome o;
+    char *json;
+    size_t len;
+    char event[64];
+    char *delivery;
+    char *hook_id;
+    int name_kind;        /* enum naming_kind: the cache keeps the kinds apart too */
+    char fingerprint[72]; /* /trigger with an Idempotency-Key: the request's SHA-256 */
+    char request_id[65];
+    bool from_spool; /* json is the run that already waited in the spool */
+    char spool_variant[16];
+    char spool_rule[128];
+    char spool_fingerprint[72];
+};
+
+static void pipeline_job_free(struct pipeline_job *job) {
+    if (!job)
         return;
-    free(p->json);
-    free(p->delivery);
-    free(p->hook_id);
-    free(p);
-}
-
-static long dispatch_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+    free(job->json);
+    free(job->delivery);
+    free(job->hook_id);
+    free(job);
 }
 
 /*
- * The run's name was taken (or already waits in the spool). The answer names the existing
+ * The run's name was taken (or already waits in the spool). The outcome names the existing
  * run's own variant (read back from the API, the local file or the spooled file), and a
  * /trigger Idempotency-Key must come with the same request as the first time (its
- * fingerprint is an annotation on the object).
- * Returns false with the response set when the answer is not "exists".
+ * fingerprint is an annotation on the object). Returns false with o->status set otherwise.
  */
-static bool dispatch_exists(struct http_request *req, struct dispatch_pending *pd,
-                            const struct delivery_result *r) {
+static bool pipeline_exists(struct pipeline_job *job, const struct delivery_result *r) {
+    struct pipeline_outcome *o = &job->o;
     if (r->existing && r->existing_variant[0])
-        buf_copy_str(pd->variant, sizeof(pd->variant), r->existing_variant);
+        buf_copy_str(o->variant, sizeof(o->variant), r->existing_variant);
     if (r->existing && r->existing_rule[0])
-        buf_copy_str(pd->rule, sizeof(pd->rule), r->existing_rule);
-    if (!pd->fingerprint[0])
+        buf_copy_str(o->rule, sizeof(o->rule), r->existing_rule);
+    if (!job->fingerprint[0])
         return true;
     if (!r->existing) {
-        http_request_error(req, 503,
-                           "Idempotency-Key \"%s\": run %s exists but could not be read back to "
-                           "compare requests; retry",
-                           pd->delivery, pd->name);
+        o->status = PIPELINE_UNVERIFIED;
         return false;
     }
-    if (strcmp(r->existing_fingerprint, pd->fingerprint) != 0) {
-        http_request_error(req, 422,
-                           "Idempotency-Key \"%s\" was already used for run %s with a different "
-                           "request body; use a new key for a new request",
-                           pd->delivery, pd->name);
+    if (strcmp(r->existing_fingerprint, job->fingerprint) != 0) {
+        o->status = PIPELINE_KEY_REUSED;
         return false;
     }
     return true;
 }
 
 /* A created run that had waited in the spool: answer for it, as for an existing one. */
-static bool dispatch_spooled_check(struct http_request *req, struct dispatch_pending *pd) {
+static bool pipeline_spooled_check(struct pipeline_job *job) {
     struct delivery_result known;
     memset(&known, 0, sizeof(known));
     known.existing = true;
-    buf_copy_str(known.existing_variant, sizeof(known.existing_variant), pd->spool_variant);
+    buf_copy_str(known.existing_variant, sizeof(known.existing_variant), job->spool_variant);
     buf_copy_str(known.existing_fingerprint, sizeof(known.existing_fingerprint),
-                 pd->spool_fingerprint);
-    buf_copy_str(known.existing_rule, sizeof(known.existing_rule), pd->spool_rule);
-    return dispatch_exists(req, pd, &known);
+                 job->spool_fingerprint);
+    buf_copy_str(known.existing_rule, sizeof(known.existing_rule), job->spool_rule);
+    return pipeline_exists(job, &known);
 }
 
 /* When the name already waits in the spool, the run that waits is what gets sent. */
-static void dispatch_prefer_spooled(struct http_request *req, struct dispatch_pending *pd) {
+static void pipeline_prefer_spooled(struct pipeline_job *job) {
     struct delivery_result known;
     char *json = NULL;
     size_t len = 0;
 
-    if (delivery_spooled(req->app->delivery, pd->name, &json, &len, &known) != 0)
+    if (delivery_spooled(job->app->delivery, job->o.name, &json, &len, &known) != 0)
         return;
-    free(pd->json);
-    pd->json = json;
-    pd->len = len;
-    pd->from_spool = true;
-    buf_copy_str(pd->spool_variant, sizeof(pd->spool_variant), known.existing_variant);
-    buf_copy_str(pd->spool_fingerprint, sizeof(pd->spool_fingerprint), known.existing_fingerprint);
-    buf_copy_str(pd->spool_rule, sizeof(pd->spool_rule), known.existing_rule);
+    free(job->json);
+    job->json = json;
+    job->len = len;
+    job->from_spool = true;
+    buf_copy_str(job->spool_variant, sizeof(job->spool_variant), known.existing_variant);
+    buf_copy_str(job->spool_fingerprint, sizeof(job->spool_fingerprint),
+                 known.existing_fingerprint);
+    buf_copy_str(job->spool_rule, sizeof(job->spool_rule), known.existing_rule);
 }
 
-/* Counts, logs and answers a delivery's outcome; frees the pending state. */
-static void dispatch_finish(struct http_request *req, struct dispatch_pending *pd,
-                            const struct delivery_result *r) {
-    metrics_delivery(pd->event, delivery_outcome_name(r->outcome));
-    LOGGER_INFO_("delivery", "request_id", req->request_id, "delivery", pd->delivery, "event",
-                 pd->event, "variant", pd->variant, "rule", pd->rule, "pipelinerun", pd->name,
+/* The sink's answer: counts, logs, checks, caches, completes; frees the job. */
+static void pipeline_delivered(void *arg, const struct delivery_result *r) {
+    struct pipeline_job *job = arg;
+    struct pipeline_outcome *o = &job->o;
+
+    metrics_delivery(job->event, delivery_outcome_name(r->outcome));
+    LOGGER_INFO_("delivery", "request_id", job->request_id, "delivery", job->delivery, "event",
+                 job->event, "variant", o->variant, "rule", o->rule, "pipelinerun", o->name,
                  "outcome", delivery_outcome_name(r->outcome));
-    switch (r->outcome) {
-    case DELIVERY_CREATED:
-        if (pd->from_spool && !dispatch_spooled_check(req, pd))
-            goto out;
-        metrics_pipelinerun_created(pd->variant);
-        dispatch_respond(req, 201, "created", pd);
-        break;
-    case DELIVERY_EXISTS:
-        if (!dispatch_exists(req, pd, r))
-            goto out;
-        dispatch_respond(req, 200, "exists", pd);
-        break;
-    case DELIVERY_QUEUED:
-        /* The name already waits in the spool: the same checks as for a created run. */
-        if (r->existing && !dispatch_exists(req, pd, r))
-            goto out;
-        dispatch_respond(req, 202, "queued", pd);
-        break;
-    case DELIVERY_DRY_RUN:
-        dispatch_respond(req, 200, "dry_run", pd);
-        break;
-    case DELIVERY_REJECTED:
-        /* The API's own words (its Status names the field, never echoes the payload). */
-        http_request_error(req, 502,
-                           "the Kubernetes API refused the PipelineRun for good (HTTP %d%s%s): "
-                           "%s; it is kept in the spool's failed/",
-                           r->api_status, r->reason[0] ? " " : "", r->reason, r->message);
-        break;
-    default:
-        http_request_error(req, 503, "no delivery backend is ready: %s", r->message);
-    }
-    if ((r->outcome == DELIVERY_CREATED || r->outcome == DELIVERY_EXISTS) && pd->delivery)
-        app_lru_put(req->app, pd->name_kind, pd->hook_id, pd->delivery, pd->name, pd->variant,
-                    pd->rule);
-out:
-    dispatch_pending_free(pd);
+    o->result = *r;
+    o->status = PIPELINE_DELIVERED;
+    bool ok = true;
+    if (r->outcome == DELIVERY_CREATED && job->from_spool)
+        ok = pipeline_spooled_check(job);
+    else if (r->outcome == DELIVERY_EXISTS || (r->outcome == DELIVERY_QUEUED && r->existing))
+        ok = pipeline_exists(job, r); /* a name waiting in the spool: the same checks */
+    if (ok && r->outcome == DELIVERY_CREATED)
+        metrics_pipelinerun_created(o->variant);
+    if (ok && (r->outcome == DELIVERY_CREATED || r->outcome == DELIVERY_EXISTS) && job->delivery)
+        app_lru_put(job->app, job->name_kind, job->hook_id, job->delivery, o->name, o->variant,
+                    o->rule);
+    job->done(job->arg, o);
+    pipeline_job_free(job);
 }
 
-/* The deadline runs from the request's arrival, so time spent queued counts. */
-static long dispatch_deadline(const struct http_request *req) {
-    return req->cfg->kube_timeout_seconds * 1000L - (dispatch_now_ms() - req->start_ms);
+/* Stops the pipeline early: o's status and message say why. */
+static int pipeline_stop(struct pipeline_outcome *o, int status, const char *metric,
+                         const char *fmt, const char *arg) {
+    o->status = status;
+    snprintf(o->message, sizeof(o->message), fmt, arg);
+    if (metric)
+        metrics_delivery(o->event, metric);
+    return status;
 }
 
-void dispatch_complete(struct http_request *req) {
-    struct dispatch_pending *pd = req->pending;
-    struct delivery_result r;
-
-    req->pending = NULL;
-    if (!pd)
-        return;
-    if (delivery_mode(req->app->delivery) == CONFIG_KUBE_URL ||
-        delivery_mode(req->app->delivery) == CONFIG_KUBE_IN_CLUSTER)
-        dispatch_prefer_spooled(req, pd);
-    delivery_submit(req->app->delivery, pd->name, pd->ns, pd->json, pd->len, dispatch_deadline(req),
-                    &r);
-    dispatch_finish(req, pd, &r);
-}
-
-/* Answers an asynchronous delivery, then lets the connection go. */
-static void dispatch_answer(struct http_request *req, const struct kube_result *kr) {
-    struct dispatch_pending *pd = req->pending;
-    void (*finished)(struct http_request *) = pd->finished;
-    struct delivery_result r;
-
-    req->pending = NULL;
-    delivery_api_outcome(req->app->delivery, pd->name, pd->json, pd->len, kr, &r);
-    dispatch_finish(req, pd, &r);
-    finished(req);
-}
-
-/* On a work-pool thread: the API ran out of time, so spool the run (fsync), then answer. */
-static void dispatch_spool_task(void *arg) {
-    struct http_request *req = arg;
-    dispatch_answer(req, &req->pending->api);
-}
-
-/* On the API client's thread: the final answer. Only spooling is handed to the pool. */
-static void dispatch_api_done(void *arg, const struct kube_result *kr) {
-    struct http_request *req = arg;
-    struct dispatch_pending *pd = req->pending;
-
-    if (!delivery_api_spools(kr)) {
-        dispatch_answer(req, kr);
-        return;
-    }
-    pd->api = *kr;
-    if (workpool_submit(pd->pool, dispatch_spool_task, req) != 0)
-        dispatch_spool_task(req);
-}
-
-bool dispatch_complete_async(struct http_request *req, struct workpool *pool,
-                             void (*finished)(struct http_request *req)) {
-    struct dispatch_pending *pd = req->pending;
-
-    if (!pd || delivery_mode(req->app->delivery) == CONFIG_KUBE_LOCAL ||
-        delivery_mode(req->app->delivery) == CONFIG_KUBE_DRY_RUN)
-        return false;
-    pd->pool = pool;
-    pd->finished = finished;
-    dispatch_prefer_spooled(req, pd);
-    /* done runs in every case but the unsupported mode, which was ruled out above. */
-    return delivery_submit_async(req->app->delivery, pd->ns, pd->json, pd->len,
-                                 dispatch_deadline(req), dispatch_api_done, req) != GHE_UNSUPPORTED;
-}
-
-void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
-    struct config *cfg = req->cfg;
+int pipeline_prepare(const struct config *cfg, const char *ns, const struct pipeline_input *in,
+                     struct buf *text, struct pipeline_outcome *o) {
     struct event *ev = in->ev;
     struct select_decision d;
     char err[512] = "", fit_reason[256] = "", name[NAMING_MAX + 1];
-    struct buf text;
-    const char *event_name = ev->event ? ev->event : "unknown";
 
     memset(&d, 0, sizeof(d));
-    buf_init(&text, DISPATCH_RUN_MAX);
+    o->event = ev->event ? ev->event : "unknown";
+    o->delivery = ev->delivery;
     if (in->forced_variant >= 0) {
         d.variant = in->forced_variant;
         snprintf(d.rule, sizeof(d.rule), "manual");
@@ -237,106 +197,107 @@ void dispatch_run(struct http_request *req, const struct dispatch_input *in) {
     } else {
         select_decide(cfg->rules, ev, &d);
     }
+    buf_copy_str(o->rule, sizeof(o->rule), d.rule);
     if (d.variant == SELECT_SKIP) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "status", "ignored");
-        cJSON_AddStringToObject(o, "reason", d.reason);
-        cJSON_AddStringToObject(o, "rule", d.rule);
-        http_request_json(req, 200, o);
-        cJSON_Delete(o);
-        metrics_delivery(event_name, "ignored");
-        return;
+        buf_copy_str(o->reason, sizeof(o->reason), d.reason);
+        o->status = PIPELINE_IGNORED;
+        metrics_delivery(o->event, "ignored");
+        return o->status;
     }
-
     int variant = d.variant;
     int fit = gpu_fit_check(select_rules_gpu_fit(cfg->rules), cfg->gpu.required, d.variant,
                             &variant, fit_reason, sizeof(fit_reason));
     if (fit == GPU_FIT_REJECTED) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "error", "insufficient GPU memory");
-        cJSON_AddStringToObject(o, "reason", fit_reason);
-        cJSON_AddStringToObject(o, "variant", select_variant_name(d.variant));
-        http_request_json(req, 503, o);
-        cJSON_Delete(o);
-        metrics_delivery(event_name, "gpu_rejected");
-        return;
+        buf_copy_str(o->reason, sizeof(o->reason), fit_reason);
+        buf_copy_str(o->variant, sizeof(o->variant), select_variant_name(d.variant));
+        o->status = PIPELINE_GPU_REJECTED;
+        metrics_delivery(o->event, "gpu_rejected");
+        return o->status;
     }
     if (fit_reason[0]) {
         size_t n = strlen(d.reason);
         snprintf(d.reason + n, sizeof(d.reason) - n, "%s%s", n ? " " : "", fit_reason);
     }
     d.variant = variant;
-    const char *vname = select_variant_name(d.variant);
+    buf_copy_str(o->variant, sizeof(o->variant), select_variant_name(d.variant));
+    buf_copy_str(o->reason, sizeof(o->reason), d.reason);
 
     struct template_render_input ri = {
         .ev = ev,
         .decision = &d,
-        .namespace = delivery_namespace(req->app->delivery),
+        .namespace = ns,
         .name_kind = in->name_kind,
         .name_key = {in->name_key[0], in->name_key[1]},
         .fingerprint = in->fingerprint,
         .overrides = in->overrides,
         .override_count = in->override_count,
     };
-    int rc = template_render_json(cfg->tmpl, &ri, &text, name, err, sizeof(err));
-    if (rc == GHE_INVAL) {
-        http_request_error(req, 400, "%s", err);
-        metrics_delivery(event_name, "invalid");
-        goto out;
-    }
-    if (rc) {
-        http_request_error(req, 500, "cannot render the PipelineRun: %s", ghe_strerror(rc));
-        metrics_delivery(event_name, "error");
-        goto out;
-    }
-    if (runcheck_names(text.data ? text.data : "", text.len, err, sizeof(err)) != 0) {
-        http_request_error(req, 400, "%s", err);
-        metrics_delivery(event_name, "invalid");
-        goto out;
-    }
-    const char *ns = ri.namespace;
-    if (!ns) {
-        http_request_error(req, 500, "the rendered PipelineRun has no namespace");
-        goto out;
-    }
-    dispatch_note(req, vname, name);
+    int rc = template_render_json(cfg->tmpl, &ri, text, name, err, sizeof(err));
+    if (rc == GHE_INVAL)
+        return pipeline_stop(o, PIPELINE_INVALID, "invalid", "%s", err);
+    if (rc)
+        return pipeline_stop(o, PIPELINE_ERROR, "error", "cannot render the PipelineRun: %s",
+                             ghe_strerror(rc));
+    if (runcheck_names(text->data ? text->data : "", text->len, err, sizeof(err)) != 0)
+        return pipeline_stop(o, PIPELINE_INVALID, "invalid", "%s", err);
+    if (!ri.namespace)
+        return pipeline_stop(o, PIPELINE_ERROR, NULL, "%s",
+                             "the rendered PipelineRun has no namespace");
+    buf_copy_str(o->name, sizeof(o->name), name);
+    buf_copy_str(o->ns, sizeof(o->ns), ri.namespace);
+    o->status = PIPELINE_PREVIEW;
+    return o->status;
+}
 
+void pipeline_run(struct app *app, const struct config *cfg, const struct pipeline_input *in,
+                  pipeline_done_fn done, void *arg) {
+    struct pipeline_job *job = calloc(1, sizeof(*job));
+    struct pipeline_outcome oom;
+    struct buf text;
+
+    if (!job) {
+        memset(&oom, 0, sizeof(oom));
+        oom.event = in->ev->event ? in->ev->event : "unknown";
+        pipeline_stop(&oom, PIPELINE_ERROR, NULL, "%s", "out of memory");
+        done(arg, &oom);
+        return;
+    }
+    struct pipeline_outcome *o = &job->o;
+    buf_init(&text, DISPATCH_RUN_MAX);
+    if (pipeline_prepare(cfg, delivery_namespace(app->delivery), in, &text, o) !=
+        PIPELINE_PREVIEW) {
+        done(arg, o);
+        goto out;
+    }
     if (in->preview) {
-        cJSON *run = cJSON_ParseWithLength(text.data, text.len);
-        if (!run) {
-            http_request_error(req, 500, "out of memory");
-            goto out;
-        }
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "status", "dry_run");
-        cJSON_AddStringToObject(o, "variant", vname);
-        cJSON_AddStringToObject(o, "rule", d.rule);
-        cJSON_AddStringToObject(o, "reason", d.reason);
-        cJSON_AddItemToObject(o, "pipelinerun", run);
-        http_request_json(req, 200, o);
-        cJSON_Delete(o);
-        metrics_delivery(event_name, "dry_run");
+        o->run = text.data;
+        o->run_len = text.len;
+        metrics_delivery(o->event, "dry_run");
+        done(arg, o);
         goto out;
     }
-
-    struct dispatch_pending *pd = calloc(1, sizeof(*pd));
-    if (!pd) {
-        http_request_error(req, 500, "out of memory");
-        goto out;
-    }
-    pd->json = buf_detach(&text, &pd->len);
-    buf_copy_str(pd->name, sizeof(pd->name), name);
-    buf_copy_str(pd->ns, sizeof(pd->ns), ns);
-    buf_copy_str(pd->variant, sizeof(pd->variant), vname);
-    buf_copy_str(pd->rule, sizeof(pd->rule), d.rule);
-    buf_copy_str(pd->event, sizeof(pd->event), event_name);
-    pd->delivery = ev->delivery ? strdup(ev->delivery) : NULL;
-    pd->hook_id = ev->hook_id ? strdup(ev->hook_id) : NULL;
-    pd->name_kind = in->name_kind;
-    buf_copy_str(pd->fingerprint, sizeof(pd->fingerprint), in->fingerprint ? in->fingerprint : "");
-    req->pending = pd;
-    if (!req->defer_ok || delivery_mode(req->app->delivery) == CONFIG_KUBE_DRY_RUN)
-        dispatch_complete(req);
+    job->app = app;
+    job->done = done;
+    job->arg = arg;
+    job->json = buf_detach(&text, &job->len);
+    buf_copy_str(job->event, sizeof(job->event), o->event);
+    job->delivery = in->ev->delivery ? strdup(in->ev->delivery) : NULL;
+    job->hook_id = in->ev->hook_id ? strdup(in->ev->hook_id) : NULL;
+    job->name_kind = in->name_kind;
+    buf_copy_str(job->fingerprint, sizeof(job->fingerprint),
+                 in->fingerprint ? in->fingerprint : "");
+    buf_copy_str(job->request_id, sizeof(job->request_id), in->request_id ? in->request_id : "");
+    o->event = job->event;
+    o->delivery = job->delivery;
+    int mode = delivery_mode(app->delivery);
+    if (mode == CONFIG_KUBE_URL || mode == CONFIG_KUBE_IN_CLUSTER)
+        pipeline_prefer_spooled(job);
+    /* The deadline runs from the request's arrival, so time spent queued counts. */
+    long deadline = cfg->kube_timeout_seconds * 1000L - (long)(clock_mono_ms() - in->start_ms);
+    delivery_deliver(app->delivery, o->name, o->ns, job->json, job->len, deadline,
+                     pipeline_delivered, job);
+    return;
 out:
     buf_cleanup(&text);
+    pipeline_job_free(job);
 }

@@ -1,44 +1,27 @@
 /*
- * Dispatch: the part of a delivery shared by /webhook and /trigger. From a
- * normalized event it selects the variant (or takes a forced one), applies
- * the GPU fit policy, renders the PipelineRun, lands it through the delivery
- * sink and writes the response and metrics.
+ * The pipeline, the part of a delivery shared by /webhook and /trigger, with
+ * no HTTP in it: input (a normalized event, or a trigger's forced variant and
+ * overrides) -> decision (variant, rule, reason, GPU fit) -> rendered run ->
+ * delivery through the sink (delivery.h), ending in one completion callback
+ * with an outcome. The routes turn outcomes into HTTP answers; `gpuhook
+ * render` calls pipeline_prepare, the same decide-and-render step.
  */
 #ifndef GPUHOOK_DISPATCH_H
 #define GPUHOOK_DISPATCH_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
-#include "gpuhook/http.h"
-#include "gpuhook/kube.h"
-#include "gpuhook/template.h"
+#include "gpuhook/delivery.h"
+#include "gpuhook/select.h"
 
-struct workpool;
+struct app;
+struct buf;
+struct config;
+struct event;
+struct template_override;
 
-/* A rendered run waiting for a thread that may block. */
-struct dispatch_pending {
-    char *json;
-    size_t len;
-    char name[64];
-    char ns[256];
-    char variant[16];
-    char rule[128];
-    char event[64];
-    char *delivery;
-    char *hook_id;
-    int name_kind;        /* enum naming_kind: the cache keeps the kinds apart too */
-    char fingerprint[72]; /* /trigger with an Idempotency-Key: the request's SHA-256 */
-    bool from_spool;      /* json is the run that already waited in the spool */
-    char spool_variant[16];
-    char spool_rule[128];
-    char spool_fingerprint[72];
-    /* dispatch_complete_async */
-    struct workpool *pool;
-    void (*finished)(struct http_request *req);
-    struct kube_result api;
-};
-
-struct dispatch_input {
+struct pipeline_input {
     struct event *ev;
     int forced_variant; /* -1 runs the selection rules */
     const struct template_override *overrides;
@@ -47,29 +30,63 @@ struct dispatch_input {
     const char *name_key[2]; /* the run's identity: (hook ID, delivery ID) or (key, NULL) */
     const char *fingerprint; /* /trigger with an Idempotency-Key: the request's SHA-256 hex */
     bool preview;            /* ?dry_run=true: return the object, create nothing */
+    const char *request_id;  /* for the delivery's log line */
+    long start_ms;           /* arrival (clock_mono_ms): the API's deadline runs from it */
+};
+
+enum pipeline_status {
+    PIPELINE_IGNORED,      /* a rule skipped it (reason, rule) */
+    PIPELINE_GPU_REJECTED, /* the GPU fit policy refused it (reason, variant) */
+    PIPELINE_INVALID,      /* the input cannot make a run (message) */
+    PIPELINE_ERROR,        /* out of memory, a broken template (message) */
+    PIPELINE_PREVIEW,      /* rendered, not delivered (run) */
+    PIPELINE_DELIVERED,    /* the sink answered (result); the checks below passed */
+    PIPELINE_UNVERIFIED,   /* an Idempotency-Key's run exists but could not be read back */
+    PIPELINE_KEY_REUSED    /* an Idempotency-Key's run was made from another request */
+};
+
+struct pipeline_outcome {
+    int status; /* enum pipeline_status */
+    const char *event;
+    const char *delivery; /* the delivery ID or Idempotency-Key; NULL when none */
+    char variant[16];
+    char rule[128];
+    char reason[512];
+    char name[64]; /* the PipelineRun's name */
+    char ns[256];
+    char message[1024];
+    const char *run; /* PREVIEW: the rendered run's JSON text */
+    size_t run_len;
+    struct delivery_result result; /* DELIVERED */
 };
 
 /*
- * Runs the delivery up to the point where it would block. When req->defer_ok
- * is set and the sink may block (API or local folder), it leaves the rendered
- * run in req->pending and sets no response: the caller then runs
- * dispatch_complete() on a thread that may block. Otherwise it completes inline.
+ * The input stage's filter: decides whether a delivery starts nothing: an
+ * event not configured or not push/pull_request, a deleted ref, a draft, an
+ * uninteresting PR action. With ev NULL only the event name is judged. Writes
+ * the reason when it returns true.
  */
-void dispatch_run(struct http_request *req, const struct dispatch_input *in);
+bool pipeline_should_ignore(const struct config *cfg, const char *event, const struct event *ev,
+                            char *reason, size_t n);
 
-/* Lands req->pending and sets the response; frees the pending state. */
-void dispatch_complete(struct http_request *req);
+typedef void (*pipeline_done_fn)(void *arg, const struct pipeline_outcome *o);
 
 /*
- * For the API modes: lands req->pending without blocking a thread, sets the
- * response and then calls finished(req), from the API client's thread (or
- * from pool's when the run has to be spooled, or before returning). Returns
- * false, doing nothing, for the modes that must block (use dispatch_complete).
+ * Decides and renders into text (its max set by the caller): fills o's
+ * variant, rule, reason, name and ns, and returns PIPELINE_PREVIEW when a run
+ * was rendered, else the status that stops it (message or reason set).
  */
-bool dispatch_complete_async(struct http_request *req, struct workpool *pool,
-                             void (*finished)(struct http_request *req));
+int pipeline_prepare(const struct config *cfg, const char *ns, const struct pipeline_input *in,
+                     struct buf *text, struct pipeline_outcome *o);
 
-/* Frees pending state that was never completed (safe on NULL). */
-void dispatch_pending_free(struct dispatch_pending *p);
+/*
+ * Runs the pipeline for in against app's sink with cfg's rules and template;
+ * done(arg, outcome) runs exactly once, before this returns or later from the
+ * sink's thread. The outcome is valid during the call only.
+ */
+void pipeline_run(struct app *app, const struct config *cfg, const struct pipeline_input *in,
+                  pipeline_done_fn done, void *arg);
+
+#define DISPATCH_RUN_MAX (64 * 1024 * 1024) /* a rendered PipelineRun */
 
 #endif
