@@ -45,7 +45,8 @@ enum http_step {
  * A route: a const struct its own file exports, listed in routes.c's table.
  * The HTTP layer matches path and method, enforces body_max before a body
  * byte is read, allocates state_size zeroed bytes of per-request state on the
- * first callback and frees them (after cleanup) when the request completes.
+ * first callback and frees them when the request completes, after cleanup,
+ * which runs on every state allocated (zeroed when begin never ran).
  * Hooks left NULL: begin and finish do nothing, upload appends to req->body.
  */
 struct http_route {
