@@ -1,4 +1,6 @@
 #include "gpuhook/delivery.h"
+#include "gpuhook/clock.h"
+#include "gpuhook/fileio.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #define DELIVERY_READY_CACHE_MS 1000
+#define DELIVERY_FILE_MAX (64 * 1024 * 1024) /* a rendered run, as dispatch.h bounds it */
 /* A work-pool thread idle this long exits, down to the pool's minimum. */
 #define DELIVERY_POOL_IDLE_MS 10000
 
@@ -43,12 +46,6 @@ static const char *const delivery_names[] = {"created", "exists",   "queued",
 
 const char *delivery_outcome_name(int outcome) {
     return outcome >= 0 && outcome <= DELIVERY_UNAVAILABLE ? delivery_names[outcome] : "unknown";
-}
-
-static long delivery_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
 int delivery_new(const struct config *cfg, struct delivery **out, struct errlist *el) {
@@ -176,19 +173,22 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
     }
 }
 
-/* Reads dir/file whole into b (bounded at 4 MiB); false when it cannot be opened. */
+/* Reads dir/file whole into b; false when it cannot be read or is larger than a run may be. */
 static bool delivery_read_file(const char *dir, const char *file, struct buf *b) {
-    char path[4096], chunk[8192];
-    size_t n;
-    FILE *f;
+    char path[4096], err[512] = "";
+    char *data = NULL;
+    size_t len = 0;
 
     snprintf(path, sizeof(path), "%s/%s", dir, file);
-    buf_init(b, 4 * 1024 * 1024);
-    if (!(f = fopen(path, "rb")))
+    buf_init(b, DELIVERY_FILE_MAX);
+    int rc = fileio_read(path, DELIVERY_FILE_MAX, 0, &data, &len, err, sizeof(err));
+    if (rc == GHE_TOOBIG)
+        LOGGER_WARN_("cannot read back a run", "error", err);
+    if (rc)
         return false;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && buf_append(b, chunk, n) == 0)
-        ;
-    fclose(f);
+    b->data = data;
+    b->len = len;
+    b->cap = len + 1;
     return true;
 }
 
@@ -377,7 +377,7 @@ static void delivery_ready_check(struct buf *o, const char *name, bool ok, const
 }
 
 bool delivery_ready(struct delivery *d, struct buf *detail) {
-    long now = delivery_now_ms();
+    long now = (long)clock_mono_ms();
     bool ok, api_ok = false;
     char msg[512] = "", api_msg[512] = "";
 
@@ -409,7 +409,7 @@ bool delivery_ready(struct delivery *d, struct buf *detail) {
         metrics_api_up_set(api_ok);
     }
     pthread_mutex_lock(&d->lock);
-    d->ready_at_ms = delivery_now_ms();
+    d->ready_at_ms = (long)clock_mono_ms();
     d->ready_ok = ok;
     d->api_ok = api_ok;
     buf_copy_str(d->ready_detail, sizeof(d->ready_detail), msg);
