@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 #define DELIVERY_READY_CACHE_MS 1000
-#define DELIVERY_FILE_MAX (64 * 1024 * 1024) /* a rendered run, as dispatch.h bounds it */
+#define DELIVERY_FILE_MAX (64 * 1024 * 1024) /* a rendered run, as pipeline.h bounds it */
 /* A work-pool thread idle this long exits, down to the pool's minimum. */
 #define DELIVERY_POOL_IDLE_MS 10000
 

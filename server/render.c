@@ -1,7 +1,7 @@
 #include "gpuhook/render.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/config.h"
-#include "gpuhook/dispatch.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/event.h"
 #include "gpuhook/fileio.h"
 #include "gpuhook/naming.h"
@@ -82,7 +82,7 @@ int render_main(int argc, char **argv, const char *default_config) {
         render_print_errors(&el);
         goto out;
     }
-    if (fileio_read(payload, DISPATCH_RUN_MAX, 0, &body, &len, err, sizeof(err)) != 0) {
+    if (fileio_read(payload, PIPELINE_RUN_MAX, 0, &body, &len, err, sizeof(err)) != 0) {
         fprintf(stderr, "render: %s: cannot read the payload (%s)\n", payload, err);
         goto out;
     }
@@ -119,7 +119,7 @@ int render_main(int argc, char **argv, const char *default_config) {
     struct pipeline_outcome o;
     struct buf text;
     memset(&o, 0, sizeof(o));
-    buf_init(&text, DISPATCH_RUN_MAX);
+    buf_init(&text, PIPELINE_RUN_MAX);
     int st = pipeline_prepare(cfg, cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines",
                               &pin, &text, &o);
     if (st != PIPELINE_PREVIEW) {

@@ -1,6 +1,6 @@
 #include "routes.h"
 #include "gpuhook/app.h"
-#include "gpuhook/dispatch.h"
+#include "gpuhook/pipeline.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
 #include "routes.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/config.h"
-#include "gpuhook/dispatch.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/ids.h"
 #include "gpuhook/naming.h"
 #include "gpuhook/select.h"

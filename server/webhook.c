@@ -2,14 +2,14 @@
  * POST /webhook: GitHub deliveries. Headers are checked before any body byte
  * is read; the body is fed into the HMAC as it streams in and buffered once;
  * nothing is parsed before the signature holds. Then the event is parsed,
- * filtered (pipeline_should_ignore) and handed to the pipeline (dispatch.h).
+ * filtered (pipeline_should_ignore) and handed to the pipeline (pipeline.h).
  */
 #include "routes.h"
 #include "gpuhook/app.h"
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/config.h"
-#include "gpuhook/dispatch.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/select.h"

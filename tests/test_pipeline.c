@@ -17,7 +17,7 @@
 
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
-#include "gpuhook/dispatch.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/event.h"
 #include "gpuhook/naming.h"
 #include "gpuhook/select.h"
@@ -109,7 +109,7 @@ static void test_pipeline_prepare_renders_the_run(void **state) {
     push_event(&ev, NULL);
     struct pipeline_input in = push_input(&ev);
     memset(&o, 0, sizeof(o));
-    buf_init(&text, DISPATCH_RUN_MAX);
+    buf_init(&text, PIPELINE_RUN_MAX);
     assert_int_equal(pipeline_prepare(t->app.cfg, "tekton-pipelines", &in, &text, &o),
                      PIPELINE_PREVIEW);
     assert_true(strcmp(o.variant, "lite") == 0 || strcmp(o.variant, "original") == 0);
@@ -136,7 +136,7 @@ static void test_pipeline_forced_variant_is_manual(void **state) {
     struct pipeline_input in = push_input(&ev);
     in.forced_variant = SELECT_ORIGINAL;
     memset(&o, 0, sizeof(o));
-    buf_init(&text, DISPATCH_RUN_MAX);
+    buf_init(&text, PIPELINE_RUN_MAX);
     assert_int_equal(pipeline_prepare(t->app.cfg, "tekton-pipelines", &in, &text, &o),
                      PIPELINE_PREVIEW);
     assert_string_equal(o.variant, "original");

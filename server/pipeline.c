@@ -1,4 +1,4 @@
-#include "gpuhook/dispatch.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/app.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
@@ -263,7 +263,7 @@ void pipeline_run(struct app *app, const struct config *cfg, const struct pipeli
         return;
     }
     struct pipeline_outcome *o = &job->o;
-    buf_init(&text, DISPATCH_RUN_MAX);
+    buf_init(&text, PIPELINE_RUN_MAX);
     if (pipeline_prepare(cfg, delivery_namespace(app->delivery), in, &text, o) !=
         PIPELINE_PREVIEW) {
         done(arg, o);

@@ -1,13 +1,13 @@
 /*
- * The pipeline, the part of a delivery shared by /webhook and /trigger, with
- * no HTTP in it: input (a normalized event, or a trigger's forced variant and
+ * The pipeline (formerly dispatch.c), the part of a delivery shared by
+ * /webhook and /trigger, with no HTTP in it: input (a normalized event, or a trigger's forced variant and
  * overrides) -> decision (variant, rule, reason, GPU fit) -> rendered run ->
  * delivery through the sink (delivery.h), ending in one completion callback
  * with an outcome. The routes turn outcomes into HTTP answers; `gpuhook
  * render` calls pipeline_prepare, the same decide-and-render step.
  */
-#ifndef GPUHOOK_DISPATCH_H
-#define GPUHOOK_DISPATCH_H
+#ifndef GPUHOOK_PIPELINE_H
+#define GPUHOOK_PIPELINE_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -87,6 +87,6 @@ int pipeline_prepare(const struct config *cfg, const char *ns, const struct pipe
 void pipeline_run(struct app *app, const struct config *cfg, const struct pipeline_input *in,
                   pipeline_done_fn done, void *arg);
 
-#define DISPATCH_RUN_MAX (64 * 1024 * 1024) /* a rendered PipelineRun */
+#define PIPELINE_RUN_MAX (64 * 1024 * 1024) /* a rendered PipelineRun */
 
 #endif
