@@ -1,7 +1,8 @@
 #include "gpuhook/spool.h"
-#include "gpuhook/clock.h"
-#include "gpuhook/ids.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/clock.h"
+#include "gpuhook/config.h"
+#include "gpuhook/ids.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 

@@ -14,8 +14,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "gpuhook/buf.h"
-#include "gpuhook/config.h"
+struct buf;
+struct config;
+struct errlist;
 
 enum delivery_outcome {
     DELIVERY_CREATED = 0,
