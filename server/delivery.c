@@ -212,7 +212,8 @@ int delivery_spooled(struct delivery *d, const char *name, char **json, size_t *
     struct kube_result kr;
 
     memset(r, 0, sizeof(*r));
-    if (!d->spool_dir)
+    /* Only the API sink has a spool in front of it. */
+    if ((d->mode != CONFIG_KUBE_URL && d->mode != CONFIG_KUBE_IN_CLUSTER) || !d->spool_dir)
         return GHE_NOTFOUND;
     snprintf(file, sizeof(file), "%s.json", name);
     if (!delivery_read_file(d->spool_dir, file, &b) || !b.len) {

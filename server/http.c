@@ -452,7 +452,7 @@ void http_request_finish(struct http_request *req) {
 }
 
 void http_request_resume(struct http_request *req) {
-    req->responded = true;
+    /* The phase's exchange publishes the response; the serving thread sets responded. */
     if (atomic_exchange(&req->phase, HTTP_PHASE_READY) == HTTP_PHASE_SUSPENDED)
         MHD_resume_connection(req->conn);
 }

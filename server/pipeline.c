@@ -289,9 +289,7 @@ void pipeline_run(struct app *app, const struct config *cfg, const struct pipeli
     buf_copy_str(job->request_id, sizeof(job->request_id), in->request_id ? in->request_id : "");
     o->event = job->event;
     o->delivery = job->delivery;
-    int mode = delivery_mode(app->delivery);
-    if (mode == CONFIG_KUBE_URL || mode == CONFIG_KUBE_IN_CLUSTER)
-        pipeline_prefer_spooled(job);
+    pipeline_prefer_spooled(job);
     /* The deadline runs from the request's arrival, so time spent queued counts. */
     long deadline = cfg->kube_timeout_seconds * 1000L - (long)(clock_mono_ms() - in->start_ms);
     delivery_deliver(app->delivery, o->name, o->ns, job->json, job->len, deadline,

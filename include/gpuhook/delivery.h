@@ -74,7 +74,7 @@ void delivery_deliver(struct delivery *d, const char *name, const char *ns, cons
                       size_t len, long deadline_ms, delivery_done_fn done, void *arg);
 
 /*
- * The API modes: when a run named name already waits in the spool, hands its JSON text
+ * The API sink: when a run named name already waits in the spool, hands its JSON text
  * (caller frees) and what it says (variant, fingerprint) back and returns 0, so that the
  * run that waits is the one delivered, never a later render under the same name. Returns
  * GHE_NOTFOUND otherwise.
