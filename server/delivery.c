@@ -359,8 +359,8 @@ void delivery_deliver(struct delivery *d, const char *name, const char *ns, cons
 static bool delivery_dir_writable(const char *key, const char *dir, char *msg, size_t n) {
     static const char block[4096];
     int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && write(fd, block, sizeof(block)) == (ssize_t)sizeof(block) &&
-              fsync(fd) == 0;
+    bool ok =
+        fd >= 0 && write(fd, block, sizeof(block)) == (ssize_t)sizeof(block) && fsync(fd) == 0;
     int err = errno;
     if (fd >= 0)
         close(fd);

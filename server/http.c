@@ -69,8 +69,8 @@ void http_request_error(struct http_request *req, int status, const char *fmt, .
     http_request_fields(req, status, fields);
 }
 
-void http_respond(struct http_request *req, int status, const char *content_type,
-                  const char *body, size_t len) {
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+                  size_t len) {
     req->out.len = 0;
     req->content_type = content_type;
     req->status = status;
@@ -378,11 +378,11 @@ bool http_request_begin(struct http_request *req) {
         return true;
     }
     long long max = r->body_max == HTTP_BODY_MAX_CONFIG ? req->cfg->max_body_bytes
-                    : r->body_max ? r->body_max
-                                  : HTTP_SMALL_BODY_MAX;
+                    : r->body_max                       ? r->body_max
+                                                        : HTTP_SMALL_BODY_MAX;
     req->body.max = (size_t)max;
-    bool early = http_body_limit(req, max) ||
-                 (r->begin && r->begin(req, req->state) == HTTP_RESPONDED);
+    bool early =
+        http_body_limit(req, max) || (r->begin && r->begin(req, req->state) == HTTP_RESPONDED);
     req->close = early;
     return early;
 }
@@ -486,7 +486,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     }
     if (req->deferred)
         return atomic_load(&req->phase) == HTTP_PHASE_READY ? http_queue(conn, req, req->close)
-                                                             : MHD_YES;
+                                                            : MHD_YES;
     if (req->responded && !req->discarded)
         return MHD_YES;
     req->conn = conn;
@@ -670,10 +670,11 @@ struct http_server *http_server_start(struct app *app, const struct http_routes 
         flags, 0, NULL, NULL, http_access, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conns,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)15, MHD_OPTION_NOTIFY_CONNECTION,
-        connguard_notify, s->guard, MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(16 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024),
-        MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log,
-        NULL, s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
+        connguard_notify, s->guard, MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, NULL,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)(1024 * 1024), MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
+        s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
         MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_END);
     if (!s->daemon) {
         errlist_add(el, "listen %s: cannot start the HTTP server (address in use?)", cfg->listen);

@@ -32,7 +32,7 @@ static bool pipeline_pr_action_runs(const struct config *cfg, const struct event
 }
 
 bool pipeline_should_ignore(const struct config *cfg, const char *event, const struct event *ev,
-                           char *reason, size_t n) {
+                            char *reason, size_t n) {
     if (!pipeline_event_enabled(cfg, event)) {
         snprintf(reason, n, "event %s is not in github.events", event);
         return true;

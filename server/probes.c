@@ -1,10 +1,10 @@
 /* GET /healthz, /readyz, /gpu and /metrics: the routes with no body and no state. */
-#include "routes.h"
 #include "gpuhook/app.h"
 #include "gpuhook/config.h"
 #include "gpuhook/delivery.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/metrics.h"
+#include "routes.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -68,18 +68,30 @@ static enum http_step probes_metrics(struct http_request *req, void *state) {
 }
 
 const struct http_route healthz_route = {
-    .path = "/healthz", .name = "healthz", .method = "GET", .allow = "GET, HEAD",
+    .path = "/healthz",
+    .name = "healthz",
+    .method = "GET",
+    .allow = "GET, HEAD",
     .finish = probes_healthz,
 };
 const struct http_route readyz_route = {
-    .path = "/readyz", .name = "readyz", .method = "GET", .allow = "GET, HEAD",
+    .path = "/readyz",
+    .name = "readyz",
+    .method = "GET",
+    .allow = "GET, HEAD",
     .finish = probes_readyz,
 };
 const struct http_route gpu_route = {
-    .path = "/gpu", .name = "gpu", .method = "GET", .allow = "GET, HEAD",
+    .path = "/gpu",
+    .name = "gpu",
+    .method = "GET",
+    .allow = "GET, HEAD",
     .finish = probes_gpu,
 };
 const struct http_route metrics_route = {
-    .path = "/metrics", .name = "metrics", .method = "GET", .allow = "GET, HEAD",
+    .path = "/metrics",
+    .name = "metrics",
+    .method = "GET",
+    .allow = "GET, HEAD",
     .finish = probes_metrics,
 };

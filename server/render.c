@@ -1,10 +1,10 @@
 #include "gpuhook/render.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/config.h"
-#include "gpuhook/pipeline.h"
 #include "gpuhook/event.h"
 #include "gpuhook/fileio.h"
 #include "gpuhook/naming.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/select.h"
 #include "gpuhook/template.h"
 
@@ -21,7 +21,6 @@ static void render_print_errors(const struct errlist *el) {
     for (size_t i = 0; i < el->count; i++)
         fprintf(stderr, "%s\n", el->items[i]);
 }
-
 
 int render_main(int argc, char **argv, const char *default_config) {
     const char *config_path = default_config, *event_name = NULL, *payload = NULL;

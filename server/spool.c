@@ -268,12 +268,12 @@ static char *spool_read(int fd, size_t *len, bool *toobig) {
 }
 
 static const char *spool_file_kind(mode_t mode) {
-    return S_ISFIFO(mode)  ? "a FIFO"
-           : S_ISCHR(mode) ? "a character device"
-           : S_ISBLK(mode) ? "a block device"
+    return S_ISFIFO(mode)   ? "a FIFO"
+           : S_ISCHR(mode)  ? "a character device"
+           : S_ISBLK(mode)  ? "a block device"
            : S_ISSOCK(mode) ? "a socket"
-           : S_ISDIR(mode) ? "a folder"
-                           : "not a plain file";
+           : S_ISDIR(mode)  ? "a folder"
+                            : "not a plain file";
 }
 
 /*

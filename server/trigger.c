@@ -4,14 +4,14 @@
  * revision, the repository and param overrides; an Idempotency-Key header
  * makes retries create one run, and ?dry_run=true returns the object instead.
  */
-#include "routes.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/config.h"
-#include "gpuhook/pipeline.h"
 #include "gpuhook/ids.h"
 #include "gpuhook/naming.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/select.h"
 #include "gpuhook/template.h"
+#include "routes.h"
 
 #include <stdio.h>
 #include <stdlib.h>

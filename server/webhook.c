@@ -4,17 +4,17 @@
  * nothing is parsed before the signature holds. Then the event is parsed,
  * filtered (pipeline_should_ignore) and handed to the pipeline (pipeline.h).
  */
-#include "routes.h"
 #include "gpuhook/app.h"
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/config.h"
-#include "gpuhook/pipeline.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/select.h"
 #include "gpuhook/signature.h"
 #include "gpuhook/template.h"
+#include "routes.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -84,8 +84,8 @@ static enum http_step webhook_begin(struct http_request *req, void *state) {
         return HTTP_RESPONDED;
     }
     /* Only SHA-256 counts; a SHA-1 X-Hub-Signature alone is an unsigned delivery. */
-    if (signature_parse_header(http_request_header(req, "X-Hub-Signature-256"),
-                               st->sig_expected) != 0) {
+    if (signature_parse_header(http_request_header(req, "X-Hub-Signature-256"), st->sig_expected) !=
+        0) {
         webhook_unauthorized(req, st);
         return HTTP_RESPONDED;
     }
@@ -199,8 +199,8 @@ static enum http_step webhook_finish(struct http_request *req, void *state) {
     char err[512] = "", reason[512];
 
     enum http_step step = HTTP_RESPONDED;
-    bool signed_ok = st->sig_verdict ? st->sig_verdict > 0
-                                     : signature_check_finish(&st->sig, st->sig_expected);
+    bool signed_ok =
+        st->sig_verdict ? st->sig_verdict > 0 : signature_check_finish(&st->sig, st->sig_expected);
     if (!signed_ok) {
         webhook_unauthorized(req, st);
         return HTTP_RESPONDED;

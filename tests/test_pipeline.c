@@ -17,9 +17,9 @@
 
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
-#include "gpuhook/pipeline.h"
 #include "gpuhook/event.h"
 #include "gpuhook/naming.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/select.h"
 
 #include "testapp.h"

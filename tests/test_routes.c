@@ -83,8 +83,8 @@ static const char *json_field(const char *body, const char *key, char *out, size
 }
 
 static void test_routes_table_lists_every_route(void **state) {
-    static const char *const names[] = {"webhook", "trigger", "healthz", "readyz", "gpu",
-                                        "metrics"};
+    static const char *const names[] = {"webhook", "trigger", "healthz",
+                                        "readyz",  "gpu",     "metrics"};
     (void)state;
     assert_int_equal(routes_table.count, sizeof(names) / sizeof(names[0]));
     for (size_t i = 0; i < routes_table.count; i++) {
@@ -138,8 +138,8 @@ static void test_routes_probes(void **state) {
 
 static void test_routes_trigger_checks_and_answers(void **state) {
     struct testapp *t = testapp_new("dry-run", false);
-    const char *const bad[] = {"Authorization", "Bearer wrong", "Content-Type",
-                               "application/json", NULL};
+    const char *const bad[] = {"Authorization", "Bearer wrong", "Content-Type", "application/json",
+                               NULL};
     const char *const good[] = {"Authorization", "Bearer " TESTAPP_TOKEN, "Content-Type",
                                 "application/json", NULL};
     struct answer a;
@@ -166,8 +166,13 @@ static void test_routes_trigger_checks_and_answers(void **state) {
 /* Through the local sink's work pool: finish suspends, the pool's thread resumes. */
 static void test_routes_trigger_local_sink_resumes(void **state) {
     struct testapp *t = testapp_new("local", true);
-    const char *const good[] = {"Authorization", "Bearer " TESTAPP_TOKEN, "Content-Type",
-                                "application/json", "Idempotency-Key", "unit-key-1", NULL};
+    const char *const good[] = {"Authorization",
+                                "Bearer " TESTAPP_TOKEN,
+                                "Content-Type",
+                                "application/json",
+                                "Idempotency-Key",
+                                "unit-key-1",
+                                NULL};
     struct answer a;
     char v[128];
     (void)state;
@@ -209,9 +214,15 @@ static void test_routes_webhook_signature_and_dry_run(void **state) {
     testapp_source(path, sizeof(path), "tests/fixtures/github/push_one-commit.json");
     char *body = testapp_slurp(path, NULL);
     sign(body, sig);
-    const char *headers[] = {"X-GitHub-Event", "push", "X-GitHub-Delivery",
-                             "d0b8c2a0-0000-4000-8000-000000000001", "Content-Type",
-                             "application/json", "X-Hub-Signature-256", sig, NULL};
+    const char *headers[] = {"X-GitHub-Event",
+                             "push",
+                             "X-GitHub-Delivery",
+                             "d0b8c2a0-0000-4000-8000-000000000001",
+                             "Content-Type",
+                             "application/json",
+                             "X-Hub-Signature-256",
+                             sig,
+                             NULL};
     run_request(t, &routes_table, "POST", "/webhook", headers, body, &a);
     assert_int_equal(a.status, 200);
     if (strcmp(json_field(a.body, "status", v, sizeof(v)), "dry_run") != 0)

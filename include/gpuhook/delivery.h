@@ -4,9 +4,9 @@
  * behind it; modes url and in-cluster), a local folder, or dry-run. Each sink
  * owns its threading, decided in delivery_deliver alone: dry-run answers
  * inline, a local write (fsync) runs on the sink's work pool, an API call on
- * the API client's loop thread with only spooling handed to the pool. The name is deterministic, so "already exists"
- * means a redelivery, never a failure. Delivery is built once at start-up;
- * SIGHUP does not rebuild it (the kubernetes section needs a restart).
+ * the API client's loop thread with only spooling handed to the pool. The name is deterministic, so
+ * "already exists" means a redelivery, never a failure. Delivery is built once at start-up; SIGHUP
+ * does not rebuild it (the kubernetes section needs a restart).
  */
 #ifndef GPUHOOK_DELIVERY_H
 #define GPUHOOK_DELIVERY_H

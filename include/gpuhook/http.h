@@ -148,8 +148,8 @@ const char *http_request_arg(const struct http_request *req, const char *key);
 bool http_request_flag(const struct http_request *req, const char *key);
 
 /* Sets the response: status, content type (NULL: application/json) and body (copied). */
-void http_respond(struct http_request *req, int status, const char *content_type,
-                  const char *body, size_t len);
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+                  size_t len);
 /* Adds a response header (name and value static or living as long as the request). */
 void http_respond_header(struct http_request *req, const char *name, const char *value);
 /* Sets an access-log field of the route's (key static, value copied and cut at 79 bytes). */

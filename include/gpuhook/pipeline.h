@@ -1,10 +1,10 @@
 /*
  * The pipeline (formerly dispatch.c), the part of a delivery shared by
- * /webhook and /trigger, with no HTTP in it: input (a normalized event, or a trigger's forced variant and
- * overrides) -> decision (variant, rule, reason, GPU fit) -> rendered run ->
- * delivery through the sink (delivery.h), ending in one completion callback
- * with an outcome. The routes turn outcomes into HTTP answers; `gpuhook
- * render` calls pipeline_prepare, the same decide-and-render step.
+ * /webhook and /trigger, with no HTTP in it: input (a normalized event, or a trigger's forced
+ * variant and overrides) -> decision (variant, rule, reason, GPU fit) -> rendered run -> delivery
+ * through the sink (delivery.h), ending in one completion callback with an outcome. The routes turn
+ * outcomes into HTTP answers; `gpuhook render` calls pipeline_prepare, the same decide-and-render
+ * step.
  */
 #ifndef GPUHOOK_PIPELINE_H
 #define GPUHOOK_PIPELINE_H
