@@ -166,8 +166,11 @@ def drivers(tmp_path):
 
 def run(srv, name, managed=True):
     obj = sample_pipelinerun(name=name, namespace=NS)
+    labels = obj["metadata"].setdefault("labels", {})
     if managed:
-        obj["metadata"].setdefault("labels", {})["app.kubernetes.io/managed-by"] = "gpuhook"
+        labels["app.kubernetes.io/managed-by"] = "gpuhook"
+    else:
+        labels.pop("app.kubernetes.io/managed-by", None)
     return srv.put_object(obj)
 
 
@@ -331,6 +334,8 @@ def test_flapping_api_loses_nothing_and_never_two_leaders(api, drivers):
         time.sleep(0.4)
     api.delete_object("tekton.dev/v1", "PipelineRun", "f7", NS)
     time.sleep(2.0)
+    applied = sum(r.get("applied", 0) for r in api.faults())
+    assert applied >= 10, "the API hardly flapped: %d faulted requests" % applied
     api.clear_faults()
     final = {o["metadata"]["name"]: o["metadata"]["resourceVersion"] for o in api.objects(NS)}
     assert len(final) == 7
