@@ -51,10 +51,10 @@ struct xfer {
     CURL *h;
     struct curl_slist *hdrs;
     struct buf resp;
-    char *body;          /* the request body, owned */
-    long status;         /* watch: the status handed to kwatch, -1 before the first byte */
-    bool feed_failed;    /* watch: kwatch abandoned the stream */
-    enum lease_op lop;   /* lease: what was sent */
+    char *body;        /* the request body, owned */
+    long status;       /* watch: the status handed to kwatch, -1 before the first byte */
+    bool feed_failed;  /* watch: kwatch abandoned the stream */
+    enum lease_op lop; /* lease: what was sent */
     struct wpatch *patch;
     struct watcher *w;
 };
@@ -109,10 +109,14 @@ __attribute__((format(printf, 2, 3))) static void wlog(int level, const char *fm
 
 const char *watcher_event_name(enum watcher_event ev) {
     switch (ev) {
-    case WATCHER_ADDED: return "ADDED";
-    case WATCHER_MODIFIED: return "MODIFIED";
-    case WATCHER_DELETED: return "DELETED";
-    case WATCHER_RESYNCED: return "RESYNCED";
+    case WATCHER_ADDED:
+        return "ADDED";
+    case WATCHER_MODIFIED:
+        return "MODIFIED";
+    case WATCHER_DELETED:
+        return "DELETED";
+    case WATCHER_RESYNCED:
+        return "RESYNCED";
     }
     return "?";
 }
@@ -126,9 +130,10 @@ static void emit(struct watcher *w, enum watcher_event ev, const cJSON *obj) {
 static int kw_cb(void *ud, enum kwatch_event ev, const cJSON *obj) {
     struct watcher *w = ud;
     atomic_fetch_add(&w->n_events, 1);
-    emit(w, ev == KWATCH_ADDED ? WATCHER_ADDED
-            : ev == KWATCH_MODIFIED ? WATCHER_MODIFIED
-                                    : WATCHER_DELETED,
+    emit(w,
+         ev == KWATCH_ADDED      ? WATCHER_ADDED
+         : ev == KWATCH_MODIFIED ? WATCHER_MODIFIED
+                                 : WATCHER_DELETED,
          obj);
     return 0;
 }
@@ -157,8 +162,8 @@ static void make_identity(char out[WATCHER_IDENTITY_MAX]) {
     snprintf(out, WATCHER_IDENTITY_MAX, "%.100s-%02x%02x%02x%02x", pod, r[0], r[1], r[2], r[3]);
 }
 
-int watcher_new(struct kube *k, const struct watcher_config *cfg, struct watcher **out,
-                char *err, size_t err_size) {
+int watcher_new(struct kube *k, const struct watcher_config *cfg, struct watcher **out, char *err,
+                size_t err_size) {
     *out = NULL;
     const char *ns = cfg->namespace_ ? cfg->namespace_ : kube_namespace(k);
     if (!ns || !name_ok(ns) || strlen(ns) >= LEASE_NAME_MAX) {
@@ -174,8 +179,8 @@ int watcher_new(struct kube *k, const struct watcher_config *cfg, struct watcher
         return GHE_NOMEM;
     w->k = k;
     snprintf(w->ns, sizeof(w->ns), "%s", ns);
-    w->watch_timeout_s = cfg->watch_timeout_s ? cfg->watch_timeout_s
-                                              : WATCHER_WATCH_TIMEOUT_S_DEFAULT;
+    w->watch_timeout_s =
+        cfg->watch_timeout_s ? cfg->watch_timeout_s : WATCHER_WATCH_TIMEOUT_S_DEFAULT;
     if (cfg->identity && *cfg->identity)
         snprintf(w->identity, sizeof(w->identity), "%s", cfg->identity);
     else
@@ -215,8 +220,8 @@ int watcher_new(struct kube *k, const struct watcher_config *cfg, struct watcher
     return 0;
 }
 
-int watcher_subscribe(struct watcher *w, watcher_event_fn on_event,
-                      watcher_leader_fn on_leadership, void *arg) {
+int watcher_subscribe(struct watcher *w, watcher_event_fn on_event, watcher_leader_fn on_leadership,
+                      void *arg) {
     pthread_mutex_lock(&w->lock);
     bool ok = !w->started && w->nsubs < WATCHER_SUBSCRIBERS_MAX;
     if (ok)
@@ -390,16 +395,16 @@ static void reflector_start(struct watcher *w) {
 static void reflector_done(struct watcher *w, struct xfer *x, CURLcode cc) {
     if (x->kind == XFER_LIST) {
         long code = xfer_status(x, cc);
-        if (code == 200 && kwatch_list(&w->kw, x->resp.data ? x->resp.data : "",
-                                       x->resp.len) == 0) {
+        if (code == 200 &&
+            kwatch_list(&w->kw, x->resp.data ? x->resp.data : "", x->resp.len) == 0) {
             atomic_fetch_add(&w->n_lists, 1);
             emit(w, WATCHER_RESYNCED, NULL);
         } else {
             if (code == 200)
                 wlog(LOGGER_WARN, "%s", w->kw.err);
             else
-                wlog(LOGGER_WARN, "list: %s %ld", code ? "HTTP" : "no answer:", code ? code
-                                                                                     : (long)cc);
+                wlog(LOGGER_WARN, "list: %s %ld",
+                     code ? "HTTP" : "no answer:", code ? code : (long)cc);
             kwatch_list_failed(&w->kw, (int)code);
         }
     } else {
@@ -432,8 +437,7 @@ static void lease_path(struct watcher *w, enum lease_op op, char *out, size_t n)
     if (op == LEASE_OP_CREATE)
         snprintf(out, n, "/apis/coordination.k8s.io/v1/namespaces/%s/leases", w->ns);
     else
-        snprintf(out, n, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", w->ns,
-                 w->le.name);
+        snprintf(out, n, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", w->ns, w->le.name);
 }
 
 static long lease_timeout_ms(const struct watcher *w) {
@@ -453,9 +457,8 @@ static void lease_apply(struct watcher *w, struct lease_action *a) {
     const char *method = a->op == LEASE_OP_GET ? "GET" : a->op == LEASE_OP_CREATE ? "POST" : "PUT";
     char *body = a->body;
     a->body = NULL;
-    struct xfer *x = xfer_new(w, XFER_LEASE, method, path, body,
-                              body ? "application/json" : NULL, lease_timeout_ms(w),
-                              WATCHER_ANSWER_MAX);
+    struct xfer *x = xfer_new(w, XFER_LEASE, method, path, body, body ? "application/json" : NULL,
+                              lease_timeout_ms(w), WATCHER_ANSWER_MAX);
     if (!x) {
         /* Treated as a request that got no answer: the elector retries. */
         struct lease_action b = {0};
@@ -483,8 +486,7 @@ static void lease_done(struct watcher *w, struct xfer *x, CURLcode cc) {
                  ? lease_on_get(&w->le, (int)code, body, x->resp.len, now, wall, &a)
                  : lease_on_write(&w->le, (int)code, body, x->resp.len, now, wall, &a);
     if (code != 200 && code != 201 && !(x->lop == LEASE_OP_GET && code == 404))
-        wlog(LOGGER_INFO, "lease %s answered %ld", x->lop == LEASE_OP_GET ? "read" : "write",
-                 code);
+        wlog(LOGGER_INFO, "lease %s answered %ld", x->lop == LEASE_OP_GET ? "read" : "write", code);
     if (rc != 0) {
         lease_action_cleanup(&a);
         w->lease_due = now + w->le.retry_ms;
@@ -511,7 +513,7 @@ static void leadership_check(struct watcher *w, long long now) {
     w->reported_leader = leading;
     atomic_fetch_add(&w->n_transitions, 1);
     wlog(LOGGER_INFO, "%s the lease %s as %s", leading ? "holds" : "no longer holds", w->le.name,
-             w->identity);
+         w->identity);
     for (size_t i = 0; i < w->nsubs; i++)
         if (w->subs[i].on_leadership)
             w->subs[i].on_leadership(w->subs[i].arg, leading);

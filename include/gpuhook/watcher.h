@@ -26,14 +26,14 @@
 #define WATCHER_IDENTITY_MAX 128
 
 struct watcher_config {
-    const char *namespace_;      /* NULL: kube_namespace() */
-    const char *label_selector;  /* NULL: WATCHER_SELECTOR_DEFAULT */
-    long watch_timeout_s;        /* the watch's timeoutSeconds; 0: the default */
-    const char *lease_name;      /* NULL: no leader election (never leader) */
-    long lease_duration_ms;      /* 0: 15 s */
-    long renew_deadline_ms;      /* 0: 2/3 of the duration (client-go's ratio) */
-    long retry_period_ms;        /* 0: 2/15 of the duration */
-    const char *identity;        /* NULL: $POD_NAME or the hostname, "-", 8 random hex */
+    const char *namespace_;     /* NULL: kube_namespace() */
+    const char *label_selector; /* NULL: WATCHER_SELECTOR_DEFAULT */
+    long watch_timeout_s;       /* the watch's timeoutSeconds; 0: the default */
+    const char *lease_name;     /* NULL: no leader election (never leader) */
+    long lease_duration_ms;     /* 0: 15 s */
+    long renew_deadline_ms;     /* 0: 2/3 of the duration (client-go's ratio) */
+    long retry_period_ms;       /* 0: 2/15 of the duration */
+    const char *identity;       /* NULL: $POD_NAME or the hostname, "-", 8 random hex */
 };
 
 enum watcher_event {
@@ -65,14 +65,14 @@ const char *watcher_event_name(enum watcher_event ev);
  * Builds a watcher over k (borrowed: it must outlive the watcher). Nothing is sent
  * until watcher_start. Returns 0, GHE_INVAL (err says why) or GHE_NOMEM.
  */
-int watcher_new(struct kube *k, const struct watcher_config *cfg, struct watcher **out,
-                char *err, size_t err_size);
+int watcher_new(struct kube *k, const struct watcher_config *cfg, struct watcher **out, char *err,
+                size_t err_size);
 /*
  * Adds a consumer, before watcher_start (GHE_INVAL after, or when full). Either
  * callback may be NULL.
  */
-int watcher_subscribe(struct watcher *w, watcher_event_fn on_event,
-                      watcher_leader_fn on_leadership, void *arg);
+int watcher_subscribe(struct watcher *w, watcher_event_fn on_event, watcher_leader_fn on_leadership,
+                      void *arg);
 /* Starts the thread. Returns 0 or GHE_NOMEM. */
 int watcher_start(struct watcher *w);
 /*

@@ -62,9 +62,8 @@ static const char *str2(const cJSON *o, const char *a, const char *b) {
 }
 
 static const char *succeeded_reason(const cJSON *run) {
-    const cJSON *conds =
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(run, "status"),
-                                         "conditions");
+    const cJSON *conds = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(run, "status"), "conditions");
     const cJSON *c;
     cJSON_ArrayForEach(c, conds) {
         const cJSON *t = cJSON_GetObjectItemCaseSensitive(c, "type");
