@@ -868,7 +868,7 @@ int kube_probe(struct kube *k, char *detail, size_t detail_len) {
 
 const char *kube_base_url(const struct kube *k) { return k->base_url; }
 
-int kube_conn_apply(struct kube *k, void *h, struct curl_slist **headers) {
+int kube_conn_apply(struct kube *k, void *h, struct curl_slist **headers, bool reread_token) {
     char auth[8192];
     struct curl_slist *l = *headers;
 
@@ -886,7 +886,7 @@ int kube_conn_apply(struct kube *k, void *h, struct curl_slist **headers) {
     curl_easy_setopt(h, CURLOPT_USERAGENT, "gpuhook/" GPUHOOK_VERSION);
 
     pthread_mutex_lock(&k->lock);
-    kube_token_refresh(k, 0);
+    kube_token_refresh(k, reread_token);
     if (k->token) {
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", k->token);
         l = curl_slist_append(l, auth);

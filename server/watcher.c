@@ -40,6 +40,7 @@ struct wpatch {
     char name[WATCHER_NAME_MAX + 1];
     char *body;
     size_t len;
+    bool reauthed; /* retried once after a 401 */
     watcher_patch_fn done;
     void *arg;
 };
@@ -93,6 +94,7 @@ struct watcher {
     long long lease_due;
     struct xfer *patches;
     bool reported_leader;
+    bool token_stale; /* a 401 came: the next request re-reads the token file */
 };
 
 /* One log line; detail holds no secret (statuses, resourceVersions, names). */
@@ -282,6 +284,8 @@ static size_t xfer_watch_write(char *p, size_t size, size_t nmemb, void *ud) {
         long code = 0;
         curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &code);
         x->status = code;
+        if (code == 401)
+            x->w->token_stale = true;
         kwatch_watch_status(&x->w->kw, (int)code);
     }
     if (x->status != 200)
@@ -311,7 +315,7 @@ static struct xfer *xfer_new(struct watcher *w, enum xfer_kind kind, const char 
     x->body = body;
     x->status = -1;
     buf_init(&x->resp, resp_max);
-    if (!(x->h = curl_easy_init()) || kube_conn_apply(w->k, x->h, &x->hdrs) != 0)
+    if (!(x->h = curl_easy_init()) || kube_conn_apply(w->k, x->h, &x->hdrs, w->token_stale) != 0)
         goto fail;
     struct curl_slist *l = curl_slist_append(x->hdrs, "Accept: application/json");
     if (!l)
@@ -343,6 +347,7 @@ static struct xfer *xfer_new(struct watcher *w, enum xfer_kind kind, const char 
     }
     if (curl_multi_add_handle(w->multi, x->h) != CURLM_OK)
         goto fail;
+    w->token_stale = false;
     return x;
 fail:
     if (x->h) {
@@ -358,6 +363,8 @@ static long xfer_status(struct xfer *x, CURLcode cc) {
     if (cc != CURLE_OK && x->kind != XFER_WATCH)
         return 0; /* no usable answer */
     curl_easy_getinfo(x->h, CURLINFO_RESPONSE_CODE, &code);
+    if (code == 401)
+        x->w->token_stale = true;
     return code;
 }
 
@@ -596,8 +603,11 @@ static void patch_start(struct watcher *w, struct wpatch *p) {
     char path[1024];
     snprintf(path, sizeof(path), "/apis/tekton.dev/v1/namespaces/%s/pipelineruns/%s", w->ns,
              p->name);
-    char *body = p->body;
-    p->body = NULL;
+    char *body = strdup(p->body);
+    if (!body) {
+        patch_answer(p, 0, "", 0);
+        return;
+    }
     struct xfer *x = xfer_new(w, XFER_PATCH, "PATCH", path, body, "application/merge-patch+json",
                               WATCHER_PATCH_TIMEOUT_MS, WATCHER_ANSWER_MAX);
     if (!x) {
@@ -618,6 +628,12 @@ static void patch_done(struct watcher *w, struct xfer *x, CURLcode cc) {
     long code = xfer_status(x, cc);
     struct wpatch *p = x->patch;
     x->patch = NULL;
+    if (code == 401 && !p->reauthed) {
+        /* As the create path does: re-read the token at once and try once more. */
+        p->reauthed = true;
+        patch_start(w, p);
+        return;
+    }
     patch_answer(p, (int)code, x->resp.data, x->resp.len);
 }
 

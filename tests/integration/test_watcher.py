@@ -17,7 +17,8 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "kubeapi"))
 
-from fake_apiserver import FakeApiServer, make_tls, sample_pipelinerun, write_token  # noqa: E402
+from fake_apiserver import (FakeApiServer, make_tls, sample_pipelinerun,  # noqa: E402
+                            write_serviceaccount, write_token)
 
 NS = "tekton-pipelines"
 TOKEN = "watcher-token"
@@ -41,11 +42,19 @@ def driver_bin():
 class Driver:
     """One gpuhook_watcher process; its stdout lines are collected as dicts."""
 
-    def __init__(self, srv, tmp, name, lease=None, identity=None):
+    def __init__(self, srv, tmp, name, lease=None, identity=None, in_cluster=None):
         self.lines = []
         self.cond = threading.Condition()
-        args = [driver_bin(), "--url", srv.url, "--token-file", srv.token_path,
-                "--ca-file", srv.ca_file, "--namespace", NS, "--watch-timeout", "20"]
+        env = dict(os.environ)
+        env.pop("POD_NAME", None)
+        if in_cluster:
+            args = [driver_bin(), "--in-cluster", "1", "--watch-timeout", "20"]
+            env.update({"GPUHOOK_SERVICEACCOUNT_DIR": in_cluster,
+                        "KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                        "KUBERNETES_SERVICE_PORT": str(srv.port), "POD_NAME": "gpuhook-0"})
+        else:
+            args = [driver_bin(), "--url", srv.url, "--token-file", srv.token_path,
+                    "--ca-file", srv.ca_file, "--namespace", NS, "--watch-timeout", "20"]
         if lease:
             args += ["--lease", lease, "--duration-ms", str(DURATION_MS)]
         if identity:
@@ -53,7 +62,7 @@ class Driver:
         self.stderr_path = os.path.join(tmp, name + ".stderr")
         self.stderr = open(self.stderr_path, "w")
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self.stderr, text=True, bufsize=1)
+                                     stderr=self.stderr, text=True, bufsize=1, env=env)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.identity = self.wait(lambda l: l.get("started"))["identity"]
@@ -267,6 +276,31 @@ def test_patch_precondition_409_and_applied(api, drivers):
     n = len(d.snapshot())
     d.patch("nosuchrun", {"metadata": {"annotations": {"a": "b"}}})
     assert d.wait(lambda x: x.get("patch") == "nosuchrun", after=n)["status"] == 404
+
+
+def test_in_cluster_service_account_and_token_rotation(api, drivers, tmp_path):
+    sa = write_serviceaccount(str(tmp_path / "sa"), TOKEN, ca_file=api.ca_file, namespace=NS)
+    run(api, "ic1")
+    d = drivers(api, "ic", lease="gpuhook-scheduler", in_cluster=sa)
+    assert d.identity.startswith("gpuhook-0-") and len(d.identity) == len("gpuhook-0-") + 8
+    d.wait(lambda x: x.get("name") == "ic1")
+    d.wait(lambda x: x.get("leader") is True)
+    lease = api.objects_of("coordination.k8s.io/v1", "Lease", NS)[0]
+    assert lease["spec"]["holderIdentity"] == d.identity
+    # The kubelet rotates the token: the server takes only the new one from now on.
+    write_token(os.path.join(sa, "token"), "rotated-token")
+    write_token(api.token_path, "rotated-token")
+    try:
+        api.close_watches()
+        time.sleep(0.5)
+        run(api, "ic2")
+        # Well below kube.c's 10 s token check: the 401 itself makes it re-read the file.
+        d.wait(lambda x: x.get("name") == "ic2", timeout=5)
+        n = len(d.snapshot())
+        d.patch("ic2", {"metadata": {"annotations": {"gpuhook.dev/rotated": "yes"}}})
+        assert d.wait(lambda x: x.get("patch") == "ic2", after=n)["status"] == 200
+    finally:
+        write_token(api.token_path, TOKEN)
 
 
 def wait_one_leader(ds, timeout=10.0):

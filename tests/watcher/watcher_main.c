@@ -4,11 +4,13 @@
  * patch answer on stdout, each with "t" (wall clock, ms). Logs go to stderr. Used by
  * tests/integration/test_watcher.py.
  *
- *   gpuhook_watcher --url URL [--token-file F] [--ca-file F] [--namespace NS]
+ *   gpuhook_watcher (--url URL | --in-cluster 1) [--token-file F] [--ca-file F] [--namespace NS]
  *                   [--selector S] [--watch-timeout S] [--lease NAME]
  *                   [--duration-ms N] [--deadline-ms N] [--retry-ms N]
  *                   [--identity ID] [--log-level L]
  *
+ * --in-cluster 1 takes the API server, token, CA and namespace from the service account
+ * and KUBERNETES_SERVICE_HOST/PORT, as gpuhook does in a pod.
  * Stdin lines: "PATCH NAME JSON" (a merge patch of the PipelineRun NAME).
  * Output lines:
  *   {"t", "started": true, "identity"}
@@ -144,7 +146,7 @@ static void command(struct watcher *w, char *line) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: gpuhook_watcher --url URL [--token-file F] [--ca-file F] "
+    fprintf(stderr, "usage: gpuhook_watcher (--url URL | --in-cluster 1) [--token-file F] [--ca-file F] "
                     "[--namespace NS] [--selector S] [--watch-timeout S] [--lease NAME] "
                     "[--duration-ms N] [--deadline-ms N] [--retry-ms N] [--identity ID] "
                     "[--log-level L]\n");
@@ -165,6 +167,8 @@ int main(int argc, char **argv) {
         i++;
         if (!strcmp(a, "--url"))
             cfg.kube_url = (char *)v;
+        else if (!strcmp(a, "--in-cluster") && !strcmp(v, "1"))
+            cfg.kube_mode = CONFIG_KUBE_IN_CLUSTER;
         else if (!strcmp(a, "--token-file"))
             cfg.kube_token_file = (char *)v;
         else if (!strcmp(a, "--ca-file"))
@@ -190,7 +194,7 @@ int main(int argc, char **argv) {
         else
             usage();
     }
-    if (!cfg.kube_url)
+    if (!cfg.kube_url && cfg.kube_mode != CONFIG_KUBE_IN_CLUSTER)
         usage();
     logger_set_level(logger_level_parse(level) < 0 ? LOGGER_INFO : logger_level_parse(level));
 
