@@ -555,7 +555,8 @@ static void lease_release_now(struct watcher *w) {
 /* ---- patches ---- */
 
 static void patch_answer(struct wpatch *p, int status, const char *body, size_t len) {
-    p->done(p->arg, status, body ? body : "", len);
+    if (p->done)
+        p->done(p->arg, status, body ? body : "", len);
     free(p->body);
     free(p);
 }
@@ -595,7 +596,8 @@ fail:
     if (p)
         free(p->body);
     free(p);
-    done(arg, 0, "", 0);
+    if (done)
+        done(arg, 0, "", 0);
     return rc;
 }
 

@@ -92,8 +92,9 @@ const char *watcher_identity(const struct watcher *w);
  * thread and returns at once; done runs there with the answer, exactly once (also on
  * failure to queue: then before this returns, status 0). A
  * metadata.resourceVersion in the patch is a precondition: a stale one answers 409.
- * patch is copied. Any thread. Returns 0, GHE_INVAL (a bad name), GHE_NOMEM or
- * GHE_UNAVAILABLE (stopping, or not started).
+ * patch is copied; done may be NULL (fire and forget). An answer of 401 re-reads the token
+ * file and sends the patch once more, as the create path does. Any thread. Returns 0, GHE_INVAL (a
+ * bad name), GHE_NOMEM or GHE_UNAVAILABLE (stopping, or not started).
  */
 int watcher_patch(struct watcher *w, const char *name, const char *patch, size_t len,
                   watcher_patch_fn done, void *arg);
