@@ -238,6 +238,9 @@ def test_410_relists_with_nothing_lost_and_missed_deletes(api, drivers):
     # And the watch goes on after the re-list.
     run(api, "k5")
     d.wait(lambda x: x.get("name") == "k5")
+    assert d.stop() == 0
+    stats = d.snapshot()[-1]
+    assert stats["stopped"] and stats["relists_410"] >= 1 and stats["lists"] == 2, stats
 
 
 def test_api_restart_resumes_without_loss(api, drivers):

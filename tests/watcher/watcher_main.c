@@ -20,8 +20,9 @@
  *   {"t", "leader": true|false, "identity"}
  *   {"t", "patch": NAME, "status", "rv", "reason"}   (the answer's resourceVersion, or
  *       its Status reason)
- *   {"t", "stopped": true, "leader_after": false}   after SIGTERM or SIGINT: the watcher is
- *       freed (the Lease released) first.
+ *   {"t", "stopped": true, "lists", "watches", "events", "relists_410", "transitions"}
+ *       after SIGTERM or SIGINT: the watcher is freed (the Lease released) first; the
+ *       counters are watcher_stats' from just before.
  */
 #include <cjson/cJSON.h>
 
@@ -146,10 +147,11 @@ static void command(struct watcher *w, char *line) {
 }
 
 static void usage(void) {
-    fprintf(stderr, "usage: gpuhook_watcher (--url URL | --in-cluster 1) [--token-file F] [--ca-file F] "
-                    "[--namespace NS] [--selector S] [--watch-timeout S] [--lease NAME] "
-                    "[--duration-ms N] [--deadline-ms N] [--retry-ms N] [--identity ID] "
-                    "[--log-level L]\n");
+    fprintf(stderr,
+            "usage: gpuhook_watcher (--url URL | --in-cluster 1) [--token-file F] [--ca-file F] "
+            "[--namespace NS] [--selector S] [--watch-timeout S] [--lease NAME] "
+            "[--duration-ms N] [--deadline-ms N] [--retry-ms N] [--identity ID] "
+            "[--log-level L]\n");
     exit(2);
 }
 
@@ -260,9 +262,16 @@ int main(int argc, char **argv) {
         if (have == sizeof(line) - 1)
             have = 0; /* a line too long for a command: dropped */
     }
+    struct watcher_stats st;
+    watcher_stats(w, &st);
     watcher_free(w);
     o = cJSON_CreateObject();
     cJSON_AddBoolToObject(o, "stopped", 1);
+    cJSON_AddNumberToObject(o, "lists", (double)st.lists);
+    cJSON_AddNumberToObject(o, "watches", (double)st.watches);
+    cJSON_AddNumberToObject(o, "events", (double)st.events);
+    cJSON_AddNumberToObject(o, "relists_410", (double)st.relists_410);
+    cJSON_AddNumberToObject(o, "transitions", (double)st.transitions);
     out(o);
     kube_free(k);
     close(sfd);
