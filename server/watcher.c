@@ -440,32 +440,32 @@ static void reflector_done(struct watcher *w, struct xfer *x, CURLcode cc) {
 
 /* ---- the Lease ---- */
 
-static void lease_path(struct watcher *w, enum lease_op op, char *out, size_t n) {
+static void watcher_lease_path(struct watcher *w, enum lease_op op, char *out, size_t n) {
     if (op == LEASE_OP_CREATE)
         snprintf(out, n, "/apis/coordination.k8s.io/v1/namespaces/%s/leases", w->ns);
     else
         snprintf(out, n, "/apis/coordination.k8s.io/v1/namespaces/%s/leases/%s", w->ns, w->le.name);
 }
 
-static long lease_timeout_ms(const struct watcher *w) {
+static long watcher_lease_timeout_ms(const struct watcher *w) {
     long t = w->le.deadline_ms / 2;
     return t < 500 ? 500 : t;
 }
 
 /* Carries out what the elector asked for; takes a's body. */
-static void lease_apply(struct watcher *w, struct lease_action *a) {
+static void watcher_lease_apply(struct watcher *w, struct lease_action *a) {
     char path[1024];
     if (a->op == LEASE_OP_WAIT) {
         w->lease_due = a->at_mono_ms;
         lease_action_cleanup(a);
         return;
     }
-    lease_path(w, a->op, path, sizeof(path));
+    watcher_lease_path(w, a->op, path, sizeof(path));
     const char *method = a->op == LEASE_OP_GET ? "GET" : a->op == LEASE_OP_CREATE ? "POST" : "PUT";
     char *body = a->body;
     a->body = NULL;
     struct xfer *x = xfer_new(w, XFER_LEASE, method, path, body, body ? "application/json" : NULL,
-                              lease_timeout_ms(w), WATCHER_ANSWER_MAX);
+                              watcher_lease_timeout_ms(w), WATCHER_ANSWER_MAX);
     if (!x) {
         /* Treated as a request that got no answer: the elector retries. */
         struct lease_action b = {0};
@@ -484,7 +484,7 @@ static void lease_apply(struct watcher *w, struct lease_action *a) {
     lease_action_cleanup(a);
 }
 
-static void lease_done(struct watcher *w, struct xfer *x, CURLcode cc) {
+static void watcher_lease_done(struct watcher *w, struct xfer *x, CURLcode cc) {
     struct lease_action a = {0};
     long code = xfer_status(x, cc);
     const char *body = x->resp.data ? x->resp.data : "";
@@ -499,17 +499,17 @@ static void lease_done(struct watcher *w, struct xfer *x, CURLcode cc) {
         w->lease_due = now + w->le.retry_ms;
         return;
     }
-    lease_apply(w, &a);
+    watcher_lease_apply(w, &a);
 }
 
-static void lease_step(struct watcher *w, long long now) {
+static void watcher_lease_step(struct watcher *w, long long now) {
     struct lease_action a = {0};
     if (lease_next(&w->le, now, clock_wall_ms(), &a) != 0) {
         lease_action_cleanup(&a);
         w->lease_due = now + w->le.retry_ms;
         return;
     }
-    lease_apply(w, &a);
+    watcher_lease_apply(w, &a);
 }
 
 static void leadership_check(struct watcher *w, long long now) {
@@ -527,7 +527,7 @@ static void leadership_check(struct watcher *w, long long now) {
 }
 
 /* The release PUT, on the thread's way out: one plain blocking transfer, bounded. */
-static void lease_release_now(struct watcher *w) {
+static void watcher_lease_release(struct watcher *w) {
     struct lease_action a = {0};
     char path[1024];
     long long now = clock_mono_ms();
@@ -535,7 +535,7 @@ static void lease_release_now(struct watcher *w) {
         lease_action_cleanup(&a);
         return;
     }
-    lease_path(w, LEASE_OP_UPDATE, path, sizeof(path));
+    watcher_lease_path(w, LEASE_OP_UPDATE, path, sizeof(path));
     char *body = a.body;
     a.body = NULL;
     struct xfer *x = xfer_new(w, XFER_LEASE, "PUT", path, body, "application/json",
@@ -655,7 +655,7 @@ static void reap(struct watcher *w) {
             reflector_done(w, x, cc);
         } else if (x->kind == XFER_LEASE) {
             w->lease_x = NULL;
-            lease_done(w, x, cc);
+            watcher_lease_done(w, x, cc);
         } else {
             patch_done(w, x, cc);
         }
@@ -690,7 +690,7 @@ static void *watcher_main(void *arg) {
         if (!w->reflector && now >= w->reflector_due)
             reflector_start(w);
         if (w->use_lease && !w->lease_x && now >= w->lease_due)
-            lease_step(w, now);
+            watcher_lease_step(w, now);
         int running = 0;
         curl_multi_perform(w->multi, &running);
         reap(w);
@@ -726,7 +726,7 @@ static void *watcher_main(void *arg) {
             lease_action_cleanup(&a);
             xfer_free(x);
         }
-        lease_release_now(w);
+        watcher_lease_release(w);
         leadership_check(w, clock_mono_ms());
     }
     while (w->patches) {
