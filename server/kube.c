@@ -859,3 +859,36 @@ int kube_probe(struct kube *k, char *detail, size_t detail_len) {
     kube_handle_free(h);
     return code == 200 ? 0 : GHE_UNAVAILABLE;
 }
+
+const char *kube_base_url(const struct kube *k) { return k->base_url; }
+
+int kube_conn_apply(struct kube *k, void *h, struct curl_slist **headers, bool reread_token) {
+    char auth[8192];
+    struct curl_slist *l = *headers;
+
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_PROXY, k->proxy ? k->proxy : "");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
+    if (k->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, k->ca_file);
+    curl_easy_setopt(h, CURLOPT_USERAGENT, "gpuhook/" GPUHOOK_VERSION);
+
+    pthread_mutex_lock(&k->lock);
+    kube_token_refresh(k, reread_token);
+    if (k->token) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", k->token);
+        l = curl_slist_append(l, auth);
+        explicit_bzero(auth, sizeof(auth));
+    }
+    pthread_mutex_unlock(&k->lock);
+    if (k->token && !l)
+        return GHE_NOMEM;
+    *headers = l;
+    return 0;
+}

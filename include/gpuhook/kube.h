@@ -122,3 +122,19 @@ void kube_existing_read(const char *json, size_t len, struct kube_result *r);
 int kube_probe(struct kube *k, char *detail, size_t detail_len);
 
 #endif
+
+/* The API server's URL without a trailing slash ("https://10.0.0.1:443"). */
+const char *kube_base_url(const struct kube *k);
+
+/*
+ * Sets on h (a CURL easy handle) the connection options every request of this client uses (http and https
+ * only, no redirects, the configured proxy or none, TLS verified against the CA file,
+ * keepalive, the user agent) and appends the bearer token's Authorization header to
+ * *headers (re-reading the token file when it changed, checked at most every 10 s, or at
+ * once with reread_token: pass true after a 401). The caller sets the URL (from
+ * kube_base_url), the method, its other headers and CURLOPT_HTTPHEADER, and frees
+ * *headers after the transfer with curl_slist_free_all (zeroing it first: it holds the
+ * token). Safe from any thread. Returns 0 or GHE_NOMEM.
+ */
+struct curl_slist;
+int kube_conn_apply(struct kube *k, void *h, struct curl_slist **headers, bool reread_token);
