@@ -254,14 +254,8 @@ static void kube_handle_free(struct kube_handle *kh) {
 static size_t kube_write_cb(char *ptr, size_t size, size_t nmemb, void *userdata);
 static size_t kube_header_cb(char *ptr, size_t size, size_t nitems, void *userdata);
 
-static struct kube_handle *kube_handle_new(struct kube *k) {
-    struct kube_handle *kh = calloc(1, sizeof(*kh));
-    if (!kh || !(kh->curl = curl_easy_init())) {
-        free(kh);
-        return NULL;
-    }
-    CURL *h = kh->curl;
-    kh->token_gen = (unsigned)-1;
+/* The connection options every request to the API server carries: kube's own and the watcher's. */
+static void kube_conn_options(const struct kube *k, CURL *h) {
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
@@ -274,6 +268,17 @@ static struct kube_handle *kube_handle_new(struct kube *k) {
     if (k->ca_file)
         curl_easy_setopt(h, CURLOPT_CAINFO, k->ca_file);
     curl_easy_setopt(h, CURLOPT_USERAGENT, "gpuhook/" GPUHOOK_VERSION);
+}
+
+static struct kube_handle *kube_handle_new(struct kube *k) {
+    struct kube_handle *kh = calloc(1, sizeof(*kh));
+    if (!kh || !(kh->curl = curl_easy_init())) {
+        free(kh);
+        return NULL;
+    }
+    CURL *h = kh->curl;
+    kh->token_gen = (unsigned)-1;
+    kube_conn_options(k, h);
     curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, kube_write_cb);
     curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, kube_header_cb);
     return kh;
@@ -866,18 +871,7 @@ int kube_conn_apply(struct kube *k, void *h, struct curl_slist **headers, bool r
     char auth[8192];
     struct curl_slist *l = *headers;
 
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_PROXY, k->proxy ? k->proxy : "");
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(h, CURLOPT_TCP_NODELAY, 1L);
-    if (k->ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, k->ca_file);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "gpuhook/" GPUHOOK_VERSION);
+    kube_conn_options(k, h);
 
     pthread_mutex_lock(&k->lock);
     kube_token_refresh(k, reread_token);
