@@ -43,76 +43,122 @@ struct config_key {
     const char *const *choices; /* enum: names, index is the value */
     const struct config_key *children;
     bool required;
+    /*
+     * enum config_reload: whether SIGHUP applies a change (CONFIG_LIVE) or the
+     * running value stays until a restart (CONFIG_RESTART). Last, so that a key
+     * written without it is a missing initializer, which -Wextra -Werror refuse;
+     * test_config checks that every key has one.
+     */
+    int reload;
 };
 
 #define CFG_OFF(f) offsetof(struct config, f)
 #define CFG_END                                                                                    \
-    { NULL, 0, 0, 0, NULL, 0, 0, 0, NULL, NULL, false }
+    { NULL, 0, 0, 0, NULL, 0, 0, 0, NULL, NULL, false, 0 }
+#define LIVE CONFIG_LIVE
+#define RESTART CONFIG_RESTART
+#define NESTED CONFIG_NESTED
 
 static const char *const config_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const config_modes[] = {"local", "url", "in-cluster", "dry-run", NULL};
 
 static const struct config_key config_tls_keys[] = {
-    {"cert_file", CONFIG_T_PATH, CFG_OFF(tls_cert_file), 0, NULL, 0, 0, 0, NULL, NULL, true},
-    {"key_file", CONFIG_T_PATH, CFG_OFF(tls_key_file), 0, NULL, 0, 0, 0, NULL, NULL, true},
+    /* http.c reads the PEM files once, when the server starts */
+    {"cert_file", CONFIG_T_PATH, CFG_OFF(tls_cert_file), 0, NULL, 0, 0, 0, NULL, NULL, true,
+     RESTART},
+    /* read with cert_file, at start only */
+    {"key_file", CONFIG_T_PATH, CFG_OFF(tls_key_file), 0, NULL, 0, 0, 0, NULL, NULL, true, RESTART},
     CFG_END};
 static const struct config_key config_github_keys[] = {
+    /* the keyring is built by the load and swapped with the config */
     {"secret_files", CONFIG_T_PATH_LIST, CFG_OFF(secret_files), CFG_OFF(secret_count), NULL, 0, 1,
-     SIGNATURE_MAX_KEYS, NULL, NULL, true},
+     SIGNATURE_MAX_KEYS, NULL, NULL, true, LIVE},
+    /* webhook.c reads the current config; serve.c re-registers metric labels */
     {"events", CONFIG_T_STRING_LIST, CFG_OFF(events), CFG_OFF(event_count),
-     "push,pull_request,ping", 0, 0, 64, NULL, NULL, false},
+     "push,pull_request,ping", 0, 0, 64, NULL, NULL, false, LIVE},
     CFG_END};
 static const struct config_key config_trigger_keys[] = {
-    {"token_file", CONFIG_T_PATH, CFG_OFF(trigger_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    /* the token is read by the load and swapped with the config */
+    {"token_file", CONFIG_T_PATH, CFG_OFF(trigger_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     LIVE},
+    /* trigger.c reads the current config */
     {"default_repo_url", CONFIG_T_STRING, CFG_OFF(trigger_default_repo_url), 0, NULL, 0, 0, 0, NULL,
-     NULL, false},
+     NULL, false, LIVE},
     CFG_END};
 static const struct config_key config_kube_keys[] = {
+    /* the delivery backend is chosen once, at start */
     {"mode", CONFIG_T_ENUM, CFG_OFF(kube_mode), 0, NULL, CONFIG_KUBE_LOCAL, 0, 0, config_modes,
-     NULL, false},
-    {"url", CONFIG_T_STRING, CFG_OFF(kube_url), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"namespace", CONFIG_T_STRING, CFG_OFF(kube_namespace), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"token_file", CONFIG_T_PATH, CFG_OFF(kube_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"ca_file", CONFIG_T_PATH, CFG_OFF(kube_ca_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"local_dir", CONFIG_T_PATH, CFG_OFF(kube_local_dir), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"proxy", CONFIG_T_STRING, CFG_OFF(kube_proxy), 0, NULL, 0, 0, 0, NULL, NULL, false},
+     NULL, false, RESTART},
+    /* the API client is made once, at start */
+    {"url", CONFIG_T_STRING, CFG_OFF(kube_url), 0, NULL, 0, 0, 0, NULL, NULL, false, RESTART},
+    /* the API client and the spool keep the start value */
+    {"namespace", CONFIG_T_STRING, CFG_OFF(kube_namespace), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    /* the client copies the path at start; it re-reads that file when it changes */
+    {"token_file", CONFIG_T_PATH, CFG_OFF(kube_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    /* the client copies the path at start; curl reads the file per connection */
+    {"ca_file", CONFIG_T_PATH, CFG_OFF(kube_ca_file), 0, NULL, 0, 0, 0, NULL, NULL, false, RESTART},
+    /* the local sink is opened once, at start */
+    {"local_dir", CONFIG_T_PATH, CFG_OFF(kube_local_dir), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    /* the client copies it at start */
+    {"proxy", CONFIG_T_STRING, CFG_OFF(kube_proxy), 0, NULL, 0, 0, 0, NULL, NULL, false, RESTART},
+    /* the client and the delivery keep the start value (only the request deadline would follow) */
     {"timeout_seconds", CONFIG_T_INT, CFG_OFF(kube_timeout_seconds), 0, NULL, 5, 1, 9, NULL, NULL,
-     false},
+     false, RESTART},
     CFG_END};
 static const struct config_key config_gpu_keys[] = {
+    /* serve.c passes it to gpu_set_options */
     {"refresh_seconds", CONFIG_T_INT32, CFG_OFF(gpu.refresh_seconds), 0, NULL, 5, 1, 3600, NULL,
-     NULL, false},
-    {"required", CONFIG_T_BOOL, CFG_OFF(gpu.required), 0, NULL, 0, 0, 1, NULL, NULL, false},
+     NULL, false, LIVE},
+    /* serve.c passes it to gpu_set_options; dispatch reads the current config */
+    {"required", CONFIG_T_BOOL, CFG_OFF(gpu.required), 0, NULL, 0, 0, 1, NULL, NULL, false, LIVE},
     CFG_END};
 static const struct config_key config_top_keys[] = {
-    {"listen", CONFIG_T_STRING, CFG_OFF(listen), 0, "127.0.0.1:8080", 0, 0, 0, NULL, NULL, false},
+    /* the socket is bound once */
+    {"listen", CONFIG_T_STRING, CFG_OFF(listen), 0, "127.0.0.1:8080", 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    /* serve_apply sets it */
     {"log_level", CONFIG_T_ENUM, CFG_OFF(log_level), 0, NULL, LOGGER_INFO, 0, 0, config_levels,
-     NULL, false},
-    {"tls", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_tls_keys, false},
+     NULL, false, LIVE},
+    {"tls", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_tls_keys, false, NESTED},
+    /* http.c reads the current config per request */
     {"max_body_bytes", CONFIG_T_INT, CFG_OFF(max_body_bytes), 0, NULL, 26214400, 1024,
-     64L * 1024 * 1024, NULL, NULL, false},
+     64L * 1024 * 1024, NULL, NULL, false, LIVE},
+    /* serve_apply sets the budget */
     {"unverified_body_budget_bytes", CONFIG_T_INT, CFG_OFF(unverified_body_budget_bytes), 0, NULL,
-     64L * 1024 * 1024, 1024L * 1024, 4096L * 1024 * 1024, NULL, NULL, false},
+     64L * 1024 * 1024, 1024L * 1024, 4096L * 1024 * 1024, NULL, NULL, false, LIVE},
+    /* a libmicrohttpd daemon option, set at start */
     {"max_connections", CONFIG_T_INT, CFG_OFF(max_connections), 0, NULL, 4096, 16, 65536, NULL,
-     NULL, false},
+     NULL, false, RESTART},
+    /* the slow-client guard keeps the start value */
     {"header_timeout_seconds", CONFIG_T_INT, CFG_OFF(header_timeout_seconds), 0, NULL, 10, 1, 300,
-     NULL, NULL, false},
+     NULL, NULL, false, RESTART},
+    /* the slow-client guard keeps the start value */
     {"min_body_bytes_per_second", CONFIG_T_INT, CFG_OFF(min_body_bytes_per_second), 0, NULL, 16384,
-     0, 1024L * 1024 * 1024, NULL, NULL, false},
+     0, 1024L * 1024 * 1024, NULL, NULL, false, RESTART},
+    /* serve.c reads the config in force at shutdown */
     {"shutdown_grace_seconds", CONFIG_T_INT, CFG_OFF(shutdown_grace_seconds), 0, NULL, 20, 0, 600,
-     NULL, NULL, false},
-    {"github", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_github_keys, true},
-    {"trigger", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_trigger_keys, false},
-    {"kubernetes", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_kube_keys, false},
-    {"template", CONFIG_T_PATH, CFG_OFF(template_path), 0, NULL, 0, 0, 0, NULL, NULL, true},
-    {"bindings", CONFIG_T_PATH, CFG_OFF(bindings_path), 0, NULL, 0, 0, 0, NULL, NULL, true},
-    {"selection", CONFIG_T_SELECTION, 0, 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"spool_dir", CONFIG_T_PATH, CFG_OFF(spool_dir), 0, NULL, 0, 0, 0, NULL, NULL, false},
+     NULL, NULL, false, LIVE},
+    {"github", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_github_keys, true, NESTED},
+    {"trigger", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_trigger_keys, false, NESTED},
+    {"kubernetes", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_kube_keys, false, NESTED},
+    /* compiled by the load and swapped with the config */
+    {"template", CONFIG_T_PATH, CFG_OFF(template_path), 0, NULL, 0, 0, 0, NULL, NULL, true, LIVE},
+    /* compiled by the load and swapped with the config */
+    {"bindings", CONFIG_T_PATH, CFG_OFF(bindings_path), 0, NULL, 0, 0, 0, NULL, NULL, true, LIVE},
+    /* compiled by the load; serve.c passes gpu_fit to the probe */
+    {"selection", CONFIG_T_SELECTION, 0, 0, NULL, 0, 0, 0, NULL, NULL, false, LIVE},
+    /* the spool is opened once, at start */
+    {"spool_dir", CONFIG_T_PATH, CFG_OFF(spool_dir), 0, NULL, 0, 0, 0, NULL, NULL, false, RESTART},
+    /* spool_open takes it at start */
     {"spool_max_age_hours", CONFIG_T_INT, CFG_OFF(spool_max_age_hours), 0, NULL, 72, 1, 24 * 365,
-     NULL, NULL, false},
+     NULL, NULL, false, RESTART},
+    /* the delivery sets it on the spool at start */
     {"spool_retry_after_max_seconds", CONFIG_T_INT, CFG_OFF(spool_retry_after_max_seconds), 0, NULL,
-     300, 1, 86400, NULL, NULL, false},
-    {"gpu", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_gpu_keys, false},
+     300, 1, 86400, NULL, NULL, false, RESTART},
+    {"gpu", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_gpu_keys, false, NESTED},
     CFG_END};
 
 struct config_ctx {
@@ -516,6 +562,91 @@ static void config_check_kube(struct config_ctx *c) {
                     config_kube_mode_name(cfg->kube_mode));
     if (cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER && !cfg->kube_namespace)
         cfg->kube_namespace = strdup("tekton-pipelines");
+}
+
+/* Whether two values of key k differ; only keys with a field (not objects, not selection). */
+static bool config_key_differs(const struct config_key *k, const struct config *a,
+                               const struct config *b) {
+    const char *pa = (const char *)a + k->offset, *pb = (const char *)b + k->offset;
+    switch (k->type) {
+    case CONFIG_T_STRING:
+    case CONFIG_T_PATH: {
+        const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
+        return (sa == NULL) != (sb == NULL) || (sa && strcmp(sa, sb) != 0);
+    }
+    case CONFIG_T_INT:
+        return *(const long *)pa != *(const long *)pb;
+    case CONFIG_T_INT32:
+    case CONFIG_T_ENUM:
+        return *(const int *)pa != *(const int *)pb;
+    case CONFIG_T_BOOL:
+        return *(const bool *)pa != *(const bool *)pb;
+    case CONFIG_T_STRING_LIST:
+    case CONFIG_T_PATH_LIST: {
+        size_t na = *(const size_t *)((const char *)a + k->offset_count);
+        size_t nb = *(const size_t *)((const char *)b + k->offset_count);
+        char *const *la = *(char **const *)pa, *const *lb = *(char **const *)pb;
+        if (na != nb)
+            return true;
+        for (size_t i = 0; i < na; i++)
+            if (strcmp(la[i], lb[i]) != 0)
+                return true;
+        return false;
+    }
+    default:
+        return false;
+    }
+}
+
+static void config_walk_restart(const struct config_key *keys, const char *prefix,
+                                const struct config *a, const struct config *b,
+                                struct errlist *changed, size_t *n) {
+    char path[256];
+    for (const struct config_key *k = keys; k->name; k++) {
+        snprintf(path, sizeof(path), "%s.%s", prefix, k->name);
+        if (k->reload == CONFIG_NESTED)
+            config_walk_restart(k->children, path, a, b, changed, n);
+        else if (k->reload == CONFIG_RESTART && config_key_differs(k, a, b)) {
+            errlist_add(changed, "%s", path);
+            (*n)++;
+        }
+    }
+}
+
+size_t config_restart_changes(const struct config *old, const struct config *cfg,
+                              struct errlist *changed) {
+    size_t n = 0;
+    config_walk_restart(config_top_keys, "", old, cfg, changed, &n);
+    return n;
+}
+
+/* Finds the index-th leaf key in table order; *seen counts the leaves passed. */
+static const struct config_key *config_leaf(const struct config_key *keys, const char *prefix,
+                                            size_t index, size_t *seen, char *path, size_t n) {
+    for (const struct config_key *k = keys; k->name; k++) {
+        char sub[256];
+        snprintf(sub, sizeof(sub), "%s.%s", prefix, k->name);
+        if (k->type == CONFIG_T_OBJECT) {
+            const struct config_key *f = config_leaf(k->children, sub, index, seen, path, n);
+            if (f)
+                return f;
+        } else if ((*seen)++ == index) {
+            snprintf(path, n, "%s", sub);
+            return k;
+        }
+    }
+    return NULL;
+}
+
+const char *config_key_at(size_t index, int *reload) {
+    static _Thread_local char path[256];
+    size_t seen = 0;
+    const struct config_key *k = config_leaf(config_top_keys, "", index, &seen, path, sizeof(path));
+    if (!k)
+        return NULL;
+    if (reload)
+        *reload = k->reload;
+    return path;
 }
 
 const char *config_kube_mode_name(int mode) {
