@@ -97,7 +97,7 @@ static const struct config_key config_kube_keys[] = {
     /* the client copies the path at start; it re-reads that file when it changes */
     {"token_file", CONFIG_T_PATH, CFG_OFF(kube_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false,
      RESTART},
-    /* the client copies the path at start; curl reads the file per connection */
+    /* the client copies the path at start and hands it to curl */
     {"ca_file", CONFIG_T_PATH, CFG_OFF(kube_ca_file), 0, NULL, 0, 0, 0, NULL, NULL, false, RESTART},
     /* the local sink is opened once, at start */
     {"local_dir", CONFIG_T_PATH, CFG_OFF(kube_local_dir), 0, NULL, 0, 0, 0, NULL, NULL, false,
