@@ -39,9 +39,7 @@ struct gpu_state {
 static struct gpu_state g = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .opts = {.refresh_seconds = 5, .required = false},
-    .policy = {.lite_min_free_mib = 2048,
-               .original_min_free_mib = 8192,
-               .on_insufficient = GPU_FIT_DOWNGRADE},
+    .policy = GPU_FIT_POLICY_DEFAULTS,
 };
 static pthread_once_t g_cond_once = PTHREAD_ONCE_INIT;
 

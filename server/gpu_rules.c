@@ -28,9 +28,8 @@ bool gpu_xid_is_fatal(unsigned long long xid) {
 }
 
 void gpu_fit_policy_init(struct gpu_fit_policy *p) {
-    p->lite_min_free_mib = 2048;
-    p->original_min_free_mib = 8192;
-    p->on_insufficient = GPU_FIT_DOWNGRADE;
+    static const struct gpu_fit_policy defaults = GPU_FIT_POLICY_DEFAULTS;
+    *p = defaults;
 }
 
 const char *gpu_fit_outcome_name(int outcome) {

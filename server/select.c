@@ -597,9 +597,7 @@ int select_rules_parse(const cJSON *selection, const char *file, struct select_r
         return GHE_NOMEM;
     }
     rules->default_variant = SELECT_LITE;
-    rules->fit.lite_min_free_mib = 2048;
-    rules->fit.original_min_free_mib = 8192;
-    rules->fit.on_insufficient = GPU_FIT_DOWNGRADE;
+    gpu_fit_policy_init(&rules->fit);
     if (!selection)
         goto out;
     if (!cJSON_IsObject(selection)) {
@@ -652,7 +650,7 @@ out:
 }
 
 const struct gpu_fit_policy *select_rules_gpu_fit(const struct select_rules *rules) {
-    static const struct gpu_fit_policy defaults = {2048, 8192, GPU_FIT_DOWNGRADE};
+    static const struct gpu_fit_policy defaults = GPU_FIT_POLICY_DEFAULTS;
     return rules ? &rules->fit : &defaults;
 }
 
