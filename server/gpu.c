@@ -9,6 +9,7 @@
 #include "gpuhook/clock.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpu_backend.h"
+#include "gpuhook/metrics.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -317,22 +318,6 @@ int gpu_fit_check(const struct gpu_fit_policy *policy, bool required, int varian
     return gpu_fit_decide(&v, policy, required, variant, variant_out, reason, reason_len);
 }
 
-/* Prometheus label values escape backslash, quote and newline. */
-static int append_label(struct buf *b, const char *s) {
-    int rc = 0;
-    for (; *s && rc == 0; s++) {
-        if (*s == '\\')
-            rc = buf_appends(b, "\\\\");
-        else if (*s == '"')
-            rc = buf_appends(b, "\\\"");
-        else if (*s == '\n')
-            rc = buf_appends(b, "\\n");
-        else
-            rc = buf_append(b, s, 1);
-    }
-    return rc;
-}
-
 int gpu_metrics_append(struct buf *b) {
     struct gpu_view v;
     struct gpu_snapshot *s = malloc(sizeof(*s));
@@ -358,7 +343,7 @@ int gpu_metrics_append(struct buf *b) {
             continue;
         rc = buf_appends(b, "gpuhook_gpu_memory_free_bytes{uuid=\"");
         if (!rc)
-            rc = append_label(b, s->cuda.devices[i].uuid);
+            rc = metrics_label_append(b, s->cuda.devices[i].uuid);
         if (!rc)
             rc = buf_appendf(b, "\"} %llu\n", s->devices[i].mem_free);
     }
@@ -371,7 +356,7 @@ int gpu_metrics_append(struct buf *b) {
             continue;
         rc = buf_appends(b, "gpuhook_gpu_temperature_celsius{uuid=\"");
         if (!rc)
-            rc = append_label(b, s->cuda.devices[i].uuid);
+            rc = metrics_label_append(b, s->cuda.devices[i].uuid);
         if (!rc)
             rc = buf_appendf(b, "\"} %d\n", s->devices[i].temperature_c);
     }

@@ -85,11 +85,28 @@ static bool metrics_event_current[METRICS_EVENT_SLOTS] = {true, true, true};
 static uint64_t metrics_deliveries[METRICS_EVENTS][METRICS_OUTCOMES];
 static uint64_t metrics_created[METRICS_VARIANTS];
 static uint64_t metrics_kube_answers[METRICS_ANSWERS];
-static uint64_t metrics_kube_none;             /* code 0: no answer */
+static uint64_t metrics_kube_none;                 /* code 0: no answer */
 static uint64_t metrics_kube_codes[METRICS_CODES]; /* 100..599; others count as 0 */
 static uint64_t metrics_budget_refusals;
 static uint64_t metrics_conn_cut[METRICS_CONN_CUT_COUNT];
 static int metrics_api_up = -1;
+
+int metrics_label_append(struct buf *b, const char *s) {
+    const char *run = s;
+    int rc = 0;
+    for (; *s && rc == 0; s++) {
+        const char *esc = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : *s == '\n' ? "\\n" : NULL;
+        if (!esc)
+            continue;
+        rc = buf_append(b, run, (size_t)(s - run));
+        if (rc == 0)
+            rc = buf_appends(b, esc);
+        run = s + 1;
+    }
+    if (rc == 0)
+        rc = buf_append(b, run, (size_t)(s - run));
+    return rc;
+}
 
 static size_t metrics_index(const char *const *names, size_t n, const char *v) {
     for (size_t i = 0; i + 1 < n; i++)
@@ -263,10 +280,15 @@ static int metrics_render_family(struct buf *b, int f) {
     case METRICS_DELIVERIES:
         for (size_t e = 0; e < METRICS_EVENTS && !rc; e++)
             for (size_t o = 0; o < METRICS_OUTCOMES && !rc; o++)
-                if (metrics_deliveries[e][o])
-                    rc = buf_appendf(b, "%s{event=\"%s\",outcome=\"%s\"} %llu\n", name,
-                                     metrics_event_name(e), metrics_outcomes[o],
-                                     (unsigned long long)metrics_deliveries[e][o]);
+                if (metrics_deliveries[e][o]) {
+                    /* Event names come from github.events, which may hold any text. */
+                    rc = buf_appendf(b, "%s{event=\"", name);
+                    if (!rc)
+                        rc = metrics_label_append(b, metrics_event_name(e));
+                    if (!rc)
+                        rc = buf_appendf(b, "\",outcome=\"%s\"} %llu\n", metrics_outcomes[o],
+                                         (unsigned long long)metrics_deliveries[e][o]);
+                }
         return rc;
     case METRICS_CREATED:
         for (size_t v = 0; v < METRICS_VARIANTS && !rc; v++)
@@ -294,8 +316,8 @@ static int metrics_render_family(struct buf *b, int f) {
 
 /* The gauges and counters of issue 15's controls; the caller holds metrics_lock. */
 static int metrics_render_guards(struct buf *b) {
-    static const char *const cut_names[METRICS_CONN_CUT_COUNT] = {"header_deadline",
-                                                                  "body_rate", "evicted"};
+    static const char *const cut_names[METRICS_CONN_CUT_COUNT] = {"header_deadline", "body_rate",
+                                                                  "evicted"};
     int rc = buf_appendf(
         b,
         "# HELP gpuhook_unverified_body_bytes Memory held by bodies not yet verified.\n"
