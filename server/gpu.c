@@ -9,7 +9,7 @@
 #include "gpuhook/clock.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpu_backend.h"
-#include "gpuhook/metrics.h"
+#include "gpuhook/promtext.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -343,7 +343,7 @@ int gpu_metrics_append(struct buf *b) {
             continue;
         rc = buf_appends(b, "gpuhook_gpu_memory_free_bytes{uuid=\"");
         if (!rc)
-            rc = metrics_label_append(b, s->cuda.devices[i].uuid);
+            rc = promtext_label_append(b, s->cuda.devices[i].uuid);
         if (!rc)
             rc = buf_appendf(b, "\"} %llu\n", s->devices[i].mem_free);
     }
@@ -356,7 +356,7 @@ int gpu_metrics_append(struct buf *b) {
             continue;
         rc = buf_appends(b, "gpuhook_gpu_temperature_celsius{uuid=\"");
         if (!rc)
-            rc = metrics_label_append(b, s->cuda.devices[i].uuid);
+            rc = promtext_label_append(b, s->cuda.devices[i].uuid);
         if (!rc)
             rc = buf_appendf(b, "\"} %d\n", s->devices[i].temperature_c);
     }

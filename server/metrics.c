@@ -2,6 +2,7 @@
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpu.h"
+#include "gpuhook/promtext.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -90,23 +91,6 @@ static uint64_t metrics_kube_codes[METRICS_CODES]; /* 100..599; others count as 
 static uint64_t metrics_budget_refusals;
 static uint64_t metrics_conn_cut[METRICS_CONN_CUT_COUNT];
 static int metrics_api_up = -1;
-
-int metrics_label_append(struct buf *b, const char *s) {
-    const char *run = s;
-    int rc = 0;
-    for (; *s && rc == 0; s++) {
-        const char *esc = *s == '\\' ? "\\\\" : *s == '"' ? "\\\"" : *s == '\n' ? "\\n" : NULL;
-        if (!esc)
-            continue;
-        rc = buf_append(b, run, (size_t)(s - run));
-        if (rc == 0)
-            rc = buf_appends(b, esc);
-        run = s + 1;
-    }
-    if (rc == 0)
-        rc = buf_append(b, run, (size_t)(s - run));
-    return rc;
-}
 
 static size_t metrics_index(const char *const *names, size_t n, const char *v) {
     for (size_t i = 0; i + 1 < n; i++)
@@ -284,7 +268,7 @@ static int metrics_render_family(struct buf *b, int f) {
                     /* Event names come from github.events, which may hold any text. */
                     rc = buf_appendf(b, "%s{event=\"", name);
                     if (!rc)
-                        rc = metrics_label_append(b, metrics_event_name(e));
+                        rc = promtext_label_append(b, metrics_event_name(e));
                     if (!rc)
                         rc = buf_appendf(b, "\",outcome=\"%s\"} %llu\n", metrics_outcomes[o],
                                          (unsigned long long)metrics_deliveries[e][o]);

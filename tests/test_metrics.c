@@ -21,6 +21,7 @@
 #include "gpuhook/error.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/metrics.h"
+#include "gpuhook/promtext.h"
 
 static const char *const histogram_bounds[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01",
                                                "0.025",  "0.05",  "0.1",    "0.25",  "0.5",
@@ -387,9 +388,9 @@ static void test_metrics_label_escaper_escapes_backslash_quote_and_newline(void 
     (void)state;
     struct buf b;
     buf_init(&b, 1024);
-    assert_int_equal(metrics_label_append(&b, "a\\b\"c\nd\te"), 0);
+    assert_int_equal(promtext_label_append(&b, "a\\b\"c\nd\te"), 0);
     assert_string_equal(b.data, "a\\\\b\\\"c\\nd\te");
-    assert_int_equal(metrics_label_append(&b, ""), 0);
+    assert_int_equal(promtext_label_append(&b, ""), 0);
     assert_string_equal(b.data, "a\\\\b\\\"c\\nd\te");
     buf_cleanup(&b);
 }

@@ -42,14 +42,6 @@ void metrics_api_up_set(int up);
  */
 void metrics_set_events(const char *const *names, size_t n);
 
-/*
- * Appends s as a label value's text (between the quotes): backslash, double
- * quote and line feed are written \\, \" and \n, as the text exposition
- * format requires; every other byte as it is. The one escaper of labels, for
- * metrics.c and the GPU gauges. Returns 0 or GHE_NOMEM.
- */
-int metrics_label_append(struct buf *b, const char *s);
-
 /* Appends the whole exposition (GPU gauges included) to b. Returns 0 or an error. */
 int metrics_render(struct buf *b);
 
