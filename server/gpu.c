@@ -8,7 +8,7 @@
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
 #include "gpuhook/error.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpu_backend.h"
 #include "gpuhook/promtext.h"
 
 #include <errno.h>

@@ -5,7 +5,7 @@
  * memory and 100 ms for the life of the process.
  */
 #include "gpuhook/gpu.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpu_backend.h"
 
 #include <cuda_runtime_api.h>
 #include <pthread.h>

@@ -4,7 +4,7 @@
  */
 #include "gpuhook/clock.h"
 #include "gpuhook/gpu.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpu_backend.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -4,7 +4,7 @@
  * in the server works as usual.
  */
 #include "gpuhook/gpu.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpu_backend.h"
 
 #include <string.h>
 

@@ -6,7 +6,7 @@
  * runs on the refresh thread alone, so the state is plain statics.
  */
 #include "gpuhook/error.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpu_backend.h"
 
 #include <dlfcn.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
  * no clocks, no state, so the tests check them directly.
  */
 #include "gpuhook/gpu.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpu_backend.h"
 
 #include <stdio.h>
 #include <string.h>
