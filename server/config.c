@@ -1,5 +1,8 @@
 #include "gpuhook/config.h"
 #include "gpuhook/logger.h"
+#include "gpuhook/select.h"
+#include "gpuhook/signature.h"
+#include "gpuhook/template.h"
 
 #include <errno.h>
 #include <fcntl.h>

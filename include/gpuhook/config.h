@@ -13,11 +13,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "gpuhook/error.h"
-#include "gpuhook/gpu.h"
-#include "gpuhook/select.h"
-#include "gpuhook/signature.h"
-#include "gpuhook/template.h"
+#include "gpuhook/error.h" /* the GHE_ codes config_load returns, struct errlist */
+#include "gpuhook/gpu.h"   /* struct gpu_options is held by value */
+
+/* Named only: their modules' headers are for the code that uses them. */
+struct select_rules;
+struct signature_keyring;
+struct template;
 
 enum config_kube_mode {
     CONFIG_KUBE_LOCAL = 0,
