@@ -262,7 +262,7 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
     case CONFIG_T_STRING:
     case CONFIG_T_PATH:
         if (!cJSON_IsString(v) || !v->valuestring[0]) {
-            errlist_add(c->el, "%s: %s: %s is not a non-empty string", c->file, path, shown);
+            errlist_at(c->el, c->file, path, "%s is not a non-empty string", shown);
             return;
         }
         free(*(char **)(base + k->offset));
@@ -273,19 +273,19 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
     case CONFIG_T_INT32:
         /* Compare as doubles first: casting an out-of-range double to long is undefined. */
         if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble)) {
-            errlist_add(c->el, "%s: %s: %s is not an integer", c->file, path, shown);
+            errlist_at(c->el, c->file, path, "%s is not an integer", shown);
             return;
         }
         if (v->valuedouble < (double)k->min || v->valuedouble > (double)k->max) {
-            errlist_add(c->el, "%s: %s: %s is out of range [%ld, %ld]", c->file, path, shown,
-                        k->min, k->max);
+            errlist_at(c->el, c->file, path, "%s is out of range [%ld, %ld]", shown, k->min,
+                       k->max);
             return;
         }
         config_store_int(c->cfg, k, (long)v->valuedouble);
         return;
     case CONFIG_T_BOOL:
         if (!cJSON_IsBool(v)) {
-            errlist_add(c->el, "%s: %s: %s is not true or false", c->file, path, shown);
+            errlist_at(c->el, c->file, path, "%s is not true or false", shown);
             return;
         }
         *(bool *)(base + k->offset) = cJSON_IsTrue(v);
@@ -300,15 +300,15 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
             snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices), "%s%s",
                      i ? ", " : "", k->choices[i]);
         }
-        errlist_add(c->el, "%s: %s: %s is not one of %s", c->file, path, shown, choices);
+        errlist_at(c->el, c->file, path, "%s is not one of %s", shown, choices);
         return;
     }
     case CONFIG_T_STRING_LIST:
     case CONFIG_T_PATH_LIST: {
         int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
         if (n < 0 || n < k->min || n > k->max) {
-            errlist_add(c->el, "%s: %s: %s must be a list of %ld to %ld strings", c->file, path,
-                        shown, k->min, k->max);
+            errlist_at(c->el, c->file, path, "%s must be a list of %ld to %ld strings", shown,
+                       k->min, k->max);
             return;
         }
         char ***items = (char ***)(base + k->offset);
@@ -324,10 +324,10 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
         int i = 0;
         cJSON_ArrayForEach(it, v) {
             if (!cJSON_IsString(it) || !it->valuestring[0]) {
-                char item[96];
+                char item[96], at[280];
                 config_value_str(it, item, sizeof(item));
-                errlist_add(c->el, "%s: %s[%d]: %s is not a non-empty string", c->file, path, i,
-                            item);
+                snprintf(at, sizeof(at), "%s[%d]", path, i);
+                errlist_at(c->el, c->file, at, "%s is not a non-empty string", item);
             } else {
                 (*items)[(*count)++] = k->type == CONFIG_T_PATH_LIST
                                            ? config_resolve(c, it->valuestring)
@@ -339,7 +339,7 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
     }
     case CONFIG_T_OBJECT:
         if (!cJSON_IsObject(v)) {
-            errlist_add(c->el, "%s: %s: %s is not an object", c->file, path, shown);
+            errlist_at(c->el, c->file, path, "%s is not an object", shown);
             return;
         }
         config_parse_object(c, v, path, k->children);
@@ -357,14 +357,15 @@ static void config_parse_object(struct config_ctx *c, const cJSON *obj, const ch
 
     cJSON_ArrayForEach(it, obj) {
         const struct config_key *k = keys;
+        snprintf(sub, sizeof(sub), "%s.%s", path, it->string);
         while (k->name && strcmp(k->name, it->string) != 0)
             k++;
         if (!k->name)
-            errlist_add(c->el, "%s: %s.%s: unknown key", c->file, path, it->string);
+            errlist_at(c->el, c->file, sub, "unknown key");
         /* cJSON keeps duplicates and lookups see the first: say so rather than guess. */
         for (const cJSON *prev = obj->child; prev != it; prev = prev->next)
             if (strcmp(prev->string, it->string) == 0) {
-                errlist_add(c->el, "%s: %s.%s: duplicate key", c->file, path, it->string);
+                errlist_at(c->el, c->file, sub, "duplicate key");
                 break;
             }
     }
@@ -373,7 +374,7 @@ static void config_parse_object(struct config_ctx *c, const cJSON *obj, const ch
         snprintf(sub, sizeof(sub), "%s.%s", path, k->name);
         if (!v) {
             if (k->required)
-                errlist_add(c->el, "%s: %s: required key is missing", c->file, sub);
+                errlist_at(c->el, c->file, sub, "required key is missing");
             continue;
         }
         config_parse_key(c, v, sub, k);
@@ -478,8 +479,8 @@ static void config_check_listen(struct config_ctx *c) {
 
     if (!colon || colon == cfg->listen || !end || *end || colon[1] == '\0' || port < 0 ||
         port > 65535) {
-        errlist_add(c->el, "%s: .listen: \"%s\" is not HOST:PORT", c->file,
-                    cfg->listen ? cfg->listen : "");
+        errlist_at(c->el, c->file, ".listen", "\"%s\" is not HOST:PORT",
+                   cfg->listen ? cfg->listen : "");
         return;
     }
     cfg->listen_host = strndup(cfg->listen, (size_t)(colon - cfg->listen));
@@ -496,13 +497,14 @@ static void config_check_files(struct config_ctx *c) {
     for (size_t i = 0; i < cfg->secret_count; i++) {
         char *s = NULL;
         size_t len = 0;
+        char at[64];
         int rc = config_read_secret(cfg->secret_files[i], &s, &len);
+        snprintf(at, sizeof(at), ".github.secret_files[%zu]", i);
         if (rc == GHE_INVAL)
-            errlist_add(c->el, "%s: .github.secret_files[%zu]: %s is empty", c->file, i,
-                        cfg->secret_files[i]);
+            errlist_at(c->el, c->file, at, "%s is empty", cfg->secret_files[i]);
         else if (rc)
-            errlist_add(c->el, "%s: .github.secret_files[%zu]: cannot read %s: %s", c->file, i,
-                        cfg->secret_files[i], strerror(errno));
+            errlist_at(c->el, c->file, at, "cannot read %s: %s", cfg->secret_files[i],
+                       strerror(errno));
         else {
             secrets[nsec] = s;
             lens[nsec++] = len;
@@ -511,7 +513,7 @@ static void config_check_files(struct config_ctx *c) {
     if (nsec == cfg->secret_count && nsec > 0) {
         cfg->keyring = signature_keyring_new(secrets, lens, nsec);
         if (!cfg->keyring)
-            errlist_add(c->el, "%s: .github.secret_files: cannot prepare HMAC keys", c->file);
+            errlist_at(c->el, c->file, ".github.secret_files", "cannot prepare HMAC keys");
     }
     for (size_t i = 0; i < nsec; i++) {
         explicit_bzero((char *)secrets[i], lens[i]);
@@ -520,11 +522,11 @@ static void config_check_files(struct config_ctx *c) {
     if (cfg->trigger_token_file) {
         int rc = config_read_secret(cfg->trigger_token_file, &cfg->trigger_token, NULL);
         if (rc == GHE_INVAL)
-            errlist_add(c->el, "%s: .trigger.token_file: %s is empty", c->file,
-                        cfg->trigger_token_file);
+            errlist_at(c->el, c->file, ".trigger.token_file", "%s is empty",
+                       cfg->trigger_token_file);
         else if (rc)
-            errlist_add(c->el, "%s: .trigger.token_file: cannot read %s: %s", c->file,
-                        cfg->trigger_token_file, strerror(errno));
+            errlist_at(c->el, c->file, ".trigger.token_file", "cannot read %s: %s",
+                       cfg->trigger_token_file, strerror(errno));
     }
     const struct {
         const char *key;
@@ -535,8 +537,8 @@ static void config_check_files(struct config_ctx *c) {
                  {".kubernetes.token_file", cfg->kube_token_file}};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         if (files[i].path && access(files[i].path, R_OK) != 0)
-            errlist_add(c->el, "%s: %s: cannot read %s: %s", c->file, files[i].key, files[i].path,
-                        strerror(errno));
+            errlist_at(c->el, c->file, files[i].key, "cannot read %s: %s", files[i].path,
+                       strerror(errno));
 }
 
 static void config_check_kube(struct config_ctx *c) {
@@ -545,24 +547,23 @@ static void config_check_kube(struct config_ctx *c) {
     switch (cfg->kube_mode) {
     case CONFIG_KUBE_URL:
         if (!cfg->kube_url)
-            errlist_add(c->el, "%s: .kubernetes.url: required when mode is \"url\"", c->file);
+            errlist_at(c->el, c->file, ".kubernetes.url", "required when mode is \"url\"");
         else if (strncmp(cfg->kube_url, "http://", 7) != 0 &&
                  strncmp(cfg->kube_url, "https://", 8) != 0)
-            errlist_add(c->el, "%s: .kubernetes.url: \"%s\" is not an http:// or https:// URL",
-                        c->file, cfg->kube_url);
+            errlist_at(c->el, c->file, ".kubernetes.url",
+                       "\"%s\" is not an http:// or https:// URL", cfg->kube_url);
         break;
     case CONFIG_KUBE_LOCAL:
         if (!cfg->kube_local_dir)
-            errlist_add(c->el, "%s: .kubernetes.local_dir: required when mode is \"local\"",
-                        c->file);
+            errlist_at(c->el, c->file, ".kubernetes.local_dir", "required when mode is \"local\"");
         break;
     default:
         break;
     }
     if ((cfg->kube_mode == CONFIG_KUBE_URL || cfg->kube_mode == CONFIG_KUBE_IN_CLUSTER) &&
         !cfg->spool_dir)
-        errlist_add(c->el, "%s: .spool_dir: required when kubernetes.mode is \"%s\"", c->file,
-                    config_kube_mode_name(cfg->kube_mode));
+        errlist_at(c->el, c->file, ".spool_dir", "required when kubernetes.mode is \"%s\"",
+                   config_kube_mode_name(cfg->kube_mode));
     if (cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER && !cfg->kube_namespace)
         cfg->kube_namespace = strdup("tekton-pipelines");
 }
@@ -703,7 +704,7 @@ static int config_load_ctx(const char *path, struct config **out, struct errlist
     if (!offline)
         config_check_files(&c);
     if (select_rules_parse(c.selection, path, &c.cfg->rules, el) != 0 && el->count == before)
-        errlist_add(el, "%s: .selection: invalid", path);
+        errlist_at(el, path, ".selection", "invalid");
     if (c.cfg->template_path && c.cfg->bindings_path)
         template_load(c.cfg->template_path, c.cfg->bindings_path, &c.cfg->tmpl, el);
     rc = el->count == before ? 0 : GHE_INVAL;

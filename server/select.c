@@ -175,7 +175,7 @@ static void select_error(struct select_parse *sp, const char *path, const char *
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    errlist_add(sp->el, "%s: %s: %s", sp->file, path, msg);
+    errlist_at(sp->el, sp->file, path, "%s", msg);
     sp->errors++;
 }
 
@@ -593,7 +593,7 @@ int select_rules_parse(const cJSON *selection, const char *file, struct select_r
 
     *out = NULL;
     if (!rules) {
-        errlist_add(el, "%s: .selection: out of memory", sp.file);
+        errlist_at(el, sp.file, ".selection", "out of memory");
         return GHE_NOMEM;
     }
     rules->default_variant = SELECT_LITE;
