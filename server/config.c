@@ -1,11 +1,11 @@
 #include "gpuhook/config.h"
+#include "gpuhook/fileio.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/select.h"
 #include "gpuhook/signature.h"
 #include "gpuhook/template.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
@@ -390,84 +390,44 @@ static void config_defaults(struct config_ctx *c, const struct config_key *keys)
     }
 }
 
-int config_read_secret(const char *path, char **out, size_t *len) {
-    int rc = GHE_IO;
-    char *data = NULL;
-    size_t n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+/*
+ * fileio_read with errno set to the reason, for the messages that name it
+ * ("cannot read PATH: Is a directory"): fileio_read refuses what is not a
+ * regular file without an errno of its own, and a file over max is EFBIG.
+ */
+static int config_read_bounded(const char *path, size_t max, char **out, size_t *len) {
+    int rc = fileio_read(path, max, 0, out, len, NULL, 0);
+    int e = errno;
     struct stat st;
 
+    if (rc == GHE_TOOBIG)
+        e = EFBIG;
+    else if (rc == GHE_IO && stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    errno = e;
+    return rc;
+}
+
+int config_read_secret(const char *path, char **out, size_t *len) {
+    char *data = NULL;
+    size_t n = 0;
+    int rc = config_read_bounded(path, CONFIG_SECRET_MAX, &data, &n);
+
     *out = NULL;
-    if (fd < 0)
-        return GHE_IO;
-    if (fstat(fd, &st) != 0)
-        goto out;
-    /* Set errno so that the caller's message gives the real reason. */
-    if (!S_ISREG(st.st_mode) || st.st_size > CONFIG_SECRET_MAX) {
-        errno = S_ISDIR(st.st_mode) ? EISDIR : S_ISREG(st.st_mode) ? EFBIG : EINVAL;
-        goto out;
-    }
-    data = malloc((size_t)st.st_size + 1);
-    if (!data) {
-        rc = GHE_NOMEM;
-        goto out;
-    }
-    while (n < (size_t)st.st_size) {
-        ssize_t r = read(fd, data + n, (size_t)st.st_size - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    /* A short read would hand back a truncated secret: refuse it instead. */
-    if (n != (size_t)st.st_size) {
-        errno = EIO;
-        goto out;
-    }
+    if (rc)
+        return rc == GHE_NOMEM ? GHE_NOMEM : GHE_IO;
     if (n > 0 && data[n - 1] == '\n')
         n--;
     if (n > 0 && data[n - 1] == '\r')
         n--;
     data[n] = '\0';
     if (n == 0) {
-        rc = GHE_INVAL;
-        goto out;
+        free(data);
+        return GHE_INVAL;
     }
     *out = data;
-    data = NULL;
     if (len)
         *len = n;
-    rc = 0;
-out:
-    if (data) {
-        explicit_bzero(data, n);
-        free(data);
-    }
-    close(fd);
-    return rc;
-}
-
-static int config_read_file(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    char *data = NULL;
-    size_t n = 0;
-
-    if (!f)
-        return GHE_IO;
-    data = malloc(CONFIG_FILE_MAX + 1);
-    if (data)
-        n = fread(data, 1, CONFIG_FILE_MAX + 1, f);
-    fclose(f);
-    if (!data)
-        return GHE_NOMEM;
-    if (n > CONFIG_FILE_MAX) {
-        free(data);
-        return GHE_TOOBIG;
-    }
-    data[n] = '\0';
-    *out = data;
-    *len = n;
     return 0;
 }
 
@@ -669,7 +629,7 @@ static int config_load_ctx(const char *path, struct config **out, struct errlist
     *out = NULL;
     c.file = path;
     c.el = el;
-    rc = config_read_file(path, &text, &len);
+    rc = config_read_bounded(path, CONFIG_FILE_MAX, &text, &len);
     if (rc) {
         errlist_add(el, "%s: cannot read: %s", path,
                     rc == GHE_TOOBIG ? "larger than 1 MiB" : strerror(errno));
