@@ -1,5 +1,8 @@
 #include "gpuhook/select.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/error.h"
+#include "gpuhook/event.h"
+#include "gpuhook/gpu.h"
 
 #include <fnmatch.h>
 #include <stdarg.h>
