@@ -185,6 +185,13 @@ static void config_value_str(const cJSON *v, char *out, size_t n) {
     free(s);
 }
 
+/* Writes "PARENT.KEY" into out; a path too long for out is cut (keys are short, names of
+ * unknown keys in messages are not). */
+static void config_join(char *out, size_t n, const char *parent, const char *key) {
+    if (snprintf(out, n, "%s.%s", parent, key) >= (int)n && n > 4)
+        memcpy(out + n - 4, "...", 4);
+}
+
 static char *config_resolve(const struct config_ctx *c, const char *p) {
     char *out = NULL;
     if (p[0] == '/')
@@ -357,7 +364,7 @@ static void config_parse_object(struct config_ctx *c, const cJSON *obj, const ch
 
     cJSON_ArrayForEach(it, obj) {
         const struct config_key *k = keys;
-        snprintf(sub, sizeof(sub), "%s.%s", path, it->string);
+        config_join(sub, sizeof(sub), path, it->string);
         while (k->name && strcmp(k->name, it->string) != 0)
             k++;
         if (!k->name)
@@ -371,7 +378,7 @@ static void config_parse_object(struct config_ctx *c, const cJSON *obj, const ch
     }
     for (const struct config_key *k = keys; k->name; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, k->name);
-        snprintf(sub, sizeof(sub), "%s.%s", path, k->name);
+        config_join(sub, sizeof(sub), path, k->name);
         if (!v) {
             if (k->required)
                 errlist_at(c->el, c->file, sub, "required key is missing");
@@ -567,7 +574,7 @@ static void config_walk_restart(const struct config_key *keys, const char *prefi
                                 struct errlist *changed, size_t *n) {
     char path[256];
     for (const struct config_key *k = keys; k->name; k++) {
-        snprintf(path, sizeof(path), "%s.%s", prefix, k->name);
+        config_join(path, sizeof(path), prefix, k->name);
         if (k->reload == CONFIG_NESTED)
             config_walk_restart(k->children, path, a, b, changed, n);
         else if (k->reload == CONFIG_RESTART && config_key_differs(k, a, b)) {
@@ -589,7 +596,7 @@ static const struct config_key *config_leaf(const struct config_key *keys, const
                                             size_t index, size_t *seen, char *path, size_t n) {
     for (const struct config_key *k = keys; k->name; k++) {
         char sub[256];
-        snprintf(sub, sizeof(sub), "%s.%s", prefix, k->name);
+        config_join(sub, sizeof(sub), prefix, k->name);
         if (k->type == CONFIG_T_OBJECT) {
             const struct config_key *f = config_leaf(k->children, sub, index, seen, path, n);
             if (f)
