@@ -61,7 +61,6 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
         if (kube_new(cfg, &d->kube, el) != 0)
             goto fail;
         d->namespace = strdup(kube_namespace(d->kube));
-        d->spool_dir = strdup(cfg->spool_dir);
         if (spool_open(cfg->spool_dir, cfg->spool_max_age_hours, &d->spool, err, sizeof(err))) {
             errlist_add(el, "%s", err);
             goto fail;
