@@ -82,7 +82,7 @@ static void event_arena_free(struct event_arena *a) {
 
 void event_init(struct event *ev) { *ev = (struct event){0}; }
 
-static void strv_free(char **v, size_t n) {
+static void event_strv_free(char **v, size_t n) {
     for (size_t i = 0; i < n; i++)
         free(v[i]);
     free(v);
@@ -98,8 +98,8 @@ void event_cleanup(struct event *ev) {
         free(*fields[i]);
     free(ev->head_repo);
     free(ev->author_assoc);
-    strv_free(ev->labels, ev->label_count);
-    strv_free(ev->changed_paths, ev->changed_count);
+    event_strv_free(ev->labels, ev->label_count);
+    event_strv_free(ev->changed_paths, ev->changed_count);
     if (ev->arena)
         event_arena_free(ev->arena); /* the tree lives in it */
     else
@@ -213,10 +213,10 @@ cJSON *event_header_object(const struct event *ev) {
     return o;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
+static void event_set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+static void event_set_err(char *err, size_t errlen, const char *fmt, ...) {
     va_list ap;
 
     if (!err || errlen == 0)
@@ -227,19 +227,19 @@ static void set_err(char *err, size_t errlen, const char *fmt, ...) {
 }
 
 /* RFC 9110 token characters. */
-static bool is_tchar(char c) {
+static bool event_is_tchar(char c) {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
         return true;
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static const char *skip_ows(const char *p) {
+static const char *event_skip_ows(const char *p) {
     while (*p == ' ' || *p == '\t')
         p++;
     return p;
 }
 
-static bool charset_is_utf8(const char *v) {
+static bool event_charset_is_utf8(const char *v) {
     return strcasecmp(v, "utf-8") == 0 || strcasecmp(v, "utf8") == 0 ||
            strcasecmp(v, "us-ascii") == 0;
 }
@@ -251,9 +251,9 @@ int event_content_type_parse(const char *content_type) {
 
     if (!content_type)
         return EVENT_CONTENT_UNSUPPORTED;
-    const char *p = skip_ows(content_type);
+    const char *p = event_skip_ows(content_type);
     const char *start = p;
-    while (is_tchar(*p) || *p == '/')
+    while (event_is_tchar(*p) || *p == '/')
         p++;
     size_t n = (size_t)(p - start);
     if (n == sizeof(json) - 1 && strncasecmp(start, json, n) == 0)
@@ -268,16 +268,16 @@ int event_content_type_parse(const char *content_type) {
         size_t vlen = 0;
         bool too_long = false;
 
-        p = skip_ows(p);
+        p = event_skip_ows(p);
         if (*p == '\0')
             return kind;
         if (*p != ';')
             return EVENT_CONTENT_UNSUPPORTED;
-        p = skip_ows(p + 1);
+        p = event_skip_ows(p + 1);
         if (*p == '\0')
             return kind;
         const char *name = p;
-        while (is_tchar(*p))
+        while (event_is_tchar(*p))
             p++;
         size_t name_len = (size_t)(p - name);
         if (name_len == 0 || *p != '=')
@@ -296,7 +296,7 @@ int event_content_type_parse(const char *content_type) {
                 return EVENT_CONTENT_UNSUPPORTED;
             p++;
         } else {
-            for (; is_tchar(*p); p++) {
+            for (; event_is_tchar(*p); p++) {
                 if (vlen < sizeof(value) - 1)
                     value[vlen++] = *p;
                 else
@@ -307,7 +307,7 @@ int event_content_type_parse(const char *content_type) {
         }
         value[vlen] = '\0';
         if (name_len == 7 && strncasecmp(name, "charset", 7) == 0 &&
-            (too_long || !charset_is_utf8(value)))
+            (too_long || !event_charset_is_utf8(value)))
             return EVENT_CONTENT_UNSUPPORTED;
     }
 }
@@ -318,7 +318,7 @@ int event_content_type_parse(const char *content_type) {
  * len. Runs of plain ASCII are skipped eight bytes at a time: a payload is
  * mostly ASCII, and this scan touches every byte of it.
  */
-static size_t utf8_invalid_offset(const unsigned char *s, size_t len) {
+static size_t event_utf8_invalid_offset(const unsigned char *s, size_t len) {
     size_t i = 0;
 
     while (i < len) {
@@ -347,7 +347,7 @@ static size_t utf8_invalid_offset(const unsigned char *s, size_t len) {
     return len;
 }
 
-static bool is_json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+static bool event_is_json_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
 int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_t errlen) {
     size_t i = 0, begin;
@@ -357,13 +357,13 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
     *out = NULL;
     if (len > 0 && !text)
         len = 0;
-    size_t bad = utf8_invalid_offset((const unsigned char *)text, len);
+    size_t bad = event_utf8_invalid_offset((const unsigned char *)text, len);
     if (bad < len && text[bad] == '\0') {
-        set_err(err, errlen, "body contains a NUL byte");
+        event_set_err(err, errlen, "body contains a NUL byte");
         return GHE_INVAL;
     }
     if (bad < len) {
-        set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
+        event_set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
         return GHE_INVAL;
     }
 
@@ -373,10 +373,10 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
      * which lets trailing data be refused although cJSON_ParseWithLength
      * stops at the end of the first value.
      */
-    while (i < len && is_json_ws(text[i]))
+    while (i < len && event_is_json_ws(text[i]))
         i++;
     if (i == len || text[i] != '{') {
-        set_err(err, errlen, "body is not a JSON object");
+        event_set_err(err, errlen, "body is not a JSON object");
         return GHE_INVAL;
     }
     begin = i;
@@ -403,7 +403,7 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
             in_string = true;
         } else if (c == '{' || c == '[') {
             if (++depth > EVENT_MAX_DEPTH) {
-                set_err(err, errlen, "body nests deeper than %d levels", EVENT_MAX_DEPTH);
+                event_set_err(err, errlen, "body nests deeper than %d levels", EVENT_MAX_DEPTH);
                 return GHE_INVAL;
             }
         } else if (c == '}' || c == ']') {
@@ -412,13 +412,13 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
         }
     }
     if (i >= len) {
-        set_err(err, errlen, "body is not valid JSON");
+        event_set_err(err, errlen, "body is not valid JSON");
         return GHE_INVAL;
     }
     size_t end = i + 1;
     for (i = end; i < len; i++) {
-        if (!is_json_ws(text[i])) {
-            set_err(err, errlen, "body has data after the JSON object (byte %zu)", i);
+        if (!event_is_json_ws(text[i])) {
+            event_set_err(err, errlen, "body has data after the JSON object (byte %zu)", i);
             return GHE_INVAL;
         }
     }
@@ -426,7 +426,7 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
     cJSON *root = cJSON_ParseWithLength(text + begin, end - begin);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        set_err(err, errlen, "body is not valid JSON");
+        event_set_err(err, errlen, "body is not valid JSON");
         return GHE_INVAL;
     }
     *out = root;
@@ -437,8 +437,8 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
  * Finds the payload field of a form body and URL-decodes it in place. Field
  * names are compared as sent: GitHub never encodes "payload".
  */
-static int form_payload(char *body, size_t len, char **value, size_t *value_len, char *err,
-                        size_t errlen) {
+static int event_form_payload(char *body, size_t len, char **value, size_t *value_len, char *err,
+                              size_t errlen) {
     char *found = NULL;
     size_t found_len = 0;
     size_t i = 0;
@@ -452,7 +452,7 @@ static int form_payload(char *body, size_t len, char **value, size_t *value_len,
         size_t name_len = eq ? (size_t)(eq - (body + start)) : i - start;
         if (name_len == 7 && memcmp(body + start, "payload", 7) == 0) {
             if (found) {
-                set_err(err, errlen, "form body has more than one \"payload\" field");
+                event_set_err(err, errlen, "form body has more than one \"payload\" field");
                 return GHE_INVAL;
             }
             found = eq ? eq + 1 : body + i;
@@ -461,7 +461,7 @@ static int form_payload(char *body, size_t len, char **value, size_t *value_len,
         i++;
     }
     if (!found) {
-        set_err(err, errlen, "form body lacks a \"payload\" field");
+        event_set_err(err, errlen, "form body lacks a \"payload\" field");
         return GHE_INVAL;
     }
 
@@ -475,7 +475,8 @@ static int form_payload(char *body, size_t len, char **value, size_t *value_len,
             int hi = k + 2 < found_len ? buf_hex_value(found[k + 1]) : -1;
             int lo = hi >= 0 ? buf_hex_value(found[k + 2]) : -1;
             if (lo < 0) {
-                set_err(err, errlen, "form field \"payload\" has a bad %%-escape at offset %zu", k);
+                event_set_err(err, errlen,
+                              "form field \"payload\" has a bad %%-escape at offset %zu", k);
                 return GHE_INVAL;
             }
             c = (char)(hi << 4 | lo);
@@ -488,22 +489,22 @@ static int form_payload(char *body, size_t len, char **value, size_t *value_len,
     return 0;
 }
 
-static const cJSON *obj_get(const cJSON *o, const char *key) {
+static const cJSON *event_obj_get(const cJSON *o, const char *key) {
     return cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
 }
 
-static const char *obj_string(const cJSON *o, const char *key) {
-    const cJSON *v = obj_get(o, key);
+static const char *event_obj_string(const cJSON *o, const char *key) {
+    const cJSON *v = event_obj_get(o, key);
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-static const char *strip_prefix(const char *s, const char *prefix) {
+static const char *event_strip_prefix(const char *s, const char *prefix) {
     size_t n = strlen(prefix);
     return s && strncmp(s, prefix, n) == 0 ? s + n : NULL;
 }
 
 /* True for a SHA of only zeros, which GitHub sends as "after" when a ref is deleted. */
-static bool sha_is_zero(const char *s) {
+static bool event_sha_is_zero(const char *s) {
     if (!*s)
         return false;
     for (; *s; s++) {
@@ -514,7 +515,7 @@ static bool sha_is_zero(const char *s) {
 }
 
 /* Formats a JSON number that holds a non-negative whole number below 2^53. */
-static bool number_format(const cJSON *v, char *out, size_t outlen) {
+static bool event_number_format(const cJSON *v, char *out, size_t outlen) {
     if (!cJSON_IsNumber(v))
         return false;
     double d = v->valuedouble;
@@ -525,7 +526,7 @@ static bool number_format(const cJSON *v, char *out, size_t outlen) {
 }
 
 /* Appends a copy of s to *v. */
-static int strv_push(char ***v, size_t *n, const char *s) {
+static int event_strv_push(char ***v, size_t *n, const char *s) {
     char *copy = strdup(s);
     if (!copy)
         return GHE_NOMEM;
@@ -544,7 +545,7 @@ struct path_ref {
     size_t idx;
 };
 
-static int path_ref_cmp(const void *a, const void *b) {
+static int event_path_ref_cmp(const void *a, const void *b) {
     const struct path_ref *x = a, *y = b;
     int c = strcmp(x->s, y->s);
     if (c)
@@ -569,7 +570,7 @@ static int event_collect_paths(struct event *ev, const cJSON *commits) {
         return 0;
     cJSON_ArrayForEach(commit, commits) {
         for (size_t l = 0; l < 3; l++) {
-            const cJSON *list = obj_get(commit, lists[l]);
+            const cJSON *list = event_obj_get(commit, lists[l]);
             const cJSON *p;
 
             if (!cJSON_IsArray(list))
@@ -603,7 +604,7 @@ static int event_collect_paths(struct event *ev, const cJSON *commits) {
     }
     for (size_t i = 0; i < n; i++)
         sorted[i] = (struct path_ref){all[i], i};
-    qsort(sorted, n, sizeof(*sorted), path_ref_cmp);
+    qsort(sorted, n, sizeof(*sorted), event_path_ref_cmp);
     for (size_t i = 0; i < n; i++)
         keep[sorted[i].idx] = i == 0 || strcmp(sorted[i].s, sorted[i - 1].s) != 0;
     for (size_t i = 0; i < n; i++) {
@@ -625,65 +626,67 @@ out:
 }
 
 static int event_fill_push(struct event *ev, const cJSON *b, char *err, size_t errlen) {
-    const char *after = obj_string(b, "after");
-    const char *ref = obj_string(b, "ref");
+    const char *after = event_obj_string(b, "after");
+    const char *ref = event_obj_string(b, "ref");
     int rc;
 
     if (!after) {
-        set_err(err, errlen, "push payload lacks \"after\"");
+        event_set_err(err, errlen, "push payload lacks \"after\"");
         return GHE_INVAL;
     }
     if (!ev->repo_url) {
-        set_err(err, errlen, "push payload lacks \"repository.clone_url\"");
+        event_set_err(err, errlen, "push payload lacks \"repository.clone_url\"");
         return GHE_INVAL;
     }
     if ((rc = event_set(&ev->revision, after)) || (rc = event_set(&ev->ref, ref)) ||
-        (rc = event_set(&ev->branch, strip_prefix(ref, "refs/heads/"))) ||
-        (rc = event_set(&ev->tag, strip_prefix(ref, "refs/tags/"))) ||
-        (rc = event_set(&ev->message, obj_string(obj_get(b, "head_commit"), "message"))))
+        (rc = event_set(&ev->branch, event_strip_prefix(ref, "refs/heads/"))) ||
+        (rc = event_set(&ev->tag, event_strip_prefix(ref, "refs/tags/"))) ||
+        (rc =
+             event_set(&ev->message, event_obj_string(event_obj_get(b, "head_commit"), "message"))))
         return rc;
-    ev->deleted = cJSON_IsTrue(obj_get(b, "deleted")) || sha_is_zero(after);
-    return event_collect_paths(ev, obj_get(b, "commits"));
+    ev->deleted = cJSON_IsTrue(event_obj_get(b, "deleted")) || event_sha_is_zero(after);
+    return event_collect_paths(ev, event_obj_get(b, "commits"));
 }
 
 static int event_fill_pull_request(struct event *ev, const cJSON *b, char *err, size_t errlen) {
-    const cJSON *pr = obj_get(b, "pull_request");
-    const cJSON *head = obj_get(pr, "head");
-    const char *sha = obj_string(head, "sha");
-    const cJSON *labels = obj_get(pr, "labels");
+    const cJSON *pr = event_obj_get(b, "pull_request");
+    const cJSON *head = event_obj_get(pr, "head");
+    const char *sha = event_obj_string(head, "sha");
+    const cJSON *labels = event_obj_get(pr, "labels");
     const cJSON *label;
     char number[32], ref[64];
     int rc;
 
     if (!sha) {
-        set_err(err, errlen, "pull_request payload lacks \"pull_request.head.sha\"");
+        event_set_err(err, errlen, "pull_request payload lacks \"pull_request.head.sha\"");
         return GHE_INVAL;
     }
     if (!ev->repo_url) {
-        set_err(err, errlen, "pull_request payload lacks \"repository.clone_url\"");
+        event_set_err(err, errlen, "pull_request payload lacks \"repository.clone_url\"");
         return GHE_INVAL;
     }
     if ((rc = event_set(&ev->revision, sha)) ||
-        (rc = event_set(&ev->branch, obj_string(head, "ref"))) ||
-        (rc = event_set(&ev->base_branch, obj_string(obj_get(pr, "base"), "ref"))) ||
-        (rc = event_set(&ev->message, obj_string(pr, "title"))) ||
-        (rc = event_set(&ev->head_repo, obj_string(obj_get(head, "repo"), "full_name"))) ||
-        (rc = event_set(&ev->author_assoc, obj_string(pr, "author_association"))))
+        (rc = event_set(&ev->branch, event_obj_string(head, "ref"))) ||
+        (rc = event_set(&ev->base_branch, event_obj_string(event_obj_get(pr, "base"), "ref"))) ||
+        (rc = event_set(&ev->message, event_obj_string(pr, "title"))) ||
+        (rc = event_set(&ev->head_repo,
+                        event_obj_string(event_obj_get(head, "repo"), "full_name"))) ||
+        (rc = event_set(&ev->author_assoc, event_obj_string(pr, "author_association"))))
         return rc;
-    if (number_format(obj_get(b, "number"), number, sizeof(number)) ||
-        number_format(obj_get(pr, "number"), number, sizeof(number))) {
+    if (event_number_format(event_obj_get(b, "number"), number, sizeof(number)) ||
+        event_number_format(event_obj_get(pr, "number"), number, sizeof(number))) {
         snprintf(ref, sizeof(ref), "refs/pull/%s/head", number);
         if ((rc = event_set(&ev->pr_number, number)) || (rc = event_set(&ev->ref, ref)))
             return rc;
     }
-    ev->draft = cJSON_IsTrue(obj_get(pr, "draft"));
+    ev->draft = cJSON_IsTrue(event_obj_get(pr, "draft"));
     if (ev->action && strcmp(ev->action, "labeled") == 0 &&
-        (rc = event_set(&ev->added_label, obj_string(obj_get(b, "label"), "name"))))
+        (rc = event_set(&ev->added_label, event_obj_string(event_obj_get(b, "label"), "name"))))
         return rc;
     if (cJSON_IsArray(labels)) {
         cJSON_ArrayForEach(label, labels) {
-            const char *name = obj_string(label, "name");
-            if (name && (rc = strv_push(&ev->labels, &ev->label_count, name)))
+            const char *name = event_obj_string(label, "name");
+            if (name && (rc = event_strv_push(&ev->labels, &ev->label_count, name)))
                 return rc;
         }
     }
@@ -772,12 +775,13 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
 
     int kind = event_content_type_parse(content_type);
     if (kind == EVENT_CONTENT_UNSUPPORTED) {
-        set_err(err, errlen,
-                "content type is neither application/json nor "
-                "application/x-www-form-urlencoded");
+        event_set_err(err, errlen,
+                      "content type is neither application/json nor "
+                      "application/x-www-form-urlencoded");
         return GHE_UNSUPPORTED;
     }
-    if (kind == EVENT_CONTENT_FORM && (rc = form_payload(body, len, &json, &json_len, err, errlen)))
+    if (kind == EVENT_CONTENT_FORM &&
+        (rc = event_form_payload(body, len, &json, &json_len, err, errlen)))
         return rc;
 
     if (ev->arena)
@@ -793,7 +797,7 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
     for (size_t i = 0; i < nextra && npaths < JSONPRUNE_MAX_PATHS; i++)
         paths[npaths++] = extra[i];
     if (npaths < EVENT_NPATHS + nextra) {
-        set_err(err, errlen, "the bindings name too many $(body...) paths");
+        event_set_err(err, errlen, "the bindings name too many $(body...) paths");
         return GHE_INVAL;
     }
     event_global_init();
@@ -805,21 +809,21 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
          * jsonprune checks UTF-8 and NULs as it goes, so only a refused body needs
          * this scan, for the more precise of the two reasons.
          */
-        size_t bad = utf8_invalid_offset((const unsigned char *)json, json_len);
+        size_t bad = event_utf8_invalid_offset((const unsigned char *)json, json_len);
         if (bad < json_len && json[bad] == '\0')
-            set_err(err, errlen, "body contains a NUL byte");
+            event_set_err(err, errlen, "body contains a NUL byte");
         else if (bad < json_len)
-            set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
+            event_set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
     }
     if (rc)
         return rc;
 
     const cJSON *b = ev->body;
-    const cJSON *repo = obj_get(b, "repository");
-    if ((rc = event_set(&ev->action, obj_string(b, "action"))) ||
-        (rc = event_set(&ev->repo_full_name, obj_string(repo, "full_name"))) ||
-        (rc = event_set(&ev->repo_url, obj_string(repo, "clone_url"))) ||
-        (rc = event_set(&ev->sender, obj_string(obj_get(b, "sender"), "login"))))
+    const cJSON *repo = event_obj_get(b, "repository");
+    if ((rc = event_set(&ev->action, event_obj_string(b, "action"))) ||
+        (rc = event_set(&ev->repo_full_name, event_obj_string(repo, "full_name"))) ||
+        (rc = event_set(&ev->repo_url, event_obj_string(repo, "clone_url"))) ||
+        (rc = event_set(&ev->sender, event_obj_string(event_obj_get(b, "sender"), "login"))))
         goto out;
 
     if (event_name && strcmp(event_name, "push") == 0)
@@ -829,6 +833,6 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
 
 out:
     if (rc == GHE_NOMEM)
-        set_err(err, errlen, "out of memory");
+        event_set_err(err, errlen, "out of memory");
     return rc;
 }

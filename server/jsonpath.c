@@ -7,6 +7,7 @@
  * difference is listed in docs/tekton-compat.md.
  */
 #include "gpuhook/jsonpath.h"
+#include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 
 #include <math.h>
@@ -15,75 +16,77 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define JP_MISSING 1
-#define JP_KEY_MAX 1024
+#include <cjson/cJSON.h>
 
-enum jp_kind { JK_FIELD, JK_WILD, JK_RECURSE, JK_SLICE, JK_UNION, JK_FILTER };
-enum jp_opnd { JO_PATH, JO_STRING, JO_NUMBER, JO_TRUE, JO_FALSE };
-enum jp_op { JOP_EXISTS, JOP_EQ, JOP_NE, JOP_LT, JOP_GT, JOP_LE, JOP_GE };
+#define JSONPATH_MISSING 1
+#define JSONPATH_KEY_MAX 1024
 
-struct jp_step;
+enum jsonpath_kind { JK_FIELD, JK_WILD, JK_RECURSE, JK_SLICE, JK_UNION, JK_FILTER };
+enum jsonpath_opnd { JO_PATH, JO_STRING, JO_NUMBER, JO_TRUE, JO_FALSE };
+enum jsonpath_op { JOP_EXISTS, JOP_EQ, JOP_NE, JOP_LT, JOP_GT, JOP_LE, JOP_GE };
 
-struct jp_list {
-    struct jp_step *s;
+struct jsonpath_step;
+
+struct jsonpath_list {
+    struct jsonpath_step *s;
     size_t n;
 };
 
-struct jp_operand {
-    enum jp_opnd kind;
-    struct jp_list path; /* JO_PATH: relative to @ */
-    char *str;           /* JO_STRING */
-    double num;          /* JO_NUMBER */
+struct jsonpath_operand {
+    enum jsonpath_opnd kind;
+    struct jsonpath_list path; /* JO_PATH: relative to @ */
+    char *str;                 /* JO_STRING */
+    double num;                /* JO_NUMBER */
 };
 
-struct jp_step {
-    enum jp_kind kind;
+struct jsonpath_step {
+    enum jsonpath_kind kind;
     char *key;  /* JK_FIELD */
     long index; /* JK_FIELD: the key as an array index when it is all digits, else -1 */
     long v[3];  /* JK_SLICE: start, end, step */
     bool known[3];
-    bool derived;         /* JK_SLICE: [N], whose end is N + 1 */
-    struct jp_step *alts; /* JK_UNION: fields and slices */
+    bool derived;               /* JK_SLICE: [N], whose end is N + 1 */
+    struct jsonpath_step *alts; /* JK_UNION: fields and slices */
     size_t nalt;
-    enum jp_op op; /* JK_FILTER */
-    struct jp_operand left, right;
+    enum jsonpath_op op; /* JK_FILTER */
+    struct jsonpath_operand left, right;
 };
 
 struct jsonpath {
     enum jsonpath_root root;
-    struct jp_list steps; /* after the root */
+    struct jsonpath_list steps; /* after the root */
     struct jsonprune_seg *prune;
     size_t nprune;
 };
 
-struct jp_parser {
+struct jsonpath_parser {
     const char *p, *end;
     const char *why;
 };
 
-static void jp_list_free(struct jp_list *l);
+static void jsonpath_list_free(struct jsonpath_list *l);
 
-static void jp_step_free(struct jp_step *s) {
+static void jsonpath_step_free(struct jsonpath_step *s) {
     free(s->key);
     for (size_t i = 0; i < s->nalt; i++)
-        jp_step_free(&s->alts[i]);
+        jsonpath_step_free(&s->alts[i]);
     free(s->alts);
-    jp_list_free(&s->left.path);
-    jp_list_free(&s->right.path);
+    jsonpath_list_free(&s->left.path);
+    jsonpath_list_free(&s->right.path);
     free(s->left.str);
     free(s->right.str);
 }
 
-static void jp_list_free(struct jp_list *l) {
+static void jsonpath_list_free(struct jsonpath_list *l) {
     for (size_t i = 0; i < l->n; i++)
-        jp_step_free(&l->s[i]);
+        jsonpath_step_free(&l->s[i]);
     free(l->s);
     l->s = NULL;
     l->n = 0;
 }
 
-static struct jp_step *jp_push(struct jp_list *l) {
-    struct jp_step *s = realloc(l->s, (l->n + 1) * sizeof(*s));
+static struct jsonpath_step *jsonpath_push(struct jsonpath_list *l) {
+    struct jsonpath_step *s = realloc(l->s, (l->n + 1) * sizeof(*s));
     if (!s)
         return NULL;
     l->s = s;
@@ -92,34 +95,34 @@ static struct jp_step *jp_push(struct jp_list *l) {
     return &s[l->n++];
 }
 
-static bool jp_is_terminator(char c) {
+static bool jsonpath_is_terminator(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '.' || c == ',' || c == '[' ||
            c == ']' || c == '$' || c == '@' || c == '{' || c == '}';
 }
 
-static long jp_digits_index(const char *k) {
+static long jsonpath_digits_index(const char *k) {
     size_t n = strlen(k);
     if (n == 0 || n > 9 || strspn(k, "0123456789") != n)
         return -1;
     return strtol(k, NULL, 10);
 }
 
-static int jp_set_field(struct jp_step *s, const char *key, size_t n) {
+static int jsonpath_set_field(struct jsonpath_step *s, const char *key, size_t n) {
     if (!(s->key = malloc(n + 1)))
         return GHE_NOMEM;
     memcpy(s->key, key, n);
     s->key[n] = '\0';
     s->kind = JK_FIELD;
-    s->index = jp_digits_index(s->key);
+    s->index = jsonpath_digits_index(s->key);
     return 0;
 }
 
 /* A field name up to the next unescaped terminator; "\x" stands for x. */
-static int jp_parse_field(struct jp_parser *ps, struct jp_list *l) {
-    char key[JP_KEY_MAX];
+static int jsonpath_parse_field(struct jsonpath_parser *ps, struct jsonpath_list *l) {
+    char key[JSONPATH_KEY_MAX];
     size_t n = 0;
 
-    while (ps->p < ps->end && !jp_is_terminator(*ps->p)) {
+    while (ps->p < ps->end && !jsonpath_is_terminator(*ps->p)) {
         if (*ps->p == '\\' && ps->p + 1 < ps->end)
             ps->p++;
         if (n + 1 >= sizeof(key))
@@ -128,18 +131,18 @@ static int jp_parse_field(struct jp_parser *ps, struct jp_list *l) {
     }
     if (n == 0)
         return 0; /* "body.[0]": an empty field selects what it is given */
-    struct jp_step *s = jp_push(l);
+    struct jsonpath_step *s = jsonpath_push(l);
     if (!s)
         return GHE_NOMEM;
     if (n == 1 && key[0] == '*') {
         s->kind = JK_WILD;
         return 0;
     }
-    return jp_set_field(s, key, n);
+    return jsonpath_set_field(s, key, n);
 }
 
 /* "-?digits" or nothing; *known says which. */
-static bool jp_parse_int(const char **pp, const char *end, long *v, bool *known) {
+static bool jsonpath_parse_int(const char **pp, const char *end, long *v, bool *known) {
     const char *p = *pp;
     bool neg = false;
     long x = 0;
@@ -163,7 +166,8 @@ static bool jp_parse_int(const char **pp, const char *end, long *v, bool *known)
 }
 
 /* One bracket item that is not a filter: '*', 'key', "key", N or a slice. */
-static int jp_parse_item(struct jp_parser *ps, const char *a, const char *b, struct jp_step *s) {
+static int jsonpath_parse_item(struct jsonpath_parser *ps, const char *a, const char *b,
+                               struct jsonpath_step *s) {
     while (a < b && *a == ' ')
         a++;
     while (b > a && b[-1] == ' ')
@@ -176,7 +180,7 @@ static int jp_parse_item(struct jp_parser *ps, const char *a, const char *b, str
     if (b - a >= 2 && (*a == '\'' || *a == '"') && b[-1] == *a) {
         if (memchr(a + 1, *a, (size_t)(b - a - 2)))
             return (ps->why = "a quote inside a quoted key", GHE_INVAL);
-        return jp_set_field(s, a + 1, (size_t)(b - a - 2));
+        return jsonpath_set_field(s, a + 1, (size_t)(b - a - 2));
     }
     const char *p = a;
     s->kind = JK_SLICE;
@@ -188,7 +192,7 @@ static int jp_parse_item(struct jp_parser *ps, const char *a, const char *b, str
                 return (ps->why = "an array index is not a number or a slice", GHE_INVAL);
             p++;
         }
-        if (!jp_parse_int(&p, b, &s->v[i], &s->known[i]))
+        if (!jsonpath_parse_int(&p, b, &s->v[i], &s->known[i]))
             return (ps->why = "an array index is not a number or a slice", GHE_INVAL);
         if (i == 0 && p == b) {
             /* [N]: the end is derived from the start */
@@ -205,11 +209,11 @@ static int jp_parse_item(struct jp_parser *ps, const char *a, const char *b, str
     return 0;
 }
 
-static int jp_parse_list(struct jp_parser *ps, struct jp_list *l, bool operand);
+static int jsonpath_parse_list(struct jsonpath_parser *ps, struct jsonpath_list *l, bool operand);
 
 /* One filter operand: @path, 'text', "text", a number, true or false. */
-static int jp_parse_operand(struct jp_parser *ps, const char *a, const char *b,
-                            struct jp_operand *o) {
+static int jsonpath_parse_operand(struct jsonpath_parser *ps, const char *a, const char *b,
+                                  struct jsonpath_operand *o) {
     while (a < b && *a == ' ')
         a++;
     while (b > a && b[-1] == ' ')
@@ -217,9 +221,9 @@ static int jp_parse_operand(struct jp_parser *ps, const char *a, const char *b,
     if (a == b)
         return (ps->why = "a filter lacks an operand", GHE_INVAL);
     if (*a == '@') {
-        struct jp_parser sub = {a + 1, b, NULL};
+        struct jsonpath_parser sub = {a + 1, b, NULL};
         o->kind = JO_PATH;
-        int rc = jp_parse_list(&sub, &o->path, true);
+        int rc = jsonpath_parse_list(&sub, &o->path, true);
         if (rc == GHE_INVAL)
             ps->why = sub.why;
         return rc;
@@ -255,7 +259,7 @@ static int jp_parse_operand(struct jp_parser *ps, const char *a, const char *b,
 }
 
 /* [?(left OP right)] or [?(path)], with ps->p just after "[?(". */
-static int jp_parse_filter(struct jp_parser *ps, struct jp_step *s) {
+static int jsonpath_parse_filter(struct jsonpath_parser *ps, struct jsonpath_step *s) {
     const char *a = ps->p, *p = ps->p;
     char quote = 0;
 
@@ -290,14 +294,14 @@ static int jp_parse_filter(struct jp_parser *ps, struct jp_step *s) {
     }
     if (op == b) {
         s->op = JOP_EXISTS;
-        return jp_parse_operand(ps, a, b, &s->left);
+        return jsonpath_parse_operand(ps, a, b, &s->left);
     }
     const char *ope = op;
     while (ope < b && strchr("!<>=", *ope))
         ope++;
     static const struct {
         const char *text;
-        enum jp_op op;
+        enum jsonpath_op op;
     } ops[] = {{"==", JOP_EQ}, {"!=", JOP_NE}, {"<=", JOP_LE},
                {">=", JOP_GE}, {"<", JOP_LT},  {">", JOP_GT}};
     size_t i = 0;
@@ -308,20 +312,20 @@ static int jp_parse_filter(struct jp_parser *ps, struct jp_step *s) {
     if (i == sizeof(ops) / sizeof(ops[0]))
         return (ps->why = "a filter operator other than ==, !=, <, >, <= or >=", GHE_INVAL);
     s->op = ops[i].op;
-    int rc = jp_parse_operand(ps, a, op, &s->left);
+    int rc = jsonpath_parse_operand(ps, a, op, &s->left);
     if (!rc)
-        rc = jp_parse_operand(ps, ope, b, &s->right);
+        rc = jsonpath_parse_operand(ps, ope, b, &s->right);
     return rc;
 }
 
-static int jp_parse_bracket(struct jp_parser *ps, struct jp_list *l) {
-    struct jp_step *s = jp_push(l);
+static int jsonpath_parse_bracket(struct jsonpath_parser *ps, struct jsonpath_list *l) {
+    struct jsonpath_step *s = jsonpath_push(l);
     if (!s)
         return GHE_NOMEM;
     ps->p++; /* '[' */
     if (ps->p + 1 < ps->end && ps->p[0] == '?' && ps->p[1] == '(') {
         ps->p += 2;
-        return jp_parse_filter(ps, s);
+        return jsonpath_parse_filter(ps, s);
     }
     const char *a = ps->p, *b = memchr(a, ']', (size_t)(ps->end - a));
     if (!b)
@@ -331,15 +335,15 @@ static int jp_parse_bracket(struct jp_parser *ps, struct jp_list *l) {
     for (const char *c = a; c < b; c++)
         commas += *c == ',';
     if (commas == 0)
-        return jp_parse_item(ps, a, b, s);
+        return jsonpath_parse_item(ps, a, b, s);
     s->kind = JK_UNION;
     if (!(s->alts = calloc(commas + 1, sizeof(*s->alts))))
         return GHE_NOMEM;
     for (const char *c = a;; c++) {
         if (c == b || *c == ',') {
-            struct jp_step *alt = &s->alts[s->nalt++];
+            struct jsonpath_step *alt = &s->alts[s->nalt++];
             alt->index = -1;
-            int rc = jp_parse_item(ps, a, c, alt);
+            int rc = jsonpath_parse_item(ps, a, c, alt);
             if (rc)
                 return rc;
             if (alt->kind != JK_FIELD && alt->kind != JK_SLICE)
@@ -353,7 +357,7 @@ static int jp_parse_bracket(struct jp_parser *ps, struct jp_list *l) {
 }
 
 /* Steps until the end; in an operand, the path after '@'. */
-static int jp_parse_list(struct jp_parser *ps, struct jp_list *l, bool operand) {
+static int jsonpath_parse_list(struct jsonpath_parser *ps, struct jsonpath_list *l, bool operand) {
     int rc = 0;
     (void)operand;
     while (!rc && ps->p < ps->end) {
@@ -361,17 +365,17 @@ static int jp_parse_list(struct jp_parser *ps, struct jp_list *l, bool operand) 
         if (c == ' ') {
             ps->p++;
         } else if (c == '.' && ps->p + 1 < ps->end && ps->p[1] == '.') {
-            struct jp_step *s = jp_push(l);
+            struct jsonpath_step *s = jsonpath_push(l);
             if (!s)
                 return GHE_NOMEM;
             s->kind = JK_RECURSE;
             ps->p += 2;
-            rc = jp_parse_field(ps, l);
+            rc = jsonpath_parse_field(ps, l);
         } else if (c == '.') {
             ps->p++;
-            rc = jp_parse_field(ps, l);
+            rc = jsonpath_parse_field(ps, l);
         } else if (c == '[') {
-            rc = jp_parse_bracket(ps, l);
+            rc = jsonpath_parse_bracket(ps, l);
         } else {
             return (ps->why = "expected '.' or '[' in the path", GHE_INVAL);
         }
@@ -405,14 +409,14 @@ void jsonpath_canonical_header(const char *name, char *out, size_t size) {
     out[n + 1 < size ? n : size - 1] = '\0';
 }
 
-static int jp_build_prune(struct jsonpath *p) {
+static int jsonpath_build_prune(struct jsonpath *p) {
     if (p->root != JSONPATH_BODY)
         return 0;
     p->prune = calloc(p->steps.n + 1, sizeof(*p->prune));
     if (!p->prune)
         return GHE_NOMEM;
     for (size_t i = 0; i < p->steps.n; i++) {
-        const struct jp_step *s = &p->steps.s[i];
+        const struct jsonpath_step *s = &p->steps.s[i];
         struct jsonprune_seg *g = &p->prune[p->nprune];
         if (s->kind == JK_FILTER || s->kind == JK_RECURSE)
             break; /* keep everything below: a filter reads the elements */
@@ -449,11 +453,11 @@ int jsonpath_compile(const char *expr, struct jsonpath **out, const char **why) 
     struct jsonpath *p = calloc(1, sizeof(*p));
     if (!p)
         return GHE_NOMEM;
-    struct jp_list all = {0};
-    struct jp_parser ps = {a, b, NULL};
-    int rc = jp_parse_field(&ps, &all);
+    struct jsonpath_list all = {0};
+    struct jsonpath_parser ps = {a, b, NULL};
+    int rc = jsonpath_parse_field(&ps, &all);
     if (!rc)
-        rc = jp_parse_list(&ps, &all, false);
+        rc = jsonpath_parse_list(&ps, &all, false);
     if (rc == GHE_INVAL)
         *why = ps.why;
     if (!rc) {
@@ -467,7 +471,7 @@ int jsonpath_compile(const char *expr, struct jsonpath **out, const char **why) 
             rc = GHE_INVAL;
         } else {
             p->root = (enum jsonpath_root)r;
-            jp_step_free(&all.s[0]);
+            jsonpath_step_free(&all.s[0]);
             memmove(all.s, all.s + 1, (all.n - 1) * sizeof(*all.s));
             all.n--;
             p->steps = all;
@@ -476,13 +480,13 @@ int jsonpath_compile(const char *expr, struct jsonpath **out, const char **why) 
         }
     }
     if (!rc && p->root == JSONPATH_HEADER && p->steps.n > 0 && p->steps.s[0].kind == JK_FIELD) {
-        char canon[JP_KEY_MAX];
+        char canon[JSONPATH_KEY_MAX];
         jsonpath_canonical_header(p->steps.s[0].key, canon, sizeof(canon));
         memcpy(p->steps.s[0].key, canon, strlen(canon) + 1);
     }
     if (!rc)
-        rc = jp_build_prune(p);
-    jp_list_free(&all);
+        rc = jsonpath_build_prune(p);
+    jsonpath_list_free(&all);
     if (rc) {
         jsonpath_free(p);
         return rc;
@@ -494,7 +498,7 @@ int jsonpath_compile(const char *expr, struct jsonpath **out, const char **why) 
 void jsonpath_free(struct jsonpath *p) {
     if (!p)
         return;
-    jp_list_free(&p->steps);
+    jsonpath_list_free(&p->steps);
     free(p->prune);
     free(p);
 }
@@ -521,7 +525,7 @@ void jsonpath_results_cleanup(struct jsonpath_results *r) {
     memset(r, 0, sizeof(*r));
 }
 
-static int jp_add(struct jsonpath_results *r, const cJSON *n) {
+static int jsonpath_add(struct jsonpath_results *r, const cJSON *n) {
     if (r->n == r->cap) {
         size_t cap = r->cap ? r->cap * 2 : 8;
         const cJSON **v = realloc(r->v, cap * sizeof(*v));
@@ -534,30 +538,31 @@ static int jp_add(struct jsonpath_results *r, const cJSON *n) {
     return 0;
 }
 
-static int jp_eval_list(const struct jp_list *l, const cJSON *start, struct jsonpath_results *res);
+static int jsonpath_eval_list(const struct jsonpath_list *l, const cJSON *start,
+                              struct jsonpath_results *res);
 
-static int jp_field(const struct jp_step *s, const struct jsonpath_results *in,
-                    struct jsonpath_results *out) {
+static int jsonpath_field(const struct jsonpath_step *s, const struct jsonpath_results *in,
+                          struct jsonpath_results *out) {
     for (size_t i = 0; i < in->n; i++) {
         const cJSON *v = in->v[i], *c = NULL;
         if (cJSON_IsObject(v))
             c = cJSON_GetObjectItemCaseSensitive(v, s->key);
         else if (cJSON_IsArray(v) && s->index >= 0)
             c = cJSON_GetArrayItem(v, (int)s->index); /* gpuhook's a.0 form */
-        if (c && jp_add(out, c))
+        if (c && jsonpath_add(out, c))
             return GHE_NOMEM;
     }
-    return in->n && !out->n ? JP_MISSING : 0;
+    return in->n && !out->n ? JSONPATH_MISSING : 0;
 }
 
-static int jp_slice(const struct jp_step *s, const struct jsonpath_results *in,
-                    struct jsonpath_results *out) {
+static int jsonpath_slice(const struct jsonpath_step *s, const struct jsonpath_results *in,
+                          struct jsonpath_results *out) {
     for (size_t i = 0; i < in->n; i++) {
         const cJSON *v = in->v[i];
         if (cJSON_IsNull(v))
             continue;
         if (!cJSON_IsArray(v))
-            return JP_MISSING;
+            return JSONPATH_MISSING;
         long len = cJSON_GetArraySize(v);
         long start = s->known[0] ? s->v[0] : 0;
         long end = s->known[1] ? s->v[1] : len;
@@ -568,14 +573,14 @@ static int jp_slice(const struct jp_step *s, const struct jsonpath_results *in,
         if (end == start)
             continue;
         if (start >= len || start < 0 || end > len || end < 0 || start > end)
-            return JP_MISSING;
+            return JSONPATH_MISSING;
         long step = s->known[2] ? s->v[2] : 1;
         if (step <= 0)
-            return JP_MISSING;
+            return JSONPATH_MISSING;
         long k = 0;
         const cJSON *c;
         cJSON_ArrayForEach(c, v) {
-            if (k >= start && k < end && (k - start) % step == 0 && jp_add(out, c))
+            if (k >= start && k < end && (k - start) % step == 0 && jsonpath_add(out, c))
                 return GHE_NOMEM;
             k++;
         }
@@ -583,28 +588,29 @@ static int jp_slice(const struct jp_step *s, const struct jsonpath_results *in,
     return 0;
 }
 
-static int jp_recurse(const cJSON *v, struct jsonpath_results *out) {
+static int jsonpath_recurse(const cJSON *v, struct jsonpath_results *out) {
     if ((!cJSON_IsArray(v) && !cJSON_IsObject(v)) || !v->child)
         return 0;
-    if (jp_add(out, v))
+    if (jsonpath_add(out, v))
         return GHE_NOMEM;
     for (const cJSON *c = v->child; c; c = c->next)
-        if (jp_recurse(c, out))
+        if (jsonpath_recurse(c, out))
             return GHE_NOMEM;
     return 0;
 }
 
-/* One operand's value for an element: 0, JP_MISSING, or GHE_NOMEM; *n NULL when none. */
-static int jp_operand(const struct jp_operand *o, const cJSON *elem, const cJSON **n, cJSON *lit) {
+/* One operand's value for an element: 0, JSONPATH_MISSING, or GHE_NOMEM; *n NULL when none. */
+static int jsonpath_operand_eval(const struct jsonpath_operand *o, const cJSON *elem,
+                                 const cJSON **n, cJSON *lit) {
     struct jsonpath_results r = {0};
     int rc = 0;
 
     *n = NULL;
     switch (o->kind) {
     case JO_PATH:
-        rc = jp_eval_list(&o->path, elem, &r);
+        rc = jsonpath_eval_list(&o->path, elem, &r);
         if (!rc && r.n > 1)
-            rc = JP_MISSING; /* "can only compare one element at a time" */
+            rc = JSONPATH_MISSING; /* "can only compare one element at a time" */
         if (!rc && r.n == 1)
             *n = r.v[0];
         jsonpath_results_cleanup(&r);
@@ -629,7 +635,7 @@ static int jp_operand(const struct jp_operand *o, const cJSON *elem, const cJSON
 }
 
 /* Compares as Go's text/template eq/lt do: same kinds only. Returns 1, 0 or -1 (an error). */
-static int jp_compare(enum jp_op op, const cJSON *l, const cJSON *r) {
+static int jsonpath_compare(enum jsonpath_op op, const cJSON *l, const cJSON *r) {
     int cmp;
     if (cJSON_IsString(l) && cJSON_IsString(r))
         cmp = strcmp(l->valuestring, r->valuestring);
@@ -657,20 +663,20 @@ static int jp_compare(enum jp_op op, const cJSON *l, const cJSON *r) {
     }
 }
 
-static int jp_filter(const struct jp_step *s, const struct jsonpath_results *in,
-                     struct jsonpath_results *out) {
+static int jsonpath_filter(const struct jsonpath_step *s, const struct jsonpath_results *in,
+                           struct jsonpath_results *out) {
     for (size_t i = 0; i < in->n; i++) {
         const cJSON *v = in->v[i], *e;
         if (!cJSON_IsArray(v))
-            return JP_MISSING; /* "is not array or slice and cannot be filtered" */
+            return JSONPATH_MISSING; /* "is not array or slice and cannot be filtered" */
         cJSON_ArrayForEach(e, v) {
             cJSON llit = {0}, rlit = {0};
             const cJSON *l, *r;
-            int rc = jp_operand(&s->left, e, &l, &llit);
+            int rc = jsonpath_operand_eval(&s->left, e, &l, &llit);
             if (s->op == JOP_EXISTS) {
                 if (rc == GHE_NOMEM)
                     return rc;
-                if (rc == 0 && l && jp_add(out, e))
+                if (rc == 0 && l && jsonpath_add(out, e))
                     return GHE_NOMEM;
                 continue;
             }
@@ -678,22 +684,22 @@ static int jp_filter(const struct jp_step *s, const struct jsonpath_results *in,
                 return rc;
             if (!l)
                 continue;
-            if ((rc = jp_operand(&s->right, e, &r, &rlit)) != 0)
+            if ((rc = jsonpath_operand_eval(&s->right, e, &r, &rlit)) != 0)
                 return rc;
             if (!r)
                 continue;
-            int pass = jp_compare(s->op, l, r);
+            int pass = jsonpath_compare(s->op, l, r);
             if (pass < 0)
-                return JP_MISSING;
-            if (pass && jp_add(out, e))
+                return JSONPATH_MISSING;
+            if (pass && jsonpath_add(out, e))
                 return GHE_NOMEM;
         }
     }
     return 0;
 }
 
-static int jp_step_eval(const struct jp_step *s, const struct jsonpath_results *in,
-                        struct jsonpath_results *out) {
+static int jsonpath_step_eval(const struct jsonpath_step *s, const struct jsonpath_results *in,
+                              struct jsonpath_results *out) {
     int rc = 0;
     const cJSON *c;
 
@@ -701,43 +707,44 @@ static int jp_step_eval(const struct jp_step *s, const struct jsonpath_results *
         return 0; /* no input, no output */
     switch (s->kind) {
     case JK_FIELD:
-        return jp_field(s, in, out);
+        return jsonpath_field(s, in, out);
     case JK_WILD:
         for (size_t i = 0; i < in->n && !rc; i++)
             if (cJSON_IsArray(in->v[i]) || cJSON_IsObject(in->v[i]))
-                cJSON_ArrayForEach(c, in->v[i]) if ((rc = jp_add(out, c)) != 0) break;
+                cJSON_ArrayForEach(c, in->v[i]) if ((rc = jsonpath_add(out, c)) != 0) break;
         return rc;
     case JK_RECURSE:
         for (size_t i = 0; i < in->n && !rc; i++)
-            rc = jp_recurse(in->v[i], out);
+            rc = jsonpath_recurse(in->v[i], out);
         return rc;
     case JK_SLICE:
-        return jp_slice(s, in, out);
+        return jsonpath_slice(s, in, out);
     case JK_UNION:
         for (size_t a = 0; a < s->nalt && !rc; a++) {
             struct jsonpath_results part = {0};
-            rc = jp_step_eval(&s->alts[a], in, &part);
+            rc = jsonpath_step_eval(&s->alts[a], in, &part);
             for (size_t k = 0; !rc && k < part.n; k++)
-                rc = jp_add(out, part.v[k]);
+                rc = jsonpath_add(out, part.v[k]);
             jsonpath_results_cleanup(&part);
         }
         return rc;
     case JK_FILTER:
-        return jp_filter(s, in, out);
+        return jsonpath_filter(s, in, out);
     }
     return 0;
 }
 
-static int jp_eval_list(const struct jp_list *l, const cJSON *start, struct jsonpath_results *res) {
+static int jsonpath_eval_list(const struct jsonpath_list *l, const cJSON *start,
+                              struct jsonpath_results *res) {
     struct jsonpath_results cur = {0}, next = {0};
     int rc;
 
     res->n = 0;
-    if ((rc = jp_add(&cur, start)) != 0)
+    if ((rc = jsonpath_add(&cur, start)) != 0)
         return rc;
     for (size_t i = 0; i < l->n && !rc; i++) {
         next.n = 0;
-        rc = jp_step_eval(&l->s[i], &cur, &next);
+        rc = jsonpath_step_eval(&l->s[i], &cur, &next);
         struct jsonpath_results t = cur;
         cur = next;
         next = t;
@@ -755,14 +762,14 @@ static int jp_eval_list(const struct jp_list *l, const cJSON *start, struct json
 int jsonpath_eval(const struct jsonpath *p, const cJSON *root, struct jsonpath_results *res) {
     if (!root) {
         res->n = 0;
-        return JP_MISSING;
+        return JSONPATH_MISSING;
     }
-    return jp_eval_list(&p->steps, root, res);
+    return jsonpath_eval_list(&p->steps, root, res);
 }
 
 /* ------------------------------------------------------------ printing */
 
-static int jp_print_number(const cJSON *n, struct buf *out) {
+static int jsonpath_print_number(const cJSON *n, struct buf *out) {
     char tmp[64];
     double d = n->valuedouble;
 
@@ -780,7 +787,7 @@ static int jp_print_number(const cJSON *n, struct buf *out) {
     return buf_appends(out, tmp);
 }
 
-static int jp_print_string(const char *s, struct buf *out) {
+static int jsonpath_print_string(const char *s, struct buf *out) {
     int rc;
     if ((rc = buf_append(out, "\"", 1)) || (rc = buf_append_json_escaped(out, s, strlen(s))))
         return rc;
@@ -792,9 +799,9 @@ int jsonpath_print_json(const cJSON *node, struct buf *out) {
     const cJSON *c;
 
     if (cJSON_IsString(node))
-        return jp_print_string(node->valuestring, out);
+        return jsonpath_print_string(node->valuestring, out);
     if (cJSON_IsNumber(node))
-        return jp_print_number(node, out);
+        return jsonpath_print_number(node, out);
     if (cJSON_IsTrue(node))
         return buf_appends(out, "true");
     if (cJSON_IsFalse(node))
@@ -807,7 +814,7 @@ int jsonpath_print_json(const cJSON *node, struct buf *out) {
     for (c = node->child; c && !rc; c = c->next) {
         if (c != node->child && (rc = buf_append(out, ",", 1)) != 0)
             break;
-        if (obj && ((rc = jp_print_string(c->string ? c->string : "", out)) != 0 ||
+        if (obj && ((rc = jsonpath_print_string(c->string ? c->string : "", out)) != 0 ||
                     (rc = buf_append(out, ":", 1)) != 0))
             break;
         rc = jsonpath_print_json(c, out);

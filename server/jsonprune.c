@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -25,17 +27,19 @@ struct jsonprune {
     size_t scratch_cap;
 };
 
-static void jp_fail(struct jsonprune *j, int status, const char *why) {
+static void jsonprune_fail(struct jsonprune *j, int status, const char *why) {
     if (!j->status) {
         j->status = status;
         j->why = why;
     }
 }
 
-static inline bool jp_is_ws(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+static inline bool jsonprune_is_ws(char c) {
+    return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
 
 /* Skips whitespace. Compact JSON has none, so the first byte usually decides. */
-static inline void jp_ws(struct jsonprune *j) {
+static inline void jsonprune_ws(struct jsonprune *j) {
     const char *p = j->p;
     if (p == j->end || (unsigned char)*p > ' ')
         return;
@@ -55,7 +59,7 @@ static inline void jp_ws(struct jsonprune *j) {
         p += 16;
     }
 #endif
-    while (p < j->end && jp_is_ws(*p))
+    while (p < j->end && jsonprune_is_ws(*p))
         p++;
     j->p = p;
 }
@@ -64,8 +68,8 @@ static inline void jp_ws(struct jsonprune *j) {
  * Which paths continue below a child. key is the child's key (objects) or
  * NULL; index its index (arrays) or -1. *whole is set when a path ends here.
  */
-static jsonprune_set jp_step(const struct jsonprune *j, jsonprune_set live, int depth,
-                             const char *key, size_t keylen, long index, bool *whole) {
+static jsonprune_set jsonprune_step(const struct jsonprune *j, jsonprune_set live, int depth,
+                                    const char *key, size_t keylen, long index, bool *whole) {
     jsonprune_set next = 0;
     for (jsonprune_set set = live; set; set &= set - 1) {
         size_t i = (size_t)__builtin_ctzll(set);
@@ -98,7 +102,7 @@ static jsonprune_set jp_step(const struct jsonprune *j, jsonprune_set live, int 
     return next;
 }
 
-static bool jp_u4(struct jsonprune *j, unsigned *out) {
+static bool jsonprune_u4(struct jsonprune *j, unsigned *out) {
     unsigned v = 0;
     if (j->end - j->p < 4)
         return false;
@@ -113,14 +117,14 @@ static bool jp_u4(struct jsonprune *j, unsigned *out) {
     return true;
 }
 
-static bool jp_scratch_put(struct jsonprune *j, size_t *n, const char *s, size_t len) {
+static bool jsonprune_scratch_put(struct jsonprune *j, size_t *n, const char *s, size_t len) {
     if (*n + len + 1 > j->scratch_cap) {
         size_t cap = j->scratch_cap ? j->scratch_cap : 256;
         while (cap < *n + len + 1)
             cap *= 2;
         char *p = realloc(j->scratch, cap);
         if (!p) {
-            jp_fail(j, GHE_NOMEM, "out of memory");
+            jsonprune_fail(j, GHE_NOMEM, "out of memory");
             return false;
         }
         j->scratch = p;
@@ -137,8 +141,8 @@ static bool jp_scratch_put(struct jsonprune *j, size_t *n, const char *s, size_t
  * only validated. A string without escapes is reported in place through
  * raw and rawlen, so keys need no copy.
  */
-static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t *rawlen,
-                      size_t *outlen) {
+static bool jsonprune_string(struct jsonprune *j, bool decode, const char **raw, size_t *rawlen,
+                             size_t *outlen) {
     const char *start = ++j->p;
     size_t n = 0;
     bool escaped = false;
@@ -146,21 +150,22 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
     for (;;) {
         /* Plain ASCII runs to the next quote, backslash, control or non-ASCII byte. */
         const char *q = j->p + buf_json_plain(j->p, (size_t)(j->end - j->p), true);
-        if (decode && escaped && q > j->p && !jp_scratch_put(j, &n, j->p, (size_t)(q - j->p)))
+        if (decode && escaped && q > j->p &&
+            !jsonprune_scratch_put(j, &n, j->p, (size_t)(q - j->p)))
             return false;
         j->p = q;
         if (q == j->end || (unsigned char)*q < 0x20) {
-            jp_fail(j, GHE_INVAL, "body is not valid JSON");
+            jsonprune_fail(j, GHE_INVAL, "body is not valid JSON");
             return false;
         }
         if ((unsigned char)*q >= 0x80) {
             /* Not ASCII: one whole, strict UTF-8 sequence, or the body is refused. */
             size_t n8 = buf_utf8_len((const unsigned char *)q, (size_t)(j->end - q));
             if (!n8) {
-                jp_fail(j, GHE_INVAL, "body is not valid UTF-8");
+                jsonprune_fail(j, GHE_INVAL, "body is not valid UTF-8");
                 return false;
             }
-            if (decode && escaped && !jp_scratch_put(j, &n, q, n8))
+            if (decode && escaped && !jsonprune_scratch_put(j, &n, q, n8))
                 return false;
             j->p = q + n8;
             continue;
@@ -168,11 +173,12 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
         if (*q == '"')
             break;
         /* Bytes are copied only once an escape shows they must be: most strings have none. */
-        if (decode && !escaped && q > start && !jp_scratch_put(j, &n, start, (size_t)(q - start)))
+        if (decode && !escaped && q > start &&
+            !jsonprune_scratch_put(j, &n, start, (size_t)(q - start)))
             return false;
         escaped = true;
         if (j->end - j->p < 2) {
-            jp_fail(j, GHE_INVAL, "body is not valid JSON");
+            jsonprune_fail(j, GHE_INVAL, "body is not valid JSON");
             return false;
         }
         char e = j->p[1], c = 0;
@@ -204,7 +210,7 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
             break;
         case 'u': {
             unsigned cp, lo;
-            if (!jp_u4(j, &cp))
+            if (!jsonprune_u4(j, &cp))
                 goto bad;
             if (cp >= 0xDC00 && cp <= 0xDFFF)
                 goto bad;
@@ -212,7 +218,7 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
                 if (j->end - j->p < 6 || j->p[0] != '\\' || j->p[1] != 'u')
                     goto bad;
                 j->p += 2;
-                if (!jp_u4(j, &lo) || lo < 0xDC00 || lo > 0xDFFF)
+                if (!jsonprune_u4(j, &lo) || lo < 0xDC00 || lo > 0xDFFF)
                     goto bad;
                 cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
             }
@@ -237,14 +243,14 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
                 u[3] = (char)(0x80 | (cp & 0x3F));
                 ul = 4;
             }
-            if (decode && !jp_scratch_put(j, &n, u, ul))
+            if (decode && !jsonprune_scratch_put(j, &n, u, ul))
                 return false;
             continue;
         }
         default:
             goto bad;
         }
-        if (decode && !jp_scratch_put(j, &n, &c, 1))
+        if (decode && !jsonprune_scratch_put(j, &n, &c, 1))
             return false;
     }
     if (raw) {
@@ -256,20 +262,20 @@ static bool jp_string(struct jsonprune *j, bool decode, const char **raw, size_t
         /* An unescaped string is read in place through raw; without raw it is copied. */
         if (!escaped && raw)
             return true;
-        if (!escaped && !jp_scratch_put(j, &n, start, (size_t)(j->p - 1 - start)))
+        if (!escaped && !jsonprune_scratch_put(j, &n, start, (size_t)(j->p - 1 - start)))
             return false;
-        if (!jp_scratch_put(j, &n, "", 1))
+        if (!jsonprune_scratch_put(j, &n, "", 1))
             return false;
         *outlen = n - 1;
     }
     return true;
 bad:
-    jp_fail(j, GHE_INVAL, "body is not valid JSON");
+    jsonprune_fail(j, GHE_INVAL, "body is not valid JSON");
     return false;
 }
 
 /* Parses a number; with out, its value, and with raw, its text as written (cJSON_malloc). */
-static bool jp_number(struct jsonprune *j, double *out, char **raw) {
+static bool jsonprune_number(struct jsonprune *j, double *out, char **raw) {
     const char *s = j->p, *p = j->p;
     if (p < j->end && *p == '-')
         p++;
@@ -302,7 +308,7 @@ static bool jp_number(struct jsonprune *j, double *out, char **raw) {
         char tmp[64], *buf = tmp;
         size_t n = (size_t)(p - s);
         if (n >= sizeof(tmp) && !(buf = malloc(n + 1))) {
-            jp_fail(j, GHE_NOMEM, "out of memory");
+            jsonprune_fail(j, GHE_NOMEM, "out of memory");
             return false;
         }
         memcpy(buf, s, n);
@@ -314,7 +320,7 @@ static bool jp_number(struct jsonprune *j, double *out, char **raw) {
     if (raw) {
         size_t n = (size_t)(p - s);
         if (!(*raw = cJSON_malloc(n + 1))) {
-            jp_fail(j, GHE_NOMEM, "out of memory");
+            jsonprune_fail(j, GHE_NOMEM, "out of memory");
             return false;
         }
         memcpy(*raw, s, n);
@@ -322,14 +328,14 @@ static bool jp_number(struct jsonprune *j, double *out, char **raw) {
     }
     return true;
 bad:
-    jp_fail(j, GHE_INVAL, "body is not valid JSON");
+    jsonprune_fail(j, GHE_INVAL, "body is not valid JSON");
     return false;
 }
 
-static bool jp_literal(struct jsonprune *j, const char *word) {
+static bool jsonprune_literal(struct jsonprune *j, const char *word) {
     size_t n = strlen(word);
     if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n) != 0) {
-        jp_fail(j, GHE_INVAL, "body is not valid JSON");
+        jsonprune_fail(j, GHE_INVAL, "body is not valid JSON");
         return false;
     }
     j->p += n;
@@ -340,27 +346,27 @@ static bool jp_literal(struct jsonprune *j, const char *word) {
  * Parses one value. keep: build a node for it (returned through *out), with
  * everything below when whole is set, or only the parts live paths reach.
  */
-static void jp_value(struct jsonprune *j, int depth, bool keep, bool whole, jsonprune_set live,
-                     cJSON **out);
+static void jsonprune_value(struct jsonprune *j, int depth, bool keep, bool whole,
+                            jsonprune_set live, cJSON **out);
 
-static void jp_container(struct jsonprune *j, int depth, bool keep, bool whole, jsonprune_set live,
-                         cJSON **out, bool object) {
+static void jsonprune_container(struct jsonprune *j, int depth, bool keep, bool whole,
+                                jsonprune_set live, cJSON **out, bool object) {
     cJSON *node = NULL;
     long index = 0;
 
     if (depth >= j->max_depth) {
-        jp_fail(j, GHE_INVAL, "body nests too deep");
+        jsonprune_fail(j, GHE_INVAL, "body nests too deep");
         return;
     }
     if (keep) {
         node = object ? cJSON_CreateObject() : cJSON_CreateArray();
         if (!node) {
-            jp_fail(j, GHE_NOMEM, "out of memory");
+            jsonprune_fail(j, GHE_NOMEM, "out of memory");
             return;
         }
     }
     j->p++;
-    jp_ws(j);
+    jsonprune_ws(j);
     if (j->p < j->end && *j->p == (object ? '}' : ']')) {
         j->p++;
         *out = node;
@@ -371,14 +377,14 @@ static void jp_container(struct jsonprune *j, int depth, bool keep, bool whole, 
         size_t keylen = 0, declen = 0;
         char *keycopy = NULL;
         if (object) {
-            jp_ws(j);
+            jsonprune_ws(j);
             if (j->p == j->end || *j->p != '"') {
-                jp_fail(j, GHE_INVAL, "body is not valid JSON");
+                jsonprune_fail(j, GHE_INVAL, "body is not valid JSON");
                 break;
             }
             /* Keys are decoded only while something below could be kept. */
             bool want = whole || live;
-            if (!jp_string(j, want, &key, &keylen, &declen))
+            if (!jsonprune_string(j, want, &key, &keylen, &declen))
                 break;
             if (want && !key) {
                 key = j->scratch;
@@ -387,17 +393,17 @@ static void jp_container(struct jsonprune *j, int depth, bool keep, bool whole, 
             if (want && keep) {
                 keycopy = cJSON_malloc(keylen + 1);
                 if (!keycopy) {
-                    jp_fail(j, GHE_NOMEM, "out of memory");
+                    jsonprune_fail(j, GHE_NOMEM, "out of memory");
                     break;
                 }
                 memcpy(keycopy, key, keylen);
                 keycopy[keylen] = '\0';
                 key = keycopy;
             }
-            jp_ws(j);
+            jsonprune_ws(j);
             if (j->p == j->end || *j->p != ':') {
                 cJSON_free(keycopy);
-                jp_fail(j, GHE_INVAL, "body is not valid JSON");
+                jsonprune_fail(j, GHE_INVAL, "body is not valid JSON");
                 break;
             }
             j->p++;
@@ -405,12 +411,12 @@ static void jp_container(struct jsonprune *j, int depth, bool keep, bool whole, 
         bool child_whole = whole;
         jsonprune_set child_live = 0;
         if (!whole && live)
-            child_live = object ? jp_step(j, live, depth, key, keylen, -1, &child_whole)
-                                : jp_step(j, live, depth, NULL, 0, index, &child_whole);
+            child_live = object ? jsonprune_step(j, live, depth, key, keylen, -1, &child_whole)
+                                : jsonprune_step(j, live, depth, NULL, 0, index, &child_whole);
         bool child_keep = keep && (child_whole || child_live);
         cJSON *child = NULL;
-        jp_ws(j);
-        jp_value(j, depth + 1, child_keep, child_whole, child_live, &child);
+        jsonprune_ws(j);
+        jsonprune_value(j, depth + 1, child_keep, child_whole, child_live, &child);
         if (j->status) {
             cJSON_free(keycopy);
             cJSON_Delete(child);
@@ -424,7 +430,7 @@ static void jp_container(struct jsonprune *j, int depth, bool keep, bool whole, 
         }
         cJSON_free(keycopy);
         index++;
-        jp_ws(j);
+        jsonprune_ws(j);
         if (j->p < j->end && *j->p == ',') {
             j->p++;
             continue;
@@ -434,29 +440,29 @@ static void jp_container(struct jsonprune *j, int depth, bool keep, bool whole, 
             *out = node;
             return;
         }
-        jp_fail(j, GHE_INVAL, "body is not valid JSON");
+        jsonprune_fail(j, GHE_INVAL, "body is not valid JSON");
         break;
     }
     cJSON_Delete(node);
 }
 
-static void jp_value(struct jsonprune *j, int depth, bool keep, bool whole, jsonprune_set live,
-                     cJSON **out) {
+static void jsonprune_value(struct jsonprune *j, int depth, bool keep, bool whole,
+                            jsonprune_set live, cJSON **out) {
     *out = NULL;
     if (j->p == j->end) {
-        jp_fail(j, GHE_INVAL, "body is not valid JSON");
+        jsonprune_fail(j, GHE_INVAL, "body is not valid JSON");
         return;
     }
     switch (*j->p) {
     case '{':
-        jp_container(j, depth, keep, whole, live, out, true);
+        jsonprune_container(j, depth, keep, whole, live, out, true);
         return;
     case '[':
-        jp_container(j, depth, keep, whole, live, out, false);
+        jsonprune_container(j, depth, keep, whole, live, out, false);
         return;
     case '"': {
         size_t n = 0;
-        if (!jp_string(j, keep, NULL, NULL, &n) || !keep)
+        if (!jsonprune_string(j, keep, NULL, NULL, &n) || !keep)
             return;
         /* The decoded bytes may hold a NUL from \u0000; cJSON strings end at it, as
          * cJSON's own parser does. */
@@ -464,22 +470,22 @@ static void jp_value(struct jsonprune *j, int depth, bool keep, bool whole, json
         break;
     }
     case 't':
-        if (jp_literal(j, "true") && keep)
+        if (jsonprune_literal(j, "true") && keep)
             *out = cJSON_CreateTrue();
         break;
     case 'f':
-        if (jp_literal(j, "false") && keep)
+        if (jsonprune_literal(j, "false") && keep)
             *out = cJSON_CreateFalse();
         break;
     case 'n':
-        if (jp_literal(j, "null") && keep)
+        if (jsonprune_literal(j, "null") && keep)
             *out = cJSON_CreateNull();
         break;
     default: {
         double d = 0;
         char *raw = NULL;
         /* A kept number carries its text, so it is printed as the payload wrote it. */
-        if (jp_number(j, keep ? &d : NULL, keep ? &raw : NULL) && keep) {
+        if (jsonprune_number(j, keep ? &d : NULL, keep ? &raw : NULL) && keep) {
             if ((*out = cJSON_CreateNumber(d)) != NULL)
                 (*out)->valuestring = raw;
             else
@@ -488,7 +494,7 @@ static void jp_value(struct jsonprune *j, int depth, bool keep, bool whole, json
     }
     }
     if (keep && !j->status && !*out)
-        jp_fail(j, GHE_NOMEM, "out of memory");
+        jsonprune_fail(j, GHE_NOMEM, "out of memory");
     (void)whole;
     (void)live;
     (void)depth;
@@ -512,14 +518,14 @@ int jsonprune_parse(const char *text, size_t len, const struct jsonprune_path *p
         else
             live |= (jsonprune_set)1 << i;
     }
-    jp_ws(&j);
+    jsonprune_ws(&j);
     if (j.p == j.end || *j.p != '{') {
         snprintf(err, errlen, "body is not a JSON object");
         return GHE_INVAL;
     }
-    jp_value(&j, 0, true, whole, live, &root);
+    jsonprune_value(&j, 0, true, whole, live, &root);
     if (!j.status) {
-        jp_ws(&j);
+        jsonprune_ws(&j);
         if (j.p != j.end) {
             snprintf(err, errlen, "body has data after the JSON object (byte %zu)",
                      (size_t)(j.p - text));

@@ -6,17 +6,21 @@
  * non-scalar keys and custom tags. A file that starts with '{' or '[' and is
  * valid JSON is read by cJSON directly.
  */
-#include "gpuhook/template.h"
+#include "gpuhook/yamljson.h"
 
-#include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include <yaml.h>
 
-#define YAMLJSON_FILE_MAX (1024 * 1024)
+#include "gpuhook/error.h"
+#include "gpuhook/fileio.h"
+
 #define YAMLJSON_DEPTH_MAX 128
 #define YAMLJSON_KEYS_MAX 10000
 
@@ -383,39 +387,12 @@ int yamljson_load_string(const char *name, const char *data, size_t len, cJSON *
 int yamljson_load_file(const char *path, cJSON **out, char *err, size_t errlen) {
     char *data = NULL;
     size_t len = 0;
-    int rc = 0;
-    FILE *f = NULL;
+    int rc;
 
     *out = NULL;
-    if (err && errlen)
-        err[0] = '\0';
-    f = fopen(path, "rb");
-    if (!f) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return GHE_IO;
-    }
-    data = malloc(YAMLJSON_FILE_MAX + 1);
-    if (!data) {
-        rc = GHE_NOMEM;
-        goto out;
-    }
-    len = fread(data, 1, YAMLJSON_FILE_MAX + 1, f);
-    if (ferror(f)) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        rc = GHE_IO;
-        goto out;
-    }
-    if (len > YAMLJSON_FILE_MAX) {
-        if (err && errlen)
-            snprintf(err, errlen, "%s: larger than %d bytes", path, YAMLJSON_FILE_MAX);
-        rc = GHE_TOOBIG;
-        goto out;
-    }
-    rc = yamljson_load_string(path, data, len, out, err, errlen);
-out:
+    rc = fileio_read(path, YAMLJSON_FILE_MAX, 0, &data, &len, err, errlen);
+    if (rc == 0)
+        rc = yamljson_load_string(path, data, len, out, err, errlen);
     free(data);
-    fclose(f);
     return rc;
 }

@@ -17,6 +17,9 @@
 
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
+
+#include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 #include "gpuhook/jsonpath.h"
 #include "gpuhook/jsonprune.h"

@@ -9,6 +9,8 @@
 
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
+
 #include "gpuhook/error.h"
 #include "gpuhook/jsonprune.h"
 

@@ -1,6 +1,6 @@
 /*
- * Unit tests for template.c and yamljson.c: loading TriggerTemplate and
- * TriggerBinding files, every load-time error, every substitution rule, the
+ * Unit tests for template_load.c, template_compile.c, template_render.c and
+ * yamljson.c: loading TriggerTemplate and TriggerBinding files, every load-time error, every substitution rule, the
  * metadata gpuhook sets, the shipped k8s/triggers files, and a property test
  * that hostile values never change the rendered object's shape.
  */
@@ -11,9 +11,13 @@
 
 #include <cmocka.h>
 
+#include <cjson/cJSON.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "gpuhook/buf.h"
 #include "gpuhook/error.h"
@@ -21,6 +25,7 @@
 #include "gpuhook/naming.h"
 #include "gpuhook/select.h"
 #include "gpuhook/template.h"
+#include "gpuhook/yamljson.h"
 
 #define FX "tests/fixtures/templates/"
 
@@ -273,6 +278,50 @@ static void test_yamljson_reads_json_files_and_reports_missing_ones(void **state
     assert_int_equal(yamljson_load_string("f.yaml", flow, strlen(flow), &doc, err, sizeof(err)), 0);
     assert_json_equal(doc, "{\"a\": 1, \"b\": [\"x\", \"y\"]}");
     cJSON_Delete(doc);
+}
+
+/*
+ * A template path that is not a regular file, or is larger than the bound, is refused with the
+ * path and the reason (fileio_read): a FIFO must not block start-up, and a large file is never
+ * read cut short.
+ */
+static void test_yamljson_refuses_special_and_oversized_files(void **state) {
+    char dir[] = "/tmp/test_template.XXXXXX";
+    char fifo[64], big[64], want[160], err[512];
+    cJSON *doc = NULL;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(fifo, sizeof(fifo), "%s/fifo.yaml", dir);
+    snprintf(big, sizeof(big), "%s/big.yaml", dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    FILE *f = fopen(big, "w");
+    assert_non_null(f);
+    fputs("a: \"", f);
+    for (size_t i = 0; i < YAMLJSON_FILE_MAX; i++)
+        fputc('x', f);
+    fputs("\"\n", f);
+    fclose(f);
+
+    const struct {
+        const char *path;
+        int rc;
+        const char *why;
+    } cases[] = {
+        {dir, GHE_IO, "not a regular file"},
+        {fifo, GHE_IO, "not a regular file"},
+        {big, GHE_TOOBIG, "larger than 1048576 bytes"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int rc = yamljson_load_file(cases[i].path, &doc, err, sizeof(err));
+        snprintf(want, sizeof(want), "%s: %s", cases[i].path, cases[i].why);
+        if (rc != cases[i].rc || strcmp(err, want) != 0)
+            fail_msg("case %zu: rc %d, message '%s', want '%s'", i, rc, err, want);
+        assert_null(doc);
+    }
+    unlink(fifo);
+    unlink(big);
+    rmdir(dir);
 }
 
 /* ---- load-time errors -------------------------------------------------------------------- */
@@ -1279,6 +1328,7 @@ int main(void) {
         cmocka_unit_test(test_yamljson_types_only_plain_scalars),
         cmocka_unit_test(test_yamljson_rejects_with_file_and_line),
         cmocka_unit_test(test_yamljson_reads_json_files_and_reports_missing_ones),
+        cmocka_unit_test(test_yamljson_refuses_special_and_oversized_files),
         cmocka_unit_test(test_template_load_errors_name_file_and_place),
         cmocka_unit_test(test_template_shipped_files_render_a_push),
         cmocka_unit_test(test_template_shipped_files_render_a_pull_request),

@@ -19,10 +19,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <cjson/cJSON.h>
-
-#include "gpuhook/buf.h"
 #include "gpuhook/jsonprune.h"
+
+struct buf;
+struct cJSON;
 
 enum jsonpath_root { JSONPATH_BODY, JSONPATH_HEADER, JSONPATH_EXTENSIONS, JSONPATH_CONTEXT };
 
@@ -59,7 +59,7 @@ struct jsonprune_path jsonpath_prune_path(const struct jsonpath *p);
 
 /* The results of one evaluation (borrowed nodes of the tree evaluated). */
 struct jsonpath_results {
-    const cJSON **v;
+    const struct cJSON **v;
     size_t n, cap;
 };
 
@@ -70,7 +70,7 @@ void jsonpath_results_cleanup(struct jsonpath_results *r);
  * Returns 0 with the results in *res (emptied first), 1 when the data is
  * missing, or GHE_NOMEM.
  */
-int jsonpath_eval(const struct jsonpath *p, const cJSON *root, struct jsonpath_results *res);
+int jsonpath_eval(const struct jsonpath *p, const struct cJSON *root, struct jsonpath_results *res);
 
 /*
  * Appends the results as Tekton prints them (see above); *structured is set
@@ -82,7 +82,7 @@ int jsonpath_print_results(const struct jsonpath_results *res, struct buf *out, 
  * Appends node as compact JSON. Numbers carry the text the payload wrote
  * (jsonprune keeps it in valuestring) and are printed from it.
  */
-int jsonpath_print_json(const cJSON *node, struct buf *out);
+int jsonpath_print_json(const struct cJSON *node, struct buf *out);
 
 /* Writes Go's CanonicalMIMEHeaderKey of name into out (size bytes, truncated). */
 void jsonpath_canonical_header(const char *name, char *out, size_t size);

@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <cjson/cJSON.h>
+struct cJSON;
 
 /*
  * One step of a path: an object key, an array index, or anything. An array
@@ -44,6 +44,6 @@ struct jsonprune_path {
  * GHE_NOMEM.
  */
 int jsonprune_parse(const char *text, size_t len, const struct jsonprune_path *paths, size_t npaths,
-                    int max_depth, cJSON **out, char *err, size_t errlen);
+                    int max_depth, struct cJSON **out, char *err, size_t errlen);
 
 #endif

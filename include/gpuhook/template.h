@@ -11,14 +11,14 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <cjson/cJSON.h>
-
-#include "gpuhook/buf.h"
-#include "gpuhook/error.h"
-#include "gpuhook/event.h"
 #include "gpuhook/naming.h"
-#include "gpuhook/select.h"
 
+struct buf;
+struct cJSON;
+struct errlist;
+struct event;
+struct jsonprune_path;
+struct select_decision;
 struct template;
 
 /*
@@ -40,8 +40,6 @@ struct template;
 int template_load(const char *template_path, const char *bindings_path, struct template **out,
                   struct errlist *el);
 void template_free(struct template *t);
-
-struct jsonprune_path;
 
 /*
  * The $(body.…) paths the bindings use (borrowed, valid as long as t), so a
@@ -93,8 +91,8 @@ struct template_render_input {
  * old-escape-quotes annotation; strings from the payload always stay strings.
  * Safe to call from several threads on one template.
  */
-int template_render(const struct template *t, const struct template_render_input *in, cJSON **out,
-                    char *err, size_t errlen);
+int template_render(const struct template *t, const struct template_render_input *in,
+                    struct cJSON **out, char *err, size_t errlen);
 
 /*
  * The same render written as compact JSON text, appended to out (bounded by
@@ -104,21 +102,5 @@ int template_render(const struct template *t, const struct template_render_input
  */
 int template_render_json(const struct template *t, const struct template_render_input *in,
                          struct buf *out, char name[NAMING_MAX + 1], char *err, size_t errlen);
-
-/*
- * Loads a YAML or JSON file holding one document into a cJSON tree (caller
- * frees with cJSON_Delete). Quoted scalars stay strings; plain true/false,
- * null/~/empty, integers of up to 15 digits and JSON-style floats become
- * bools, nulls and numbers; everything else is a string. Anchors, aliases,
- * several documents, duplicate keys, non-scalar keys, custom tags and NUL
- * characters are refused. Returns 0, or GHE_IO / GHE_INVAL / GHE_TOOBIG /
- * GHE_NOMEM with "FILE:LINE: reason" (or "FILE: reason") in err. Files are
- * bounded at 1 MiB.
- */
-int yamljson_load_file(const char *path, cJSON **out, char *err, size_t errlen);
-
-/* The same for a buffer already in memory; name stands for the file in messages. */
-int yamljson_load_string(const char *name, const char *data, size_t len, cJSON **out, char *err,
-                         size_t errlen);
 
 #endif

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "gpuhook/error.h"
 #include "gpuhook/event.h"
 #include "gpuhook/jsonprune.h"

@@ -26,11 +26,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "gpuhook/error.h"
 #include "gpuhook/event.h"
 #include "gpuhook/naming.h"
 #include "gpuhook/select.h"
 #include "gpuhook/template.h"
+#include "gpuhook/yamljson.h"
 
 #define FUZZ_TPL_SHIPPED "k8s/triggers/trigger-template.yaml"
 #define FUZZ_TPL_SHIPPED_BINDING "k8s/triggers/trigger-binding.yaml"
