@@ -4,6 +4,7 @@
 #include "gpuhook/dispatch.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
+#include "gpuhook/select.h"
 #include "gpuhook/template.h"
 
 #include <stdarg.h>
