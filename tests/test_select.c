@@ -880,25 +880,6 @@ static void test_select_shipped_trust_rules_on_recorded_payloads(void **state) {
     select_rules_free(rules);
 }
 
-/* The gpu_fit defaults come from one place: rules without gpu_fit, no rules, and gpu.h agree. */
-static void test_select_gpu_fit_defaults_are_gpu_h_defaults(void **state) {
-    struct select_rules *rules = load_rules("{\"default\":\"lite\"}");
-    struct gpu_fit_policy p;
-
-    (void)state;
-    gpu_fit_policy_init(&p);
-    assert_int_equal(p.lite_min_free_mib, 2048);
-    assert_int_equal(p.original_min_free_mib, 8192);
-    assert_int_equal(p.on_insufficient, GPU_FIT_DOWNGRADE);
-    const struct gpu_fit_policy *from[] = {select_rules_gpu_fit(rules), select_rules_gpu_fit(NULL)};
-    for (size_t i = 0; i < 2; i++) {
-        assert_int_equal(from[i]->lite_min_free_mib, p.lite_min_free_mib);
-        assert_int_equal(from[i]->original_min_free_mib, p.original_min_free_mib);
-        assert_int_equal(from[i]->on_insufficient, p.on_insufficient);
-    }
-    select_rules_free(rules);
-}
-
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_select_rules_are_tried_in_order_first_match_wins),
@@ -908,7 +889,6 @@ int main(void) {
         cmocka_unit_test(test_select_default_applies_when_no_rule_matches),
         cmocka_unit_test(test_select_null_selection_means_default_lite_and_default_gpu_fit),
         cmocka_unit_test(test_select_gpu_fit_values_are_loaded),
-        cmocka_unit_test(test_select_gpu_fit_defaults_are_gpu_h_defaults),
         cmocka_unit_test(test_select_rules_names_label_matches_label_globs_only),
         cmocka_unit_test(test_select_reason_escapes_and_caps_payload_values),
         cmocka_unit_test(test_select_config_errors_name_the_place_and_the_rule),
