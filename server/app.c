@@ -1,5 +1,8 @@
 #include "gpuhook/app.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/config.h"
+#include "gpuhook/delivery.h"
+#include "gpuhook/naming.h"
 
 #include <stdint.h>
 #include <stdio.h>

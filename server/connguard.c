@@ -1,4 +1,5 @@
 #include "gpuhook/connguard.h"
+#include "gpuhook/clock.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 
@@ -34,12 +35,6 @@ struct connguard {
     pthread_t thread;
 };
 
-static long connguard_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 /* Shuts a connection's socket down; the caller holds the lock, so the fd is still open. */
 static void connguard_cut(struct connguard_conn *c, int reason) {
     if (c->cut)
@@ -72,7 +67,7 @@ static void *connguard_sweeper(void *arg) {
 
     pthread_mutex_lock(&g->lock);
     while (!g->stopping) {
-        long now = connguard_now_ms();
+        long now = (long)clock_mono_ms();
         for (struct connguard_conn *c = g->head; c; c = c->next) {
             int reason = c->cut ? -1 : connguard_overdue(g, c, now);
             if (reason >= 0)
@@ -154,7 +149,7 @@ void connguard_notify(void *cls, struct MHD_Connection *conn, void **socket_cont
             free(c);
             return;
         }
-        long now = connguard_now_ms();
+        long now = (long)clock_mono_ms();
         c->guard = g;
         c->fd = fd->connect_fd;
         atomic_init(&c->phase, CONNGUARD_HEADERS);
@@ -199,7 +194,7 @@ static void connguard_enter(struct MHD_Connection *conn, int phase) {
     if (!c)
         return;
     atomic_store(&c->body_bytes, 0);
-    atomic_store(&c->since_ms, connguard_now_ms());
+    atomic_store(&c->since_ms, (long)clock_mono_ms());
     atomic_store(&c->phase, phase);
 }
 

@@ -1,9 +1,13 @@
 #include "gpuhook/delivery.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/clock.h"
+#include "gpuhook/config.h"
+#include "gpuhook/fileio.h"
 #include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/spool.h"
+#include "gpuhook/workpool.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +20,9 @@
 #include <unistd.h>
 
 #define DELIVERY_READY_CACHE_MS 1000
+#define DELIVERY_FILE_MAX (64 * 1024 * 1024) /* a rendered run, as pipeline.h bounds it */
+/* A work-pool thread idle this long exits, down to the pool's minimum. */
+#define DELIVERY_POOL_IDLE_MS 10000
 
 struct delivery {
     int mode;
@@ -25,6 +32,7 @@ struct delivery {
     char *spool_dir;
     struct kube *kube;
     struct spool *spool;
+    struct workpool *pool; /* the threads that may block (fsync); NULL: deliver inline */
 
     pthread_mutex_t lock; /* guards the readiness cache */
     long ready_at_ms;
@@ -39,12 +47,6 @@ static const char *const delivery_names[] = {"created", "exists",   "queued",
 
 const char *delivery_outcome_name(int outcome) {
     return outcome >= 0 && outcome <= DELIVERY_UNAVAILABLE ? delivery_names[outcome] : "unknown";
-}
-
-static long delivery_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
 int delivery_new(const struct config *cfg, struct delivery **out, struct errlist *el) {
@@ -84,11 +86,17 @@ fail:
     return GHE_INVAL;
 }
 
-int delivery_start(struct delivery *d) { return d->spool ? spool_start(d->spool, d->kube) : 0; }
+int delivery_start(struct delivery *d) {
+    if (d->mode != CONFIG_KUBE_DRY_RUN && !d->pool &&
+        !(d->pool = workpool_new(4, 256, DELIVERY_POOL_IDLE_MS)))
+        return GHE_NOMEM;
+    return d->spool ? spool_start(d->spool, d->kube) : 0;
+}
 
 void delivery_free(struct delivery *d) {
     if (!d)
         return;
+    workpool_free(d->pool);
     spool_free(d->spool);
     kube_free(d->kube);
     free(d->namespace);
@@ -165,19 +173,22 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
     }
 }
 
-/* Reads dir/file whole into b (bounded at 4 MiB); false when it cannot be opened. */
+/* Reads dir/file whole into b; false when it cannot be read or is larger than a run may be. */
 static bool delivery_read_file(const char *dir, const char *file, struct buf *b) {
-    char path[4096], chunk[8192];
-    size_t n;
-    FILE *f;
+    char path[4096], err[512] = "";
+    char *data = NULL;
+    size_t len = 0;
 
     snprintf(path, sizeof(path), "%s/%s", dir, file);
-    buf_init(b, 4 * 1024 * 1024);
-    if (!(f = fopen(path, "rb")))
+    buf_init(b, DELIVERY_FILE_MAX);
+    int rc = fileio_read(path, DELIVERY_FILE_MAX, 0, &data, &len, err, sizeof(err));
+    if (rc == GHE_TOOBIG)
+        LOGGER_WARN_("cannot read back a run", "error", err);
+    if (rc)
         return false;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0 && buf_append(b, chunk, n) == 0)
-        ;
-    fclose(f);
+    b->data = data;
+    b->len = len;
+    b->cap = len + 1;
     return true;
 }
 
@@ -201,7 +212,8 @@ int delivery_spooled(struct delivery *d, const char *name, char **json, size_t *
     struct kube_result kr;
 
     memset(r, 0, sizeof(*r));
-    if (!d->spool_dir)
+    /* Only the API sink has a spool in front of it. */
+    if ((d->mode != CONFIG_KUBE_URL && d->mode != CONFIG_KUBE_IN_CLUSTER) || !d->spool_dir)
         return GHE_NOTFOUND;
     snprintf(file, sizeof(file), "%s.json", name);
     if (!delivery_read_file(d->spool_dir, file, &b) || !b.len) {
@@ -257,6 +269,89 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
 }
 
 /*
+ * The one place where a delivery's threading is decided. A job is freed by
+ * its done callback's caller (here) once done has returned.
+ */
+struct delivery_job {
+    struct delivery *d;
+    char name[64];
+    char ns[256];
+    const char *json;
+    size_t len;
+    long deadline_ms;
+    delivery_done_fn done;
+    void *arg;
+    struct kube_result api;
+};
+
+static void delivery_job_finish(struct delivery_job *job, const struct delivery_result *r) {
+    job->done(job->arg, r);
+    free(job);
+}
+
+/* On a work-pool thread: a local write (fsync). */
+static void delivery_local_task(void *arg) {
+    struct delivery_job *job = arg;
+    struct delivery_result r;
+    delivery_submit(job->d, job->name, job->ns, job->json, job->len, job->deadline_ms, &r);
+    delivery_job_finish(job, &r);
+}
+
+/* On a work-pool thread: the API's answer means spooling (fsync). */
+static void delivery_spool_task(void *arg) {
+    struct delivery_job *job = arg;
+    struct delivery_result r;
+    delivery_api_outcome(job->d, job->name, job->json, job->len, &job->api, &r);
+    delivery_job_finish(job, &r);
+}
+
+/* On the API client's thread: the final answer. Only spooling goes to the pool. */
+static void delivery_api_done(void *arg, const struct kube_result *kr) {
+    struct delivery_job *job = arg;
+    struct delivery_result r;
+
+    if (delivery_api_spools(kr)) {
+        job->api = *kr;
+        if (workpool_submit(job->d->pool, delivery_spool_task, job) != 0)
+            delivery_spool_task(job); /* no thread to spare: here rather than drop it */
+        return;
+    }
+    delivery_api_outcome(job->d, job->name, job->json, job->len, kr, &r);
+    delivery_job_finish(job, &r);
+}
+
+void delivery_deliver(struct delivery *d, const char *name, const char *ns, const char *json,
+                      size_t len, long deadline_ms, delivery_done_fn done, void *arg) {
+    struct delivery_result r;
+    struct delivery_job *job = NULL;
+
+    /* Dry-run blocks nothing; without a pool (not started: tests, fuzzers) all runs here. */
+    if (d->mode != CONFIG_KUBE_DRY_RUN && d->pool)
+        job = calloc(1, sizeof(*job));
+    if (!job) {
+        delivery_submit(d, name, ns, json, len, deadline_ms, &r);
+        done(arg, &r);
+        return;
+    }
+    job->d = d;
+    buf_copy_str(job->name, sizeof(job->name), name);
+    buf_copy_str(job->ns, sizeof(job->ns), ns);
+    job->json = json;
+    job->len = len;
+    job->deadline_ms = deadline_ms;
+    job->done = done;
+    job->arg = arg;
+    if (d->mode == CONFIG_KUBE_LOCAL) {
+        if (workpool_submit(d->pool, delivery_local_task, job) != 0)
+            delivery_local_task(job);
+        return;
+    }
+    /* The API needs no thread of its own: the API client's loop drives the call (done
+     * runs in every case, before kube_create_async returns when the job cannot start). */
+    (void)kube_create_async(d->kube, ns, json, len, deadline_ms, delivery_api_done, job);
+}
+
+/*
  * Writes and syncs 4 KiB to an unnamed file in dir, then drops it: access(2)
  * says yes to root even on a read-only mount, and only a write that reaches
  * the disk shows a full one. Writes the reason to msg when it fails.
@@ -264,8 +359,8 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
 static bool delivery_dir_writable(const char *key, const char *dir, char *msg, size_t n) {
     static const char block[4096];
     int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-    bool ok = fd >= 0 && write(fd, block, sizeof(block)) == (ssize_t)sizeof(block) &&
-              fsync(fd) == 0;
+    bool ok =
+        fd >= 0 && write(fd, block, sizeof(block)) == (ssize_t)sizeof(block) && fsync(fd) == 0;
     int err = errno;
     if (fd >= 0)
         close(fd);
@@ -283,7 +378,7 @@ static void delivery_ready_check(struct buf *o, const char *name, bool ok, const
 }
 
 bool delivery_ready(struct delivery *d, struct buf *detail) {
-    long now = delivery_now_ms();
+    long now = (long)clock_mono_ms();
     bool ok, api_ok = false;
     char msg[512] = "", api_msg[512] = "";
 
@@ -315,7 +410,7 @@ bool delivery_ready(struct delivery *d, struct buf *detail) {
         metrics_api_up_set(api_ok);
     }
     pthread_mutex_lock(&d->lock);
-    d->ready_at_ms = delivery_now_ms();
+    d->ready_at_ms = (long)clock_mono_ms();
     d->ready_ok = ok;
     d->api_ok = api_ok;
     buf_copy_str(d->ready_detail, sizeof(d->ready_detail), msg);

@@ -1,14 +1,14 @@
 #include "gpuhook/http.h"
+#include "gpuhook/app.h"
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/clock.h"
+#include "gpuhook/config.h"
 #include "gpuhook/connguard.h"
-#include "gpuhook/dispatch.h"
-#include "gpuhook/gpu.h"
+#include "gpuhook/fileio.h"
+#include "gpuhook/ids.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
-#include "gpuhook/trigger.h"
-#include "gpuhook/webhook.h"
-#include "gpuhook/workpool.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -19,7 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -30,13 +29,15 @@
 #define HTTP_OUT_MAX (8 * 1024 * 1024)
 #define HTTP_SMALL_BODY_MAX 4096
 #define HTTP_DISCARD_MAX (1024 * 1024)
-/* A work-pool thread idle this long exits, down to the pool's minimum. */
-#define HTTP_POOL_IDLE_MS 10000
+#define HTTP_TLS_FILE_MAX (1024 * 1024)
+
+/* Who lets a suspended answer go: the route's resume, or the access handler. */
+enum { HTTP_PHASE_RUNNING, HTTP_PHASE_SUSPENDED, HTTP_PHASE_READY };
 
 struct http_server {
     struct MHD_Daemon *daemon;
     struct app *app;
-    struct workpool *pool;
+    const struct http_routes *routes;
     struct connguard *guard;
     int port;
     char *tls_key;
@@ -46,38 +47,9 @@ struct http_server {
 static atomic_long http_in_flight;
 static atomic_bool http_stopping; /* /readyz says no from the moment shutdown begins */
 
-enum http_route_id {
-    HTTP_WEBHOOK,
-    HTTP_TRIGGER,
-    HTTP_HEALTHZ,
-    HTTP_READYZ,
-    HTTP_GPU,
-    HTTP_METRICS
-};
+static long http_now_ms(void) { return (long)clock_mono_ms(); }
 
-struct http_route {
-    const char *path;
-    const char *method; /* GET routes also answer HEAD */
-    const char *allow;
-    const char *name;
-    int id;
-};
-
-static const struct http_route http_routes[] = {
-    {"/webhook", "POST", "POST", "webhook", HTTP_WEBHOOK},
-    {"/trigger", "POST", "POST", "trigger", HTTP_TRIGGER},
-    {"/healthz", "GET", "GET, HEAD", "healthz", HTTP_HEALTHZ},
-    {"/readyz", "GET", "GET, HEAD", "readyz", HTTP_READYZ},
-    {"/gpu", "GET", "GET, HEAD", "gpu", HTTP_GPU},
-    {"/metrics", "GET", "GET, HEAD", "metrics", HTTP_METRICS},
-};
-#define HTTP_ROUTE_COUNT (sizeof(http_routes) / sizeof(http_routes[0]))
-
-static long http_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
+bool http_stopping_now(void) { return atomic_load(&http_stopping); }
 
 const char *http_request_header(const struct http_request *req, const char *name) {
     for (size_t i = 0; i < req->header_count; i++)
@@ -97,9 +69,53 @@ void http_request_error(struct http_request *req, int status, const char *fmt, .
     http_request_fields(req, status, fields);
 }
 
+void http_respond(struct http_request *req, int status, const char *content_type, const char *body,
+                  size_t len) {
+    req->out.len = 0;
+    req->content_type = content_type;
+    req->status = status;
+    if (len && buf_append(&req->out, body, len) != 0) {
+        req->content_type = NULL;
+        http_request_error(req, 500, "the response does not fit its buffer");
+        return;
+    }
+    req->responded = true;
+}
+
+void http_respond_header(struct http_request *req, const char *name, const char *value) {
+    if (req->extra_count < HTTP_EXTRA_HEADERS) {
+        req->extra[req->extra_count].name = name;
+        req->extra[req->extra_count].value = value;
+        req->extra_count++;
+    }
+}
+
+void http_request_log(struct http_request *req, const char *key, const char *value) {
+    for (size_t i = 0; i < HTTP_LOG_FIELDS; i++) {
+        if (!req->log[i].key || strcmp(req->log[i].key, key) == 0) {
+            req->log[i].key = key;
+            buf_copy_str(req->log[i].value, sizeof(req->log[i].value), value ? value : "");
+            return;
+        }
+    }
+}
+
+const char *http_request_arg(const struct http_request *req, const char *key) {
+    for (size_t i = 0; i < req->arg_count; i++)
+        if (strcmp(req->args[i][0], key) == 0)
+            return req->args[i][1] ? req->args[i][1] : "";
+    return NULL;
+}
+
+bool http_request_flag(const struct http_request *req, const char *key) {
+    const char *v = http_request_arg(req, key);
+    return v && (!*v || strcmp(v, "true") == 0 || strcmp(v, "1") == 0);
+}
+
 void http_request_json(struct http_request *req, int status, const cJSON *obj) {
     char *s = cJSON_PrintUnformatted(obj);
     req->out.len = 0;
+    req->content_type = NULL;
     if (!s) {
         http_request_error(req, 500, "out of memory");
         return;
@@ -119,6 +135,7 @@ void http_request_fields(struct http_request *req, int status, const char *const
     int rc = 0;
 
     req->out.len = 0;
+    req->content_type = NULL;
     rc = buf_append(&req->out, "{", 1);
     for (const char *const *f = fields; *f && !rc; f += 2) {
         if (!f[1])
@@ -157,11 +174,11 @@ void http_request_refuse_nul(struct http_request *req, const char *name) {
 }
 
 void http_request_add_arg(struct http_request *req, const char *key, const char *value) {
-    bool on = !value || !*value || strcmp(value, "true") == 0 || strcmp(value, "1") == 0;
-    if (strcmp(key, "dry_run") == 0)
-        req->dry_run_query = on;
-    else if (strcmp(key, "verbose") == 0)
-        req->verbose_query = on;
+    if (req->arg_count < HTTP_MAX_ARGS) {
+        req->args[req->arg_count][0] = key;
+        req->args[req->arg_count][1] = value;
+        req->arg_count++;
+    }
 }
 
 /*
@@ -221,20 +238,6 @@ static enum MHD_Result http_collect_arg(void *cls, enum MHD_ValueKind kind, cons
     return MHD_YES;
 }
 
-/* A per-thread xorshift generator, seeded once from getrandom: IDs need to be unique, not secret.
- */
-static uint64_t http_random64(void) {
-    static _Thread_local uint64_t state;
-    if (!state) {
-        if (getrandom(&state, sizeof(state), 0) != sizeof(state) || !state)
-            state = (uint64_t)http_now_ms() * 0x9E3779B97F4A7C15ULL | 1;
-    }
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    return state;
-}
-
 /* Echoes a client's X-Request-Id when it is short and plain, else makes one. */
 static void http_request_id(struct http_request *req) {
     static const char hex[] = "0123456789abcdef";
@@ -249,7 +252,7 @@ static void http_request_id(struct http_request *req) {
             return;
         }
     }
-    uint64_t a = http_random64(), b = http_random64();
+    uint64_t a = ids_fast_random(), b = ids_fast_random();
     for (int i = 0; i < 16; i++)
         req->request_id[i] = hex[(a >> (4 * i)) & 15];
     for (int i = 0; i < 8; i++)
@@ -257,66 +260,11 @@ static void http_request_id(struct http_request *req) {
     req->request_id[24] = '\0';
 }
 
-static void http_probe_readyz(struct http_request *req) {
-    struct buf *o = &req->out;
-    bool ok = true;
-
-    buf_appends(o, "{\"checks\":{\"config\":{\"ok\":true,\"path\":\"");
-    buf_append_json_escaped(o, req->cfg->path, strlen(req->cfg->path));
-    buf_appends(o, "\"},");
-    ok = delivery_ready(req->app->delivery, o) && ok;
-    bool stopping = atomic_load(&http_stopping);
-    buf_appendf(o, ",\"shutdown\":{\"ok\":%s,\"detail\":\"%s\"}", stopping ? "false" : "true",
-                stopping ? "shutting down" : "serving");
-    ok = ok && !stopping;
-    if (req->cfg->gpu.required) {
-        bool g = gpu_ready();
-        buf_appendf(o, ",\"gpu\":{\"ok\":%s}", g ? "true" : "false");
-        ok = ok && g;
-    }
-    buf_appendf(o, "},\"status\":\"%s\",\"request_id\":\"%s\"}", ok ? "ok" : "unavailable",
-                req->request_id);
-    req->status = ok ? 200 : 503;
-}
-
-static void http_handle_get(struct http_request *req, int id) {
-    switch (id) {
-    case HTTP_HEALTHZ:
-        req->status = 200;
-        buf_appends(&req->out, "{\"status\":\"ok\"}");
-        break;
-    case HTTP_READYZ:
-        http_probe_readyz(req);
-        break;
-    case HTTP_GPU: {
-        int status = 503;
-        char *s = gpu_status_json(req->verbose_query, &status);
-        if (!s) {
-            http_request_error(req, 500, "out of memory");
-            break;
-        }
-        req->status = status;
-        buf_appends(&req->out, s);
-        free(s);
-        break;
-    }
-    case HTTP_METRICS:
-        if (metrics_render(&req->out) == 0)
-            req->status = 200;
-        else
-            http_request_error(req, 500, "the metrics exposition does not fit its buffer");
-        break;
-    default:
-        break;
-    }
-}
-
-static const struct http_route *http_find_route(const char *path) {
-    for (size_t i = 0; i < HTTP_ROUTE_COUNT; i++) {
-        if (strcmp(http_routes[i].path, path) == 0) {
-            return &http_routes[i];
-        }
-    }
+static const struct http_route *http_find_route(const struct http_routes *routes,
+                                                const char *path) {
+    for (size_t i = 0; routes && i < routes->count; i++)
+        if (strcmp(routes->list[i]->path, path) == 0)
+            return routes->list[i];
     return NULL;
 }
 
@@ -329,9 +277,7 @@ static enum MHD_Result http_queue(struct MHD_Connection *conn, struct http_reque
         free(body);
         return MHD_NO;
     }
-    const char *ctype = strcmp(req->route, "metrics") == 0 && req->status == 200
-                            ? "text/plain; version=0.0.4; charset=utf-8"
-                            : "application/json";
+    const char *ctype = req->content_type ? req->content_type : "application/json";
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(resp, "X-Request-Id", req->request_id);
     MHD_add_response_header(resp, "Cache-Control", "no-store");
@@ -342,19 +288,21 @@ static enum MHD_Result http_queue(struct MHD_Connection *conn, struct http_reque
         snprintf(ra, sizeof(ra), "%d", req->retry_after);
         MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
-    if (req->www_authenticate)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"gpuhook\"");
+    for (size_t i = 0; i < req->extra_count; i++)
+        MHD_add_response_header(resp, req->extra[i].name, req->extra[i].value);
     if (close)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     /* Counted before the response leaves, so a client that reads /metrics next sees it. */
-    metrics_http_observe(req->route, req->status, (double)(http_now_ms() - req->start_ms) / 1000.0);
+    metrics_http_observe(req->route_name, req->status,
+                         (double)(http_now_ms() - req->start_ms) / 1000.0);
     req->observed = true;
     enum MHD_Result r = MHD_queue_response(conn, (unsigned int)req->status, resp);
     MHD_destroy_response(resp);
     return r;
 }
 
-struct http_request *http_request_new(struct app *app, const char *method, const char *path) {
+struct http_request *http_request_new(struct app *app, const struct http_routes *routes,
+                                      const char *method, const char *path) {
     struct http_request *req = calloc(1, sizeof(*req));
     if (!req)
         return NULL;
@@ -362,8 +310,8 @@ struct http_request *http_request_new(struct app *app, const char *method, const
     req->cfg = app_config(app);
     req->method = method;
     req->path = path;
-    req->route = "other";
-    req->route_id = -1;
+    req->routes = routes;
+    req->route_name = "other";
     req->start_ms = http_now_ms();
     req->content_length = -1;
     buf_init(&req->out, HTTP_OUT_MAX);
@@ -390,12 +338,10 @@ bool http_request_begin(struct http_request *req) {
         req->content_length = *cl && end && *end == '\0' && v >= 0 ? v : -2;
     }
     http_request_id(req);
-    const struct http_route *r = http_find_route(req->path);
+    const struct http_route *r = http_find_route(req->routes, req->path);
     bool has_body = req->content_length > 0 || req->has_transfer_encoding;
-    if (r) {
-        req->route = r->name;
-        req->route_id = r->id;
-    }
+    if (r)
+        req->route_name = r->name;
     if (req->nul_header) {
         http_request_error(req, 400, "header %s contains a NUL byte", req->nul_header);
         req->close = true;
@@ -423,18 +369,20 @@ bool http_request_begin(struct http_request *req) {
         req->close = has_body;
         return true;
     }
-    bool early;
-    switch (r->id) {
-    case HTTP_WEBHOOK:
-        early = http_body_limit(req, req->cfg->max_body_bytes) || webhook_begin(req);
-        break;
-    case HTTP_TRIGGER:
-        req->body.max = TRIGGER_BODY_MAX;
-        early = http_body_limit(req, TRIGGER_BODY_MAX) || trigger_begin(req);
-        break;
-    default:
-        early = http_body_limit(req, HTTP_SMALL_BODY_MAX);
+    /* The route's state lives from here to http_request_free. */
+    req->route = r;
+    if (r->state_size && !(req->state = calloc(1, r->state_size))) {
+        req->route = NULL;
+        http_request_error(req, 500, "out of memory");
+        req->close = true;
+        return true;
     }
+    long long max = r->body_max == HTTP_BODY_MAX_CONFIG ? req->cfg->max_body_bytes
+                    : r->body_max                       ? r->body_max
+                                                        : HTTP_SMALL_BODY_MAX;
+    req->body.max = (size_t)max;
+    bool early =
+        http_body_limit(req, max) || (r->begin && r->begin(req, req->state) == HTTP_RESPONDED);
     req->close = early;
     return early;
 }
@@ -451,8 +399,8 @@ bool http_request_upload(struct http_request *req, const char *data, size_t n) {
         return req->discarded <= req->body.max + HTTP_DISCARD_MAX;
     }
     bool done;
-    if (req->route_id == HTTP_WEBHOOK) {
-        done = webhook_upload(req, data, n);
+    if (req->route && req->route->upload) {
+        done = req->route->upload(req, req->state, data, n) == HTTP_RESPONDED;
     } else {
         done = buf_append(&req->body, data, n) != 0;
         if (done)
@@ -468,29 +416,45 @@ bool http_request_upload(struct http_request *req, const char *data, size_t n) {
     return true;
 }
 
-void http_request_finish(struct http_request *req) {
+/* Runs the route's finish; true when its answer comes later (through http_request_resume). */
+static bool http_request_run(struct http_request *req) {
     if (req->discarded || req->responded)
+        return false;
+    enum http_step step = HTTP_RESPONDED;
+    if (req->route && req->route->finish) {
+        req->deferred = true; /* a resume from here on finds the phase to set */
+        step = req->route->finish(req, req->state);
+    }
+    if (step != HTTP_SUSPENDED) {
+        req->deferred = false;
+        req->responded = true;
+        return false;
+    }
+    /* Answered before finish returned (an inline delivery): nothing to wait for. */
+    if (atomic_load(&req->phase) == HTTP_PHASE_READY) {
+        req->deferred = false;
+        req->responded = true;
+        return false;
+    }
+    return true;
+}
+
+void http_request_finish(struct http_request *req) {
+    if (!http_request_run(req))
         return;
-    if (req->route_id == HTTP_WEBHOOK)
-        webhook_finish(req);
-    else if (req->route_id == HTTP_TRIGGER)
-        trigger_finish(req);
-    else
-        http_handle_get(req, req->route_id);
+    /* Without a connection (tests, fuzzers): wait here for the answer. */
+    while (atomic_load(&req->phase) != HTTP_PHASE_READY) {
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    req->deferred = false;
     req->responded = true;
 }
 
-/* The response is set, on whichever thread finished the delivery: let it go. */
-static void http_deferred_done(struct http_request *req) {
-    atomic_store(&req->ready, true);
-    MHD_resume_connection(req->conn);
-}
-
-/* Runs on the work pool: the part of a delivery that may block, then resumes the connection. */
-static void http_deferred_run(void *arg) {
-    struct http_request *req = arg;
-    dispatch_complete(req);
-    http_deferred_done(req);
+void http_request_resume(struct http_request *req) {
+    /* The phase's exchange publishes the response; the serving thread sets responded. */
+    if (atomic_exchange(&req->phase, HTTP_PHASE_READY) == HTTP_PHASE_SUSPENDED)
+        MHD_resume_connection(req->conn);
 }
 
 static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -501,7 +465,7 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
     (void)version;
 
     if (!req) {
-        req = http_request_new(server->app, method, url);
+        req = http_request_new(server->app, server->routes, method, url);
         if (!req)
             return MHD_NO;
         *req_cls = req;
@@ -521,23 +485,18 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         return http_request_upload(req, upload_data, n) ? MHD_YES : MHD_NO;
     }
     if (req->deferred)
-        return atomic_load(&req->ready) ? http_queue(conn, req, req->close) : MHD_YES;
+        return atomic_load(&req->phase) == HTTP_PHASE_READY ? http_queue(conn, req, req->close)
+                                                            : MHD_YES;
     if (req->responded && !req->discarded)
         return MHD_YES;
-    req->defer_ok = true;
-    http_request_finish(req);
-    if (req->pending) {
-        req->deferred = true;
-        req->conn = conn;
+    req->conn = conn;
+    if (http_request_run(req)) {
+        /* The answer comes from another thread: suspend, unless it came meanwhile. */
         connguard_waiting(conn, true);
         MHD_suspend_connection(conn);
-        /* API calls need no thread of their own: the API client's loop drives them. */
-        if (dispatch_complete_async(req, server->pool, http_deferred_done))
-            return MHD_YES;
-        if (workpool_submit(server->pool, http_deferred_run, req) != 0) {
-            /* No thread to spare: do it here rather than drop the delivery. */
-            http_deferred_run(req);
-        }
+        int running = HTTP_PHASE_RUNNING;
+        if (!atomic_compare_exchange_strong(&req->phase, &running, HTTP_PHASE_SUSPENDED))
+            MHD_resume_connection(conn);
         return MHD_YES;
     }
     return http_queue(conn, req, req->close);
@@ -550,8 +509,9 @@ void http_request_body_release(struct http_request *req) {
 
 void http_request_free(struct http_request *req) {
     http_request_body_release(req);
-    dispatch_pending_free(req->pending);
-    signature_check_cleanup(&req->sig);
+    if (req->route && req->route->cleanup)
+        req->route->cleanup(req, req->state);
+    free(req->state);
     buf_cleanup(&req->body);
     buf_cleanup(&req->out);
     config_unref(req->cfg);
@@ -569,20 +529,20 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
     long ms = http_now_ms() - req->start_ms;
     char status[16], dur[32];
     if (!req->observed)
-        metrics_http_observe(req->route, req->status, (double)ms / 1000.0);
+        metrics_http_observe(req->route_name, req->status, (double)ms / 1000.0);
     int level = req->status >= 500 ? LOGGER_WARN : LOGGER_INFO;
     if (logger_enabled(level)) {
         /* The access log; at a quieter log level not even its fields are formatted. */
         snprintf(status, sizeof(status), "%d", req->status);
         snprintf(dur, sizeof(dur), "%ld", ms);
+#define HTTP_LOG_KV(i)                                                                             \
+    req->log[i].key ? req->log[i].key : "-", req->log[i].key ? req->log[i].value : NULL
         logger_write(level, "request", "request_id", req->request_id, "method", req->method, "path",
-                     req->route, "status", status, "duration_ms", dur, "event",
-                     req->log_event[0] ? req->log_event : NULL, "delivery",
-                     req->log_delivery[0] ? req->log_delivery : NULL, "variant",
-                     req->log_variant[0] ? req->log_variant : NULL, "pipelinerun",
-                     req->log_pipelinerun[0] ? req->log_pipelinerun : NULL, "termination",
+                     req->route_name, "status", status, "duration_ms", dur, HTTP_LOG_KV(0),
+                     HTTP_LOG_KV(1), HTTP_LOG_KV(2), HTTP_LOG_KV(3), "termination",
                      toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? NULL : "aborted",
                      (const char *)NULL);
+#undef HTTP_LOG_KV
     }
     http_request_free(req);
     *req_cls = NULL;
@@ -634,23 +594,19 @@ static long http_fd_room(long want) {
     return rl.rlim_cur > 128 ? (long)rl.rlim_cur - 64 : 64;
 }
 
-static char *http_read_file(const char *path) {
-    char *s = NULL;
+/* A TLS file, whole: one larger than 1 MiB is an error, never cut short. */
+static char *http_read_file(const char *path, struct errlist *el) {
+    char *s = NULL, err[512] = "";
     size_t len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
+    if (fileio_read(path, HTTP_TLS_FILE_MAX, 0, &s, &len, err, sizeof(err)) != 0) {
+        errlist_add(el, "tls: %s", err[0] ? err : path);
         return NULL;
-    s = malloc(1024 * 1024 + 1);
-    if (s) {
-        len = fread(s, 1, 1024 * 1024, f);
-        s[len] = '\0';
     }
-    fclose(f);
     return s;
 }
 
-struct http_server *http_server_start(struct app *app, const struct config *cfg,
-                                      struct errlist *el) {
+struct http_server *http_server_start(struct app *app, const struct http_routes *routes,
+                                      const struct config *cfg, struct errlist *el) {
     struct http_server *s = calloc(1, sizeof(*s));
     struct addrinfo hints = {0}, *ai = NULL;
     char port[16];
@@ -668,7 +624,7 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     if (!s)
         return NULL;
     s->app = app;
-    s->pool = workpool_new(4, 256, HTTP_POOL_IDLE_MS);
+    s->routes = routes;
     long conns = http_fd_room(cfg->max_connections);
     if (conns < cfg->max_connections) {
         char want[32], got[32];
@@ -680,9 +636,7 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     struct connguard_limits limits = {cfg->header_timeout_seconds * 1000L,
                                       cfg->min_body_bytes_per_second, conns};
     s->guard = connguard_new(&limits);
-    if (!s->pool || !s->guard) {
-        workpool_free(s->pool);
-        connguard_free(s->guard);
+    if (!s->guard) {
         free(s);
         return NULL;
     }
@@ -699,7 +653,6 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     int gai = getaddrinfo(strcmp(host, "*") == 0 ? NULL : host, port, &hints, &ai);
     if (gai != 0) {
         errlist_add(el, "listen %s: %s", cfg->listen, gai_strerror(gai));
-        workpool_free(s->pool);
         connguard_free(s->guard);
         free(s);
         return NULL;
@@ -707,22 +660,21 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     if (cfg->tls_cert_file) {
-        s->tls_cert = http_read_file(cfg->tls_cert_file);
-        s->tls_key = http_read_file(cfg->tls_key_file);
-        if (!s->tls_cert || !s->tls_key) {
-            errlist_add(el, "tls: cannot read %s or %s", cfg->tls_cert_file, cfg->tls_key_file);
+        s->tls_cert = http_read_file(cfg->tls_cert_file, el);
+        s->tls_key = s->tls_cert ? http_read_file(cfg->tls_key_file, el) : NULL;
+        if (!s->tls_cert || !s->tls_key)
             goto fail;
-        }
         flags |= MHD_USE_TLS;
     }
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, http_access, s, MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_THREAD_POOL_SIZE, threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)conns,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)15, MHD_OPTION_NOTIFY_CONNECTION,
-        connguard_notify, s->guard, MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(16 * 1024), MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024),
-        MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL, MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log,
-        NULL, s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
+        connguard_notify, s->guard, MHD_OPTION_UNESCAPE_CALLBACK, http_unescape, NULL,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(16 * 1024), MHD_OPTION_THREAD_STACK_SIZE,
+        (size_t)(1024 * 1024), MHD_OPTION_NOTIFY_COMPLETED, http_completed, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, http_mhd_log, NULL,
+        s->tls_cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, s->tls_cert,
         MHD_OPTION_HTTPS_MEM_KEY, s->tls_key, MHD_OPTION_END);
     if (!s->daemon) {
         errlist_add(el, "listen %s: cannot start the HTTP server (address in use?)", cfg->listen);
@@ -734,7 +686,6 @@ struct http_server *http_server_start(struct app *app, const struct config *cfg,
     return s;
 fail:
     freeaddrinfo(ai);
-    workpool_free(s->pool);
     connguard_free(s->guard);
     free(s->tls_cert);
     free(s->tls_key);
@@ -767,7 +718,6 @@ bool http_server_stop(struct http_server *s, long grace_seconds) {
         return false;
     }
     MHD_stop_daemon(s->daemon);
-    workpool_free(s->pool);
     connguard_free(s->guard);
     if (s->tls_key)
         explicit_bzero(s->tls_key, strlen(s->tls_key));

@@ -1,5 +1,9 @@
 #include "gpuhook/kube.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/clock.h"
+#include "gpuhook/config.h"
+#include "gpuhook/error.h"
+#include "gpuhook/ids.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/naming.h"
@@ -12,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,12 +104,6 @@ struct kube {
     struct kube_handle *spare; /* free easy handles for the loop */
     size_t spare_len;
 };
-
-static long kube_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 /* Re-reads the token when its file changed; force skips the rate limit. */
 static void kube_token_refresh(struct kube *k, int force) {
@@ -492,7 +489,7 @@ static void kube_job_answered(struct kube *k, struct kube_job *job, int code);
 
 /* Starts the job's next attempt, or finishes it when too little time is left. */
 static void kube_job_attempt(struct kube *k, struct kube_job *job) {
-    long left = job->deadline_ms - (kube_now_ms() - job->start_ms);
+    long left = job->deadline_ms - ((long)clock_mono_ms() - job->start_ms);
     if (left < 50) {
         kube_job_finish(k, job);
         return;
@@ -582,14 +579,11 @@ static void kube_job_answered(struct kube *k, struct kube_job *job, int code) {
         kube_job_finish(k, job);
         return;
     }
-    unsigned int rnd = 0;
-    if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-        rnd = (unsigned int)kube_now_ms();
-    long wait = job->backoff_ms / 2 + (long)(rnd % (unsigned int)(job->backoff_ms / 2 + 1));
+    long wait = ids_jitter_ms(job->backoff_ms);
     if (job->retry_after >= 0)
         wait = job->retry_after * 1000L;
     job->backoff_ms = job->backoff_ms * 2 > 2000 ? 2000 : job->backoff_ms * 2;
-    long now = kube_now_ms();
+    long now = (long)clock_mono_ms();
     if (wait >= job->deadline_ms - (now - job->start_ms)) {
         kube_job_finish(k, job);
         return;
@@ -668,7 +662,7 @@ static void *kube_loop_main(void *arg) {
             job->next = NULL;
             kube_job_attempt(k, job);
         }
-        long now = kube_now_ms();
+        long now = (long)clock_mono_ms();
         while (k->waiting && k->waiting->due_ms <= now) {
             struct kube_job *job = k->waiting;
             k->waiting = job->next;
@@ -685,7 +679,7 @@ static void *kube_loop_main(void *arg) {
          */
         long timeout = KUBE_IDLE_POLL_MS;
         if (k->waiting) {
-            long due = k->waiting->due_ms - kube_now_ms();
+            long due = k->waiting->due_ms - (long)clock_mono_ms();
             timeout = due < 0 ? 0 : due < timeout ? due : timeout;
         }
         curl_multi_poll(k->multi, NULL, 0, (int)timeout, NULL);
@@ -767,7 +761,7 @@ int kube_create_async(struct kube *k, const char *ns, const char *json, size_t l
              version, ns);
     job->json = json;
     job->len = len;
-    job->start_ms = kube_now_ms();
+    job->start_ms = (long)clock_mono_ms();
     job->deadline_ms = deadline_ms;
     job->backoff_ms = 100;
     job->r.answer = KUBE_ANSWER_RETRY;

@@ -1,9 +1,12 @@
 #include "gpuhook/render.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/config.h"
+#include "gpuhook/event.h"
+#include "gpuhook/fileio.h"
+#include "gpuhook/naming.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/select.h"
 #include "gpuhook/template.h"
-#include "gpuhook/webhook.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,39 +20,6 @@
 static void render_print_errors(const struct errlist *el) {
     for (size_t i = 0; i < el->count; i++)
         fprintf(stderr, "%s\n", el->items[i]);
-}
-
-static char *render_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *data = malloc(cap + 1);
-    while (data) {
-        size_t r = fread(data + n, 1, cap - n, f);
-        n += r;
-        if (n < cap)
-            break;
-        if (cap >= (size_t)64 << 20) {
-            free(data);
-            data = NULL;
-            break;
-        }
-        char *p = realloc(data, cap * 2 + 1);
-        if (!p) {
-            free(data);
-            data = NULL;
-            break;
-        }
-        data = p;
-        cap *= 2;
-    }
-    fclose(f);
-    if (data) {
-        data[n] = '\0';
-        *len = n;
-    }
-    return data;
 }
 
 int render_main(int argc, char **argv, const char *default_config) {
@@ -111,16 +81,15 @@ int render_main(int argc, char **argv, const char *default_config) {
         render_print_errors(&el);
         goto out;
     }
-    body = render_read_file(payload, &len);
-    if (!body) {
-        fprintf(stderr, "render: %s: cannot read the payload\n", payload);
+    if (fileio_read(payload, PIPELINE_RUN_MAX, 0, &body, &len, err, sizeof(err)) != 0) {
+        fprintf(stderr, "render: %s: cannot read the payload (%s)\n", payload, err);
         goto out;
     }
     const char *hook = NULL;
     for (size_t i = 0; i < nh; i++)
         if (strcasecmp(headers[i].name, "X-GitHub-Hook-ID") == 0)
             hook = headers[i].value;
-    if (webhook_should_ignore(cfg, event_name, NULL, reason, sizeof(reason))) {
+    if (pipeline_should_ignore(cfg, event_name, NULL, reason, sizeof(reason))) {
         fprintf(stderr, "ignored: %s\n", reason);
         rc = 3;
         goto out;
@@ -134,37 +103,39 @@ int render_main(int argc, char **argv, const char *default_config) {
         fprintf(stderr, "%s: %s\n", payload, err);
         goto out;
     }
-    if (webhook_should_ignore(cfg, event_name, &ev, reason, sizeof(reason))) {
+    if (pipeline_should_ignore(cfg, event_name, &ev, reason, sizeof(reason))) {
         fprintf(stderr, "ignored: %s\n", reason);
         rc = 3;
         goto out;
     }
-    struct select_decision d;
-    select_decide(cfg->rules, &ev, &d);
-    if (d.variant == SELECT_SKIP) {
-        fprintf(stderr, "ignored: rule %s: %s\n", d.rule, d.reason);
-        rc = 3;
-        goto out;
-    }
-    struct template_render_input in = {
+    /* The server's own decide-and-render step, GPU fit check included. */
+    struct pipeline_input pin = {
         .ev = &ev,
-        .decision = &d,
-        .namespace = cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines",
+        .forced_variant = -1,
+        .name_kind = NAMING_WEBHOOK,
         .name_key = {hook ? hook : "", delivery},
     };
-    /* The text the server would send, so numbers keep the digits the payload wrote. */
+    struct pipeline_outcome o;
     struct buf text;
-    char name[NAMING_MAX + 1];
-    buf_init(&text, (size_t)64 << 20);
-    if (template_render_json(cfg->tmpl, &in, &text, name, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s: %s\n", payload, err);
+    memset(&o, 0, sizeof(o));
+    buf_init(&text, PIPELINE_RUN_MAX);
+    int st = pipeline_prepare(cfg, cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines",
+                              &pin, &text, &o);
+    if (st != PIPELINE_PREVIEW) {
+        if (st == PIPELINE_IGNORED)
+            fprintf(stderr, "ignored: rule %s: %s\n", o.rule, o.reason);
+        else if (st == PIPELINE_GPU_REJECTED)
+            fprintf(stderr, "insufficient GPU memory for %s: %s\n", o.variant, o.reason);
+        else
+            fprintf(stderr, "%s: %s\n", payload, o.message);
         buf_cleanup(&text);
+        rc = st == PIPELINE_IGNORED ? 3 : 2;
         goto out;
     }
+    /* The text the server would send, so numbers keep the digits the payload wrote. */
     printf("%.*s\n", (int)text.len, text.data ? text.data : "");
     buf_cleanup(&text);
-    fprintf(stderr, "variant: %s\nrule: %s\nreason: %s\n", select_variant_name(d.variant), d.rule,
-            d.reason);
+    fprintf(stderr, "variant: %s\nrule: %s\nreason: %s\n", o.variant, o.rule, o.reason);
     rc = 0;
 out:
     free(body);

@@ -1,4 +1,5 @@
 #include "gpuhook/serve.h"
+#include "routes.h"
 #include "gpuhook/app.h"
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/config.h"
@@ -97,7 +98,7 @@ int serve_run(struct config *cfg, const char *config_path) {
     gpu_set_fit_policy(select_rules_gpu_fit(cfg->rules));
     /* A probe already started (by a test harness injecting a source) is kept. */
     gpu_start(&cfg->gpu);
-    server = http_server_start(&app, cfg, &el);
+    server = http_server_start(&app, &routes_table, cfg, &el);
     if (!server) {
         for (size_t i = 0; i < el.count; i++)
             LOGGER_ERROR_("cannot serve", "error", el.items[i]);

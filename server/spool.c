@@ -1,5 +1,8 @@
 #include "gpuhook/spool.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/clock.h"
+#include "gpuhook/config.h"
+#include "gpuhook/ids.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 
@@ -12,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,12 +53,6 @@ struct spool {
     long depth;
 };
 
-static long spool_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 static int spool_fsync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
@@ -69,11 +65,9 @@ static int spool_fsync_dir(const char *dir) {
 int spool_write_atomic(const char *dir, const char *name, const char *data, size_t len,
                        int exclusive) {
     char tmp[4096], final[4096];
-    unsigned int rnd = 0;
+    unsigned int rnd = (unsigned int)ids_fast_random();
     int fd, rc = GHE_IO;
 
-    if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-        rnd = (unsigned int)spool_now_ms();
     snprintf(tmp, sizeof(tmp), "%s/.tmp-%s-%08x", dir, name, rnd);
     snprintf(final, sizeof(final), "%s/%s", dir, name);
     fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
@@ -249,16 +243,23 @@ static struct spool_entry *spool_track(struct spool *s, const char *file) {
     return e;
 }
 
-static char *spool_read(int fd, size_t *len) {
-    char *data = malloc(SPOOL_FILE_MAX + 1);
+/* Reads an entry whole; *toobig (NULL returned) when it holds more than SPOOL_FILE_MAX. */
+static char *spool_read(int fd, size_t *len, bool *toobig) {
+    char *data = malloc(SPOOL_FILE_MAX + 2);
     size_t n = 0;
-    while (data && n < SPOOL_FILE_MAX) {
-        ssize_t got = read(fd, data + n, SPOOL_FILE_MAX - n);
+    *toobig = false;
+    while (data && n <= SPOOL_FILE_MAX) {
+        ssize_t got = read(fd, data + n, SPOOL_FILE_MAX + 1 - n);
         if (got < 0 && errno == EINTR)
             continue;
         if (got <= 0)
             break;
         n += (size_t)got;
+    }
+    if (data && n > SPOOL_FILE_MAX) {
+        free(data);
+        *toobig = true;
+        return NULL;
     }
     if (data)
         data[n] = '\0';
@@ -267,12 +268,12 @@ static char *spool_read(int fd, size_t *len) {
 }
 
 static const char *spool_file_kind(mode_t mode) {
-    return S_ISFIFO(mode)  ? "a FIFO"
-           : S_ISCHR(mode) ? "a character device"
-           : S_ISBLK(mode) ? "a block device"
+    return S_ISFIFO(mode)   ? "a FIFO"
+           : S_ISCHR(mode)  ? "a character device"
+           : S_ISBLK(mode)  ? "a block device"
            : S_ISSOCK(mode) ? "a socket"
-           : S_ISDIR(mode) ? "a folder"
-                           : "not a plain file";
+           : S_ISDIR(mode)  ? "a folder"
+                            : "not a plain file";
 }
 
 /*
@@ -332,8 +333,14 @@ static int spool_prepare(struct spool *s, struct spool_job *job, char **ns_out) 
         spool_fail(s, job->e->name, "expired: older than spool_max_age_hours");
         return 0;
     }
-    job->json = spool_read(fd, &job->len);
+    bool toobig = false;
+    job->json = spool_read(fd, &job->len, &toobig);
     close(fd);
+    if (toobig) {
+        /* Never cut short: a run that does not fit is kept in failed/, not sent half. */
+        spool_fail(s, job->e->name, "larger than the spool's limit for one run");
+        return 0;
+    }
     if (!job->json)
         return -1;
     cJSON *obj = cJSON_ParseWithLength(job->json, job->len);
@@ -397,10 +404,8 @@ static void spool_job_done(void *arg, const struct kube_result *r) {
  * (already clamped) when it gave one, else exponential backoff with jitter.
  */
 static void spool_backoff(struct spool_entry *e) {
-    unsigned int rnd = 0;
-    if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
-        rnd = 0;
-    e->next_ms = spool_now_ms() +
+    uint64_t rnd = ids_fast_random();
+    e->next_ms = (long)clock_mono_ms() +
                  (e->retry_after_ms >= 0 ? e->retry_after_ms : e->backoff_ms + (long)(rnd % 250));
     e->retry_after_ms = -1;
     e->backoff_ms =
@@ -498,7 +503,7 @@ static void *spool_worker(void *arg) {
             if (!e)
                 continue;
             e->seen = true;
-            if (spool_now_ms() >= e->next_ms)
+            if ((long)clock_mono_ms() >= e->next_ms)
                 s->due[ndue++] = e;
         }
         if (d)

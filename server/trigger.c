@@ -1,18 +1,28 @@
-#include "gpuhook/trigger.h"
+/*
+ * POST /trigger: manual runs with curl, authenticated with a bearer token
+ * compared in constant time. The JSON body names the variant (or auto), the
+ * revision, the repository and param overrides; an Idempotency-Key header
+ * makes retries create one run, and ?dry_run=true returns the object instead.
+ */
 #include "gpuhook/buf.h"
-#include "gpuhook/dispatch.h"
+#include "gpuhook/config.h"
+#include "gpuhook/ids.h"
+#include "gpuhook/naming.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/select.h"
+#include "gpuhook/template.h"
+#include "routes.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/random.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #define TRIGGER_MAX_PARAMS 64
+#define TRIGGER_BODY_MAX (1024 * 1024)
 
 /* Compares two secrets in time independent of where they differ or their lengths. */
 static bool trigger_token_equal(const char *given, const char *want) {
@@ -24,27 +34,28 @@ static bool trigger_token_equal(const char *given, const char *want) {
     return CRYPTO_memcmp(a, b, sizeof(a)) == 0;
 }
 
-bool trigger_begin(struct http_request *req) {
+static enum http_step trigger_begin(struct http_request *req, void *state) {
     const char *auth = http_request_header(req, "Authorization");
     const char *ct = http_request_header(req, "Content-Type");
+    (void)state;
 
-    snprintf(req->log_event, sizeof(req->log_event), "trigger");
+    http_request_log(req, "event", "trigger");
     if (!req->cfg->trigger_token) {
         http_request_error(req, 403, "POST /trigger is disabled: trigger.token_file is not set");
-        return true;
+        return HTTP_RESPONDED;
     }
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0 ||
         !trigger_token_equal(auth + 7, req->cfg->trigger_token)) {
-        req->www_authenticate = true;
+        http_respond_header(req, "WWW-Authenticate", "Bearer realm=\"gpuhook\"");
         http_request_error(req, 401, "missing or invalid bearer token");
-        return true;
+        return HTTP_RESPONDED;
     }
     size_t n = strlen("application/json");
     if (!ct || strncasecmp(ct, "application/json", n) != 0 || (ct[n] && ct[n] != ';')) {
         http_request_error(req, 415, "unsupported Content-Type: use application/json");
-        return true;
+        return HTTP_RESPONDED;
     }
-    return false;
+    return HTTP_CONTINUE;
 }
 
 /* Derives owner/name from a GitHub-style clone URL, for the repository rule. */
@@ -60,17 +71,6 @@ static char *trigger_full_name(const char *url) {
     if (n > 4 && strcmp(s + n - 4, ".git") == 0)
         s[n - 4] = '\0';
     return s;
-}
-
-static void trigger_uuid(char out[37]) {
-    unsigned char r[16] = {0};
-    if (getrandom(r, sizeof(r), 0) != sizeof(r))
-        memset(r, 0, sizeof(r));
-    r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
-    r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
-    snprintf(out, 37, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", r[0],
-             r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
-             r[14], r[15]);
 }
 
 static bool trigger_key_ok(const char *k) {
@@ -156,7 +156,7 @@ static void trigger_param_list(const struct template *t, char *out, size_t n) {
         snprintf(out, n, "none");
 }
 
-void trigger_finish(struct http_request *req) {
+static enum http_step trigger_finish(struct http_request *req, void *state) {
     static const char *const known[] = {"variant", "revision", "repo_url", "branch", "params"};
     struct template_override ov[TRIGGER_MAX_PARAMS];
     size_t nov = 0;
@@ -166,6 +166,8 @@ void trigger_finish(struct http_request *req) {
     const cJSON *it;
     int forced = -1;
     char err[256] = "";
+    enum http_step step = HTTP_RESPONDED;
+    (void)state;
 
     event_init(&ev);
     if (event_json_parse(req->body.data ? req->body.data : "", req->body.len, &body, err,
@@ -274,7 +276,8 @@ void trigger_finish(struct http_request *req) {
         goto out;
     }
     if (!key) {
-        trigger_uuid(uuid);
+        if (ids_uuid4(uuid) != 0) /* no randomness: as before, the zero UUID, never no key */
+            snprintf(uuid, sizeof(uuid), "00000000-0000-4000-8000-000000000000");
         key = uuid;
     }
 
@@ -293,8 +296,8 @@ void trigger_finish(struct http_request *req) {
     }
     ev.headers = req->headers;
     ev.header_count = req->header_count;
-    buf_copy_str(req->log_delivery, sizeof(req->log_delivery), key);
-    struct dispatch_input in = {
+    http_request_log(req, "delivery", key);
+    struct pipeline_input in = {
         .ev = &ev,
         .forced_variant = forced,
         .overrides = ov,
@@ -302,10 +305,21 @@ void trigger_finish(struct http_request *req) {
         .name_kind = NAMING_TRIGGER,
         .name_key = {key, NULL},
         .fingerprint = keyed ? fingerprint : NULL,
-        .preview = req->dry_run_query,
+        .preview = http_request_flag(req, "dry_run"),
     };
-    dispatch_run(req, &in);
+    step = routes_run_pipeline(req, &in);
 out:
     event_cleanup(&ev);
     cJSON_Delete(body);
+    return step;
 }
+
+const struct http_route trigger_route = {
+    .path = "/trigger",
+    .name = "trigger",
+    .method = "POST",
+    .allow = "POST",
+    .body_max = TRIGGER_BODY_MAX,
+    .begin = trigger_begin,
+    .finish = trigger_finish,
+};

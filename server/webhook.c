@@ -1,11 +1,20 @@
-#include "gpuhook/webhook.h"
+/*
+ * POST /webhook: GitHub deliveries. Headers are checked before any body byte
+ * is read; the body is fed into the HMAC as it streams in and buffered once;
+ * nothing is parsed before the signature holds. Then the event is parsed,
+ * filtered (pipeline_should_ignore) and handed to the pipeline (pipeline.h).
+ */
+#include "gpuhook/app.h"
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/buf.h"
-#include "gpuhook/dispatch.h"
+#include "gpuhook/config.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
+#include "gpuhook/pipeline.h"
 #include "gpuhook/select.h"
+#include "gpuhook/signature.h"
 #include "gpuhook/template.h"
+#include "routes.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,6 +23,15 @@
 #include <strings.h>
 
 #define WEBHOOK_UNAUTHORIZED "invalid or missing X-Hub-Signature-256 signature"
+
+/* The route's per-request state. */
+struct webhook_state {
+    struct signature_check sig;
+    unsigned char sig_expected[SIGNATURE_LEN];
+    int sig_verdict; /* 1 or -1 once checked early (a body in one piece), else 0 */
+    bool body_started;
+    char event[64];
+};
 
 static bool webhook_token_ok(const char *s, size_t max, bool digits_only) {
     size_t n = 0;
@@ -31,13 +49,14 @@ static bool webhook_token_ok(const char *s, size_t max, bool digits_only) {
     return true;
 }
 
-static void webhook_unauthorized(struct http_request *req) {
+static void webhook_unauthorized(struct http_request *req, const struct webhook_state *st) {
     metrics_signature_failure();
-    metrics_delivery(req->log_event[0] ? req->log_event : "unknown", "unauthorized");
+    metrics_delivery(st->event[0] ? st->event : "unknown", "unauthorized");
     http_request_error(req, 401, WEBHOOK_UNAUTHORIZED);
 }
 
-bool webhook_begin(struct http_request *req) {
+static enum http_step webhook_begin(struct http_request *req, void *state) {
+    struct webhook_state *st = state;
     const char *event = http_request_header(req, "X-GitHub-Event");
     const char *delivery = http_request_header(req, "X-GitHub-Delivery");
     const char *hook = http_request_header(req, "X-GitHub-Hook-ID");
@@ -45,35 +64,36 @@ bool webhook_begin(struct http_request *req) {
 
     if (!webhook_token_ok(event, 64, false)) {
         http_request_error(req, 400, "missing or malformed X-GitHub-Event header");
-        return true;
+        return HTTP_RESPONDED;
     }
-    buf_copy_str(req->log_event, sizeof(req->log_event), event);
+    buf_copy_str(st->event, sizeof(st->event), event);
+    http_request_log(req, "event", event);
     if (!webhook_token_ok(delivery, 72, false)) {
         http_request_error(req, 400, "missing or malformed X-GitHub-Delivery header");
-        return true;
+        return HTTP_RESPONDED;
     }
-    buf_copy_str(req->log_delivery, sizeof(req->log_delivery), delivery);
+    http_request_log(req, "delivery", delivery);
     if (hook && !webhook_token_ok(hook, 20, true)) {
         http_request_error(req, 400, "malformed X-GitHub-Hook-ID header: expected digits");
-        return true;
+        return HTTP_RESPONDED;
     }
     if (event_content_type_parse(ct) == EVENT_CONTENT_UNSUPPORTED) {
         http_request_error(req, 415,
                            "unsupported Content-Type: use application/json or "
                            "application/x-www-form-urlencoded");
-        return true;
+        return HTTP_RESPONDED;
     }
     /* Only SHA-256 counts; a SHA-1 X-Hub-Signature alone is an unsigned delivery. */
-    if (signature_parse_header(http_request_header(req, "X-Hub-Signature-256"),
-                               req->sig_expected) != 0) {
-        webhook_unauthorized(req);
-        return true;
+    if (signature_parse_header(http_request_header(req, "X-Hub-Signature-256"), st->sig_expected) !=
+        0) {
+        webhook_unauthorized(req, st);
+        return HTTP_RESPONDED;
     }
-    if (signature_check_init(&req->sig, req->cfg->keyring) != 0) {
+    if (signature_check_init(&st->sig, req->cfg->keyring) != 0) {
         http_request_error(req, 500, "out of memory");
-        return true;
+        return HTTP_RESPONDED;
     }
-    return false;
+    return HTTP_CONTINUE;
 }
 
 /*
@@ -108,22 +128,24 @@ static int webhook_body_grow(struct http_request *req, size_t n) {
     return 0;
 }
 
-bool webhook_upload(struct http_request *req, const char *data, size_t len) {
+static enum http_step webhook_upload(struct http_request *req, void *state, const char *data,
+                                     size_t len) {
+    struct webhook_state *st = state;
     /*
      * A small delivery usually arrives in one piece: check it before keeping a
      * copy, so that a forged one costs no allocation and no copy.
      */
-    bool whole = !req->body_started && req->content_length > 0 &&
+    bool whole = !st->body_started && req->content_length > 0 &&
                  (unsigned long long)req->content_length == len && len <= req->body.max;
     if (whole) {
-        signature_check_update(&req->sig, data, len);
-        req->sig_verdict = signature_check_finish(&req->sig, req->sig_expected) ? 1 : -1;
-        if (req->sig_verdict < 0) {
-            req->body_started = true;
-            return false; /* webhook_finish answers 401 */
+        signature_check_update(&st->sig, data, len);
+        st->sig_verdict = signature_check_finish(&st->sig, st->sig_expected) ? 1 : -1;
+        if (st->sig_verdict < 0) {
+            st->body_started = true;
+            return HTTP_CONTINUE; /* webhook_finish answers 401 */
         }
     }
-    req->body_started = true;
+    st->body_started = true;
     int rc = webhook_body_grow(req, len);
     if (rc == GHE_UNAVAILABLE) {
         metrics_body_budget_refusal();
@@ -132,20 +154,20 @@ bool webhook_upload(struct http_request *req, const char *data, size_t len) {
                            "too many unverified request bodies in memory "
                            "(unverified_body_budget_bytes is %ld); retry later",
                            bodybudget_limit());
-        return true;
+        return HTTP_RESPONDED;
     }
     if (rc == GHE_NOMEM) {
         http_request_error(req, 500, "out of memory");
-        return true;
+        return HTTP_RESPONDED;
     }
     if (rc || buf_append(&req->body, data, len) != 0) {
         http_request_error(req, 413, "request body exceeds max_body_bytes (%ld bytes)",
                            req->cfg->max_body_bytes);
-        return true;
+        return HTTP_RESPONDED;
     }
     if (!whole)
-        signature_check_update(&req->sig, data, len);
-    return false;
+        signature_check_update(&st->sig, data, len);
+    return HTTP_CONTINUE;
 }
 
 static void webhook_ignore(struct http_request *req, const char *event, const char *fmt, ...)
@@ -166,53 +188,8 @@ static void webhook_ignore(struct http_request *req, const char *event, const ch
     metrics_delivery(event, "ignored");
 }
 
-static bool webhook_event_enabled(const struct config *cfg, const char *event) {
-    for (size_t i = 0; i < cfg->event_count; i++)
-        if (strcmp(cfg->events[i], event) == 0)
-            return true;
-    return false;
-}
-
-static bool webhook_pr_action_runs(const struct config *cfg, const struct event *ev) {
-    static const char *const actions[] = {"opened", "synchronize", "reopened", "ready_for_review"};
-    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++)
-        if (ev->action && strcmp(ev->action, actions[i]) == 0)
-            return true;
-    return ev->action && strcmp(ev->action, "labeled") == 0 && ev->added_label &&
-           select_rules_names_label(cfg->rules, ev->added_label);
-}
-
-bool webhook_should_ignore(const struct config *cfg, const char *event, const struct event *ev,
-                           char *reason, size_t n) {
-    if (!webhook_event_enabled(cfg, event)) {
-        snprintf(reason, n, "event %s is not in github.events", event);
-        return true;
-    }
-    if (strcmp(event, "push") != 0 && strcmp(event, "pull_request") != 0) {
-        snprintf(reason, n, "event %s does not start runs", event);
-        return true;
-    }
-    if (!ev)
-        return false;
-    if (ev->deleted) {
-        snprintf(reason, n, "push deletes %s", ev->ref ? ev->ref : "a ref");
-        return true;
-    }
-    if (strcmp(event, "pull_request") != 0)
-        return false;
-    if (!webhook_pr_action_runs(cfg, ev)) {
-        snprintf(reason, n, "pull_request action %s does not start runs",
-                 ev->action ? ev->action : "(none)");
-        return true;
-    }
-    if (ev->draft) {
-        snprintf(reason, n, "pull request #%s is a draft", ev->pr_number ? ev->pr_number : "?");
-        return true;
-    }
-    return false;
-}
-
-void webhook_finish(struct http_request *req) {
+static enum http_step webhook_finish(struct http_request *req, void *state) {
+    struct webhook_state *st = state;
     const char *event = http_request_header(req, "X-GitHub-Event");
     const char *delivery = http_request_header(req, "X-GitHub-Delivery");
     const char *hook = http_request_header(req, "X-GitHub-Hook-ID");
@@ -221,11 +198,12 @@ void webhook_finish(struct http_request *req) {
     struct event ev;
     char err[512] = "", reason[512];
 
-    bool signed_ok = req->sig_verdict ? req->sig_verdict > 0
-                                      : signature_check_finish(&req->sig, req->sig_expected);
+    enum http_step step = HTTP_RESPONDED;
+    bool signed_ok =
+        st->sig_verdict ? st->sig_verdict > 0 : signature_check_finish(&st->sig, st->sig_expected);
     if (!signed_ok) {
-        webhook_unauthorized(req);
-        return;
+        webhook_unauthorized(req, st);
+        return HTTP_RESPONDED;
     }
     /* Verified: the body no longer counts against the budget for strangers' bodies. */
     http_request_body_release(req);
@@ -240,11 +218,11 @@ void webhook_finish(struct http_request *req) {
         http_request_json(req, 200, o);
         cJSON_Delete(o);
         metrics_delivery("ping", "ok");
-        return;
+        return HTTP_RESPONDED;
     }
-    if (webhook_should_ignore(req->cfg, event, NULL, reason, sizeof(reason))) {
+    if (pipeline_should_ignore(req->cfg, event, NULL, reason, sizeof(reason))) {
         webhook_ignore(req, event, "%s", reason);
-        return;
+        return HTTP_RESPONDED;
     }
     /* A redelivery already created: answer from memory without rendering again. */
     if (req->app && delivery_mode(req->app->delivery) != CONFIG_KUBE_DRY_RUN &&
@@ -258,9 +236,9 @@ void webhook_finish(struct http_request *req) {
         cJSON_AddStringToObject(o, "delivery", delivery);
         http_request_json(req, 200, o);
         cJSON_Delete(o);
-        buf_copy_str(req->log_pipelinerun, sizeof(req->log_pipelinerun), hit.name);
+        http_request_log(req, "pipelinerun", hit.name);
         metrics_delivery(event, "exists");
-        return;
+        return HTTP_RESPONDED;
     }
 
     event_init(&ev);
@@ -285,17 +263,37 @@ void webhook_finish(struct http_request *req) {
         metrics_delivery(event, "invalid");
         goto out;
     }
-    if (webhook_should_ignore(req->cfg, event, &ev, reason, sizeof(reason))) {
+    if (pipeline_should_ignore(req->cfg, event, &ev, reason, sizeof(reason))) {
         webhook_ignore(req, event, "%s", reason);
         goto out;
     }
-    struct dispatch_input in = {
+    struct pipeline_input in = {
         .ev = &ev,
         .forced_variant = -1,
         .name_kind = NAMING_WEBHOOK,
         .name_key = {hook ? hook : "", delivery},
     };
-    dispatch_run(req, &in);
+    step = routes_run_pipeline(req, &in);
 out:
     event_cleanup(&ev);
+    return step;
 }
+
+static void webhook_cleanup(struct http_request *req, void *state) {
+    struct webhook_state *st = state;
+    (void)req;
+    signature_check_cleanup(&st->sig);
+}
+
+const struct http_route webhook_route = {
+    .path = "/webhook",
+    .name = "webhook",
+    .method = "POST",
+    .allow = "POST",
+    .body_max = HTTP_BODY_MAX_CONFIG,
+    .state_size = sizeof(struct webhook_state),
+    .begin = webhook_begin,
+    .upload = webhook_upload,
+    .finish = webhook_finish,
+    .cleanup = webhook_cleanup,
+};

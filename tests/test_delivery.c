@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -334,6 +335,92 @@ static void test_delivery_outcome_names(void **state) {
     assert_string_equal(delivery_outcome_name(DELIVERY_UNAVAILABLE + 1), "unknown");
 }
 
+/* delivery_deliver: the sinks' one entry, each deciding its own threading. */
+struct deliver_seen {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int calls;
+    pthread_t thread;
+    struct delivery_result r;
+};
+
+static void deliver_done(void *arg, const struct delivery_result *r) {
+    struct deliver_seen *s = arg;
+    pthread_mutex_lock(&s->lock);
+    s->calls++;
+    s->thread = pthread_self();
+    s->r = *r;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void deliver_wait(struct deliver_seen *s) {
+    pthread_mutex_lock(&s->lock);
+    while (s->calls == 0)
+        pthread_cond_wait(&s->cond, &s->lock);
+    pthread_mutex_unlock(&s->lock);
+}
+
+static void deliver_seen_init(struct deliver_seen *s) {
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->cond, NULL);
+}
+
+static void test_delivery_deliver_dry_run_answers_inline(void **state) {
+    struct fixture *fx = *state;
+    struct delivery *d = new_delivery(CONFIG_KUBE_DRY_RUN, fx->local_dir);
+    struct deliver_seen s;
+
+    deliver_seen_init(&s);
+    assert_int_equal(delivery_start(d), 0);
+    delivery_deliver(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, deliver_done,
+                     &s);
+    assert_int_equal(s.calls, 1);
+    assert_true(pthread_equal(s.thread, pthread_self()));
+    assert_int_equal(s.r.outcome, DELIVERY_DRY_RUN);
+    delivery_free(d);
+}
+
+/* Before delivery_start there is no pool: the local sink writes inline. */
+static void test_delivery_deliver_local_without_pool_is_inline(void **state) {
+    struct fixture *fx = *state;
+    struct delivery *d = new_delivery(CONFIG_KUBE_LOCAL, fx->local_dir);
+    struct deliver_seen s;
+
+    deliver_seen_init(&s);
+    delivery_deliver(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, deliver_done,
+                     &s);
+    assert_int_equal(s.calls, 1);
+    assert_true(pthread_equal(s.thread, pthread_self()));
+    assert_int_equal(s.r.outcome, DELIVERY_CREATED);
+    delivery_free(d);
+}
+
+/* Started, the local sink's fsync runs on its own pool, and done comes from there once. */
+static void test_delivery_deliver_local_runs_on_the_pool(void **state) {
+    struct fixture *fx = *state;
+    struct delivery *d = new_delivery(CONFIG_KUBE_LOCAL, fx->local_dir);
+    struct deliver_seen s1, s2;
+
+    deliver_seen_init(&s1);
+    deliver_seen_init(&s2);
+    assert_int_equal(delivery_start(d), 0);
+    delivery_deliver(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, deliver_done,
+                     &s1);
+    deliver_wait(&s1);
+    assert_false(pthread_equal(s1.thread, pthread_self()));
+    assert_int_equal(s1.r.outcome, DELIVERY_CREATED);
+    delivery_deliver(d, NAME, "tekton-pipelines", RUN_JSON, strlen(RUN_JSON), 5000, deliver_done,
+                     &s2);
+    deliver_wait(&s2);
+    assert_int_equal(s2.r.outcome, DELIVERY_EXISTS);
+    delivery_free(d);
+    assert_int_equal(s1.calls, 1);
+    assert_int_equal(s2.calls, 1);
+    assert_int_equal(count_entries(fx->local_dir), 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_delivery_local_creates_the_folder, setup, teardown),
@@ -353,6 +440,12 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_delivery_namespace_defaults_to_tekton_pipelines, setup,
                                         teardown),
         cmocka_unit_test(test_delivery_outcome_names),
+        cmocka_unit_test_setup_teardown(test_delivery_deliver_dry_run_answers_inline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_deliver_local_without_pool_is_inline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_deliver_local_runs_on_the_pool, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -11,9 +11,8 @@
 #include <pthread.h>
 #include <stdbool.h>
 
-#include "gpuhook/config.h"
-#include "gpuhook/delivery.h"
-#include "gpuhook/naming.h"
+struct config;
+struct delivery;
 
 #define APP_LRU_SIZE 1024
 

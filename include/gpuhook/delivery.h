@@ -1,9 +1,12 @@
 /*
- * Delivery: lands one rendered PipelineRun exactly once through one of four
- * sinks picked by kubernetes.mode: the API (with the durable spool behind it),
- * a local folder, or dry-run. The name is deterministic, so "already exists"
- * means a redelivery, never a failure. Delivery is built once at start-up;
- * SIGHUP does not rebuild it (the kubernetes section needs a restart).
+ * Delivery: lands one rendered PipelineRun exactly once through one of three
+ * sinks picked by kubernetes.mode: the API (kube.c, with the durable spool.c
+ * behind it; modes url and in-cluster), a local folder, or dry-run. Each sink
+ * owns its threading, decided in delivery_deliver alone: dry-run answers
+ * inline, a local write (fsync) runs on the sink's work pool, an API call on
+ * the API client's loop thread with only spooling handed to the pool. The name is deterministic, so
+ * "already exists" means a redelivery, never a failure. Delivery is built once at start-up; SIGHUP
+ * does not rebuild it (the kubernetes section needs a restart).
  */
 #ifndef GPUHOOK_DELIVERY_H
 #define GPUHOOK_DELIVERY_H
@@ -11,8 +14,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "gpuhook/buf.h"
-#include "gpuhook/config.h"
+struct buf;
+struct config;
+struct errlist;
 
 enum delivery_outcome {
     DELIVERY_CREATED = 0,
@@ -41,7 +45,7 @@ struct delivery;
 int delivery_new(const struct config *cfg, struct delivery **out, struct errlist *el);
 void delivery_free(struct delivery *d);
 
-/* Starts background work (the spool's retry worker). */
+/* Starts background work (the work pool, the spool's retry worker). */
 int delivery_start(struct delivery *d);
 
 /* The namespace runs go to. */
@@ -58,8 +62,19 @@ void delivery_submit(struct delivery *d, const char *name, const char *ns, const
 
 struct kube_result;
 
+typedef void (*delivery_done_fn)(void *arg, const struct delivery_result *r);
+
 /*
- * The API modes: when a run named name already waits in the spool, hands its JSON text
+ * The sinks' one entry: lands the run and calls done(arg, r) exactly once,
+ * inline (dry-run, or before delivery_start), from the work pool (local
+ * folder, spooling) or from the API client's thread. json must stay valid
+ * until done is called.
+ */
+void delivery_deliver(struct delivery *d, const char *name, const char *ns, const char *json,
+                      size_t len, long deadline_ms, delivery_done_fn done, void *arg);
+
+/*
+ * The API sink: when a run named name already waits in the spool, hands its JSON text
  * (caller frees) and what it says (variant, fingerprint) back and returns 0, so that the
  * run that waits is the one delivered, never a later render under the same name. Returns
  * GHE_NOTFOUND otherwise.

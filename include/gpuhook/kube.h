@@ -16,7 +16,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "gpuhook/config.h"
+struct config;
+struct errlist;
 
 struct kube;
 

@@ -1,10 +1,10 @@
 /*
- * A pool of threads for work that may block: Kubernetes API calls and file
- * writes with fsync. The HTTP threads never block on them; they suspend the
- * connection, hand the job here and resume it when the job is done, so a slow
- * API cannot delay /healthz or /metrics. The pool grows on demand up to a
- * bound, since each job may wait seconds on the API, and shrinks back to its
- * minimum as threads stay idle.
+ * A pool of threads for work that may block, such as file writes with
+ * fsync. The delivery sinks own one (delivery.c): a local write or a spooling
+ * runs there while the HTTP threads keep serving, the request's connection
+ * suspended, so a slow disk cannot delay /healthz or /metrics (API calls need
+ * no thread of their own: kube.c's loop drives them). The pool grows on
+ * demand up to a bound and shrinks back to its minimum as threads stay idle.
  */
 #ifndef GPUHOOK_WORKPOOL_H
 #define GPUHOOK_WORKPOOL_H

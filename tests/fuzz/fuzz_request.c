@@ -38,6 +38,7 @@
 #include "gpuhook/gpu.h"
 #include "gpuhook/http.h"
 #include "gpuhook/select.h"
+#include "routes.h"
 
 #define FUZZ_REQ_SECRET "It's a Secret to Everybody"
 #define FUZZ_REQ_TOKEN "fuzz-trigger-token"
@@ -243,7 +244,7 @@ static void fuzz_req_check(const struct http_request *req, const struct fuzz_req
     FUZZ_REQUIRE(req->status != 500, "a 500 for %s %s: %.*s", r->method, r->path,
                  (int)(req->out.len < 400 ? req->out.len : 400),
                  req->out.data ? req->out.data : "");
-    bool metrics = strcmp(req->route, "metrics") == 0 && req->status == 200;
+    bool metrics = strcmp(req->route_name, "metrics") == 0 && req->status == 200;
     if (metrics)
         return;
     FUZZ_REQUIRE(req->out.data && fuzz_is_json(req->out.data, req->out.len),
@@ -272,7 +273,7 @@ int fuzz_request_one(const uint8_t *data, size_t size) {
     bool complete = fuzz_req_frame(r);
     fuzz_req_fill_secrets(r);
 
-    struct http_request *req = http_request_new(app, r->method, r->path);
+    struct http_request *req = http_request_new(app, &routes_table, r->method, r->path);
     FUZZ_REQUIRE(req != NULL, "http_request_new");
     for (size_t i = 0; i < r->nheader; i++)
         http_request_add_header(req, r->headers[i].name, r->headers[i].value);
