@@ -1,8 +1,11 @@
 #include "gpuhook/config.h"
+#include "gpuhook/fileio.h"
 #include "gpuhook/logger.h"
+#include "gpuhook/select.h"
+#include "gpuhook/signature.h"
+#include "gpuhook/template.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <math.h>
@@ -43,76 +46,122 @@ struct config_key {
     const char *const *choices; /* enum: names, index is the value */
     const struct config_key *children;
     bool required;
+    /*
+     * enum config_reload: whether SIGHUP applies a change (CONFIG_LIVE) or the
+     * running value stays until a restart (CONFIG_RESTART). Last, so that a key
+     * written without it is a missing initializer, which -Wextra -Werror refuse;
+     * test_config checks that every key has one.
+     */
+    int reload;
 };
 
 #define CFG_OFF(f) offsetof(struct config, f)
 #define CFG_END                                                                                    \
-    { NULL, 0, 0, 0, NULL, 0, 0, 0, NULL, NULL, false }
+    { NULL, 0, 0, 0, NULL, 0, 0, 0, NULL, NULL, false, 0 }
+#define LIVE CONFIG_LIVE
+#define RESTART CONFIG_RESTART
+#define NESTED CONFIG_NESTED
 
 static const char *const config_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const config_modes[] = {"local", "url", "in-cluster", "dry-run", NULL};
 
 static const struct config_key config_tls_keys[] = {
-    {"cert_file", CONFIG_T_PATH, CFG_OFF(tls_cert_file), 0, NULL, 0, 0, 0, NULL, NULL, true},
-    {"key_file", CONFIG_T_PATH, CFG_OFF(tls_key_file), 0, NULL, 0, 0, 0, NULL, NULL, true},
+    /* http.c reads the PEM files once, when the server starts */
+    {"cert_file", CONFIG_T_PATH, CFG_OFF(tls_cert_file), 0, NULL, 0, 0, 0, NULL, NULL, true,
+     RESTART},
+    /* read with cert_file, at start only */
+    {"key_file", CONFIG_T_PATH, CFG_OFF(tls_key_file), 0, NULL, 0, 0, 0, NULL, NULL, true, RESTART},
     CFG_END};
 static const struct config_key config_github_keys[] = {
+    /* the keyring is built by the load and swapped with the config */
     {"secret_files", CONFIG_T_PATH_LIST, CFG_OFF(secret_files), CFG_OFF(secret_count), NULL, 0, 1,
-     SIGNATURE_MAX_KEYS, NULL, NULL, true},
+     SIGNATURE_MAX_KEYS, NULL, NULL, true, LIVE},
+    /* webhook.c reads the current config; serve.c re-registers metric labels */
     {"events", CONFIG_T_STRING_LIST, CFG_OFF(events), CFG_OFF(event_count),
-     "push,pull_request,ping", 0, 0, 64, NULL, NULL, false},
+     "push,pull_request,ping", 0, 0, 64, NULL, NULL, false, LIVE},
     CFG_END};
 static const struct config_key config_trigger_keys[] = {
-    {"token_file", CONFIG_T_PATH, CFG_OFF(trigger_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
+    /* the token is read by the load and swapped with the config */
+    {"token_file", CONFIG_T_PATH, CFG_OFF(trigger_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     LIVE},
+    /* trigger.c reads the current config */
     {"default_repo_url", CONFIG_T_STRING, CFG_OFF(trigger_default_repo_url), 0, NULL, 0, 0, 0, NULL,
-     NULL, false},
+     NULL, false, LIVE},
     CFG_END};
 static const struct config_key config_kube_keys[] = {
+    /* the delivery backend is chosen once, at start */
     {"mode", CONFIG_T_ENUM, CFG_OFF(kube_mode), 0, NULL, CONFIG_KUBE_LOCAL, 0, 0, config_modes,
-     NULL, false},
-    {"url", CONFIG_T_STRING, CFG_OFF(kube_url), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"namespace", CONFIG_T_STRING, CFG_OFF(kube_namespace), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"token_file", CONFIG_T_PATH, CFG_OFF(kube_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"ca_file", CONFIG_T_PATH, CFG_OFF(kube_ca_file), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"local_dir", CONFIG_T_PATH, CFG_OFF(kube_local_dir), 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"proxy", CONFIG_T_STRING, CFG_OFF(kube_proxy), 0, NULL, 0, 0, 0, NULL, NULL, false},
+     NULL, false, RESTART},
+    /* the API client is made once, at start */
+    {"url", CONFIG_T_STRING, CFG_OFF(kube_url), 0, NULL, 0, 0, 0, NULL, NULL, false, RESTART},
+    /* the API client and the spool keep the start value */
+    {"namespace", CONFIG_T_STRING, CFG_OFF(kube_namespace), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    /* the client copies the path at start; it re-reads that file when it changes */
+    {"token_file", CONFIG_T_PATH, CFG_OFF(kube_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    /* the client copies the path at start and hands it to curl */
+    {"ca_file", CONFIG_T_PATH, CFG_OFF(kube_ca_file), 0, NULL, 0, 0, 0, NULL, NULL, false, RESTART},
+    /* the local sink is opened once, at start */
+    {"local_dir", CONFIG_T_PATH, CFG_OFF(kube_local_dir), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    /* the client copies it at start */
+    {"proxy", CONFIG_T_STRING, CFG_OFF(kube_proxy), 0, NULL, 0, 0, 0, NULL, NULL, false, RESTART},
+    /* the client and the delivery keep the start value (only the request deadline would follow) */
     {"timeout_seconds", CONFIG_T_INT, CFG_OFF(kube_timeout_seconds), 0, NULL, 5, 1, 9, NULL, NULL,
-     false},
+     false, RESTART},
     CFG_END};
 static const struct config_key config_gpu_keys[] = {
+    /* serve.c passes it to gpu_set_options */
     {"refresh_seconds", CONFIG_T_INT32, CFG_OFF(gpu.refresh_seconds), 0, NULL, 5, 1, 3600, NULL,
-     NULL, false},
-    {"required", CONFIG_T_BOOL, CFG_OFF(gpu.required), 0, NULL, 0, 0, 1, NULL, NULL, false},
+     NULL, false, LIVE},
+    /* serve.c passes it to gpu_set_options; dispatch reads the current config */
+    {"required", CONFIG_T_BOOL, CFG_OFF(gpu.required), 0, NULL, 0, 0, 1, NULL, NULL, false, LIVE},
     CFG_END};
 static const struct config_key config_top_keys[] = {
-    {"listen", CONFIG_T_STRING, CFG_OFF(listen), 0, "127.0.0.1:8080", 0, 0, 0, NULL, NULL, false},
+    /* the socket is bound once */
+    {"listen", CONFIG_T_STRING, CFG_OFF(listen), 0, "127.0.0.1:8080", 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    /* serve_apply sets it */
     {"log_level", CONFIG_T_ENUM, CFG_OFF(log_level), 0, NULL, LOGGER_INFO, 0, 0, config_levels,
-     NULL, false},
-    {"tls", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_tls_keys, false},
+     NULL, false, LIVE},
+    {"tls", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_tls_keys, false, NESTED},
+    /* http.c reads the current config per request */
     {"max_body_bytes", CONFIG_T_INT, CFG_OFF(max_body_bytes), 0, NULL, 26214400, 1024,
-     64L * 1024 * 1024, NULL, NULL, false},
+     64L * 1024 * 1024, NULL, NULL, false, LIVE},
+    /* serve_apply sets the budget */
     {"unverified_body_budget_bytes", CONFIG_T_INT, CFG_OFF(unverified_body_budget_bytes), 0, NULL,
-     64L * 1024 * 1024, 1024L * 1024, 4096L * 1024 * 1024, NULL, NULL, false},
+     64L * 1024 * 1024, 1024L * 1024, 4096L * 1024 * 1024, NULL, NULL, false, LIVE},
+    /* a libmicrohttpd daemon option, set at start */
     {"max_connections", CONFIG_T_INT, CFG_OFF(max_connections), 0, NULL, 4096, 16, 65536, NULL,
-     NULL, false},
+     NULL, false, RESTART},
+    /* the slow-client guard keeps the start value */
     {"header_timeout_seconds", CONFIG_T_INT, CFG_OFF(header_timeout_seconds), 0, NULL, 10, 1, 300,
-     NULL, NULL, false},
+     NULL, NULL, false, RESTART},
+    /* the slow-client guard keeps the start value */
     {"min_body_bytes_per_second", CONFIG_T_INT, CFG_OFF(min_body_bytes_per_second), 0, NULL, 16384,
-     0, 1024L * 1024 * 1024, NULL, NULL, false},
+     0, 1024L * 1024 * 1024, NULL, NULL, false, RESTART},
+    /* serve.c reads the config in force at shutdown */
     {"shutdown_grace_seconds", CONFIG_T_INT, CFG_OFF(shutdown_grace_seconds), 0, NULL, 20, 0, 600,
-     NULL, NULL, false},
-    {"github", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_github_keys, true},
-    {"trigger", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_trigger_keys, false},
-    {"kubernetes", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_kube_keys, false},
-    {"template", CONFIG_T_PATH, CFG_OFF(template_path), 0, NULL, 0, 0, 0, NULL, NULL, true},
-    {"bindings", CONFIG_T_PATH, CFG_OFF(bindings_path), 0, NULL, 0, 0, 0, NULL, NULL, true},
-    {"selection", CONFIG_T_SELECTION, 0, 0, NULL, 0, 0, 0, NULL, NULL, false},
-    {"spool_dir", CONFIG_T_PATH, CFG_OFF(spool_dir), 0, NULL, 0, 0, 0, NULL, NULL, false},
+     NULL, NULL, false, LIVE},
+    {"github", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_github_keys, true, NESTED},
+    {"trigger", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_trigger_keys, false, NESTED},
+    {"kubernetes", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_kube_keys, false, NESTED},
+    /* compiled by the load and swapped with the config */
+    {"template", CONFIG_T_PATH, CFG_OFF(template_path), 0, NULL, 0, 0, 0, NULL, NULL, true, LIVE},
+    /* compiled by the load and swapped with the config */
+    {"bindings", CONFIG_T_PATH, CFG_OFF(bindings_path), 0, NULL, 0, 0, 0, NULL, NULL, true, LIVE},
+    /* compiled by the load; serve.c passes gpu_fit to the probe */
+    {"selection", CONFIG_T_SELECTION, 0, 0, NULL, 0, 0, 0, NULL, NULL, false, LIVE},
+    /* the spool is opened once, at start */
+    {"spool_dir", CONFIG_T_PATH, CFG_OFF(spool_dir), 0, NULL, 0, 0, 0, NULL, NULL, false, RESTART},
+    /* spool_open takes it at start */
     {"spool_max_age_hours", CONFIG_T_INT, CFG_OFF(spool_max_age_hours), 0, NULL, 72, 1, 24 * 365,
-     NULL, NULL, false},
+     NULL, NULL, false, RESTART},
+    /* the delivery sets it on the spool at start */
     {"spool_retry_after_max_seconds", CONFIG_T_INT, CFG_OFF(spool_retry_after_max_seconds), 0, NULL,
-     300, 1, 86400, NULL, NULL, false},
-    {"gpu", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_gpu_keys, false},
+     300, 1, 86400, NULL, NULL, false, RESTART},
+    {"gpu", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_gpu_keys, false, NESTED},
     CFG_END};
 
 struct config_ctx {
@@ -134,6 +183,13 @@ static void config_value_str(const cJSON *v, char *out, size_t n) {
         memcpy(s + 57, "...", 4);
     snprintf(out, n, "%s", s);
     free(s);
+}
+
+/* Writes "PARENT.KEY" into out; a path too long for out is cut (keys are short, names of
+ * unknown keys in messages are not). */
+static void config_join(char *out, size_t n, const char *parent, const char *key) {
+    if (snprintf(out, n, "%s.%s", parent, key) >= (int)n && n > 4)
+        memcpy(out + n - 4, "...", 4);
 }
 
 static char *config_resolve(const struct config_ctx *c, const char *p) {
@@ -213,7 +269,7 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
     case CONFIG_T_STRING:
     case CONFIG_T_PATH:
         if (!cJSON_IsString(v) || !v->valuestring[0]) {
-            errlist_add(c->el, "%s: %s: %s is not a non-empty string", c->file, path, shown);
+            errlist_at(c->el, c->file, path, "%s is not a non-empty string", shown);
             return;
         }
         free(*(char **)(base + k->offset));
@@ -224,19 +280,19 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
     case CONFIG_T_INT32:
         /* Compare as doubles first: casting an out-of-range double to long is undefined. */
         if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble)) {
-            errlist_add(c->el, "%s: %s: %s is not an integer", c->file, path, shown);
+            errlist_at(c->el, c->file, path, "%s is not an integer", shown);
             return;
         }
         if (v->valuedouble < (double)k->min || v->valuedouble > (double)k->max) {
-            errlist_add(c->el, "%s: %s: %s is out of range [%ld, %ld]", c->file, path, shown,
-                        k->min, k->max);
+            errlist_at(c->el, c->file, path, "%s is out of range [%ld, %ld]", shown, k->min,
+                       k->max);
             return;
         }
         config_store_int(c->cfg, k, (long)v->valuedouble);
         return;
     case CONFIG_T_BOOL:
         if (!cJSON_IsBool(v)) {
-            errlist_add(c->el, "%s: %s: %s is not true or false", c->file, path, shown);
+            errlist_at(c->el, c->file, path, "%s is not true or false", shown);
             return;
         }
         *(bool *)(base + k->offset) = cJSON_IsTrue(v);
@@ -251,15 +307,15 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
             snprintf(choices + strlen(choices), sizeof(choices) - strlen(choices), "%s%s",
                      i ? ", " : "", k->choices[i]);
         }
-        errlist_add(c->el, "%s: %s: %s is not one of %s", c->file, path, shown, choices);
+        errlist_at(c->el, c->file, path, "%s is not one of %s", shown, choices);
         return;
     }
     case CONFIG_T_STRING_LIST:
     case CONFIG_T_PATH_LIST: {
         int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
         if (n < 0 || n < k->min || n > k->max) {
-            errlist_add(c->el, "%s: %s: %s must be a list of %ld to %ld strings", c->file, path,
-                        shown, k->min, k->max);
+            errlist_at(c->el, c->file, path, "%s must be a list of %ld to %ld strings", shown,
+                       k->min, k->max);
             return;
         }
         char ***items = (char ***)(base + k->offset);
@@ -275,10 +331,10 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
         int i = 0;
         cJSON_ArrayForEach(it, v) {
             if (!cJSON_IsString(it) || !it->valuestring[0]) {
-                char item[96];
+                char item[96], at[280];
                 config_value_str(it, item, sizeof(item));
-                errlist_add(c->el, "%s: %s[%d]: %s is not a non-empty string", c->file, path, i,
-                            item);
+                snprintf(at, sizeof(at), "%s[%d]", path, i);
+                errlist_at(c->el, c->file, at, "%s is not a non-empty string", item);
             } else {
                 (*items)[(*count)++] = k->type == CONFIG_T_PATH_LIST
                                            ? config_resolve(c, it->valuestring)
@@ -290,7 +346,7 @@ static void config_parse_key(struct config_ctx *c, const cJSON *v, const char *p
     }
     case CONFIG_T_OBJECT:
         if (!cJSON_IsObject(v)) {
-            errlist_add(c->el, "%s: %s: %s is not an object", c->file, path, shown);
+            errlist_at(c->el, c->file, path, "%s is not an object", shown);
             return;
         }
         config_parse_object(c, v, path, k->children);
@@ -308,23 +364,24 @@ static void config_parse_object(struct config_ctx *c, const cJSON *obj, const ch
 
     cJSON_ArrayForEach(it, obj) {
         const struct config_key *k = keys;
+        config_join(sub, sizeof(sub), path, it->string);
         while (k->name && strcmp(k->name, it->string) != 0)
             k++;
         if (!k->name)
-            errlist_add(c->el, "%s: %s.%s: unknown key", c->file, path, it->string);
+            errlist_at(c->el, c->file, sub, "unknown key");
         /* cJSON keeps duplicates and lookups see the first: say so rather than guess. */
         for (const cJSON *prev = obj->child; prev != it; prev = prev->next)
             if (strcmp(prev->string, it->string) == 0) {
-                errlist_add(c->el, "%s: %s.%s: duplicate key", c->file, path, it->string);
+                errlist_at(c->el, c->file, sub, "duplicate key");
                 break;
             }
     }
     for (const struct config_key *k = keys; k->name; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, k->name);
-        snprintf(sub, sizeof(sub), "%s.%s", path, k->name);
+        config_join(sub, sizeof(sub), path, k->name);
         if (!v) {
             if (k->required)
-                errlist_add(c->el, "%s: %s: required key is missing", c->file, sub);
+                errlist_at(c->el, c->file, sub, "required key is missing");
             continue;
         }
         config_parse_key(c, v, sub, k);
@@ -340,84 +397,44 @@ static void config_defaults(struct config_ctx *c, const struct config_key *keys)
     }
 }
 
-int config_read_secret(const char *path, char **out, size_t *len) {
-    int rc = GHE_IO;
-    char *data = NULL;
-    size_t n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+/*
+ * fileio_read with errno set to the reason, for the messages that name it
+ * ("cannot read PATH: Is a directory"): fileio_read refuses what is not a
+ * regular file without an errno of its own, and a file over max is EFBIG.
+ */
+static int config_read_bounded(const char *path, size_t max, char **out, size_t *len) {
+    int rc = fileio_read(path, max, 0, out, len, NULL, 0);
+    int e = errno;
     struct stat st;
 
+    if (rc == GHE_TOOBIG)
+        e = EFBIG;
+    else if (rc == GHE_IO && stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        e = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
+    errno = e;
+    return rc;
+}
+
+int config_read_secret(const char *path, char **out, size_t *len) {
+    char *data = NULL;
+    size_t n = 0;
+    int rc = config_read_bounded(path, CONFIG_SECRET_MAX, &data, &n);
+
     *out = NULL;
-    if (fd < 0)
-        return GHE_IO;
-    if (fstat(fd, &st) != 0)
-        goto out;
-    /* Set errno so that the caller's message gives the real reason. */
-    if (!S_ISREG(st.st_mode) || st.st_size > CONFIG_SECRET_MAX) {
-        errno = S_ISDIR(st.st_mode) ? EISDIR : S_ISREG(st.st_mode) ? EFBIG : EINVAL;
-        goto out;
-    }
-    data = malloc((size_t)st.st_size + 1);
-    if (!data) {
-        rc = GHE_NOMEM;
-        goto out;
-    }
-    while (n < (size_t)st.st_size) {
-        ssize_t r = read(fd, data + n, (size_t)st.st_size - n);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        n += (size_t)r;
-    }
-    /* A short read would hand back a truncated secret: refuse it instead. */
-    if (n != (size_t)st.st_size) {
-        errno = EIO;
-        goto out;
-    }
+    if (rc)
+        return rc == GHE_NOMEM ? GHE_NOMEM : GHE_IO;
     if (n > 0 && data[n - 1] == '\n')
         n--;
     if (n > 0 && data[n - 1] == '\r')
         n--;
     data[n] = '\0';
     if (n == 0) {
-        rc = GHE_INVAL;
-        goto out;
+        free(data);
+        return GHE_INVAL;
     }
     *out = data;
-    data = NULL;
     if (len)
         *len = n;
-    rc = 0;
-out:
-    if (data) {
-        explicit_bzero(data, n);
-        free(data);
-    }
-    close(fd);
-    return rc;
-}
-
-static int config_read_file(const char *path, char **out, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    char *data = NULL;
-    size_t n = 0;
-
-    if (!f)
-        return GHE_IO;
-    data = malloc(CONFIG_FILE_MAX + 1);
-    if (data)
-        n = fread(data, 1, CONFIG_FILE_MAX + 1, f);
-    fclose(f);
-    if (!data)
-        return GHE_NOMEM;
-    if (n > CONFIG_FILE_MAX) {
-        free(data);
-        return GHE_TOOBIG;
-    }
-    data[n] = '\0';
-    *out = data;
-    *len = n;
     return 0;
 }
 
@@ -429,8 +446,8 @@ static void config_check_listen(struct config_ctx *c) {
 
     if (!colon || colon == cfg->listen || !end || *end || colon[1] == '\0' || port < 0 ||
         port > 65535) {
-        errlist_add(c->el, "%s: .listen: \"%s\" is not HOST:PORT", c->file,
-                    cfg->listen ? cfg->listen : "");
+        errlist_at(c->el, c->file, ".listen", "\"%s\" is not HOST:PORT",
+                   cfg->listen ? cfg->listen : "");
         return;
     }
     cfg->listen_host = strndup(cfg->listen, (size_t)(colon - cfg->listen));
@@ -447,13 +464,14 @@ static void config_check_files(struct config_ctx *c) {
     for (size_t i = 0; i < cfg->secret_count; i++) {
         char *s = NULL;
         size_t len = 0;
+        char at[64];
         int rc = config_read_secret(cfg->secret_files[i], &s, &len);
+        snprintf(at, sizeof(at), ".github.secret_files[%zu]", i);
         if (rc == GHE_INVAL)
-            errlist_add(c->el, "%s: .github.secret_files[%zu]: %s is empty", c->file, i,
-                        cfg->secret_files[i]);
+            errlist_at(c->el, c->file, at, "%s is empty", cfg->secret_files[i]);
         else if (rc)
-            errlist_add(c->el, "%s: .github.secret_files[%zu]: cannot read %s: %s", c->file, i,
-                        cfg->secret_files[i], strerror(errno));
+            errlist_at(c->el, c->file, at, "cannot read %s: %s", cfg->secret_files[i],
+                       strerror(errno));
         else {
             secrets[nsec] = s;
             lens[nsec++] = len;
@@ -462,7 +480,7 @@ static void config_check_files(struct config_ctx *c) {
     if (nsec == cfg->secret_count && nsec > 0) {
         cfg->keyring = signature_keyring_new(secrets, lens, nsec);
         if (!cfg->keyring)
-            errlist_add(c->el, "%s: .github.secret_files: cannot prepare HMAC keys", c->file);
+            errlist_at(c->el, c->file, ".github.secret_files", "cannot prepare HMAC keys");
     }
     for (size_t i = 0; i < nsec; i++) {
         explicit_bzero((char *)secrets[i], lens[i]);
@@ -471,11 +489,11 @@ static void config_check_files(struct config_ctx *c) {
     if (cfg->trigger_token_file) {
         int rc = config_read_secret(cfg->trigger_token_file, &cfg->trigger_token, NULL);
         if (rc == GHE_INVAL)
-            errlist_add(c->el, "%s: .trigger.token_file: %s is empty", c->file,
-                        cfg->trigger_token_file);
+            errlist_at(c->el, c->file, ".trigger.token_file", "%s is empty",
+                       cfg->trigger_token_file);
         else if (rc)
-            errlist_add(c->el, "%s: .trigger.token_file: cannot read %s: %s", c->file,
-                        cfg->trigger_token_file, strerror(errno));
+            errlist_at(c->el, c->file, ".trigger.token_file", "cannot read %s: %s",
+                       cfg->trigger_token_file, strerror(errno));
     }
     const struct {
         const char *key;
@@ -486,8 +504,8 @@ static void config_check_files(struct config_ctx *c) {
                  {".kubernetes.token_file", cfg->kube_token_file}};
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
         if (files[i].path && access(files[i].path, R_OK) != 0)
-            errlist_add(c->el, "%s: %s: cannot read %s: %s", c->file, files[i].key, files[i].path,
-                        strerror(errno));
+            errlist_at(c->el, c->file, files[i].key, "cannot read %s: %s", files[i].path,
+                       strerror(errno));
 }
 
 static void config_check_kube(struct config_ctx *c) {
@@ -496,26 +514,110 @@ static void config_check_kube(struct config_ctx *c) {
     switch (cfg->kube_mode) {
     case CONFIG_KUBE_URL:
         if (!cfg->kube_url)
-            errlist_add(c->el, "%s: .kubernetes.url: required when mode is \"url\"", c->file);
+            errlist_at(c->el, c->file, ".kubernetes.url", "required when mode is \"url\"");
         else if (strncmp(cfg->kube_url, "http://", 7) != 0 &&
                  strncmp(cfg->kube_url, "https://", 8) != 0)
-            errlist_add(c->el, "%s: .kubernetes.url: \"%s\" is not an http:// or https:// URL",
-                        c->file, cfg->kube_url);
+            errlist_at(c->el, c->file, ".kubernetes.url",
+                       "\"%s\" is not an http:// or https:// URL", cfg->kube_url);
         break;
     case CONFIG_KUBE_LOCAL:
         if (!cfg->kube_local_dir)
-            errlist_add(c->el, "%s: .kubernetes.local_dir: required when mode is \"local\"",
-                        c->file);
+            errlist_at(c->el, c->file, ".kubernetes.local_dir", "required when mode is \"local\"");
         break;
     default:
         break;
     }
     if ((cfg->kube_mode == CONFIG_KUBE_URL || cfg->kube_mode == CONFIG_KUBE_IN_CLUSTER) &&
         !cfg->spool_dir)
-        errlist_add(c->el, "%s: .spool_dir: required when kubernetes.mode is \"%s\"", c->file,
-                    config_kube_mode_name(cfg->kube_mode));
+        errlist_at(c->el, c->file, ".spool_dir", "required when kubernetes.mode is \"%s\"",
+                   config_kube_mode_name(cfg->kube_mode));
     if (cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER && !cfg->kube_namespace)
         cfg->kube_namespace = strdup("tekton-pipelines");
+}
+
+/* Whether two values of key k differ; only keys with a field (not objects, not selection). */
+static bool config_key_differs(const struct config_key *k, const struct config *a,
+                               const struct config *b) {
+    const char *pa = (const char *)a + k->offset, *pb = (const char *)b + k->offset;
+    switch (k->type) {
+    case CONFIG_T_STRING:
+    case CONFIG_T_PATH: {
+        const char *sa = *(char *const *)pa, *sb = *(char *const *)pb;
+        return (sa == NULL) != (sb == NULL) || (sa && strcmp(sa, sb) != 0);
+    }
+    case CONFIG_T_INT:
+        return *(const long *)pa != *(const long *)pb;
+    case CONFIG_T_INT32:
+    case CONFIG_T_ENUM:
+        return *(const int *)pa != *(const int *)pb;
+    case CONFIG_T_BOOL:
+        return *(const bool *)pa != *(const bool *)pb;
+    case CONFIG_T_STRING_LIST:
+    case CONFIG_T_PATH_LIST: {
+        size_t na = *(const size_t *)((const char *)a + k->offset_count);
+        size_t nb = *(const size_t *)((const char *)b + k->offset_count);
+        char *const *la = *(char **const *)pa, *const *lb = *(char **const *)pb;
+        if (na != nb)
+            return true;
+        for (size_t i = 0; i < na; i++)
+            if (strcmp(la[i], lb[i]) != 0)
+                return true;
+        return false;
+    }
+    default:
+        return false;
+    }
+}
+
+static void config_walk_restart(const struct config_key *keys, const char *prefix,
+                                const struct config *a, const struct config *b,
+                                struct errlist *changed, size_t *n) {
+    char path[256];
+    for (const struct config_key *k = keys; k->name; k++) {
+        config_join(path, sizeof(path), prefix, k->name);
+        if (k->reload == CONFIG_NESTED)
+            config_walk_restart(k->children, path, a, b, changed, n);
+        else if (k->reload == CONFIG_RESTART && config_key_differs(k, a, b)) {
+            errlist_add(changed, "%s", path);
+            (*n)++;
+        }
+    }
+}
+
+size_t config_restart_changes(const struct config *old, const struct config *cfg,
+                              struct errlist *changed) {
+    size_t n = 0;
+    config_walk_restart(config_top_keys, "", old, cfg, changed, &n);
+    return n;
+}
+
+/* Finds the index-th leaf key in table order; *seen counts the leaves passed. */
+static const struct config_key *config_leaf(const struct config_key *keys, const char *prefix,
+                                            size_t index, size_t *seen, char *path, size_t n) {
+    for (const struct config_key *k = keys; k->name; k++) {
+        char sub[256];
+        config_join(sub, sizeof(sub), prefix, k->name);
+        if (k->type == CONFIG_T_OBJECT) {
+            const struct config_key *f = config_leaf(k->children, sub, index, seen, path, n);
+            if (f)
+                return f;
+        } else if ((*seen)++ == index) {
+            snprintf(path, n, "%s", sub);
+            return k;
+        }
+    }
+    return NULL;
+}
+
+const char *config_key_at(size_t index, int *reload) {
+    static _Thread_local char path[256];
+    size_t seen = 0;
+    const struct config_key *k = config_leaf(config_top_keys, "", index, &seen, path, sizeof(path));
+    if (!k)
+        return NULL;
+    if (reload)
+        *reload = k->reload;
+    return path;
 }
 
 const char *config_kube_mode_name(int mode) {
@@ -534,7 +636,7 @@ static int config_load_ctx(const char *path, struct config **out, struct errlist
     *out = NULL;
     c.file = path;
     c.el = el;
-    rc = config_read_file(path, &text, &len);
+    rc = config_read_bounded(path, CONFIG_FILE_MAX, &text, &len);
     if (rc) {
         errlist_add(el, "%s: cannot read: %s", path,
                     rc == GHE_TOOBIG ? "larger than 1 MiB" : strerror(errno));
@@ -569,7 +671,7 @@ static int config_load_ctx(const char *path, struct config **out, struct errlist
     if (!offline)
         config_check_files(&c);
     if (select_rules_parse(c.selection, path, &c.cfg->rules, el) != 0 && el->count == before)
-        errlist_add(el, "%s: .selection: invalid", path);
+        errlist_at(el, path, ".selection", "invalid");
     if (c.cfg->template_path && c.cfg->bindings_path)
         template_load(c.cfg->template_path, c.cfg->bindings_path, &c.cfg->tmpl, el);
     rc = el->count == before ? 0 : GHE_INVAL;

@@ -31,15 +31,7 @@ void errlist_cleanup(struct errlist *el) {
     errlist_init(el);
 }
 
-void errlist_add(struct errlist *el, const char *fmt, ...) {
-    char *msg = NULL;
-    va_list ap;
-
-    va_start(ap, fmt);
-    int n = vasprintf(&msg, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
+static void errlist_push(struct errlist *el, char *msg) {
     if (el->count == el->cap) {
         size_t cap = el->cap ? el->cap * 2 : 8;
         char **items = realloc(el->items, cap * sizeof(*items));
@@ -51,4 +43,30 @@ void errlist_add(struct errlist *el, const char *fmt, ...) {
         el->cap = cap;
     }
     el->items[el->count++] = msg;
+}
+
+void errlist_add(struct errlist *el, const char *fmt, ...) {
+    char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    int n = vasprintf(&msg, fmt, ap);
+    va_end(ap);
+    if (n >= 0)
+        errlist_push(el, msg);
+}
+
+void errlist_at(struct errlist *el, const char *file, const char *path, const char *fmt, ...) {
+    char *msg = NULL, *line = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    int n = vasprintf(&msg, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    n = asprintf(&line, "%s: %s: %s", file, path, msg);
+    free(msg);
+    if (n >= 0)
+        errlist_push(el, line);
 }

@@ -5,10 +5,11 @@
  * a snapshot are in gpu_rules.c, its JSON in gpu_json.c.
  */
 #include "gpuhook/gpu.h"
+#include "gpu_backend.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
 #include "gpuhook/error.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpuhook/promtext.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -39,13 +40,11 @@ struct gpu_state {
 static struct gpu_state g = {
     .lock = PTHREAD_MUTEX_INITIALIZER,
     .opts = {.refresh_seconds = 5, .required = false},
-    .policy = {.lite_min_free_mib = 2048,
-               .original_min_free_mib = 8192,
-               .on_insufficient = GPU_FIT_DOWNGRADE},
+    .policy = GPU_FIT_POLICY_DEFAULTS,
 };
 static pthread_once_t g_cond_once = PTHREAD_ONCE_INIT;
 
-static void cond_init_once(void) {
+static void gpu_cond_init_once(void) {
     pthread_condattr_t attr;
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -53,7 +52,7 @@ static void cond_init_once(void) {
     pthread_condattr_destroy(&attr);
 }
 
-static void cond_wait_until(long long deadline_mono_ms) {
+static void gpu_cond_wait_until(long long deadline_mono_ms) {
     struct timespec ts = {.tv_sec = deadline_mono_ms / 1000,
                           .tv_nsec = (deadline_mono_ms % 1000) * 1000000};
     int rc;
@@ -64,21 +63,21 @@ static void cond_wait_until(long long deadline_mono_ms) {
 
 /* The refresh thread. */
 
-static void default_cuda_probe(void *ctx, struct gpu_cuda_probe *p) {
+static void gpu_default_cuda_probe(void *ctx, struct gpu_cuda_probe *p) {
     (void)ctx;
     gpu_backend_probe(p);
 }
 
 static const struct gpu_source default_source = {
     .ctx = NULL,
-    .cuda_probe = default_cuda_probe,
+    .cuda_probe = gpu_default_cuda_probe,
     .nvml_open = gpu_nvml_open,
     .nvml_read = gpu_nvml_read,
     .xid_wait = gpu_nvml_xid_wait,
     .nvml_close = gpu_nvml_close,
 };
 
-static void record_xid(struct gpu_snapshot *s, int index, unsigned long long xid) {
+static void gpu_record_xid(struct gpu_snapshot *s, int index, unsigned long long xid) {
     struct gpu_xid *x = &s->last_xid[index];
     x->seen = true;
     x->xid = xid;
@@ -91,8 +90,8 @@ static void record_xid(struct gpu_snapshot *s, int index, unsigned long long xid
  * told to stop; XID events are taken in short slices meanwhile. Returns false
  * when the thread must stop. Called and returns with g.lock not held.
  */
-static bool wait_for_next(const struct gpu_source *src, struct gpu_snapshot *work,
-                          long long started, bool *events) {
+static bool gpu_wait_for_next(const struct gpu_source *src, struct gpu_snapshot *work,
+                              long long started, bool *events) {
     for (;;) {
         pthread_mutex_lock(&g.lock);
         bool stop = g.stop;
@@ -107,7 +106,7 @@ static bool wait_for_next(const struct gpu_source *src, struct gpu_snapshot *wor
         if (slice > GPU_WAIT_SLICE_MS)
             slice = GPU_WAIT_SLICE_MS;
         if (!*events) {
-            cond_wait_until(now + slice);
+            gpu_cond_wait_until(now + slice);
             pthread_mutex_unlock(&g.lock);
             continue;
         }
@@ -121,7 +120,7 @@ static bool wait_for_next(const struct gpu_source *src, struct gpu_snapshot *wor
             work->nvml.xid_events = false;
         } else if (rc == 1 && index >= 0 && index < work->cuda.device_count &&
                    index < GPU_MAX_DEVICES) {
-            record_xid(work, index, xid);
+            gpu_record_xid(work, index, xid);
             pthread_mutex_lock(&g.lock);
             g.snap.last_xid[index] = work->last_xid[index];
             pthread_mutex_unlock(&g.lock);
@@ -129,7 +128,7 @@ static bool wait_for_next(const struct gpu_source *src, struct gpu_snapshot *wor
     }
 }
 
-static void *refresh_main(void *arg) {
+static void *gpu_refresh_main(void *arg) {
     struct gpu_snapshot *work = arg;
     const struct gpu_source *src = &g.source;
     bool events = true;
@@ -167,7 +166,7 @@ static void *refresh_main(void *arg) {
         pthread_cond_broadcast(&g.cond);
         pthread_mutex_unlock(&g.lock);
 
-        if (!wait_for_next(src, work, started, &events))
+        if (!gpu_wait_for_next(src, work, started, &events))
             break;
     }
     src->nvml_close(src->ctx);
@@ -176,7 +175,7 @@ static void *refresh_main(void *arg) {
 }
 
 int gpu_start_source(const struct gpu_options *opts, const struct gpu_source *src) {
-    pthread_once(&g_cond_once, cond_init_once);
+    pthread_once(&g_cond_once, gpu_cond_init_once);
     struct gpu_snapshot *work = calloc(1, sizeof(*work));
     if (!work)
         return GHE_NOMEM;
@@ -202,7 +201,7 @@ int gpu_start_source(const struct gpu_options *opts, const struct gpu_source *sr
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&g.thread, NULL, refresh_main, work);
+    int rc = pthread_create(&g.thread, NULL, gpu_refresh_main, work);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {
         pthread_mutex_unlock(&g.lock);
@@ -217,7 +216,7 @@ int gpu_start_source(const struct gpu_options *opts, const struct gpu_source *sr
 int gpu_start(const struct gpu_options *opts) { return gpu_start_source(opts, &default_source); }
 
 void gpu_stop(void) {
-    pthread_once(&g_cond_once, cond_init_once);
+    pthread_once(&g_cond_once, gpu_cond_init_once);
     pthread_mutex_lock(&g.lock);
     if (!g.running) {
         pthread_mutex_unlock(&g.lock);
@@ -237,7 +236,7 @@ void gpu_stop(void) {
 }
 
 void gpu_set_options(const struct gpu_options *opts) {
-    pthread_once(&g_cond_once, cond_init_once);
+    pthread_once(&g_cond_once, gpu_cond_init_once);
     pthread_mutex_lock(&g.lock);
     g.opts = *opts;
     if (g.opts.refresh_seconds < 1)
@@ -253,7 +252,7 @@ void gpu_set_fit_policy(const struct gpu_fit_policy *policy) {
 }
 
 int gpu_refresh_now(int timeout_ms) {
-    pthread_once(&g_cond_once, cond_init_once);
+    pthread_once(&g_cond_once, gpu_cond_init_once);
     int rc = 0;
     pthread_mutex_lock(&g.lock);
     if (!g.running) {
@@ -268,7 +267,7 @@ int gpu_refresh_now(int timeout_ms) {
             rc = GHE_TIMEOUT;
             break;
         }
-        cond_wait_until(deadline);
+        gpu_cond_wait_until(deadline);
     }
     if (!g.running)
         rc = GHE_UNAVAILABLE;
@@ -298,14 +297,14 @@ char *gpu_status_json(bool verbose, int *http_status) {
 }
 
 /* Judges the published snapshot now; g.lock must be held. */
-static void view_locked(struct gpu_view *v) {
+static void gpu_view_locked(struct gpu_view *v) {
     gpu_snapshot_evaluate(&g.snap, clock_mono_ms(), g.opts.refresh_seconds, &g.policy, v);
 }
 
 bool gpu_ready(void) {
     struct gpu_view v;
     pthread_mutex_lock(&g.lock);
-    view_locked(&v);
+    gpu_view_locked(&v);
     pthread_mutex_unlock(&g.lock);
     return v.status != GPU_STATUS_UNAVAILABLE;
 }
@@ -314,25 +313,9 @@ int gpu_fit_check(const struct gpu_fit_policy *policy, bool required, int varian
                   char *reason, size_t reason_len) {
     struct gpu_view v;
     pthread_mutex_lock(&g.lock);
-    view_locked(&v);
+    gpu_view_locked(&v);
     pthread_mutex_unlock(&g.lock);
     return gpu_fit_decide(&v, policy, required, variant, variant_out, reason, reason_len);
-}
-
-/* Prometheus label values escape backslash, quote and newline. */
-static int append_label(struct buf *b, const char *s) {
-    int rc = 0;
-    for (; *s && rc == 0; s++) {
-        if (*s == '\\')
-            rc = buf_appends(b, "\\\\");
-        else if (*s == '"')
-            rc = buf_appends(b, "\\\"");
-        else if (*s == '\n')
-            rc = buf_appends(b, "\\n");
-        else
-            rc = buf_append(b, s, 1);
-    }
-    return rc;
 }
 
 int gpu_metrics_append(struct buf *b) {
@@ -360,7 +343,7 @@ int gpu_metrics_append(struct buf *b) {
             continue;
         rc = buf_appends(b, "gpuhook_gpu_memory_free_bytes{uuid=\"");
         if (!rc)
-            rc = append_label(b, s->cuda.devices[i].uuid);
+            rc = promtext_label_append(b, s->cuda.devices[i].uuid);
         if (!rc)
             rc = buf_appendf(b, "\"} %llu\n", s->devices[i].mem_free);
     }
@@ -373,7 +356,7 @@ int gpu_metrics_append(struct buf *b) {
             continue;
         rc = buf_appends(b, "gpuhook_gpu_temperature_celsius{uuid=\"");
         if (!rc)
-            rc = append_label(b, s->cuda.devices[i].uuid);
+            rc = promtext_label_append(b, s->cuda.devices[i].uuid);
         if (!rc)
             rc = buf_appendf(b, "\"} %d\n", s->devices[i].temperature_c);
     }

@@ -2,9 +2,9 @@
  * GET /gpu's body: a snapshot as judged in a view, serialized with cJSON. The
  * default body answers "can this GPU take work"; verbose adds every reading.
  */
+#include "gpu_backend.h"
 #include "gpuhook/clock.h"
 #include "gpuhook/gpu.h"
-#include "gpuhook/gpu_backend.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -18,36 +18,37 @@ struct json_ctx {
     bool failed;
 };
 
-static cJSON *jcheck(struct json_ctx *j, cJSON *item) {
+static cJSON *gpu_json_check(struct json_ctx *j, cJSON *item) {
     if (!item)
         j->failed = true;
     return item;
 }
 
-static void jnum(struct json_ctx *j, cJSON *o, const char *k, double n) {
-    jcheck(j, cJSON_AddNumberToObject(o, k, n));
+static void gpu_json_num(struct json_ctx *j, cJSON *o, const char *k, double n) {
+    gpu_json_check(j, cJSON_AddNumberToObject(o, k, n));
 }
 
-static void jnum_or_null(struct json_ctx *j, cJSON *o, const char *k, bool known, double n) {
+static void gpu_json_num_or_null(struct json_ctx *j, cJSON *o, const char *k, bool known,
+                                 double n) {
     if (known)
-        jnum(j, o, k, n);
+        gpu_json_num(j, o, k, n);
     else
-        jcheck(j, cJSON_AddNullToObject(o, k));
+        gpu_json_check(j, cJSON_AddNullToObject(o, k));
 }
 
-static void jstr(struct json_ctx *j, cJSON *o, const char *k, const char *s) {
+static void gpu_json_str(struct json_ctx *j, cJSON *o, const char *k, const char *s) {
     if (s)
-        jcheck(j, cJSON_AddStringToObject(o, k, s));
+        gpu_json_check(j, cJSON_AddStringToObject(o, k, s));
     else
-        jcheck(j, cJSON_AddNullToObject(o, k));
+        gpu_json_check(j, cJSON_AddNullToObject(o, k));
 }
 
-static void jbool(struct json_ctx *j, cJSON *o, const char *k, bool b) {
-    jcheck(j, cJSON_AddBoolToObject(o, k, b));
+static void gpu_json_bool(struct json_ctx *j, cJSON *o, const char *k, bool b) {
+    gpu_json_check(j, cJSON_AddBoolToObject(o, k, b));
 }
 
 /* 13000 -> "13.0", as nvidia-smi prints "CUDA Version". */
-static const char *cuda_version_string(int v, char *out, size_t len) {
+static const char *gpu_json_cuda_version(int v, char *out, size_t len) {
     if (v <= 0)
         return NULL;
     snprintf(out, len, "%d.%d", v / 1000, (v % 1000) / 10);
@@ -69,12 +70,13 @@ static const struct {
     {GPU_CLOCKS_DISPLAY_CLOCK_SETTING, "display_clock_setting"},
 };
 
-static void add_device(struct json_ctx *j, cJSON *arr, const struct gpu_snapshot *s, int i) {
+static void gpu_json_add_device(struct json_ctx *j, cJSON *arr, const struct gpu_snapshot *s,
+                                int i) {
     const struct gpu_cuda_device *c = &s->cuda.devices[i];
     const struct gpu_nvml_device *d = &s->devices[i];
     const struct gpu_xid *x = &s->last_xid[i];
     char tmp[64];
-    cJSON *o = jcheck(j, cJSON_CreateObject());
+    cJSON *o = gpu_json_check(j, cJSON_CreateObject());
     if (!o)
         return;
     if (!cJSON_AddItemToArray(arr, o)) {
@@ -82,99 +84,103 @@ static void add_device(struct json_ctx *j, cJSON *arr, const struct gpu_snapshot
         j->failed = true;
         return;
     }
-    jnum(j, o, "index", i);
-    jstr(j, o, "name", c->name);
-    jstr(j, o, "uuid", c->uuid);
-    jstr(j, o, "pci_bus_id", c->pci_bus_id);
+    gpu_json_num(j, o, "index", i);
+    gpu_json_str(j, o, "name", c->name);
+    gpu_json_str(j, o, "uuid", c->uuid);
+    gpu_json_str(j, o, "pci_bus_id", c->pci_bus_id);
     snprintf(tmp, sizeof(tmp), "%d.%d", c->cc_major, c->cc_minor);
-    jstr(j, o, "compute_capability", tmp);
-    jbool(j, o, "ecc_enabled", d->ecc_mode >= 0 ? d->ecc_mode == 1 : c->ecc_enabled);
-    jstr(j, o, "mig_mode", d->mig_mode < 0 ? NULL : d->mig_mode ? "enabled" : "disabled");
+    gpu_json_str(j, o, "compute_capability", tmp);
+    gpu_json_bool(j, o, "ecc_enabled", d->ecc_mode >= 0 ? d->ecc_mode == 1 : c->ecc_enabled);
+    gpu_json_str(j, o, "mig_mode", d->mig_mode < 0 ? NULL : d->mig_mode ? "enabled" : "disabled");
 
-    cJSON *m = jcheck(j, cJSON_AddObjectToObject(o, "memory"));
-    jnum(j, m, "total_mib", (double)((d->has_memory ? d->mem_total : c->total_bytes) / MIB));
-    jnum_or_null(j, m, "used_mib", d->has_memory, (double)(d->mem_used / MIB));
-    jnum_or_null(j, m, "free_mib", d->has_memory, (double)(d->mem_free / MIB));
-    jnum_or_null(j, m, "reserved_mib", d->has_memory, (double)(d->mem_reserved / MIB));
+    cJSON *m = gpu_json_check(j, cJSON_AddObjectToObject(o, "memory"));
+    gpu_json_num(j, m, "total_mib",
+                 (double)((d->has_memory ? d->mem_total : c->total_bytes) / MIB));
+    gpu_json_num_or_null(j, m, "used_mib", d->has_memory, (double)(d->mem_used / MIB));
+    gpu_json_num_or_null(j, m, "free_mib", d->has_memory, (double)(d->mem_free / MIB));
+    gpu_json_num_or_null(j, m, "reserved_mib", d->has_memory, (double)(d->mem_reserved / MIB));
 
-    jnum_or_null(j, o, "temperature_c", d->temperature_c >= 0, d->temperature_c);
-    jnum_or_null(j, o, "power_w", d->power_mw >= 0, (double)d->power_mw / 1000.0);
-    jnum_or_null(j, o, "utilization_pct", d->utilization_pct >= 0, d->utilization_pct);
+    gpu_json_num_or_null(j, o, "temperature_c", d->temperature_c >= 0, d->temperature_c);
+    gpu_json_num_or_null(j, o, "power_w", d->power_mw >= 0, (double)d->power_mw / 1000.0);
+    gpu_json_num_or_null(j, o, "utilization_pct", d->utilization_pct >= 0, d->utilization_pct);
 
     if (d->has_clocks_event_reasons) {
-        cJSON *cr = jcheck(j, cJSON_AddObjectToObject(o, "clocks_event_reasons"));
+        cJSON *cr = gpu_json_check(j, cJSON_AddObjectToObject(o, "clocks_event_reasons"));
         snprintf(tmp, sizeof(tmp), "0x%016llx", d->clocks_event_reasons);
-        jstr(j, cr, "active", tmp);
-        cJSON *names = jcheck(j, cJSON_AddArrayToObject(cr, "reasons"));
+        gpu_json_str(j, cr, "active", tmp);
+        cJSON *names = gpu_json_check(j, cJSON_AddArrayToObject(cr, "reasons"));
         for (size_t k = 0; names && k < sizeof(clocks_names) / sizeof(clocks_names[0]); k++)
             if (d->clocks_event_reasons & clocks_names[k].bit)
-                if (!cJSON_AddItemToArray(names,
-                                          jcheck(j, cJSON_CreateString(clocks_names[k].name))))
+                if (!cJSON_AddItemToArray(
+                        names, gpu_json_check(j, cJSON_CreateString(clocks_names[k].name))))
                     j->failed = true;
     } else {
-        jcheck(j, cJSON_AddNullToObject(o, "clocks_event_reasons"));
+        gpu_json_check(j, cJSON_AddNullToObject(o, "clocks_event_reasons"));
     }
 
-    jnum_or_null(j, o, "ecc_uncorrected_volatile", d->ecc_uncorrected_volatile >= 0,
-                 (double)d->ecc_uncorrected_volatile);
+    gpu_json_num_or_null(j, o, "ecc_uncorrected_volatile", d->ecc_uncorrected_volatile >= 0,
+                         (double)d->ecc_uncorrected_volatile);
 
     if (d->has_remapped_rows) {
-        cJSON *rr = jcheck(j, cJSON_AddObjectToObject(o, "remapped_rows"));
-        jnum(j, rr, "correctable", d->remapped_correctable);
-        jnum(j, rr, "uncorrectable", d->remapped_uncorrectable);
-        jbool(j, rr, "pending", d->remap_pending);
-        jbool(j, rr, "failure", d->remap_failure);
+        cJSON *rr = gpu_json_check(j, cJSON_AddObjectToObject(o, "remapped_rows"));
+        gpu_json_num(j, rr, "correctable", d->remapped_correctable);
+        gpu_json_num(j, rr, "uncorrectable", d->remapped_uncorrectable);
+        gpu_json_bool(j, rr, "pending", d->remap_pending);
+        gpu_json_bool(j, rr, "failure", d->remap_failure);
     } else {
-        jcheck(j, cJSON_AddNullToObject(o, "remapped_rows"));
+        gpu_json_check(j, cJSON_AddNullToObject(o, "remapped_rows"));
     }
 
     if (x->seen) {
-        cJSON *xo = jcheck(j, cJSON_AddObjectToObject(o, "last_xid"));
-        jnum(j, xo, "xid", (double)x->xid);
-        jbool(j, xo, "fatal", x->fatal);
+        cJSON *xo = gpu_json_check(j, cJSON_AddObjectToObject(o, "last_xid"));
+        gpu_json_num(j, xo, "xid", (double)x->xid);
+        gpu_json_bool(j, xo, "fatal", x->fatal);
         char at[CLOCK_RFC3339_MAX];
-        jstr(j, xo, "at", clock_rfc3339(x->at_ms, at));
+        gpu_json_str(j, xo, "at", clock_rfc3339(x->at_ms, at));
     } else {
-        jcheck(j, cJSON_AddNullToObject(o, "last_xid"));
+        gpu_json_check(j, cJSON_AddNullToObject(o, "last_xid"));
     }
 }
 
-static void add_verbose(struct json_ctx *j, cJSON *root, const struct gpu_snapshot *s,
-                        const struct gpu_view *v, int refresh_seconds) {
+static void gpu_json_add_verbose(struct json_ctx *j, cJSON *root, const struct gpu_snapshot *s,
+                                 const struct gpu_view *v, int refresh_seconds) {
     char tmp[32];
-    cJSON *cuda = jcheck(j, cJSON_AddObjectToObject(root, "cuda"));
-    jstr(j, cuda, "driver_version", cuda_version_string(s->cuda.driver_version, tmp, sizeof(tmp)));
+    cJSON *cuda = gpu_json_check(j, cJSON_AddObjectToObject(root, "cuda"));
+    gpu_json_str(j, cuda, "driver_version",
+                 gpu_json_cuda_version(s->cuda.driver_version, tmp, sizeof(tmp)));
     char rt[32];
-    jstr(j, cuda, "runtime_version", cuda_version_string(s->cuda.runtime_version, rt, sizeof(rt)));
+    gpu_json_str(j, cuda, "runtime_version",
+                 gpu_json_cuda_version(s->cuda.runtime_version, rt, sizeof(rt)));
     if (s->cuda.error) {
-        cJSON *e = jcheck(j, cJSON_AddObjectToObject(cuda, "error"));
-        jnum(j, e, "code", s->cuda.error);
-        jstr(j, e, "name", s->cuda.error_name);
+        cJSON *e = gpu_json_check(j, cJSON_AddObjectToObject(cuda, "error"));
+        gpu_json_num(j, e, "code", s->cuda.error);
+        gpu_json_str(j, e, "name", s->cuda.error_name);
     } else {
-        jcheck(j, cJSON_AddNullToObject(cuda, "error"));
+        gpu_json_check(j, cJSON_AddNullToObject(cuda, "error"));
     }
-    jstr(j, cuda, "visible_devices", s->cuda.visible_devices_set ? s->cuda.visible_devices : NULL);
+    gpu_json_str(j, cuda, "visible_devices",
+                 s->cuda.visible_devices_set ? s->cuda.visible_devices : NULL);
 
-    cJSON *nvml = jcheck(j, cJSON_AddObjectToObject(root, "nvml"));
-    jbool(j, nvml, "loaded", s->nvml.loaded);
-    jstr(j, nvml, "driver_version", s->nvml.loaded ? s->nvml.driver_version : NULL);
+    cJSON *nvml = gpu_json_check(j, cJSON_AddObjectToObject(root, "nvml"));
+    gpu_json_bool(j, nvml, "loaded", s->nvml.loaded);
+    gpu_json_str(j, nvml, "driver_version", s->nvml.loaded ? s->nvml.driver_version : NULL);
     if (!s->nvml.loaded && s->taken) {
-        cJSON *e = jcheck(j, cJSON_AddObjectToObject(nvml, "error"));
-        jnum(j, e, "code", s->nvml.error);
-        jstr(j, e, "name", s->nvml.error_name);
+        cJSON *e = gpu_json_check(j, cJSON_AddObjectToObject(nvml, "error"));
+        gpu_json_num(j, e, "code", s->nvml.error);
+        gpu_json_str(j, e, "name", s->nvml.error_name);
     } else {
-        jcheck(j, cJSON_AddNullToObject(nvml, "error"));
+        gpu_json_check(j, cJSON_AddNullToObject(nvml, "error"));
     }
-    jbool(j, nvml, "xid_events", s->nvml.xid_events);
+    gpu_json_bool(j, nvml, "xid_events", s->nvml.xid_events);
 
-    cJSON *probe = jcheck(j, cJSON_AddObjectToObject(root, "probe"));
-    jnum(j, probe, "refresh_seconds", refresh_seconds);
-    jnum_or_null(j, probe, "first_refresh_ms", s->taken, (double)s->first_refresh_ms);
-    jnum_or_null(j, probe, "last_refresh_ms", s->taken, (double)s->refresh_ms);
+    cJSON *probe = gpu_json_check(j, cJSON_AddObjectToObject(root, "probe"));
+    gpu_json_num(j, probe, "refresh_seconds", refresh_seconds);
+    gpu_json_num_or_null(j, probe, "first_refresh_ms", s->taken, (double)s->first_refresh_ms);
+    gpu_json_num_or_null(j, probe, "last_refresh_ms", s->taken, (double)s->refresh_ms);
 
-    cJSON *devs = jcheck(j, cJSON_AddArrayToObject(root, "devices"));
+    cJSON *devs = gpu_json_check(j, cJSON_AddArrayToObject(root, "devices"));
     for (int i = 0; devs && i < v->device_count; i++)
-        add_device(j, devs, s, i);
+        gpu_json_add_device(j, devs, s, i);
 }
 
 char *gpu_snapshot_json(const struct gpu_snapshot *s, const struct gpu_view *v,
@@ -190,34 +196,35 @@ char *gpu_snapshot_json(const struct gpu_snapshot *s, const struct gpu_view *v,
     cJSON *root = cJSON_CreateObject();
     if (!root)
         return NULL;
-    jstr(&j, root, "status", gpu_status_name(v->status));
-    cJSON *reasons = jcheck(&j, cJSON_AddArrayToObject(root, "reasons"));
+    gpu_json_str(&j, root, "status", gpu_status_name(v->status));
+    cJSON *reasons = gpu_json_check(&j, cJSON_AddArrayToObject(root, "reasons"));
     for (int r = 0; reasons && r < GPU_REASON_COUNT_; r++)
         if (v->reasons & GPU_REASON_BIT(r))
-            if (!cJSON_AddItemToArray(reasons, jcheck(&j, cJSON_CreateString(gpu_reason_name(r)))))
+            if (!cJSON_AddItemToArray(reasons,
+                                      gpu_json_check(&j, cJSON_CreateString(gpu_reason_name(r)))))
                 j.failed = true;
     if (s->taken) {
-        jstr(&j, root, "checked_at", clock_rfc3339(s->checked_at_ms, when));
+        gpu_json_str(&j, root, "checked_at", clock_rfc3339(s->checked_at_ms, when));
     } else {
-        jstr(&j, root, "checked_at", NULL);
+        gpu_json_str(&j, root, "checked_at", NULL);
     }
-    jnum_or_null(&j, root, "age_ms", v->age_ms >= 0, (double)v->age_ms);
-    jnum(&j, root, "device_count", v->device_count);
+    gpu_json_num_or_null(&j, root, "age_ms", v->age_ms >= 0, (double)v->age_ms);
+    gpu_json_num(&j, root, "device_count", v->device_count);
 
     bool usable = v->status != GPU_STATUS_UNAVAILABLE && v->free_mib >= 0;
     bool lite_fits = usable && v->free_mib >= policy->lite_min_free_mib;
     bool original_fits = usable && v->free_mib >= policy->original_min_free_mib;
-    cJSON *fit = jcheck(&j, cJSON_AddObjectToObject(root, "fit"));
-    cJSON *lite = jcheck(&j, cJSON_AddObjectToObject(fit, "lite"));
-    jnum(&j, lite, "need_mib", (double)policy->lite_min_free_mib);
-    jbool(&j, lite, "fits", lite_fits);
-    cJSON *orig = jcheck(&j, cJSON_AddObjectToObject(fit, "original"));
-    jnum(&j, orig, "need_mib", (double)policy->original_min_free_mib);
-    jbool(&j, orig, "fits", original_fits);
-    jstr(&j, fit, "recommended", original_fits ? "original" : lite_fits ? "lite" : NULL);
+    cJSON *fit = gpu_json_check(&j, cJSON_AddObjectToObject(root, "fit"));
+    cJSON *lite = gpu_json_check(&j, cJSON_AddObjectToObject(fit, "lite"));
+    gpu_json_num(&j, lite, "need_mib", (double)policy->lite_min_free_mib);
+    gpu_json_bool(&j, lite, "fits", lite_fits);
+    cJSON *orig = gpu_json_check(&j, cJSON_AddObjectToObject(fit, "original"));
+    gpu_json_num(&j, orig, "need_mib", (double)policy->original_min_free_mib);
+    gpu_json_bool(&j, orig, "fits", original_fits);
+    gpu_json_str(&j, fit, "recommended", original_fits ? "original" : lite_fits ? "lite" : NULL);
 
     if (verbose)
-        add_verbose(&j, root, s, v, refresh_seconds);
+        gpu_json_add_verbose(&j, root, s, v, refresh_seconds);
     if (!j.failed)
         out = cJSON_PrintUnformatted(root);
     cJSON_Delete(root);

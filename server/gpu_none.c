@@ -3,8 +3,8 @@
  * why, so GET /gpu answers 503 with "built_without_cuda" while everything else
  * in the server works as usual.
  */
+#include "gpu_backend.h"
 #include "gpuhook/gpu.h"
-#include "gpuhook/gpu_backend.h"
 
 #include <string.h>
 

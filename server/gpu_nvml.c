@@ -5,8 +5,8 @@
  * missing from an older library is treated as "not supported". Everything here
  * runs on the refresh thread alone, so the state is plain statics.
  */
+#include "gpu_backend.h"
 #include "gpuhook/error.h"
-#include "gpuhook/gpu_backend.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -113,7 +113,7 @@ static struct {
         memcpy(&n.api.name, &sym_, sizeof(sym_));                                                  \
     } while (0);
 
-static const char *error_name(nvml_return rc) {
+static const char *gpu_nvml_error_name(nvml_return rc) {
     if (n.api.nvmlErrorString) {
         const char *s = n.api.nvmlErrorString(rc);
         if (s)
@@ -148,7 +148,7 @@ int gpu_nvml_open(void *ctx, struct gpu_snapshot *s) {
     nvml_return rc = n.api.nvmlInit_v2();
     if (rc != NVML_SUCCESS) {
         s->nvml.error = rc;
-        snprintf(s->nvml.error_name, sizeof(s->nvml.error_name), "%s", error_name(rc));
+        snprintf(s->nvml.error_name, sizeof(s->nvml.error_name), "%s", gpu_nvml_error_name(rc));
         gpu_nvml_close(NULL);
         return GHE_UNAVAILABLE;
     }
@@ -202,7 +202,7 @@ int gpu_nvml_open(void *ctx, struct gpu_snapshot *s) {
 }
 
 /* Notes a failed call on d; "not supported" only means the value stays unknown. */
-static bool ok(struct gpu_nvml_device *d, nvml_return rc) {
+static bool gpu_nvml_ok(struct gpu_nvml_device *d, nvml_return rc) {
     if (rc == NVML_SUCCESS)
         return true;
     if (rc == GPU_NVML_ERROR_GPU_IS_LOST)
@@ -212,7 +212,7 @@ static bool ok(struct gpu_nvml_device *d, nvml_return rc) {
     return false;
 }
 
-static void read_device(nvml_device h, struct gpu_nvml_device *d) {
+static void gpu_nvml_read_device(nvml_device h, struct gpu_nvml_device *d) {
     const struct nvml_api *a = &n.api;
 
     bool have_v2 = false;
@@ -227,12 +227,12 @@ static void read_device(nvml_device h, struct gpu_nvml_device *d) {
             d->mem_free = m.free;
             d->mem_used = m.used;
         } else if (rc != NVML_ERROR_ARGUMENT_VERSION_MISMATCH) {
-            ok(d, rc);
+            gpu_nvml_ok(d, rc);
         }
     }
     if (!have_v2 && !d->lost && a->nvmlDeviceGetMemoryInfo) {
         struct nvml_memory_v1 m;
-        if (ok(d, a->nvmlDeviceGetMemoryInfo(h, &m))) {
+        if (gpu_nvml_ok(d, a->nvmlDeviceGetMemoryInfo(h, &m))) {
             d->has_memory = true;
             d->mem_total = m.total;
             d->mem_free = m.free;
@@ -244,20 +244,21 @@ static void read_device(nvml_device h, struct gpu_nvml_device *d) {
 
     unsigned int u = 0;
     if (a->nvmlDeviceGetTemperature) {
-        if (ok(d, a->nvmlDeviceGetTemperature(h, NVML_TEMPERATURE_GPU, &u)))
+        if (gpu_nvml_ok(d, a->nvmlDeviceGetTemperature(h, NVML_TEMPERATURE_GPU, &u)))
             d->temperature_c = (int)u;
     } else if (a->nvmlDeviceGetTemperatureV) {
         struct nvml_temperature_v1 t = {.version =
                                             NVML_STRUCT_VERSION(struct nvml_temperature_v1, 1),
                                         .sensor_type = NVML_TEMPERATURE_GPU};
-        if (ok(d, a->nvmlDeviceGetTemperatureV(h, &t)))
+        if (gpu_nvml_ok(d, a->nvmlDeviceGetTemperatureV(h, &t)))
             d->temperature_c = t.temperature;
     }
-    if (a->nvmlDeviceGetPowerUsage && ok(d, a->nvmlDeviceGetPowerUsage(h, &u)))
+    if (a->nvmlDeviceGetPowerUsage && gpu_nvml_ok(d, a->nvmlDeviceGetPowerUsage(h, &u)))
         d->power_mw = (long)u;
 
     struct nvml_utilization util;
-    if (a->nvmlDeviceGetUtilizationRates && ok(d, a->nvmlDeviceGetUtilizationRates(h, &util)))
+    if (a->nvmlDeviceGetUtilizationRates &&
+        gpu_nvml_ok(d, a->nvmlDeviceGetUtilizationRates(h, &util)))
         d->utilization_pct = (int)util.gpu;
 
     unsigned long long reasons = 0;
@@ -266,23 +267,23 @@ static void read_device(nvml_device h, struct gpu_nvml_device *d) {
         rc = a->nvmlDeviceGetCurrentClocksEventReasons(h, &reasons);
     else if (a->nvmlDeviceGetCurrentClocksThrottleReasons)
         rc = a->nvmlDeviceGetCurrentClocksThrottleReasons(h, &reasons);
-    if (rc != -1 && ok(d, rc)) {
+    if (rc != -1 && gpu_nvml_ok(d, rc)) {
         d->has_clocks_event_reasons = true;
         d->clocks_event_reasons = reasons;
     }
 
     int current = 0, pending = 0;
-    if (a->nvmlDeviceGetEccMode && ok(d, a->nvmlDeviceGetEccMode(h, &current, &pending)))
+    if (a->nvmlDeviceGetEccMode && gpu_nvml_ok(d, a->nvmlDeviceGetEccMode(h, &current, &pending)))
         d->ecc_mode = current ? 1 : 0;
     unsigned long long count = 0;
     if (a->nvmlDeviceGetTotalEccErrors &&
-        ok(d, a->nvmlDeviceGetTotalEccErrors(h, NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-                                             NVML_VOLATILE_ECC, &count)))
+        gpu_nvml_ok(d, a->nvmlDeviceGetTotalEccErrors(h, NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                                                      NVML_VOLATILE_ECC, &count)))
         d->ecc_uncorrected_volatile = (long long)count;
 
     unsigned int corr = 0, unc = 0, is_pending = 0, failed = 0;
     if (a->nvmlDeviceGetRemappedRows &&
-        ok(d, a->nvmlDeviceGetRemappedRows(h, &corr, &unc, &is_pending, &failed))) {
+        gpu_nvml_ok(d, a->nvmlDeviceGetRemappedRows(h, &corr, &unc, &is_pending, &failed))) {
         d->has_remapped_rows = true;
         d->remapped_correctable = corr;
         d->remapped_uncorrectable = unc;
@@ -291,7 +292,7 @@ static void read_device(nvml_device h, struct gpu_nvml_device *d) {
     }
 
     unsigned int mig = 0, mig_pending = 0;
-    if (a->nvmlDeviceGetMigMode && ok(d, a->nvmlDeviceGetMigMode(h, &mig, &mig_pending)))
+    if (a->nvmlDeviceGetMigMode && gpu_nvml_ok(d, a->nvmlDeviceGetMigMode(h, &mig, &mig_pending)))
         d->mig_mode = mig ? 1 : 0;
 }
 
@@ -309,7 +310,7 @@ void gpu_nvml_read(void *ctx, struct gpu_snapshot *s) {
         if (!n.initialized || i >= n.count || !n.bound[i])
             continue;
         d->matched = true;
-        read_device(n.handles[i], d);
+        gpu_nvml_read_device(n.handles[i], d);
     }
 }
 

@@ -4,8 +4,8 @@
  * decision on such a judgement. Pure functions of their arguments: no threads,
  * no clocks, no state, so the tests check them directly.
  */
+#include "gpu_backend.h"
 #include "gpuhook/gpu.h"
-#include "gpuhook/gpu_backend.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -28,9 +28,8 @@ bool gpu_xid_is_fatal(unsigned long long xid) {
 }
 
 void gpu_fit_policy_init(struct gpu_fit_policy *p) {
-    p->lite_min_free_mib = 2048;
-    p->original_min_free_mib = 8192;
-    p->on_insufficient = GPU_FIT_DOWNGRADE;
+    static const struct gpu_fit_policy defaults = GPU_FIT_POLICY_DEFAULTS;
+    *p = defaults;
 }
 
 const char *gpu_fit_outcome_name(int outcome) {
@@ -81,7 +80,7 @@ const char *gpu_reason_name(int reason) {
      GPU_REASON_BIT(GPU_REASON_NO_DRIVER) | GPU_REASON_BIT(GPU_REASON_NO_DEVICE) |                 \
      GPU_REASON_BIT(GPU_REASON_CUDA_ERROR) | GPU_REASON_BIT(GPU_REASON_STALE))
 
-static unsigned cuda_reasons(const struct gpu_cuda_probe *c) {
+static unsigned gpu_cuda_reasons(const struct gpu_cuda_probe *c) {
     if (!c->built)
         return GPU_REASON_BIT(GPU_REASON_BUILT_WITHOUT_CUDA);
     switch (c->error) {
@@ -114,7 +113,7 @@ void gpu_snapshot_evaluate(const struct gpu_snapshot *s, long long now_mono_ms, 
         v->age_ms = 0;
     if (v->age_ms > (long long)GPU_STALE_INTERVALS * refresh_seconds * 1000)
         v->reasons |= GPU_REASON_BIT(GPU_REASON_STALE);
-    v->reasons |= cuda_reasons(&s->cuda);
+    v->reasons |= gpu_cuda_reasons(&s->cuda);
 
     int n = s->cuda.error ? 0 : s->cuda.device_count;
     if (n > GPU_MAX_DEVICES)
@@ -182,7 +181,7 @@ void gpu_snapshot_evaluate(const struct gpu_snapshot *s, long long now_mono_ms, 
 }
 
 /* Writes the reasons as "a,b,c" into out (always NUL-terminated). */
-static void reasons_join(unsigned reasons, char *out, size_t len) {
+static void gpu_reasons_join(unsigned reasons, char *out, size_t len) {
     size_t used = 0;
     out[0] = '\0';
     for (int r = 0; r < GPU_REASON_COUNT_; r++) {
@@ -195,7 +194,7 @@ static void reasons_join(unsigned reasons, char *out, size_t len) {
     }
 }
 
-static const char *variant_word(int variant) { return variant == 1 ? "original" : "lite"; }
+static const char *gpu_variant_word(int variant) { return variant == 1 ? "original" : "lite"; }
 
 int gpu_fit_decide(const struct gpu_view *v, const struct gpu_fit_policy *policy, bool required,
                    int variant, int *variant_out, char *reason, size_t reason_len) {
@@ -221,29 +220,29 @@ int gpu_fit_decide(const struct gpu_view *v, const struct gpu_fit_policy *policy
 
     long need = variant == 1 ? policy->original_min_free_mib : policy->lite_min_free_mib;
     long lite = policy->lite_min_free_mib;
-    reasons_join(v->reasons, why, sizeof(why));
+    gpu_reasons_join(v->reasons, why, sizeof(why));
 
     if (policy->on_insufficient == GPU_FIT_IGNORE) {
         if (v->usable_count > 0)
             snprintf(reason, reason_len,
                      "gpu_fit is ignore: kept %s, which needs %ld MiB, with %lld MiB free.",
-                     variant_word(variant), need, v->free_mib);
+                     gpu_variant_word(variant), need, v->free_mib);
         else
             snprintf(reason, reason_len,
                      "gpu_fit is ignore: kept %s, which needs %ld MiB, with no usable GPU (%s).",
-                     variant_word(variant), need, why);
+                     gpu_variant_word(variant), need, why);
         return GPU_FIT_KEEP;
     }
     if (!seen) {
         snprintf(reason, reason_len,
                  "Rejected %s, which needs %ld MiB: gpu.required is true and no GPU is seen (%s).",
-                 variant_word(variant), need, why);
+                 gpu_variant_word(variant), need, why);
         return GPU_FIT_REJECTED;
     }
     if (v->usable_count == 0) {
         snprintf(reason, reason_len,
                  "Rejected %s, which needs %ld MiB: the GPU is unavailable (%s).",
-                 variant_word(variant), need, why);
+                 gpu_variant_word(variant), need, why);
         return GPU_FIT_REJECTED;
     }
     long long free_mib = v->free_mib;

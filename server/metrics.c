@@ -2,6 +2,7 @@
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpu.h"
+#include "gpuhook/promtext.h"
 
 #include <pthread.h>
 #include <stdint.h>
@@ -72,24 +73,32 @@ static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Requests by route and status (100 to 599), counted with the histogram under one lock. */
 #define METRICS_CODE_MIN 100
 #define METRICS_CODES 500
-static uint64_t metrics_http_codes[METRICS_ROUTES][METRICS_CODES];
-static uint64_t metrics_hist[METRICS_ROUTES][METRICS_BUCKETS];
-static uint64_t metrics_hist_count[METRICS_ROUTES];
-static double metrics_hist_sum[METRICS_ROUTES];
-static uint64_t metrics_sig_failures;
-static long metrics_spool_depth;
+/*
+ * Every series' value, in one object that metrics_reset clears at once. One
+ * per process for now: the callers (http, webhook, kube, spool) count without
+ * a handle, so the object is reached through metrics_c.
+ */
+struct metrics_counters {
+    uint64_t http_codes[METRICS_ROUTES][METRICS_CODES];
+    uint64_t hist[METRICS_ROUTES][METRICS_BUCKETS];
+    uint64_t hist_count[METRICS_ROUTES];
+    double hist_sum[METRICS_ROUTES];
+    uint64_t sig_failures;
+    long spool_depth;
+    uint64_t deliveries[METRICS_EVENTS][METRICS_OUTCOMES];
+    uint64_t created[METRICS_VARIANTS];
+    uint64_t kube_answers[METRICS_ANSWERS];
+    uint64_t kube_none;                 /* code 0: no answer */
+    uint64_t kube_codes[METRICS_CODES]; /* 100..599; others count as 0 */
+    uint64_t budget_refusals;
+    uint64_t conn_cut[METRICS_CONN_CUT_COUNT];
+    int api_up; /* -1 until the first probe */
+};
+static struct metrics_counters metrics_c = {.api_up = -1};
 /* The built-in defaults of github.events, for a process that never calls metrics_set_events. */
 static char metrics_event_names[METRICS_EVENT_SLOTS][METRICS_EVENT_NAME_MAX] = {
     "push", "pull_request", "ping"};
 static bool metrics_event_current[METRICS_EVENT_SLOTS] = {true, true, true};
-static uint64_t metrics_deliveries[METRICS_EVENTS][METRICS_OUTCOMES];
-static uint64_t metrics_created[METRICS_VARIANTS];
-static uint64_t metrics_kube_answers[METRICS_ANSWERS];
-static uint64_t metrics_kube_none;             /* code 0: no answer */
-static uint64_t metrics_kube_codes[METRICS_CODES]; /* 100..599; others count as 0 */
-static uint64_t metrics_budget_refusals;
-static uint64_t metrics_conn_cut[METRICS_CONN_CUT_COUNT];
-static int metrics_api_up = -1;
 
 static size_t metrics_index(const char *const *names, size_t n, const char *v) {
     for (size_t i = 0; i + 1 < n; i++)
@@ -150,47 +159,47 @@ void metrics_http_observe(const char *route, int code, double seconds) {
     if (code < METRICS_CODE_MIN || code >= METRICS_CODE_MIN + METRICS_CODES)
         code = 500; /* cannot happen: libmicrohttpd sends only these */
     pthread_mutex_lock(&metrics_lock);
-    metrics_http_codes[idx][code - METRICS_CODE_MIN]++;
+    metrics_c.http_codes[idx][code - METRICS_CODE_MIN]++;
     for (size_t b = 0; b < METRICS_BUCKETS; b++)
         if (seconds <= metrics_buckets[b])
-            metrics_hist[idx][b]++;
-    metrics_hist_count[idx]++;
-    metrics_hist_sum[idx] += seconds;
+            metrics_c.hist[idx][b]++;
+    metrics_c.hist_count[idx]++;
+    metrics_c.hist_sum[idx] += seconds;
     pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_delivery(const char *event, const char *outcome) {
     size_t o = metrics_index(metrics_outcomes, METRICS_OUTCOMES, outcome);
     pthread_mutex_lock(&metrics_lock);
-    metrics_deliveries[metrics_event_slot(event)][o]++;
+    metrics_c.deliveries[metrics_event_slot(event)][o]++;
     pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_pipelinerun_created(const char *variant) {
     size_t v = metrics_index(metrics_variants, METRICS_VARIANTS, variant);
     pthread_mutex_lock(&metrics_lock);
-    metrics_created[v]++;
+    metrics_c.created[v]++;
     pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_signature_failure(void) {
     pthread_mutex_lock(&metrics_lock);
-    metrics_sig_failures++;
+    metrics_c.sig_failures++;
     pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_kube_request(int code) {
     pthread_mutex_lock(&metrics_lock);
     if (code >= METRICS_CODE_MIN && code < METRICS_CODE_MIN + METRICS_CODES)
-        metrics_kube_codes[code - METRICS_CODE_MIN]++;
+        metrics_c.kube_codes[code - METRICS_CODE_MIN]++;
     else
-        metrics_kube_none++;
+        metrics_c.kube_none++;
     pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_body_budget_refusal(void) {
     pthread_mutex_lock(&metrics_lock);
-    metrics_budget_refusals++;
+    metrics_c.budget_refusals++;
     pthread_mutex_unlock(&metrics_lock);
 }
 
@@ -198,45 +207,33 @@ void metrics_connection_cut(int reason) {
     if (reason < 0 || reason >= METRICS_CONN_CUT_COUNT)
         return;
     pthread_mutex_lock(&metrics_lock);
-    metrics_conn_cut[reason]++;
+    metrics_c.conn_cut[reason]++;
     pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_api_up_set(int up) {
     pthread_mutex_lock(&metrics_lock);
-    metrics_api_up = up;
+    metrics_c.api_up = up;
     pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_kube_answer(const char *answer) {
     size_t a = metrics_index(metrics_answers, METRICS_ANSWERS, answer);
     pthread_mutex_lock(&metrics_lock);
-    metrics_kube_answers[a]++;
+    metrics_c.kube_answers[a]++;
     pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_spool_depth_set(long depth) {
     pthread_mutex_lock(&metrics_lock);
-    metrics_spool_depth = depth;
+    metrics_c.spool_depth = depth;
     pthread_mutex_unlock(&metrics_lock);
 }
 
 void metrics_reset(void) {
     pthread_mutex_lock(&metrics_lock);
-    memset(metrics_deliveries, 0, sizeof(metrics_deliveries));
-    memset(metrics_created, 0, sizeof(metrics_created));
-    memset(metrics_kube_answers, 0, sizeof(metrics_kube_answers));
-    memset(metrics_kube_codes, 0, sizeof(metrics_kube_codes));
-    metrics_kube_none = 0;
-    metrics_budget_refusals = 0;
-    memset(metrics_conn_cut, 0, sizeof(metrics_conn_cut));
-    metrics_api_up = -1;
-    memset(metrics_http_codes, 0, sizeof(metrics_http_codes));
-    memset(metrics_hist, 0, sizeof(metrics_hist));
-    memset(metrics_hist_count, 0, sizeof(metrics_hist_count));
-    memset(metrics_hist_sum, 0, sizeof(metrics_hist_sum));
-    metrics_sig_failures = 0;
-    metrics_spool_depth = 0;
+    memset(&metrics_c, 0, sizeof(metrics_c));
+    metrics_c.api_up = -1;
     pthread_mutex_unlock(&metrics_lock);
 }
 
@@ -245,11 +242,11 @@ static int metrics_render_http_codes(struct buf *b) {
     int rc = 0;
     for (size_t r = 0; r < METRICS_ROUTES && !rc; r++)
         for (size_t c = 0; c < METRICS_CODES && !rc; c++)
-            if (metrics_http_codes[r][c])
-                rc =
-                    buf_appendf(b, "%s{route=\"%s\",code=\"%zu\"} %llu\n",
-                                metrics_families[METRICS_HTTP_REQUESTS].name, metrics_routes[r],
-                                c + METRICS_CODE_MIN, (unsigned long long)metrics_http_codes[r][c]);
+            if (metrics_c.http_codes[r][c])
+                rc = buf_appendf(b, "%s{route=\"%s\",code=\"%zu\"} %llu\n",
+                                 metrics_families[METRICS_HTTP_REQUESTS].name, metrics_routes[r],
+                                 c + METRICS_CODE_MIN,
+                                 (unsigned long long)metrics_c.http_codes[r][c]);
     return rc;
 }
 
@@ -263,39 +260,44 @@ static int metrics_render_family(struct buf *b, int f) {
     case METRICS_DELIVERIES:
         for (size_t e = 0; e < METRICS_EVENTS && !rc; e++)
             for (size_t o = 0; o < METRICS_OUTCOMES && !rc; o++)
-                if (metrics_deliveries[e][o])
-                    rc = buf_appendf(b, "%s{event=\"%s\",outcome=\"%s\"} %llu\n", name,
-                                     metrics_event_name(e), metrics_outcomes[o],
-                                     (unsigned long long)metrics_deliveries[e][o]);
+                if (metrics_c.deliveries[e][o]) {
+                    /* Event names come from github.events, which may hold any text. */
+                    rc = buf_appendf(b, "%s{event=\"", name);
+                    if (!rc)
+                        rc = promtext_label_append(b, metrics_event_name(e));
+                    if (!rc)
+                        rc = buf_appendf(b, "\",outcome=\"%s\"} %llu\n", metrics_outcomes[o],
+                                         (unsigned long long)metrics_c.deliveries[e][o]);
+                }
         return rc;
     case METRICS_CREATED:
         for (size_t v = 0; v < METRICS_VARIANTS && !rc; v++)
-            if (metrics_created[v])
+            if (metrics_c.created[v])
                 rc = buf_appendf(b, "%s{variant=\"%s\"} %llu\n", name, metrics_variants[v],
-                                 (unsigned long long)metrics_created[v]);
+                                 (unsigned long long)metrics_c.created[v]);
         return rc;
     case METRICS_KUBE_ANSWERS:
         for (size_t a = 0; a < METRICS_ANSWERS && !rc; a++)
-            if (metrics_kube_answers[a])
+            if (metrics_c.kube_answers[a])
                 rc = buf_appendf(b, "%s{answer=\"%s\"} %llu\n", name, metrics_answers[a],
-                                 (unsigned long long)metrics_kube_answers[a]);
+                                 (unsigned long long)metrics_c.kube_answers[a]);
         return rc;
     default:
-        if (metrics_kube_none)
+        if (metrics_c.kube_none)
             rc = buf_appendf(b, "%s{code=\"0\"} %llu\n", name,
-                             (unsigned long long)metrics_kube_none);
+                             (unsigned long long)metrics_c.kube_none);
         for (size_t c = 0; c < METRICS_CODES && !rc; c++)
-            if (metrics_kube_codes[c])
+            if (metrics_c.kube_codes[c])
                 rc = buf_appendf(b, "%s{code=\"%zu\"} %llu\n", name, c + METRICS_CODE_MIN,
-                                 (unsigned long long)metrics_kube_codes[c]);
+                                 (unsigned long long)metrics_c.kube_codes[c]);
         return rc;
     }
 }
 
 /* The gauges and counters of issue 15's controls; the caller holds metrics_lock. */
 static int metrics_render_guards(struct buf *b) {
-    static const char *const cut_names[METRICS_CONN_CUT_COUNT] = {"header_deadline",
-                                                                  "body_rate", "evicted"};
+    static const char *const cut_names[METRICS_CONN_CUT_COUNT] = {"header_deadline", "body_rate",
+                                                                  "evicted"};
     int rc = buf_appendf(
         b,
         "# HELP gpuhook_unverified_body_bytes Memory held by bodies not yet verified.\n"
@@ -308,16 +310,16 @@ static int metrics_render_guards(struct buf *b) {
         "gpuhook_body_budget_refusals_total %llu\n"
         "# HELP gpuhook_connections_cut_total Connections closed for holding a slot.\n"
         "# TYPE gpuhook_connections_cut_total counter\n",
-        bodybudget_in_use(), bodybudget_limit(), (unsigned long long)metrics_budget_refusals);
+        bodybudget_in_use(), bodybudget_limit(), (unsigned long long)metrics_c.budget_refusals);
     for (int i = 0; i < METRICS_CONN_CUT_COUNT && !rc; i++)
         rc = buf_appendf(b, "gpuhook_connections_cut_total{reason=\"%s\"} %llu\n", cut_names[i],
-                         (unsigned long long)metrics_conn_cut[i]);
-    if (!rc && metrics_api_up >= 0)
+                         (unsigned long long)metrics_c.conn_cut[i]);
+    if (!rc && metrics_c.api_up >= 0)
         rc = buf_appendf(b,
                          "# HELP gpuhook_kube_api_up Whether the Kubernetes API answered the "
                          "last readiness probe.\n# TYPE gpuhook_kube_api_up gauge\n"
                          "gpuhook_kube_api_up %d\n",
-                         metrics_api_up);
+                         metrics_c.api_up);
     return rc;
 }
 
@@ -335,22 +337,23 @@ int metrics_render(struct buf *b) {
         rc = buf_appendf(b, "# HELP gpuhook_http_request_duration_seconds HTTP request latency.\n"
                             "# TYPE gpuhook_http_request_duration_seconds histogram\n");
     for (size_t r = 0; r < METRICS_ROUTES && !rc; r++) {
-        if (!metrics_hist_count[r])
+        if (!metrics_c.hist_count[r])
             continue;
         for (size_t k = 0; k < METRICS_BUCKETS && !rc; k++)
             rc = buf_appendf(b,
                              "gpuhook_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"}"
                              " %llu\n",
                              metrics_routes[r], metrics_buckets[k],
-                             (unsigned long long)metrics_hist[r][k]);
+                             (unsigned long long)metrics_c.hist[r][k]);
         if (!rc)
             rc = buf_appendf(
                 b,
                 "gpuhook_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
                 "gpuhook_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
                 "gpuhook_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
-                metrics_routes[r], (unsigned long long)metrics_hist_count[r], metrics_routes[r],
-                metrics_hist_sum[r], metrics_routes[r], (unsigned long long)metrics_hist_count[r]);
+                metrics_routes[r], (unsigned long long)metrics_c.hist_count[r], metrics_routes[r],
+                metrics_c.hist_sum[r], metrics_routes[r],
+                (unsigned long long)metrics_c.hist_count[r]);
     }
     if (!rc)
         rc = buf_appendf(b,
@@ -359,7 +362,7 @@ int metrics_render(struct buf *b) {
                          "gpuhook_signature_failures_total %llu\n"
                          "# HELP gpuhook_spool_depth PipelineRuns waiting in the spool.\n"
                          "# TYPE gpuhook_spool_depth gauge\ngpuhook_spool_depth %ld\n",
-                         (unsigned long long)metrics_sig_failures, metrics_spool_depth);
+                         (unsigned long long)metrics_c.sig_failures, metrics_c.spool_depth);
     if (!rc)
         rc = metrics_render_guards(b);
     pthread_mutex_unlock(&metrics_lock);

@@ -1,5 +1,8 @@
 #include "gpuhook/select.h"
 #include "gpuhook/buf.h"
+#include "gpuhook/error.h"
+#include "gpuhook/event.h"
+#include "gpuhook/gpu.h"
 
 #include <fnmatch.h>
 #include <stdarg.h>
@@ -175,7 +178,7 @@ static void select_error(struct select_parse *sp, const char *path, const char *
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    errlist_add(sp->el, "%s: %s: %s", sp->file, path, msg);
+    errlist_at(sp->el, sp->file, path, "%s", msg);
     sp->errors++;
 }
 
@@ -593,13 +596,11 @@ int select_rules_parse(const cJSON *selection, const char *file, struct select_r
 
     *out = NULL;
     if (!rules) {
-        errlist_add(el, "%s: .selection: out of memory", sp.file);
+        errlist_at(el, sp.file, ".selection", "out of memory");
         return GHE_NOMEM;
     }
     rules->default_variant = SELECT_LITE;
-    rules->fit.lite_min_free_mib = 2048;
-    rules->fit.original_min_free_mib = 8192;
-    rules->fit.on_insufficient = GPU_FIT_DOWNGRADE;
+    gpu_fit_policy_init(&rules->fit);
     if (!selection)
         goto out;
     if (!cJSON_IsObject(selection)) {
@@ -652,7 +653,7 @@ out:
 }
 
 const struct gpu_fit_policy *select_rules_gpu_fit(const struct select_rules *rules) {
-    static const struct gpu_fit_policy defaults = {2048, 8192, GPU_FIT_DOWNGRADE};
+    static const struct gpu_fit_policy defaults = GPU_FIT_POLICY_DEFAULTS;
     return rules ? &rules->fit : &defaults;
 }
 

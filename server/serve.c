@@ -19,10 +19,6 @@
 
 #include <curl/curl.h>
 
-static bool serve_same(const char *a, const char *b) {
-    return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
 /* What takes effect at once, at start and on reload. */
 static void serve_apply(const struct config *cfg) {
     logger_set_level(cfg->log_level);
@@ -42,17 +38,13 @@ static void serve_reload(struct app *app, const char *path) {
         return;
     }
     struct config *old = app_config(app);
-    if (!serve_same(old->listen, cfg->listen) ||
-        !serve_same(old->tls_cert_file, cfg->tls_cert_file) || old->kube_mode != cfg->kube_mode ||
-        !serve_same(old->kube_url, cfg->kube_url) || !serve_same(old->spool_dir, cfg->spool_dir) ||
-        !serve_same(old->kube_local_dir, cfg->kube_local_dir) ||
-        !serve_same(old->kube_namespace, cfg->kube_namespace))
-        LOGGER_WARN_("listen, tls and kubernetes settings take effect only after a restart");
-    if (old->max_connections != cfg->max_connections ||
-        old->header_timeout_seconds != cfg->header_timeout_seconds ||
-        old->min_body_bytes_per_second != cfg->min_body_bytes_per_second)
-        LOGGER_WARN_("max_connections and the slow-client deadlines take effect only after a "
-                     "restart");
+    /* The restart-only keys come from config.c's table. */
+    struct errlist changed;
+    errlist_init(&changed);
+    config_restart_changes(old, cfg, &changed);
+    for (size_t i = 0; i < changed.count; i++)
+        LOGGER_WARN_("changed, but takes effect only after a restart", "key", changed.items[i]);
+    errlist_cleanup(&changed);
     config_unref(old);
     serve_apply(cfg);
     gpu_set_options(&cfg->gpu);

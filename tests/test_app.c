@@ -17,6 +17,7 @@
 
 #include "gpuhook/app.h"
 #include "gpuhook/config.h"
+#include "gpuhook/naming.h"
 
 /* A config with nothing loaded: enough for reference counting (config_unref frees it). */
 static struct config *bare_config(const char *listen) {

@@ -705,6 +705,57 @@ static void test_config_shipped_config_validates_offline(void **state) {
     errlist_cleanup(&el);
 }
 
+/* Secrets and the config are read through fileio: bounded, loud, regular files only. */
+static void test_config_files_are_read_bounded_and_never_block(void **state) {
+    struct fixture *fx = *state;
+    char fifo[512], big[512], want[1200];
+    char *text = NULL;
+    struct errlist el;
+    struct config *cfg = NULL;
+
+    snprintf(fifo, sizeof(fifo), "%s/fifo", fx->dir);
+    snprintf(big, sizeof(big), "%s/big", fx->dir);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    /* A FIFO with no writer would block an open: it is refused at once instead. */
+    assert_int_equal(config_read_secret(fifo, &text, NULL), GHE_IO);
+    assert_int_equal(errno, EINVAL);
+    assert_null(text);
+
+    FILE *f = fopen(big, "wb");
+    assert_non_null(f);
+    for (int i = 0; i < 64 * 1024 + 1; i++)
+        fputc('x', f);
+    fclose(f);
+    assert_int_equal(config_read_secret(big, &text, NULL), GHE_IO);
+    assert_int_equal(errno, EFBIG);
+
+    errlist_init(&el);
+    assert_int_not_equal(
+        load_json(fx, "{" BASE ",\"trigger\":{\"token_file\":\"big\"}}", false, &cfg, &el), 0);
+    snprintf(want, sizeof(want), "%s: .trigger.token_file: cannot read %s: File too large",
+             fx->path, big);
+    assert_int_equal(el.count, 1);
+    assert_string_equal(el.items[0], want);
+    errlist_cleanup(&el);
+
+    /* The config itself: over 1 MiB says so. */
+    f = fopen(fx->path, "wb");
+    assert_non_null(f);
+    fputc('{', f);
+    for (int i = 0; i < 1024 * 1024; i++)
+        fputc(' ', f);
+    fputc('}', f);
+    fclose(f);
+    errlist_init(&el);
+    assert_int_equal(config_load(fx->path, &cfg, &el), GHE_IO);
+    snprintf(want, sizeof(want), "%s: cannot read: larger than 1 MiB", fx->path);
+    assert_int_equal(el.count, 1);
+    assert_string_equal(el.items[0], want);
+    errlist_cleanup(&el);
+    unlink(fifo);
+    unlink(big);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_minimal_config_loads_with_defaults),
@@ -719,6 +770,7 @@ int main(void) {
         cmocka_unit_test(test_config_references_keep_it_alive_until_the_last_unref),
         cmocka_unit_test(test_config_kube_mode_names),
         cmocka_unit_test(test_config_shipped_config_validates_offline),
+        cmocka_unit_test(test_config_files_are_read_bounded_and_never_block),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -21,7 +21,7 @@
 #include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpu.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpu_backend.h"
 
 #define MIB (1024ULL * 1024ULL)
 #define H200_TOTAL_MIB 143771ULL

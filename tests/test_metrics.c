@@ -21,6 +21,7 @@
 #include "gpuhook/error.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/metrics.h"
+#include "gpuhook/promtext.h"
 
 static const char *const histogram_bounds[] = {"0.0005", "0.001", "0.0025", "0.005", "0.01",
                                                "0.025",  "0.05",  "0.1",    "0.25",  "0.5",
@@ -208,8 +209,7 @@ static void test_metrics_label_values_cannot_break_the_format(void **state) {
     char *text = render();
 
     /* Neither is a known value: both count under "other", and nothing else appears. */
-    assert_true(sample(text, "gpuhook_deliveries_total{event=\"other\",outcome=\"created\"}") ==
-                1);
+    assert_true(sample(text, "gpuhook_deliveries_total{event=\"other\",outcome=\"created\"}") == 1);
     assert_true(sample(text, "gpuhook_deliveries_total{event=\"push\",outcome=\"other\"}") == 1);
     assert_null(strstr(text, "pu\""));
     free(text);
@@ -343,8 +343,7 @@ static void test_metrics_series_are_bounded_and_never_dropped(void **state) {
     text = render();
     assert_true(sample(text, "gpuhook_deliveries_total{event=\"release\",outcome=\"ignored\"}") ==
                 1);
-    assert_true(sample(text, "gpuhook_deliveries_total{event=\"other\",outcome=\"ignored\"}") ==
-                1);
+    assert_true(sample(text, "gpuhook_deliveries_total{event=\"other\",outcome=\"ignored\"}") == 1);
     free(text);
     metrics_set_events(events, 3);
 }
@@ -384,6 +383,33 @@ static void test_metrics_counting_from_threads_loses_nothing(void **state) {
     free(text);
 }
 
+/* One escaper: backslash, double quote and line feed, as the exposition format says. */
+static void test_metrics_label_escaper_escapes_backslash_quote_and_newline(void **state) {
+    (void)state;
+    struct buf b;
+    buf_init(&b, 1024);
+    assert_int_equal(promtext_label_append(&b, "a\\b\"c\nd\te"), 0);
+    assert_string_equal(b.data, "a\\\\b\\\"c\\nd\te");
+    assert_int_equal(promtext_label_append(&b, ""), 0);
+    assert_string_equal(b.data, "a\\\\b\\\"c\\nd\te");
+    buf_cleanup(&b);
+}
+
+/* A configured event name is free text: its label is escaped, not written raw. */
+static void test_metrics_configured_event_names_are_escaped(void **state) {
+    (void)state;
+    const char *const events[] = {"push", "pull_request", "ping", "od\"d\\na\nme"};
+    metrics_set_events(events, 4);
+    metrics_delivery("od\"d\\na\nme", "created");
+    char *text = render();
+    assert_true(
+        sample(text,
+               "gpuhook_deliveries_total{event=\"od\\\"d\\\\na\\nme\",outcome=\"created\"}") == 1);
+    assert_null(strstr(text, "od\"d"));
+    free(text);
+    metrics_set_events(events, 3);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_metrics_every_required_family_has_help_and_type, reset),
@@ -391,6 +417,9 @@ int main(void) {
         cmocka_unit_test_setup(test_metrics_counters_increment_under_their_labels, reset),
         cmocka_unit_test_setup(test_metrics_unknown_route_counts_as_other, reset),
         cmocka_unit_test_setup(test_metrics_label_values_cannot_break_the_format, reset),
+        cmocka_unit_test_setup(test_metrics_label_escaper_escapes_backslash_quote_and_newline,
+                               reset),
+        cmocka_unit_test_setup(test_metrics_configured_event_names_are_escaped, reset),
         cmocka_unit_test_setup(test_metrics_histogram_buckets_are_cumulative, reset),
         cmocka_unit_test_setup(test_metrics_spool_depth_is_a_gauge_that_goes_both_ways, reset),
         cmocka_unit_test_setup(test_metrics_build_info_names_version_and_cuda, reset),

@@ -15,6 +15,7 @@
 
 #include "gpuhook/error.h"
 #include "gpuhook/event.h"
+#include "gpuhook/gpu.h"
 #include "gpuhook/select.h"
 
 #define FILE_NAME "gpuhook.json"

@@ -13,11 +13,13 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "gpuhook/error.h"
-#include "gpuhook/gpu.h"
-#include "gpuhook/select.h"
-#include "gpuhook/signature.h"
-#include "gpuhook/template.h"
+#include "gpuhook/error.h" /* the GHE_ codes config_load returns, struct errlist */
+#include "gpuhook/gpu.h"   /* struct gpu_options is held by value */
+
+/* Named only: their modules' headers are for the code that uses them. */
+struct select_rules;
+struct signature_keyring;
+struct template;
 
 enum config_kube_mode {
     CONFIG_KUBE_LOCAL = 0,
@@ -86,6 +88,28 @@ int config_load_offline(const char *path, struct config **out, struct errlist *e
 /* Takes and drops references; the last unref frees. Thread-safe. */
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);
+
+/*
+ * Whether SIGHUP applies a key: every key of config.c's table says so, next to
+ * its validator, and why in a comment. Objects are CONFIG_NESTED (their keys
+ * decide); 0 means "not said", which the table's compile and test_config refuse.
+ */
+enum config_reload { CONFIG_LIVE = 1, CONFIG_RESTART = 2, CONFIG_NESTED = 3 };
+
+/*
+ * Adds to changed the JSON path (".tls.key_file") of every restart-only key
+ * whose value differs between old and cfg, in table order, and returns how
+ * many. SIGHUP swaps in cfg anyway; these keep their old value until a restart.
+ */
+size_t config_restart_changes(const struct config *old, const struct config *cfg,
+                              struct errlist *changed);
+
+/*
+ * The index-th key of the table that holds a value (objects are walked, not
+ * counted), as its JSON path (".kubernetes.proxy", a thread-local copy), and
+ * its enum config_reload in *reload. NULL past the last one.
+ */
+const char *config_key_at(size_t index, int *reload);
 
 /* Returns "local", "url", "in-cluster" or "dry-run". */
 const char *config_kube_mode_name(int mode);

@@ -47,5 +47,11 @@ void errlist_init(struct errlist *el);
 void errlist_cleanup(struct errlist *el);
 /* Appends one formatted message. Silently drops it when memory runs out. */
 void errlist_add(struct errlist *el, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/*
+ * Appends "FILE: PATH: message", the form of every complaint about a file a
+ * person wrote: file as given, path a JSON path (".selection.rules[0].when").
+ */
+void errlist_at(struct errlist *el, const char *file, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

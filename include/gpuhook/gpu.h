@@ -20,11 +20,23 @@ struct gpu_options {
 
 enum gpu_fit_mode { GPU_FIT_DOWNGRADE = 0, GPU_FIT_REJECT = 1, GPU_FIT_IGNORE = 2 };
 
+/*
+ * selection.gpu_fit: parsed once, by select_rules_parse, into the config's
+ * rules; the probe keeps a copy (gpu_set_fit_policy) only to report it on
+ * GET /gpu. The defaults are GPU_FIT_POLICY_DEFAULTS, here and nowhere else.
+ */
 struct gpu_fit_policy {
-    long lite_min_free_mib;     /* default 2048 */
-    long original_min_free_mib; /* default 8192 */
-    int on_insufficient;        /* enum gpu_fit_mode, default GPU_FIT_DOWNGRADE */
+    long lite_min_free_mib;
+    long original_min_free_mib;
+    int on_insufficient; /* enum gpu_fit_mode */
 };
+
+/* The gpu_fit defaults: 2048 MiB for lite, 8192 MiB for original, downgrade. */
+#define GPU_FIT_POLICY_DEFAULTS                                                                    \
+    {                                                                                              \
+        .lite_min_free_mib = 2048, .original_min_free_mib = 8192,                                  \
+        .on_insufficient = GPU_FIT_DOWNGRADE                                                       \
+    }
 
 /* Starts the refresh thread (probing CUDA once). Returns 0 or an error code. */
 int gpu_start(const struct gpu_options *opts);
@@ -60,7 +72,7 @@ int gpu_fit_check(const struct gpu_fit_policy *policy, bool required, int varian
 /* "cuda <runtime version>" or "cuda off" (static string). */
 const char *gpu_build_string(void);
 
-/* Fills p with the defaults: 2048 MiB for lite, 8192 MiB for original, downgrade. */
+/* Fills p with GPU_FIT_POLICY_DEFAULTS. */
 void gpu_fit_policy_init(struct gpu_fit_policy *p);
 
 /*

@@ -2,7 +2,8 @@
  * Variant selection: ordered rules from the config's "selection" object,
  * compiled at load time and evaluated per event. The first matching rule wins;
  * when none matches, the default applies. It knows nothing about GPUs: the
- * gpu_fit policy is only parsed here and applied by gpu_fit_check().
+ * gpu_fit policy (struct gpu_fit_policy, gpu.h) is parsed here, with the
+ * rules, and applied by gpu_fit_check().
  *
  * Globs are fnmatch() patterns without FNM_PATHNAME or FNM_PERIOD, so a star
  * also matches "/" and a leading dot: "feature/" followed by a star covers
@@ -22,9 +23,10 @@
 
 #include <cjson/cJSON.h>
 
-#include "gpuhook/error.h"
-#include "gpuhook/event.h"
-#include "gpuhook/gpu.h"
+/* Named only. */
+struct errlist;
+struct event;
+struct gpu_fit_policy;
 
 enum select_variant { SELECT_LITE = 0, SELECT_ORIGINAL = 1, SELECT_SKIP = 2 };
 
@@ -36,11 +38,12 @@ int select_variant_parse(const char *s);
 struct select_rules;
 
 /*
- * Compiles the "selection" object. file names the config file for messages;
- * every problem is added to el as "FILE: .selection.rules[N]...: reason" and
- * naming the rule. Returns 0 and sets *out (caller frees with
- * select_rules_free), or GHE_INVAL. A NULL selection means: default lite, no
- * rules, the default gpu_fit policy.
+ * Compiles the "selection" object, gpu_fit included (the one parse of the
+ * policy). file names the config file for messages; every problem is added to
+ * el as "FILE: .selection.rules[N]...: reason in rule \"NAME\"", through
+ * errlist_at. Returns 0 and sets *out (caller frees with select_rules_free),
+ * or GHE_INVAL. A NULL selection means: default lite, no rules, and
+ * GPU_FIT_POLICY_DEFAULTS.
  */
 int select_rules_parse(const cJSON *selection, const char *file, struct select_rules **out,
                        struct errlist *el);

@@ -17,6 +17,7 @@
 #include "gpuhook/error.h"
 #include "gpuhook/event.h"
 #include "gpuhook/select.h"
+#include "gpuhook/signature.h"
 #include "gpuhook/template.h"
 
 struct fuzz_cfg_state {

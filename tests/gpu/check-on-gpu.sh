@@ -40,8 +40,9 @@ prepare() {
 
     local cuda=/usr/local/cuda
     gcc -std=c11 -D_GNU_SOURCE -O2 -g -DGPUHOOK_HAVE_CUDA=1 -Wall -Wextra -Werror \
-        -Iinclude -isystem "$cuda/include" \
-        server/gpu.c server/gpu_cuda.c server/gpu_nvml.c server/buf.c server/error.c \
+        -Iinclude -Iserver -isystem "$cuda/include" \
+        server/gpu.c server/gpu_rules.c server/gpu_json.c server/gpu_cuda.c server/gpu_nvml.c \
+        server/buf.c server/error.c server/clock.c server/promtext.c \
         tests/gpu/gpu_probe_main.c -o "$CARRY/gpu_probe" \
         -L"$cuda/lib64" -lcudart_static -lcjson -lpthread -ldl -lrt ||
         die "the probe harness did not build"

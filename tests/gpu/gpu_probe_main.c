@@ -12,7 +12,7 @@
 
 #include "gpuhook/buf.h"
 #include "gpuhook/gpu.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpu_backend.h"
 
 static double now_ms(void) {
     struct timespec ts;

@@ -8,7 +8,7 @@
  */
 #include "gpuhook/gpu.h"
 #include "gpuhook/config.h"
-#include "gpuhook/gpu_backend.h"
+#include "gpu_backend.h"
 #include "gpuhook/serve.h"
 
 #include <pthread.h>
