@@ -118,6 +118,22 @@ static const struct config_key config_gpu_keys[] = {
     /* serve.c passes it to gpu_set_options; dispatch reads the current config */
     {"required", CONFIG_T_BOOL, CFG_OFF(gpu.required), 0, NULL, 0, 0, 1, NULL, NULL, false, LIVE},
     CFG_END};
+static const struct config_key config_cluster_gpu_keys[] = {
+    /* clusterview.c reads them once, at start */
+    {"service", CONFIG_T_STRING, CFG_OFF(cluster_gpu_service), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    {"port_name", CONFIG_T_STRING, CFG_OFF(cluster_gpu_port_name), 0, "http", 0, 0, 0, NULL, NULL,
+     false, RESTART},
+    {"poll_seconds", CONFIG_T_INT, CFG_OFF(cluster_gpu_poll_seconds), 0, NULL, 5, 1, 3600, NULL,
+     NULL, false, RESTART},
+    {"stale_after", CONFIG_T_INT32, CFG_OFF(cluster_gpu_stale_after), 0, NULL, 3, 1, 100, NULL,
+     NULL, false, RESTART},
+    {"nodes", CONFIG_T_BOOL, CFG_OFF(cluster_gpu_nodes), 0, NULL, 0, 0, 1, NULL, NULL, false,
+     RESTART},
+    /* the pipeline reads the current config per run */
+    {"placement", CONFIG_T_BOOL, CFG_OFF(cluster_gpu_placement), 0, NULL, 1, 0, 1, NULL, NULL,
+     false, LIVE},
+    CFG_END};
 static const struct config_key config_top_keys[] = {
     /* the socket is bound once */
     {"listen", CONFIG_T_STRING, CFG_OFF(listen), 0, "127.0.0.1:8080", 0, 0, 0, NULL, NULL, false,
@@ -162,6 +178,8 @@ static const struct config_key config_top_keys[] = {
     {"spool_retry_after_max_seconds", CONFIG_T_INT, CFG_OFF(spool_retry_after_max_seconds), 0, NULL,
      300, 1, 86400, NULL, NULL, false, RESTART},
     {"gpu", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_gpu_keys, false, NESTED},
+    {"cluster_gpu", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_cluster_gpu_keys, false,
+     NESTED},
     CFG_END};
 
 struct config_ctx {
@@ -735,5 +753,7 @@ void config_unref(struct config *cfg) {
     template_free(cfg->tmpl);
     select_rules_free(cfg->rules);
     free(cfg->spool_dir);
+    free(cfg->cluster_gpu_service);
+    free(cfg->cluster_gpu_port_name);
     free(cfg);
 }

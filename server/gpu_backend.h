@@ -107,6 +107,7 @@ struct gpu_nvml_device {
     unsigned remapped_uncorrectable;
     bool remap_pending;
     bool remap_failure;
+    int compute_processes; /* nvmlDeviceGetComputeRunningProcesses' count, -1 unknown */
 };
 
 /* The last XID seen on a device, kept for the life of the process. */

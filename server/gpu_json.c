@@ -18,6 +18,13 @@ struct json_ctx {
     bool failed;
 };
 
+/* The agent's node name (gpu_set_node_name), "" on the server. */
+static char gpu_json_node[254];
+
+void gpu_set_node_name(const char *name) {
+    snprintf(gpu_json_node, sizeof(gpu_json_node), "%s", name ? name : "");
+}
+
 static cJSON *gpu_json_check(struct json_ctx *j, cJSON *item) {
     if (!item)
         j->failed = true;
@@ -130,6 +137,8 @@ static void gpu_json_add_device(struct json_ctx *j, cJSON *arr, const struct gpu
     } else {
         gpu_json_check(j, cJSON_AddNullToObject(o, "remapped_rows"));
     }
+    gpu_json_num_or_null(j, o, "compute_processes", d->matched && d->compute_processes >= 0,
+                         d->compute_processes);
 
     if (x->seen) {
         cJSON *xo = gpu_json_check(j, cJSON_AddObjectToObject(o, "last_xid"));
@@ -196,6 +205,8 @@ char *gpu_snapshot_json(const struct gpu_snapshot *s, const struct gpu_view *v,
     cJSON *root = cJSON_CreateObject();
     if (!root)
         return NULL;
+    if (gpu_json_node[0])
+        gpu_json_str(&j, root, "node", gpu_json_node);
     gpu_json_str(&j, root, "status", gpu_status_name(v->status));
     cJSON *reasons = gpu_json_check(&j, cJSON_AddArrayToObject(root, "reasons"));
     for (int r = 0; reasons && r < GPU_REASON_COUNT_; r++)

@@ -19,6 +19,7 @@ typedef struct nvml_event_set_st *nvml_event_set;
 
 #define NVML_SUCCESS 0
 #define NVML_ERROR_NOT_SUPPORTED 3
+#define NVML_ERROR_INSUFFICIENT_SIZE 7
 #define NVML_ERROR_TIMEOUT 10
 #define NVML_ERROR_FUNCTION_NOT_FOUND 13
 #define NVML_ERROR_ARGUMENT_VERSION_MISMATCH 25
@@ -83,6 +84,7 @@ struct nvml_event_data {
     XX(nvmlDeviceGetRemappedRows,                                                                  \
        (nvml_device, unsigned int *, unsigned int *, unsigned int *, unsigned int *))              \
     XX(nvmlDeviceGetMigMode, (nvml_device, unsigned int *, unsigned int *))                        \
+    XX(nvmlDeviceGetComputeRunningProcesses_v3, (nvml_device, unsigned int *, void *))             \
     XX(nvmlDeviceGetSupportedEventTypes, (nvml_device, unsigned long long *))                      \
     XX(nvmlEventSetCreate, (nvml_event_set *))                                                     \
     XX(nvmlDeviceRegisterEvents, (nvml_device, unsigned long long, nvml_event_set))                \
@@ -294,6 +296,20 @@ static void gpu_nvml_read_device(nvml_device h, struct gpu_nvml_device *d) {
     unsigned int mig = 0, mig_pending = 0;
     if (a->nvmlDeviceGetMigMode && gpu_nvml_ok(d, a->nvmlDeviceGetMigMode(h, &mig, &mig_pending)))
         d->mig_mode = mig ? 1 : 0;
+    /*
+     * With room for none, NVML answers SUCCESS when no compute process runs and
+     * INSUFFICIENT_SIZE with the count when some do: the count is all the agent needs.
+     */
+    unsigned int procs = 0;
+    if (a->nvmlDeviceGetComputeRunningProcesses_v3) {
+        nvml_return prc = a->nvmlDeviceGetComputeRunningProcesses_v3(h, &procs, NULL);
+        if (prc == NVML_SUCCESS)
+            d->compute_processes = 0;
+        else if (prc == NVML_ERROR_INSUFFICIENT_SIZE)
+            d->compute_processes = (int)procs;
+        else
+            gpu_nvml_ok(d, prc);
+    }
 }
 
 void gpu_nvml_read(void *ctx, struct gpu_snapshot *s) {
@@ -307,6 +323,7 @@ void gpu_nvml_read(void *ctx, struct gpu_snapshot *s) {
         d->ecc_mode = -1;
         d->mig_mode = -1;
         d->ecc_uncorrected_volatile = -1;
+        d->compute_processes = -1;
         if (!n.initialized || i >= n.count || !n.bound[i])
             continue;
         d->matched = true;

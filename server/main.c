@@ -2,6 +2,7 @@
  * gpuhook: parses arguments and hands over to the library: `render` to
  * render.c, serving to serve.c. Nothing else lives here.
  */
+#include "gpuhook/agent.h"
 #include "gpuhook/config.h"
 #include "gpuhook/event.h"
 #include "gpuhook/gpu.h"
@@ -24,6 +25,7 @@ static void main_usage(FILE *f) {
     fprintf(f, "usage: gpuhook [--config FILE] [--check-config]\n"
                "       gpuhook render --config FILE --event EVENT --payload FILE\n"
                "                      [--header 'Name: value']... [--delivery ID]\n"
+               "       gpuhook agent [--listen HOST:PORT] [--node NAME]\n"
                "       gpuhook --version | --help\n"
                "\n"
                "Receives GitHub webhooks and creates Tekton PipelineRuns (lite or original).\n"
@@ -31,6 +33,8 @@ static void main_usage(FILE *f) {
                "  --check-config   validate the config and the files it names, print ok\n"
                "  render           print the PipelineRun a delivery would create; exit 0 when\n"
                "                   a run would be created, 3 when ignored, 2 on errors\n"
+               "  agent            serve only GET /gpu and /healthz for the cluster view\n"
+               "                   (a DaemonSet on GPU nodes; no config, no secret)\n"
                "Signals: SIGHUP reloads the config, SIGTERM/SIGINT shut down gracefully.\n");
 }
 
@@ -50,6 +54,8 @@ int main(int argc, char **argv) {
     event_global_init(); /* before any thread touches cJSON */
     if (argc > 1 && strcmp(argv[1], "render") == 0)
         return render_main(argc - 1, argv + 1, MAIN_DEFAULT_CONFIG);
+    if (argc > 1 && strcmp(argv[1], "agent") == 0)
+        return agent_main(argc - 1, argv + 1);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             config_path = argv[++i];

@@ -2,6 +2,7 @@
 #include "gpuhook/app.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
+#include "gpuhook/clusterview.h"
 #include "gpuhook/config.h"
 #include "gpuhook/event.h"
 #include "gpuhook/gpu.h"
@@ -184,7 +185,8 @@ int pipeline_prepare(const struct config *cfg, const char *ns, const struct pipe
                      struct buf *text, struct pipeline_outcome *o) {
     struct event *ev = in->ev;
     struct select_decision d;
-    char err[512] = "", fit_reason[256] = "", name[NAMING_MAX + 1];
+    char err[512] = "", fit_reason[512] = "", name[NAMING_MAX + 1];
+    char *affinity = NULL; /* the cluster view's placement, merged after rendering */
 
     memset(&d, 0, sizeof(d));
     o->event = ev->event ? ev->event : "unknown";
@@ -205,8 +207,8 @@ int pipeline_prepare(const struct config *cfg, const char *ns, const struct pipe
         return o->status;
     }
     int variant = d.variant;
-    int fit = gpu_fit_check(select_rules_gpu_fit(cfg->rules), cfg->gpu.required, d.variant,
-                            &variant, fit_reason, sizeof(fit_reason));
+    int fit = clusterview_fit_check(cfg, d.variant, &variant, fit_reason, sizeof(fit_reason),
+                                    &affinity);
     if (fit == GPU_FIT_REJECTED) {
         buf_copy_str(o->reason, sizeof(o->reason), fit_reason);
         buf_copy_str(o->variant, sizeof(o->variant), select_variant_name(d.variant));
@@ -233,6 +235,9 @@ int pipeline_prepare(const struct config *cfg, const char *ns, const struct pipe
         .override_count = in->override_count,
     };
     int rc = template_render_json(cfg->tmpl, &ri, text, name, err, sizeof(err));
+    if (rc == 0)
+        rc = clusterview_place(text, affinity);
+    free(affinity);
     if (rc == GHE_INVAL)
         return pipeline_stop(o, PIPELINE_INVALID, "invalid", "%s", err);
     if (rc)

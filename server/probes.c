@@ -1,5 +1,6 @@
 /* GET /healthz, /readyz, /gpu and /metrics: the routes with no body and no state. */
 #include "gpuhook/app.h"
+#include "gpuhook/clusterview.h"
 #include "gpuhook/config.h"
 #include "gpuhook/delivery.h"
 #include "gpuhook/gpu.h"
@@ -45,6 +46,18 @@ static enum http_step probes_readyz(struct http_request *req, void *state) {
 static enum http_step probes_gpu(struct http_request *req, void *state) {
     int status = 503;
     (void)state;
+    /* With cluster_gpu configured and data in: the cluster's body (?node= narrows it). */
+    const char *node = http_request_arg(req, "node");
+    bool found = true;
+    char *c = clusterview_json(req->cfg, node, &found);
+    if (c || !found) {
+        if (!found)
+            http_request_error(req, 404, "no node named \"%s\" in the cluster GPU view", node);
+        else
+            http_respond(req, 200, NULL, c, strlen(c));
+        free(c);
+        return HTTP_RESPONDED;
+    }
     char *s = gpu_status_json(http_request_flag(req, "verbose"), &status);
     if (!s) {
         http_request_error(req, 500, "out of memory");

@@ -2,6 +2,7 @@
 #include "routes.h"
 #include "gpuhook/app.h"
 #include "gpuhook/bodybudget.h"
+#include "gpuhook/clusterview.h"
 #include "gpuhook/config.h"
 #include "gpuhook/delivery.h"
 #include "gpuhook/gpu.h"
@@ -98,10 +99,12 @@ int serve_run(struct config *cfg, const char *config_path) {
     gpu_set_fit_policy(select_rules_gpu_fit(cfg->rules));
     /* A probe already started (by a test harness injecting a source) is kept. */
     gpu_start(&cfg->gpu);
-    server = http_server_start(&app, &routes_table, cfg, &el);
+    if (clusterview_start(cfg, &el) == 0)
+        server = http_server_start(&app, &routes_table, cfg, &el);
     if (!server) {
         for (size_t i = 0; i < el.count; i++)
             LOGGER_ERROR_("cannot serve", "error", el.items[i]);
+        clusterview_stop();
         gpu_stop();
         app_cleanup(&app);
         errlist_cleanup(&el);
@@ -130,6 +133,7 @@ int serve_run(struct config *cfg, const char *config_path) {
     config_unref(now);
     if (!http_server_stop(server, grace))
         return SERVE_UNDRAINED;
+    clusterview_stop();
     gpu_stop();
     app_cleanup(&app);
     errlist_cleanup(&el);

@@ -73,6 +73,14 @@ struct config {
     long spool_retry_after_max_seconds; /* the most a Retry-After delays a spooled run */
 
     struct gpu_options gpu;
+
+    /* cluster_gpu: the agents' view (clusterview.c); off without a service */
+    char *cluster_gpu_service;
+    char *cluster_gpu_port_name;
+    long cluster_gpu_poll_seconds;
+    int cluster_gpu_stale_after;
+    bool cluster_gpu_nodes;
+    bool cluster_gpu_placement;
 };
 
 /*

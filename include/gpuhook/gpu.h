@@ -45,6 +45,9 @@ void gpu_stop(void);
 /* Changes the options of a running probe (on SIGHUP). */
 void gpu_set_options(const struct gpu_options *opts);
 
+/* `gpuhook agent`: GET /gpu's body names this node ("node"); set once, before serving. */
+void gpu_set_node_name(const char *name);
+
 /*
  * Serializes the cached snapshot as the body of GET /gpu (caller frees) and
  * sets *http_status to 200 (ok, degraded) or 503 (unavailable). Returns NULL

@@ -4,8 +4,13 @@
  * built only for tests; the shipped binary has no such switch.
  *
  * GPUHOOK_FAKE_FREE_MIB: free memory of the one fake device, or "none" for a
- * machine that sees no GPU at all.
+ * machine that sees no GPU at all. GPUHOOK_FAKE_COMPUTE_PROCS: the device's compute
+ * process count (default 0).
+ *
+ * `gpuhook_fakegpu agent [--listen HOST:PORT] [--node NAME]` runs `gpuhook agent`
+ * on the same fake device, for the cluster view's tests.
  */
+#include "gpuhook/agent.h"
 #include "gpuhook/gpu.h"
 #include "gpuhook/config.h"
 #include "gpu_backend.h"
@@ -19,6 +24,7 @@
 
 static unsigned long long fake_free_mib;
 static int fake_none;
+static int fake_procs;
 
 static void fake_cuda_probe(void *ctx, struct gpu_cuda_probe *p) {
     (void)ctx;
@@ -60,6 +66,7 @@ static void fake_nvml_read(void *ctx, struct gpu_snapshot *s) {
     d->temperature_c = 40;
     d->ecc_mode = -1;
     d->mig_mode = -1;
+    d->compute_processes = fake_procs;
 }
 
 static int fake_xid_wait(void *ctx, int timeout_ms, int *index, unsigned long long *xid) {
@@ -80,6 +87,21 @@ int main(int argc, char **argv) {
     struct config *cfg = NULL;
     sigset_t set;
 
+    const char *procs = getenv("GPUHOOK_FAKE_COMPUTE_PROCS");
+    fake_procs = procs ? atoi(procs) : 0;
+    if (argc >= 2 && strcmp(argv[1], "agent") == 0) {
+        fake_none = !free_mib || strcmp(free_mib, "none") == 0;
+        fake_free_mib = fake_none ? 0 : strtoull(free_mib, NULL, 10);
+        sigemptyset(&set);
+        sigaddset(&set, SIGTERM);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGHUP);
+        pthread_sigmask(SIG_BLOCK, &set, NULL);
+        struct gpu_options go = {.refresh_seconds = 1, .required = false};
+        gpu_start_source(&go, &src);
+        gpu_refresh_now(2000);
+        return agent_main(argc - 1, argv + 1);
+    }
     if (argc != 3 || strcmp(argv[1], "--config") != 0) {
         fprintf(stderr, "usage: gpuhook_fakegpu --config FILE\n");
         return 2;
