@@ -124,12 +124,12 @@ static void *clusterview_main(void *arg) {
         pthread_mutex_unlock(&cv.lock);
         clusterview_list(&body);
         pthread_mutex_lock(&cv.lock);
-        int rc = gpupoll_prepare(cv.poll, &cv.view);
+        int targets = gpupoll_prepare(cv.poll, &cv.view); /* how many, or a GHE_ code */
         pthread_mutex_unlock(&cv.lock);
-        if (rc == 0)
+        if (targets > 0)
             gpupoll_run(cv.poll);
         pthread_mutex_lock(&cv.lock);
-        if (rc == 0)
+        if (targets > 0)
             gpupoll_apply(cv.poll, &cv.view, clock_wall_ms());
         gpuview_refresh(&cv.view, clock_wall_ms());
         if (cv.stopping)
