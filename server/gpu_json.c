@@ -137,8 +137,6 @@ static void gpu_json_add_device(struct json_ctx *j, cJSON *arr, const struct gpu
     } else {
         gpu_json_check(j, cJSON_AddNullToObject(o, "remapped_rows"));
     }
-    gpu_json_num_or_null(j, o, "compute_processes", d->matched && d->compute_processes >= 0,
-                         d->compute_processes);
 
     if (x->seen) {
         cJSON *xo = gpu_json_check(j, cJSON_AddObjectToObject(o, "last_xid"));
@@ -149,6 +147,9 @@ static void gpu_json_add_device(struct json_ctx *j, cJSON *arr, const struct gpu
     } else {
         gpu_json_check(j, cJSON_AddNullToObject(o, "last_xid"));
     }
+    /* The agent's "busy": how many compute processes hold the device. */
+    gpu_json_num_or_null(j, o, "compute_processes", d->matched && d->compute_processes >= 0,
+                         d->compute_processes);
 }
 
 static void gpu_json_add_verbose(struct json_ctx *j, cJSON *root, const struct gpu_snapshot *s,

@@ -142,6 +142,12 @@ static const struct {
      "\"spool_retry_after_max_seconds\":301", true},
     {".gpu.refresh_seconds", "\"refresh_seconds\":5", "\"refresh_seconds\":6", false},
     {".gpu.required", "\"required\":false", "\"required\":true", false},
+    {".cluster_gpu.service", "\"service\":\"agents\"", "\"service\":\"agents2\"", true},
+    {".cluster_gpu.port_name", "\"port_name\":\"http\"", "\"port_name\":\"gpu\"", true},
+    {".cluster_gpu.poll_seconds", "\"poll_seconds\":5", "\"poll_seconds\":6", true},
+    {".cluster_gpu.stale_after", "\"stale_after\":3", "\"stale_after\":4", true},
+    {".cluster_gpu.nodes", "\"nodes\":false", "\"nodes\":true", true},
+    {".cluster_gpu.placement", "\"placement\":true", "\"placement\":false", false},
 };
 
 #define RELOAD_BASE                                                                                \
@@ -157,7 +163,9 @@ static const struct {
     "\"proxy\":\"http://proxy:3128\",\"timeout_seconds\":5},"                                      \
     "\"template\":\"@T@\",\"bindings\":\"@B@\",\"selection\":{\"default\":\"lite\"},"              \
     "\"spool_dir\":\"spool\",\"spool_max_age_hours\":72,\"spool_retry_after_max_seconds\":300,"    \
-    "\"gpu\":{\"refresh_seconds\":5,\"required\":false}}"
+    "\"gpu\":{\"refresh_seconds\":5,\"required\":false},"                                    \
+    "\"cluster_gpu\":{\"service\":\"agents\",\"port_name\":\"http\",\"poll_seconds\":5,"          \
+    "\"stale_after\":3,\"nodes\":false,\"placement\":true}}"
 
 static struct config *reload_load(const struct fixture *fx, const char *json) {
     struct config *cfg = NULL;

@@ -612,6 +612,7 @@ static void test_verbose_body_adds_cuda_nvml_and_devices(void **state) {
                                          "ecc_uncorrected_volatile",
                                          "remapped_rows",
                                          "last_xid",
+                                         "compute_processes",
                                          NULL};
     static const char *const memory[] = {"total_mib", "used_mib", "free_mib", "reserved_mib", NULL};
     static const char *const rows[] = {"correctable", "uncorrectable", "pending", "failure", NULL};
@@ -671,6 +672,7 @@ static void test_verbose_body_adds_cuda_nvml_and_devices(void **state) {
     assert_keys(rr, rows);
     assert_false(bool_of(rr, "pending"));
     assert_null_field(d, "last_xid");
+    assert_true(cJSON_IsNumber(cJSON_GetObjectItem(d, "compute_processes")));
     cJSON_Delete(doc);
     gpu_stop();
     unsetenv("CUDA_VISIBLE_DEVICES");
