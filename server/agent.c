@@ -87,10 +87,12 @@ static struct config *agent_config(const char *listen) {
 }
 
 static void agent_usage(FILE *f) {
-    fprintf(f, "usage: gpuhook agent [--listen HOST:PORT] [--node NAME]\n"
-               "  --listen  the address to serve (else $GPUHOOK_AGENT_LISTEN, else " AGENT_DEFAULT_LISTEN
-               ")\n"
-               "  --node    this node's name (else $NODE_NAME, from the downward API)\n");
+    fprintf(
+        f,
+        "usage: gpuhook agent [--listen HOST:PORT] [--node NAME]\n"
+        "  --listen  the address to serve (else $GPUHOOK_AGENT_LISTEN, else " AGENT_DEFAULT_LISTEN
+        ")\n"
+        "  --node    this node's name (else $NODE_NAME, from the downward API)\n");
 }
 
 int agent_main(int argc, char **argv) {

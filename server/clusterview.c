@@ -282,9 +282,8 @@ int clusterview_place(struct buf *run, const char *affinity) {
     int rc = GHE_NOMEM;
     if (!root || !add)
         goto out;
-    cJSON *pt = clusterview_child(clusterview_child(clusterview_child(root, "spec"),
-                                                    "taskRunTemplate"),
-                                  "podTemplate");
+    cJSON *pt = clusterview_child(
+        clusterview_child(clusterview_child(root, "spec"), "taskRunTemplate"), "podTemplate");
     cJSON *aff = pt ? clusterview_child(pt, "affinity") : NULL;
     if (!aff) {
         rc = 0; /* the template's shape is not ours to change */
