@@ -200,6 +200,26 @@ EOF
     [ ! -f "$gv" ] || expect_in "$gv" "image: ghcr.io/example/gpuhook:0.1.0-cuda" \
         "gpu-view overlay runs the CUDA build of the image"
 
+    # The cluster GPU view (issue 19): the agent DaemonSet, its headless
+    # Service, the EndpointSlice Role, and the opt-in nodes component.
+    mkdir -p "$TMP/nodes-overlay"
+    cat >"$TMP/nodes-overlay/kustomization.yaml" <<EOF
+resources:
+  - $(relto "$ROOT/k8s/overlays/cluster-gpu" "$TMP/nodes-overlay")
+components:
+  - $(relto "$ROOT/k8s/components/cluster-gpu-nodes" "$TMP/nodes-overlay")
+EOF
+    for target in k8s/overlays/cluster-gpu "$TMP/nodes-overlay"; do
+        name=${target#"$TMP/"}
+        if kubectl kustomize "$target" >"$TMP/cg.yaml" 2>"$TMP/cg.err" &&
+            "$PY" tests/k8s/check_cluster_gpu.py "$TMP/cg.yaml" "$name" >"$TMP/cg.out" 2>&1; then
+            pass "cluster GPU view, $name: $(cat "$TMP/cg.out")"
+        else
+            fail "cluster GPU view, $name:"
+            cat "$TMP/cg.err" "$TMP/cg.out" >&2
+        fi
+    done
+
     # Another namespace, as an overlay would set it: the Namespace, every
     # object and the RoleBinding's subject follow (a stale subject is a 403).
     mkdir -p "$TMP/ns-overlay"

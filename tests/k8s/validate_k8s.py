@@ -236,6 +236,8 @@ def check_kustomization(path, doc, kz, report):
                 report.error(where, f"{field}[{i}]: a generator needs a name")
                 continue
             keys = kz.generated.setdefault(gen["name"], {})
+            if gen.get("behavior") == "replace":
+                keys.clear()  # an overlay's replacement starts the generator over
             for entry in gen.get("files") or []:
                 key, _, src = entry.rpartition("=") if "=" in entry else ("", "", entry)
                 target = ref(src, f"{field}[{i}].files", allow_dir=False)
@@ -736,9 +738,36 @@ def expand_tt(text, tparams, bound):
 
 # ----------------------------------------------------------------- policy --
 
+# The one cluster-wide exception: the opt-in component that lets gpuhook read
+# Nodes for the cluster GPU view (issue 19). Read-only, Nodes only, bound to
+# gpuhook's ServiceAccount only.
+NODE_COMPONENT = "k8s/components/cluster-gpu-nodes/"
+
+
+def check_node_component(obj, report):
+    where = obj.where()
+    d = obj.doc
+    if obj.kind == "ClusterRole":
+        for rule in d.get("rules") or []:
+            if rule.get("apiGroups") != [""] or rule.get("resources") != ["nodes"]:
+                report.error(where, "the nodes component may grant only core nodes")
+            if set(rule.get("verbs") or []) - {"get", "list", "watch"}:
+                report.error(where, "the nodes component may only get, list and watch")
+    else:
+        if (d.get("roleRef") or {}).get("name") != "gpuhook-gpu-nodes":
+            report.error(where, "the nodes component binds only gpuhook-gpu-nodes")
+        subs = d.get("subjects") or []
+        if [(x.get("kind"), x.get("name")) for x in subs] != [("ServiceAccount", "gpuhook")]:
+            report.error(where, "the nodes component binds only gpuhook's ServiceAccount")
+
+
 def check_policy(obj, report):
     where = obj.where()
     d = obj.doc
+    if obj.kind in ("ClusterRole", "ClusterRoleBinding") and rel(obj.path).startswith(
+            NODE_COMPONENT):
+        check_node_component(obj, report)
+        return
     if obj.kind in ("ClusterRole", "ClusterRoleBinding"):
         report.error(where, "nothing cluster-wide: use a namespaced Role and RoleBinding")
     if obj.kind in ("RoleBinding", "ClusterRoleBinding"):
