@@ -9,7 +9,11 @@
 #       /gpu and /gpu?verbose, times the first refresh and 100 cached requests,
 #       checks with nvidia-smi that gpuhook holds no GPU memory (no context),
 #       runs again with CUDA_VISIBLE_DEVICES="" to see the 503, runs the probe
-#       harness, and writes everything, with summary.txt, under OUTDIR.
+#       harness, then the cluster view (issue 19): `gpuhook agent` and a
+#       server polling it through a small stand-in API (tests/gpu/mini_kubeapi.py),
+#       with hold_memory taking all but 5000 MiB: the decision follows the
+#       agent's figures, neither process holds GPU memory. Everything, with
+#       summary.txt, goes under OUTDIR.
 #
 # The run step needs bash, python3 and (preferably) curl; nvidia-smi when
 # there is a GPU. It never fails half-way: each check is recorded in
@@ -46,6 +50,10 @@ prepare() {
         tests/gpu/gpu_probe_main.c -o "$CARRY/gpu_probe" \
         -L"$cuda/lib64" -lcudart_static -lcjson -lpthread -ldl -lrt ||
         die "the probe harness did not build"
+    # The cluster check's other workload: a few lines of cudaMalloc.
+    gcc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror -isystem "$cuda/include" \
+        tests/gpu/hold_memory.c -o "$CARRY/hold_memory" -L"$cuda/lib64" -lcudart_static \
+        -lpthread -ldl -lrt || die "hold_memory did not build"
 
     # The GPU machine lacks these; they travel in lib/. Everything else ldd
     # lists travels in extra/, used there only for what is still missing.
@@ -372,8 +380,156 @@ run() {
         check "probe with CUDA_VISIBLE_DEVICES=\"\" answers 503" \
             bash -c "grep '^gpu_http_status:' \"\$1\" | tail -1 | grep -q 503" _ "$OUTDIR/probe.txt"
     fi
+    if [ -x "$CARRY/gpuhook" ] && [ -x "$CARRY/hold_memory" ]; then
+        run_cluster
+    else
+        note "SKIP cluster: gpuhook or hold_memory not built"
+    fi
     note "overall: $([ "$FAILED" = 0 ] && echo PASS || echo FAIL)"
     return "$FAILED"
+}
+
+# ---------- the cluster view (issue 19): agent + server ----------
+
+# POST JSON $2 to path $1 of the cluster server with the trigger token; body to $3, status out.
+cluster_trigger() {
+    python3 - "http://127.0.0.1:$CPORT$1" "$2" "$3" "$CFGDIR/trigger-token" <<'EOF'
+import sys, urllib.request, urllib.error
+tok = open(sys.argv[4]).read().strip()
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST",
+                             headers={"Content-Type": "application/json",
+                                      "Authorization": "Bearer " + tok})
+try:
+    r = urllib.request.urlopen(req, timeout=10)
+    code, body = r.status, r.read()
+except urllib.error.HTTPError as e:
+    code, body = e.code, e.read()
+except Exception as e:
+    code, body = 0, str(e).encode()
+open(sys.argv[3], "wb").write(body)
+print(code, end="")
+EOF
+}
+
+# Waits until the cluster /gpu says the node's agent is fresh and its GPU 0's free memory
+# satisfies the python expression $1 (on f); leaves the body in $2.
+cluster_wait_free() {
+    for _ in $(seq 1 150); do
+        PORT=$CPORT http_get "/gpu?node=$CNODE" "$2" >/dev/null
+        if python3 - "$2" "$1" <<'EOF'; then
+import json, sys
+b = json.load(open(sys.argv[1]))
+n = b["nodes"][0]
+assert b["view"] == "cluster" and n["agent"]["state"] == "fresh"
+f = n["gpus"][0]["free_mib"]
+sys.exit(0 if eval(sys.argv[2]) else 1)
+EOF
+            return 0
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+# Prints "variant|reason|preferred hosts" of a trigger answer (dry_run or created).
+cluster_answer() {
+    python3 - "$1" <<'EOF'
+import json, sys
+b = json.load(open(sys.argv[1]))
+run = b.get("pipelinerun") if isinstance(b.get("pipelinerun"), dict) else {}
+aff = (run.get("spec", {}).get("taskRunTemplate", {}).get("podTemplate", {})
+       .get("affinity", {}).get("nodeAffinity", {}))
+hosts = [v for t in aff.get("preferredDuringSchedulingIgnoredDuringExecution", [])
+         for e in t["preference"]["matchExpressions"] for v in e["values"]]
+print("%s|%s|%s" % (b.get("variant"), b.get("reason"), ",".join(hosts)))
+EOF
+}
+
+run_cluster() {
+    local dir=$CFGDIR/cluster apid aport ans
+    CPORT=$((PORT + 1))
+    APORT=$((PORT + 2))
+    CNODE=h200-node
+    mkdir -p "$dir/spool" "$dir/runs"
+    head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$CFGDIR/trigger-token"
+    chmod 600 "$CFGDIR/trigger-token"
+
+    NODE_NAME=$CNODE "$CARRY/gpuhook" agent --listen "127.0.0.1:$APORT" \
+        2>"$OUTDIR/agent.log" &
+    local agent_pid=$!
+    python3 "$ROOT/tests/gpu/mini_kubeapi.py" --port-file "$dir/api-port" --agent-port "$APORT" \
+        --node "$CNODE" --runs-dir "$dir/runs" 2>"$OUTDIR/mini-kubeapi.log" &
+    apid=$!
+    for _ in $(seq 1 100); do [ -s "$dir/api-port" ] && break; sleep 0.05; done
+    aport=$(cat "$dir/api-port" 2>/dev/null)
+    cat >"$dir/gpuhook.json" <<EOF
+{
+  "listen": "127.0.0.1:$CPORT",
+  "shutdown_grace_seconds": 2,
+  "github": { "secret_files": ["$CFGDIR/webhook-secret"], "events": ["push"] },
+  "trigger": { "token_file": "$CFGDIR/trigger-token", "default_repo_url": "https://github.com/o/r.git" },
+  "kubernetes": { "mode": "url", "url": "http://127.0.0.1:$aport", "namespace": "gpu-runs", "timeout_seconds": 5 },
+  "template": "$ROOT/k8s/triggers/trigger-template.yaml",
+  "bindings": "$ROOT/k8s/triggers/trigger-binding.yaml",
+  "selection": { "default": "lite",
+                 "gpu_fit": { "lite_min_free_mib": 2048, "original_min_free_mib": 8192, "on_insufficient": "downgrade" } },
+  "spool_dir": "$dir/spool",
+  "gpu": { "refresh_seconds": 5 },
+  "cluster_gpu": { "service": "gpuhook-agent", "poll_seconds": 1, "nodes": true }
+}
+EOF
+    "$CARRY/gpuhook" --config "$dir/gpuhook.json" 2>"$OUTDIR/server-cluster.log" &
+    local server_pid=$!
+
+    check "cluster: the server sees the agent's GPU with more than 8192 MiB free" \
+        cluster_wait_free "f > 8192" "$OUTDIR/cluster-gpu-idle.json"
+    note "cluster: GET /gpu?node=$CNODE (idle): $(head -c 1500 "$OUTDIR/cluster-gpu-idle.json")"
+    note "cluster: nvidia-smi memory.free (idle): $(nvidia-smi --query-gpu=memory.free --format=csv,noheader 2>&1 | head -1)"
+    cluster_trigger "/trigger?dry_run=true" '{"variant":"original","revision":"main"}' \
+        "$OUTDIR/cluster-trigger-idle.json" >/dev/null
+    ans=$(cluster_answer "$OUTDIR/cluster-trigger-idle.json")
+    note "cluster: original on an idle GPU: $ans"
+    check "cluster: original is kept and placed on $CNODE, GPU 0" \
+        bash -c '[[ $1 == original\|*"node $2, GPU 0"*\|$2 ]]' _ "$ans" "$CNODE"
+
+    # Another workload takes all but 5000 MiB.
+    "$CARRY/hold_memory" 5000 >"$OUTDIR/hold_memory.txt" 2>&1 &
+    local hold_pid=$!
+    for _ in $(seq 1 200); do grep -q holding "$OUTDIR/hold_memory.txt" && break; sleep 0.05; done
+    note "cluster: hold_memory: $(cat "$OUTDIR/hold_memory.txt")"
+    check "cluster: the agent's figure follows the held memory (free below 8192 MiB)" \
+        cluster_wait_free "f < 8192" "$OUTDIR/cluster-gpu-held.json"
+    note "cluster: GET /gpu?node=$CNODE (held): $(head -c 1500 "$OUTDIR/cluster-gpu-held.json")"
+    note "cluster: nvidia-smi memory.free (held): $(nvidia-smi --query-gpu=memory.free --format=csv,noheader 2>&1 | head -1)"
+    check "cluster: the held GPU is busy (compute processes seen by the agent)" \
+        test "$(json_get "$OUTDIR/cluster-gpu-held.json" nodes.0.gpus.0.busy)" = true
+    cluster_trigger "/trigger" '{"variant":"original","revision":"main"}' \
+        "$OUTDIR/cluster-trigger-held.json" >"$OUTDIR/cluster-trigger-held.status"
+    local run
+    run=$(ls "$dir/runs" | head -1)
+    [ -z "$run" ] || cp "$dir/runs/$run" "$OUTDIR/cluster-run-held.json"
+    note "cluster: original with 5000 MiB left: HTTP $(cat "$OUTDIR/cluster-trigger-held.status") $(head -c 600 "$OUTDIR/cluster-trigger-held.json")"
+    check "cluster: the created run is lite, its reason names $CNODE and GPU 0" \
+        python3 - "$OUTDIR/cluster-run-held.json" "$CNODE" <<'EOF'
+import json, sys
+run = json.load(open(sys.argv[1]))
+md = run["metadata"]
+reason = md["annotations"]["gpuhook.dev/reason"]
+print("reason:", reason)
+assert md["labels"]["gpuhook.dev/variant"] == "lite", md["labels"]
+assert sys.argv[2] in reason and "GPU 0" in reason, reason
+aff = run["spec"]["taskRunTemplate"]["podTemplate"]["affinity"]["nodeAffinity"]
+assert sys.argv[2] in json.dumps(aff["preferredDuringSchedulingIgnoredDuringExecution"])
+EOF
+    local apps
+    apps=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader 2>&1)
+    note "cluster: compute apps while held: $(echo "$apps" | tr '\n' ';') (agent $agent_pid, server $server_pid, hold $hold_pid)"
+    check "cluster: neither the agent nor the server holds GPU memory" \
+        bash -c '! echo "$1" | grep -qE "^($2|$3)," ' _ "$apps" "$agent_pid" "$server_pid"
+    check "cluster: nvidia-smi lists the holder" \
+        bash -c 'echo "$1" | grep -qE "^$2,"' _ "$apps" "$hold_pid"
+    kill -TERM "$hold_pid" "$server_pid" "$agent_pid" "$apid" 2>/dev/null
+    wait "$hold_pid" "$server_pid" "$agent_pid" "$apid" 2>/dev/null
 }
 
 case "${1:-}" in
