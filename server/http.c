@@ -625,6 +625,12 @@ struct http_server *http_server_start(struct app *app, const struct http_routes 
         return NULL;
     s->app = app;
     s->routes = routes;
+    /* The request metrics are labelled with the table's names, whatever routes it holds. */
+    const char *names[64];
+    size_t nnames = 0;
+    for (size_t i = 0; i < routes->count && nnames < 64; i++)
+        names[nnames++] = routes->list[i]->name;
+    metrics_set_routes(names, nnames);
     long conns = http_fd_room(cfg->max_connections);
     if (conns < cfg->max_connections) {
         char want[32], got[32];
