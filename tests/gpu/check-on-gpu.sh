@@ -445,6 +445,25 @@ print("%s|%s|%s" % (b.get("variant"), b.get("reason"), ",".join(hosts)))
 EOF
 }
 
+# "original|...node NODE, GPU 0...|NODE": kept and placed on NODE.
+cluster_kept() {
+    [[ $1 == original\|*"node $2, GPU 0"*\|$2 ]]
+}
+
+# True when none of the pids $2... is in the compute-apps list $1.
+cluster_no_pid() {
+    local apps=$1 pid
+    shift
+    for pid in "$@"; do
+        if echo "$apps" | grep -qE "^$pid,"; then return 1; fi
+    done
+    return 0
+}
+
+cluster_has_pid() {
+    echo "$1" | grep -qE "^$2,"
+}
+
 run_cluster() {
     local dir=$CFGDIR/cluster apid aport ans
     CPORT=$((PORT + 1))
@@ -490,7 +509,7 @@ EOF
     ans=$(cluster_answer "$OUTDIR/cluster-trigger-idle.json")
     note "cluster: original on an idle GPU: $ans"
     check "cluster: original is kept and placed on $CNODE, GPU 0" \
-        bash -c '[[ $1 == original\|*"node $2, GPU 0"*\|$2 ]]' _ "$ans" "$CNODE"
+        cluster_kept "$ans" "$CNODE"
 
     # Another workload takes all but 5000 MiB.
     "$CARRY/hold_memory" 5000 >"$OUTDIR/hold_memory.txt" 2>&1 &
@@ -506,8 +525,8 @@ EOF
     cluster_trigger "/trigger" '{"variant":"original","revision":"main"}' \
         "$OUTDIR/cluster-trigger-held.json" >"$OUTDIR/cluster-trigger-held.status"
     local run
-    run=$(ls "$dir/runs" | head -1)
-    [ -z "$run" ] || cp "$dir/runs/$run" "$OUTDIR/cluster-run-held.json"
+    run=$(find "$dir/runs" -name '*.json' | head -1)
+    [ -z "$run" ] || cp "$run" "$OUTDIR/cluster-run-held.json"
     note "cluster: original with 5000 MiB left: HTTP $(cat "$OUTDIR/cluster-trigger-held.status") $(head -c 600 "$OUTDIR/cluster-trigger-held.json")"
     check "cluster: the created run is lite, its reason names $CNODE and GPU 0" \
         python3 - "$OUTDIR/cluster-run-held.json" "$CNODE" <<'EOF'
@@ -525,9 +544,9 @@ EOF
     apps=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader 2>&1)
     note "cluster: compute apps while held: $(echo "$apps" | tr '\n' ';') (agent $agent_pid, server $server_pid, hold $hold_pid)"
     check "cluster: neither the agent nor the server holds GPU memory" \
-        bash -c '! echo "$1" | grep -qE "^($2|$3)," ' _ "$apps" "$agent_pid" "$server_pid"
+        cluster_no_pid "$apps" "$agent_pid" "$server_pid"
     check "cluster: nvidia-smi lists the holder" \
-        bash -c 'echo "$1" | grep -qE "^$2,"' _ "$apps" "$hold_pid"
+        cluster_has_pid "$apps" "$hold_pid"
     kill -TERM "$hold_pid" "$server_pid" "$agent_pid" "$apid" 2>/dev/null
     wait "$hold_pid" "$server_pid" "$agent_pid" "$apid" 2>/dev/null
 }
