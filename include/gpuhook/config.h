@@ -73,6 +73,15 @@ struct config {
     long spool_retry_after_max_seconds; /* the most a Retry-After delays a spooled run */
 
     struct gpu_options gpu;
+
+    /* concurrency (issue 18): the admission queue; group NULL means not configured. */
+    char *concurrency_group; /* a template over the event: {repo_full_name}/{branch} */
+    bool concurrency_cancel_pending;
+    bool concurrency_cancel_running;
+    long concurrency_max_running_lite; /* 0: no cap */
+    long concurrency_max_running_original;
+    char *concurrency_lease_name;
+    long concurrency_lease_duration_seconds;
 };
 
 /*
