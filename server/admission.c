@@ -171,8 +171,22 @@ static int admission_runs(struct admission *a, const cJSON *extra, struct queue_
 
 static void admission_decide(struct admission *a);
 
+/* One patch on its way: counted when the API applied it. */
+struct admission_patch {
+    struct admission *a;
+    enum queue_act kind;
+    double waited; /* START: seconds since queued-since */
+    char *name, *patch; /* the sender frees them once watcher_patch returns */
+};
+
+static void admission_count(enum queue_act kind, double waited);
+
 static void admission_patched(void *arg, int status, const char *body, size_t len) {
-    struct admission *a = arg;
+    struct admission_patch *ap = arg;
+    struct admission *a = ap->a;
+    if (status == 200)
+        admission_count(ap->kind, ap->waited);
+    free(ap);
     pthread_mutex_lock(&a->lock);
     a->inflight--;
     if (status == 200) {
@@ -187,9 +201,12 @@ static void admission_patched(void *arg, int status, const char *body, size_t le
         LOGGER_WARN_("admission: a scheduling patch failed; the next decision retries");
 }
 
-static void admission_count(const struct queue_action *act) {
-    switch (act->kind) {
-    case QUEUE_ACT_START: metrics_queue_action("start"); break;
+static void admission_count(enum queue_act kind, double waited) {
+    switch (kind) {
+    case QUEUE_ACT_START:
+        metrics_queue_action("start");
+        metrics_queue_waited(waited);
+        break;
     case QUEUE_ACT_SUPERSEDE: metrics_queue_action("supersede"); break;
     case QUEUE_ACT_CANCEL_RUNNING: metrics_queue_action("cancel_running"); break;
     case QUEUE_ACT_REJECT: metrics_queue_action("reject"); break;
@@ -198,43 +215,104 @@ static void admission_count(const struct queue_action *act) {
     }
 }
 
-/* Runs the decision and sends its patches; with the lock held. */
-static void admission_decide_locked(struct admission *a) {
+static const struct queue_run *admission_find(const struct queue_run *runs, size_t n,
+                                              const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(runs[i].name, name) == 0)
+            return &runs[i];
+    return NULL;
+}
+
+/* The depth gauges: pending runs by variant that this plan does not start or cancel. */
+static void admission_depth(const struct queue_run *runs, size_t n, const struct queue_plan *plan) {
+    long depth[2] = {0, 0};
+    for (size_t i = 0; i < n; i++) {
+        bool acted = false;
+        if (runs[i].spec != QUEUE_SPEC_PENDING || !runs[i].variant)
+            continue;
+        for (size_t k = 0; k < plan->count; k++)
+            if (plan->actions[k].kind != QUEUE_ACT_NOTE &&
+                strcmp(plan->actions[k].name, runs[i].name) == 0)
+                acted = true;
+        if (!acted)
+            depth[strcmp(runs[i].variant, "original") == 0]++;
+    }
+    metrics_queue_depth_set("lite", depth[0]);
+    metrics_queue_depth_set("original", depth[1]);
+}
+
+/*
+ * Runs the decision with the lock held and returns the patches to send (after the lock is
+ * released: watcher_patch may answer inline), names and bodies copied out of the store.
+ */
+static size_t admission_plan_locked(struct admission *a, struct admission_patch ***out) {
     struct queue_run *runs = NULL;
     struct queue_plan plan = {NULL, 0};
     struct queue_gpu gpu = {false, 0};
-    size_t n = 0;
+    size_t n = 0, k = 0;
     long long now = clock_wall_ms();
 
+    *out = NULL;
     if (!a->leading || a->inflight > 0 || a->stopping || !watcher_is_leader(a->w))
-        return;
+        return 0;
     admission_expire(a, now);
     if (admission_runs(a, NULL, &runs, &n) != 0)
-        return;
-    if (queue_decide(runs, n, &a->qc, &gpu, now, &plan) == 0) {
+        return 0;
+    if (queue_decide(runs, n, &a->qc, &gpu, now, &plan) == 0 && plan.count &&
+        (*out = calloc(plan.count, sizeof(**out)))) {
+        admission_depth(runs, n, &plan);
         for (size_t i = 0; i < plan.count; i++) {
             const struct queue_action *act = &plan.actions[i];
-            if (act->kind == QUEUE_ACT_DOWNGRADE || act->kind == QUEUE_ACT_NOTE ||
-                !watcher_is_leader(a->w))
+            if (act->kind == QUEUE_ACT_DOWNGRADE || act->kind == QUEUE_ACT_NOTE)
                 continue; /* no GPU source here: neither happens; notes are for display */
-            LOGGER_INFO_("admission", "pipelinerun", act->name, "action",
-                         act->kind == QUEUE_ACT_START ? "start" : "cancel");
-            admission_count(act);
-            a->inflight++;
-            if (watcher_patch(a->w, act->name, act->patch, strlen(act->patch), admission_patched,
-                              a) != 0) {
-                /* done has run (status 0) and counted the patch down */
+            struct admission_patch *ap = calloc(1, sizeof(*ap));
+            const struct queue_run *r = admission_find(runs, n, act->name);
+            if (!ap || !(ap->name = strdup(act->name)) || !(ap->patch = strdup(act->patch))) {
+                if (ap)
+                    free(ap->name);
+                free(ap);
+                break; /* the tick decides again */
             }
+            ap->a = a;
+            ap->kind = act->kind;
+            if (r) {
+                long long since = r->queued_since_ms ? r->queued_since_ms : r->created_ms;
+                ap->waited = now > since ? (double)(now - since) / 1000.0 : 0.0;
+            }
+            (*out)[k++] = ap;
         }
+        a->inflight += (int)k;
+    } else if (plan.count == 0) {
+        admission_depth(runs, n, &plan);
     }
     queue_plan_cleanup(&plan);
     free(runs);
+    return k;
 }
 
+/* Decides and sends; without the lock. Only while this replica holds the Lease. */
 static void admission_decide(struct admission *a) {
+    struct admission_patch **aps = NULL;
     pthread_mutex_lock(&a->lock);
-    admission_decide_locked(a);
+    size_t k = admission_plan_locked(a, &aps);
     pthread_mutex_unlock(&a->lock);
+    for (size_t i = 0; i < k; i++) {
+        struct admission_patch *ap = aps[i];
+        if (!watcher_is_leader(a->w)) { /* checked again before each patch */
+            free(ap->name);
+            free(ap->patch);
+            admission_patched(ap, 0, "", 0);
+            continue;
+        }
+        LOGGER_INFO_("admission", "pipelinerun", ap->name, "action",
+                     ap->kind == QUEUE_ACT_START ? "start" : "cancel");
+        /* On failure to queue, done has run already (status 0) and counted it down. */
+        char *name = ap->name, *patch = ap->patch;
+        (void)watcher_patch(a->w, name, patch, strlen(patch), admission_patched, ap);
+        free(name);
+        free(patch);
+    }
+    free(aps);
 }
 
 static void admission_on_event(void *arg, enum watcher_event ev, const cJSON *obj) {
@@ -273,8 +351,11 @@ static void *admission_tick(void *arg) {
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += ADMISSION_TICK_MS / 1000;
         pthread_cond_timedwait(&a->wake, &a->lock, &ts);
-        if (!a->stopping)
-            admission_decide_locked(a);
+        if (a->stopping)
+            break;
+        pthread_mutex_unlock(&a->lock);
+        admission_decide(a);
+        pthread_mutex_lock(&a->lock);
     }
     pthread_mutex_unlock(&a->lock);
     return NULL;
