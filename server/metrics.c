@@ -300,7 +300,7 @@ static int metrics_render_queue(struct buf *b) {
                          "gpuhook_queue_wait_seconds_bucket{le=\"+Inf\"} %llu\n"
                          "gpuhook_queue_wait_seconds_sum %.3f\n"
                          "gpuhook_queue_wait_seconds_count %llu\n"
-                         "# HELP gpuhook_queue_leader 1 while this replica holds the "
+                         "# HELP gpuhook_queue_leader Whether this replica holds the "
                          "scheduler's Lease.\n# TYPE gpuhook_queue_leader gauge\n"
                          "gpuhook_queue_leader %d\n",
                          (unsigned long long)metrics_c.wait_count, metrics_c.wait_sum,

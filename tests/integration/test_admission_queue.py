@@ -52,7 +52,7 @@ def wait_for(pred, timeout=15):
 
 
 def leader(g):
-    return "gpuhook_queue_leader 1" in g.metrics()
+    return "\ngpuhook_queue_leader 1\n" in g.metrics()
 
 
 def spec_status(api, name):
