@@ -563,10 +563,7 @@ static void config_check_kube(struct config_ctx *c) {
         char why[256];
         if (admission_group_check(cfg->concurrency_group, why, sizeof(why)) != 0)
             errlist_at(c->el, c->file, ".concurrency.group", "%s", why);
-        if (cfg->kube_mode != CONFIG_KUBE_URL && cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER)
-            errlist_at(c->el, c->file, ".concurrency",
-                       "needs kubernetes.mode \"url\" or \"in-cluster\" (the queue lives in "
-                       "the cluster)");
+        /* Outside the API modes there is no cluster to hold a queue: it is off (README). */
     }
     if (cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER && !cfg->kube_namespace)
         cfg->kube_namespace = strdup("tekton-pipelines");
