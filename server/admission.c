@@ -39,23 +39,34 @@ struct admission {
 
 static struct admission *admission_current;
 
-struct admission *admission_get(void) { return admission_current; }
+struct admission *admission_get(void) {
+    return admission_current;
+}
 
-static const char *const admission_fields[] = {"repo_full_name", "branch", "pr_number",
-                                                "event",          "variant", "ref",
-                                                "tag",            "sender",  "base_branch"};
+static const char *const admission_fields[] = {"repo_full_name", "branch", "pr_number", "event",
+                                               "variant",        "ref",    "tag",       "sender",
+                                               "base_branch"};
 
 static const char *admission_field(const struct event *ev, const char *variant, size_t i) {
     switch (i) {
-    case 0: return ev->repo_full_name;
-    case 1: return ev->branch;
-    case 2: return ev->pr_number;
-    case 3: return ev->event;
-    case 4: return variant;
-    case 5: return ev->ref;
-    case 6: return ev->tag;
-    case 7: return ev->sender;
-    default: return ev->base_branch;
+    case 0:
+        return ev->repo_full_name;
+    case 1:
+        return ev->branch;
+    case 2:
+        return ev->pr_number;
+    case 3:
+        return ev->event;
+    case 4:
+        return variant;
+    case 5:
+        return ev->ref;
+    case 6:
+        return ev->tag;
+    case 7:
+        return ev->sender;
+    default:
+        return ev->base_branch;
     }
 }
 
@@ -175,7 +186,7 @@ static void admission_decide(struct admission *a);
 struct admission_patch {
     struct admission *a;
     enum queue_act kind;
-    double waited; /* START: seconds since queued-since */
+    double waited;      /* START: seconds since queued-since */
     char *name, *patch; /* the sender frees them once watcher_patch returns */
 };
 
@@ -207,11 +218,20 @@ static void admission_count(enum queue_act kind, double waited) {
         metrics_queue_action("start");
         metrics_queue_waited(waited);
         break;
-    case QUEUE_ACT_SUPERSEDE: metrics_queue_action("supersede"); break;
-    case QUEUE_ACT_CANCEL_RUNNING: metrics_queue_action("cancel_running"); break;
-    case QUEUE_ACT_REJECT: metrics_queue_action("reject"); break;
-    case QUEUE_ACT_DOWNGRADE: metrics_queue_action("downgrade"); break;
-    default: break;
+    case QUEUE_ACT_SUPERSEDE:
+        metrics_queue_action("supersede");
+        break;
+    case QUEUE_ACT_CANCEL_RUNNING:
+        metrics_queue_action("cancel_running");
+        break;
+    case QUEUE_ACT_REJECT:
+        metrics_queue_action("reject");
+        break;
+    case QUEUE_ACT_DOWNGRADE:
+        metrics_queue_action("downgrade");
+        break;
+    default:
+        break;
     }
 }
 
@@ -373,10 +393,10 @@ int admission_new(const struct config *cfg, struct watcher *w, struct admission 
     a->store = cJSON_CreateObject();
     a->phantoms = cJSON_CreateObject();
     a->group_tmpl = strdup(cfg->concurrency_group ? cfg->concurrency_group : "");
-    a->variants[0] = (struct queue_variant){"lite", (int)cfg->concurrency_max_running_lite, 0,
-                                            NULL};
-    a->variants[1] = (struct queue_variant){"original",
-                                            (int)cfg->concurrency_max_running_original, 0, NULL};
+    a->variants[0] =
+        (struct queue_variant){"lite", (int)cfg->concurrency_max_running_lite, 0, NULL};
+    a->variants[1] =
+        (struct queue_variant){"original", (int)cfg->concurrency_max_running_original, 0, NULL};
     a->qc.variants = a->variants;
     a->qc.nvariants = 2;
     a->qc.cancel_pending = cfg->concurrency_cancel_pending || cfg->concurrency_cancel_running;
@@ -448,8 +468,8 @@ static int admission_position(const char *view, const char *name) {
     return pos;
 }
 
-int admission_admit(struct admission *a, const struct event *ev, const char *variant,
-                    char **json, size_t *len, int *position) {
+int admission_admit(struct admission *a, const struct event *ev, const char *variant, char **json,
+                    size_t *len, int *position) {
     char group[512], label[NAMING_MAX + 1], why[256], ts[CLOCK_RFC3339_MAX];
     long long now = clock_wall_ms();
     struct queue_run *runs = NULL;
@@ -505,8 +525,8 @@ int admission_admit(struct admission *a, const struct event *ev, const char *var
         cJSON_DeleteItemFromObjectCaseSensitive(spec, "status");
         admission_set(notes, QUEUE_NOTE_STARTED_AT, ts);
         admission_set(notes, QUEUE_NOTE_WAITED, "0s for nothing");
-        cJSON_DeleteItemFromObjectCaseSensitive(
-            cJSON_GetObjectItemCaseSensitive(cand, "spec"), "status");
+        cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(cand, "spec"),
+                                                "status");
         admission_set(cJSON_GetObjectItemCaseSensitive(cmd, "annotations"), QUEUE_NOTE_STARTED_AT,
                       ts);
     } else if (rc == 0 && *position == 0) {

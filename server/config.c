@@ -121,8 +121,8 @@ static const struct config_key config_gpu_keys[] = {
     CFG_END};
 /* The admission queue (admission.c) copies all of these when it starts. */
 static const struct config_key config_max_running_keys[] = {
-    {"lite", CONFIG_T_INT, CFG_OFF(concurrency_max_running_lite), 0, NULL, 0, 0, 100000, NULL,
-     NULL, false, RESTART},
+    {"lite", CONFIG_T_INT, CFG_OFF(concurrency_max_running_lite), 0, NULL, 0, 0, 100000, NULL, NULL,
+     false, RESTART},
     {"original", CONFIG_T_INT, CFG_OFF(concurrency_max_running_original), 0, NULL, 0, 0, 100000,
      NULL, NULL, false, RESTART},
     CFG_END};

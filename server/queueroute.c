@@ -1,6 +1,6 @@
 /* GET /queue: the admission queue as queue_view_json renders it, from this replica's store. */
-#include "routes.h"
 #include "gpuhook/admission.h"
+#include "routes.h"
 
 #include <stdlib.h>
 #include <string.h>

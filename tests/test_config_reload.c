@@ -165,9 +165,9 @@ static const struct {
     "\"proxy\":\"http://proxy:3128\",\"timeout_seconds\":5},"                                      \
     "\"template\":\"@T@\",\"bindings\":\"@B@\",\"selection\":{\"default\":\"lite\"},"              \
     "\"spool_dir\":\"spool\",\"spool_max_age_hours\":72,\"spool_retry_after_max_seconds\":300,"    \
-    "\"gpu\":{\"refresh_seconds\":5,\"required\":false},"                                     \
-    "\"concurrency\":{\"group\":\"{repo_full_name}\",\"cancel_pending\":true,"                  \
-    "\"cancel_running\":false,\"max_running\":{\"lite\":4,\"original\":1},"                     \
+    "\"gpu\":{\"refresh_seconds\":5,\"required\":false},"                                          \
+    "\"concurrency\":{\"group\":\"{repo_full_name}\",\"cancel_pending\":true,"                     \
+    "\"cancel_running\":false,\"max_running\":{\"lite\":4,\"original\":1},"                        \
     "\"lease\":{\"name\":\"l1\",\"duration_seconds\":15}}}"
 
 static struct config *reload_load(const struct fixture *fx, const char *json) {

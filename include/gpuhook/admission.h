@@ -47,8 +47,8 @@ struct admission *admission_get(void);
  * its place in its group's queue (1 = next), 0 when it starts now. Returns 0, or an error
  * with the text untouched.
  */
-int admission_admit(struct admission *a, const struct event *ev, const char *variant,
-                    char **json, size_t *len, int *position);
+int admission_admit(struct admission *a, const struct event *ev, const char *variant, char **json,
+                    size_t *len, int *position);
 
 /* GET /queue: queue_view_json over the current store. *json is the caller's. */
 int admission_view_json(struct admission *a, char **json);
