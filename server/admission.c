@@ -125,7 +125,7 @@ static void admission_group_label(const char *group, char out[NAMING_MAX + 1]) {
     while (n && !((v[n - 1] >= 'a' && v[n - 1] <= 'z') || (v[n - 1] >= 'A' && v[n - 1] <= 'Z') ||
                   (v[n - 1] >= '0' && v[n - 1] <= '9')))
         v[--n] = '\0';
-    snprintf(out, NAMING_MAX + 1, "%s%s%08x", v, n ? "." : "", h);
+    snprintf(out, NAMING_MAX + 1, "%.53s%s%08x", v, n ? "." : "", h); /* 53 + 1 + 8 <= 63 */
 }
 
 /* ---- the store ---- */
