@@ -6,12 +6,13 @@ restart (the state is in the cluster) and a kill -9 of the leader, and a flappin
 import json
 import os
 import signal
+import subprocess
 import tempfile
 import time
 
 import pytest
 
-from harness import WRAPPER, GpuHook, fixture
+from harness import BINARY, WRAPPER, GpuHook, fixture
 from fake_apiserver import FakeApiServer
 
 PUSH = fixture("push_with-new-branch.json")
@@ -193,3 +194,29 @@ def test_a_flapping_api_during_scheduling_loses_nothing(api):
         api.set_run_status(names[1], "Succeeded")
         assert wait_for(lambda: started(api, names[2]), timeout=20)
         assert len(api.objects()) == 3
+
+
+def test_a_bad_group_template_is_a_config_error_that_names_the_key(api):
+    g = hook(api)
+    g.config["concurrency"]["group"] = "{repo_full_name}/{nope}"
+    g.write_config()
+    r = subprocess.run([BINARY, "--config", g.config_path, "--check-config"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert ".concurrency.group" in out and "unknown field {nope}" in out, out
+
+
+def test_queue_route_without_concurrency_says_why(api):
+    g = hook(api)
+    del g.config["concurrency"]
+    with g:
+        r = g.request("GET", "/queue")
+        assert r.status == 404
+        assert "no admission queue" in r.json["error"], r.body
+        # Without the block nothing changes: a run is created started, answered 201.
+        d = g.deliver("push", push())
+        assert d.status == 201 and d.json["status"] == "created", d.body
+        run = api.run(d.json["pipelinerun"])
+        assert "status" not in run.get("spec", {})
+        assert "gpuhook.dev/group" not in (run["metadata"].get("labels") or {})
