@@ -7,6 +7,7 @@
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/spool.h"
+#include "gpuhook/watcher.h"
 #include "gpuhook/workpool.h"
 
 #include <errno.h>
@@ -33,6 +34,8 @@ struct delivery {
     struct kube *kube;
     struct spool *spool;
     struct workpool *pool; /* the threads that may block (fsync); NULL: deliver inline */
+    struct watcher *watcher; /* the shared watcher (API modes with concurrency); NULL else */
+    bool watcher_started;
 
     pthread_mutex_t lock; /* guards the readiness cache */
     long ready_at_ms;
@@ -69,6 +72,17 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
         }
         spool_set_retry_after_max(d->spool, cfg->spool_retry_after_max_seconds);
         d->spool_dir = strdup(cfg->spool_dir);
+        if (cfg->concurrency_group) {
+            struct watcher_config wc = {
+                .namespace_ = d->namespace,
+                .lease_name = cfg->concurrency_lease_name,
+                .lease_duration_ms = cfg->concurrency_lease_duration_seconds * 1000L,
+            };
+            if (watcher_new(d->kube, &wc, &d->watcher, err, sizeof(err)) != 0) {
+                errlist_add(el, "the PipelineRun watcher: %s", err);
+                goto fail;
+            }
+        }
     } else {
         d->namespace = strdup(cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines");
     }
@@ -90,12 +104,21 @@ int delivery_start(struct delivery *d) {
     if (d->mode != CONFIG_KUBE_DRY_RUN && !d->pool &&
         !(d->pool = workpool_new(4, 256, DELIVERY_POOL_IDLE_MS)))
         return GHE_NOMEM;
-    return d->spool ? spool_start(d->spool, d->kube) : 0;
+    int rc = d->spool ? spool_start(d->spool, d->kube) : 0;
+    /* Last: every consumer subscribed between delivery_new and here. */
+    if (!rc && d->watcher && !d->watcher_started) {
+        rc = watcher_start(d->watcher);
+        d->watcher_started = rc == 0;
+    }
+    return rc;
 }
+
+struct watcher *delivery_watcher(struct delivery *d) { return d ? d->watcher : NULL; }
 
 void delivery_free(struct delivery *d) {
     if (!d)
         return;
+    watcher_free(d->watcher); /* first: it borrows the API client */
     workpool_free(d->pool);
     spool_free(d->spool);
     kube_free(d->kube);

@@ -81,6 +81,14 @@ struct config {
     int cluster_gpu_stale_after;
     bool cluster_gpu_nodes;
     bool cluster_gpu_placement;
+    /* concurrency (issue 18): the admission queue; group NULL means not configured. */
+    char *concurrency_group; /* a template over the event: {repo_full_name}/{branch} */
+    bool concurrency_cancel_pending;
+    bool concurrency_cancel_running;
+    long concurrency_max_running_lite; /* 0: no cap */
+    long concurrency_max_running_original;
+    char *concurrency_lease_name;
+    long concurrency_lease_duration_seconds;
 };
 
 /*

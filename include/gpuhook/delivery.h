@@ -48,6 +48,15 @@ void delivery_free(struct delivery *d);
 /* Starts background work (the work pool, the spool's retry worker). */
 int delivery_start(struct delivery *d);
 
+struct watcher;
+/*
+ * The one shared watcher (watcher.h) of the process: in the API modes when the config has
+ * concurrency (the Lease from concurrency.lease), built by delivery_new, started last by
+ * delivery_start, freed by delivery_free; NULL otherwise. Consumers call watcher_subscribe
+ * between delivery_new and delivery_start.
+ */
+struct watcher *delivery_watcher(struct delivery *d);
+
 /* The namespace runs go to. */
 const char *delivery_namespace(const struct delivery *d);
 int delivery_mode(const struct delivery *d);
