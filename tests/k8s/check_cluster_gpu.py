@@ -4,6 +4,7 @@ node name from the downward API), its headless Service, the EndpointSlice Role, 
 cluster_gpu config naming that Service, and the nodes ClusterRole only with its component.
 Usage: check_cluster_gpu.py BUILD.yaml NAME (NAME nodes-overlay: the component is in)."""
 import json
+import os
 import sys
 
 import yaml
@@ -54,6 +55,10 @@ cms = [d for d in docs if d["kind"] == "ConfigMap"
 cfg = json.loads(cms[0]["data"]["gpuhook.json"]) if len(cms) == 1 else {}
 checks["server config names the agents' Service"] = \
     cfg.get("cluster_gpu", {}).get("service") == svc.get("metadata", {}).get("name")
+base = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "k8s",
+                                 "gpuhook", "gpuhook.json")))
+checks["the overlay's gpuhook.json is the base's plus cluster_gpu (keep them in step)"] = \
+    {k: v for k, v in cfg.items() if k != "cluster_gpu"} == base
 crs = [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 checks["nodes ClusterRole only with the component"] = len(crs) == (2 if nodes else 0)
 errors += [k for k, ok in checks.items() if not ok]
