@@ -3,10 +3,12 @@
 #include "gpuhook/clock.h"
 #include "gpuhook/config.h"
 #include "gpuhook/fileio.h"
+#include "gpuhook/ghreport.h"
 #include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/spool.h"
+#include "gpuhook/watcher.h"
 #include "gpuhook/workpool.h"
 
 #include <errno.h>
@@ -33,6 +35,8 @@ struct delivery {
     struct kube *kube;
     struct spool *spool;
     struct workpool *pool; /* the threads that may block (fsync); NULL: deliver inline */
+    struct watcher *watcher; /* the shared PipelineRun watch and Lease; NULL: none */
+    struct ghreport *report; /* GitHub feedback (github.report); NULL: off */
 
     pthread_mutex_t lock; /* guards the readiness cache */
     long ready_at_ms;
@@ -48,6 +52,8 @@ static const char *const delivery_names[] = {"created", "exists",   "queued",
 const char *delivery_outcome_name(int outcome) {
     return outcome >= 0 && outcome <= DELIVERY_UNAVAILABLE ? delivery_names[outcome] : "unknown";
 }
+
+static int delivery_report_new(struct delivery *d, const struct config *cfg, struct errlist *el);
 
 int delivery_new(const struct config *cfg, struct delivery **out, struct errlist *el) {
     struct delivery *d = calloc(1, sizeof(*d));
@@ -69,6 +75,8 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
         }
         spool_set_retry_after_max(d->spool, cfg->spool_retry_after_max_seconds);
         d->spool_dir = strdup(cfg->spool_dir);
+        if (CONFIG_REPORTS(cfg) && delivery_report_new(d, cfg, el) != 0)
+            goto fail;
     } else {
         d->namespace = strdup(cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines");
     }
@@ -86,9 +94,55 @@ fail:
     return GHE_INVAL;
 }
 
+/*
+ * The one watcher of the process (shared by the admission queue and GitHub feedback),
+ * made on first use in the API modes; NULL otherwise or when it cannot be made.
+ */
+struct watcher *delivery_watcher(struct delivery *d) {
+    char err[256];
+
+    if (!d->watcher && d->kube) {
+        struct watcher_config wc = {.namespace_ = d->namespace,
+                                    .lease_name = "gpuhook-scheduler",
+                                    .lease_duration_ms = 15000};
+        if (watcher_new(d->kube, &wc, &d->watcher, err, sizeof(err)) != 0)
+            LOGGER_ERROR_("cannot make the PipelineRun watcher", "error", err);
+    }
+    return d->watcher;
+}
+
+/* github.report: the reporter subscribes to the watcher before it starts. */
+static int delivery_report_new(struct delivery *d, const struct config *cfg, struct errlist *el) {
+    char err[512];
+    struct watcher *w = delivery_watcher(d);
+    struct ghreport_config rc = {.api_url = cfg->report_api_url,
+                                 .app_id = cfg->report_app_id,
+                                 .private_key_file = cfg->report_private_key_file,
+                                 .installation_id = cfg->report_installation_id,
+                                 .token_file = cfg->report_token_file,
+                                 .ca_file = cfg->report_ca_file,
+                                 .details_url = cfg->report_details_url,
+                                 .namespace_ = d->namespace,
+                                 .queue_max = (size_t)cfg->report_queue_max,
+                                 .max_attempts = (int)cfg->report_max_attempts};
+    if (!w) {
+        errlist_add(el, "github.report: cannot watch the PipelineRuns");
+        return GHE_INVAL;
+    }
+    if (ghreport_new(&rc, w, &d->report, err, sizeof(err)) != 0) {
+        errlist_add(el, "github.report: %s", err);
+        return GHE_INVAL;
+    }
+    return 0;
+}
+
+struct ghreport *delivery_report(struct delivery *d) { return d ? d->report : NULL; }
+
 int delivery_start(struct delivery *d) {
     if (d->mode != CONFIG_KUBE_DRY_RUN && !d->pool &&
         !(d->pool = workpool_new(4, 256, DELIVERY_POOL_IDLE_MS)))
+        return GHE_NOMEM;
+    if (d->watcher && watcher_start(d->watcher) != 0)
         return GHE_NOMEM;
     return d->spool ? spool_start(d->spool, d->kube) : 0;
 }
@@ -96,6 +150,9 @@ int delivery_start(struct delivery *d) {
 void delivery_free(struct delivery *d) {
     if (!d)
         return;
+    ghreport_stop(d->report);
+    watcher_free(d->watcher);
+    ghreport_free(d->report);
     workpool_free(d->pool);
     spool_free(d->spool);
     kube_free(d->kube);

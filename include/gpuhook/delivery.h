@@ -48,6 +48,18 @@ void delivery_free(struct delivery *d);
 /* Starts background work (the work pool, the spool's retry worker). */
 int delivery_start(struct delivery *d);
 
+struct watcher;
+struct ghreport;
+/*
+ * The process's one PipelineRun watcher (list+watch and the Lease), shared by the
+ * admission queue and GitHub feedback: made on first use in the API modes, started by
+ * delivery_start after every consumer subscribed, freed by delivery_free. NULL in the
+ * other modes.
+ */
+struct watcher *delivery_watcher(struct delivery *d);
+/* GitHub feedback (github.report), or NULL when off: for the metrics. */
+struct ghreport *delivery_report(struct delivery *d);
+
 /* The namespace runs go to. */
 const char *delivery_namespace(const struct delivery *d);
 int delivery_mode(const struct delivery *d);
