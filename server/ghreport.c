@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 #include "gpuhook/ghapi.h"
 #include "gpuhook/ghauth.h"
@@ -48,6 +49,10 @@ struct ghreport {
     struct ghreport_run *runs;
     unsigned long patch_failed;
 };
+
+/* The reporter the metrics read (one per process); NULL: off. */
+static pthread_mutex_t ghreport_current_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ghreport *ghreport_current;
 
 static char *ghreport_dup(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -305,7 +310,7 @@ static void ghreport_patched(void *arg, int status, const char *body, size_t len
 static void ghreport_done(void *arg, const struct ghapi_result *res) {
     struct ghreport *r = arg;
     const char *name = strchr(res->run, '/');
-    char patch[512], id[80] = "", code[16];
+    char patch[512], id[80] = "", code[16], done_key[GHREPORT_KEY_MAX];
 
     if (res->outcome != GHAPI_DONE) {
         if (res->outcome == GHAPI_GAVE_UP) {
@@ -322,9 +327,12 @@ static void ghreport_done(void *arg, const struct ghapi_result *res) {
     if (!r->stopping && r->w) {
         const char *key = res->what;
         struct ghreport_run *x = ghreport_find(r, name, false);
-        /* completed's conclusion is only in what we submitted */
-        if (x && strncmp(x->submitted, key, strlen(key)) == 0)
+        /* ghapi names a completed check run by its conclusion: ours says completed/it */
+        if (r->app && x && strncmp(x->submitted, "completed/", 10) == 0 &&
+            strcmp(x->submitted + 10, key) == 0)
             key = x->submitted;
+        else if (r->app && strcmp(key, "queued") != 0 && strcmp(key, "in_progress") != 0)
+            snprintf(done_key, sizeof(done_key), "completed/%s", key), key = done_key;
         if (res->check_run_id > 0)
             snprintf(id, sizeof(id), "\"" GHREPORT_ANN_CHECK_RUN "\":\"%lld\",",
                      res->check_run_id);
@@ -376,10 +384,12 @@ int ghreport_new(const struct ghreport_config *cfg, struct watcher *w, struct gh
         snprintf(err, errlen, "cannot subscribe to the PipelineRun watch");
         goto fail;
     }
+    pthread_mutex_lock(&ghreport_current_lock);
+    ghreport_current = r;
+    pthread_mutex_unlock(&ghreport_current_lock);
     *out = r;
     return 0;
 fail:
-    ghreport_stop(r);
     ghreport_free(r);
     return rc;
 }
@@ -389,6 +399,10 @@ void ghreport_stop(struct ghreport *r) {
 
     if (!r)
         return;
+    pthread_mutex_lock(&ghreport_current_lock);
+    if (ghreport_current == r)
+        ghreport_current = NULL;
+    pthread_mutex_unlock(&ghreport_current_lock);
     pthread_mutex_lock(&r->lock);
     r->stopping = true;
     g = r->g;
@@ -438,4 +452,47 @@ void ghreport_stats(struct ghreport *r, struct ghreport_stats *out) {
     out->retried = s.retried;
     out->requests = s.requests;
     out->token_fetches = r->auth && r->app ? ghauth_fetch_count(r->auth) : 0;
+}
+
+int ghreport_metrics_append(struct buf *b) {
+    struct ghreport_stats s;
+    int rc;
+
+    pthread_mutex_lock(&ghreport_current_lock);
+    if (!ghreport_current) {
+        pthread_mutex_unlock(&ghreport_current_lock);
+        return 0;
+    }
+    ghreport_stats(ghreport_current, &s);
+    pthread_mutex_unlock(&ghreport_current_lock);
+    rc = buf_appendf(b,
+                     "# HELP gpuhook_github_updates_total GitHub updates (check runs, statuses) "
+                     "by outcome.\n# TYPE gpuhook_github_updates_total counter\n"
+                     "gpuhook_github_updates_total{outcome=\"submitted\"} %lu\n"
+                     "gpuhook_github_updates_total{outcome=\"done\"} %lu\n"
+                     "gpuhook_github_updates_total{outcome=\"gave_up\"} %lu\n"
+                     "gpuhook_github_updates_total{outcome=\"superseded\"} %lu\n",
+                     s.submitted, s.done, s.gave_up, s.superseded);
+    if (!rc)
+        rc = buf_appendf(
+            b,
+            "# HELP gpuhook_github_requests_total Requests sent to GitHub's API.\n"
+            "# TYPE gpuhook_github_requests_total counter\ngpuhook_github_requests_total %lu\n"
+            "# HELP gpuhook_github_retries_total GitHub requests retried (5xx, network).\n"
+            "# TYPE gpuhook_github_retries_total counter\ngpuhook_github_retries_total %lu\n"
+            "# HELP gpuhook_github_rate_limited_total GitHub answers that were rate limits.\n"
+            "# TYPE gpuhook_github_rate_limited_total counter\n"
+            "gpuhook_github_rate_limited_total %lu\n"
+            "# HELP gpuhook_github_queue_full_total Updates refused: the queue was full.\n"
+            "# TYPE gpuhook_github_queue_full_total counter\n"
+            "gpuhook_github_queue_full_total %lu\n"
+            "# HELP gpuhook_github_token_fetches_total Installation tokens fetched.\n"
+            "# TYPE gpuhook_github_token_fetches_total counter\n"
+            "gpuhook_github_token_fetches_total %lu\n"
+            "# HELP gpuhook_github_annotation_patch_failures_total Reported states that could "
+            "not be kept on the run.\n"
+            "# TYPE gpuhook_github_annotation_patch_failures_total counter\n"
+            "gpuhook_github_annotation_patch_failures_total %lu\n",
+            s.requests, s.retried, s.rate_limited, s.queue_full, s.token_fetches, s.patch_failed);
+    return rc;
 }

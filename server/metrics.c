@@ -1,4 +1,5 @@
 #include "gpuhook/metrics.h"
+#include "gpuhook/ghreport.h"
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpu.h"
@@ -374,5 +375,7 @@ int metrics_render(struct buf *b) {
                          GPUHOOK_VERSION, gpu_build_string());
     if (!rc)
         rc = gpu_metrics_append(b);
+    if (!rc)
+        rc = ghreport_metrics_append(b);
     return rc;
 }

@@ -65,6 +65,13 @@ void ghreport_free(struct ghreport *r);
 void ghreport_stats(struct ghreport *r, struct ghreport_stats *out);
 
 /*
+ * Appends the gpuhook_github_* families (fixed names, no per-run labels) of the
+ * running reporter to b, nothing when reporting is off. Returns 0 or an error.
+ */
+struct buf;
+int ghreport_metrics_append(struct buf *b);
+
+/*
  * Expands {namespace} and {name} in tmpl into out (outlen bytes); other text is
  * kept. Returns 0, or GHE_TOOBIG when out is too small.
  */
