@@ -77,8 +77,9 @@ def hook(api, gh, keys, mode="app", log_level="debug", **report):
     r = {"api_url": gh.url, "ca_file": gh.ca_file,
          "details_url": "https://dashboard.example/#/namespaces/{namespace}/pipelineruns/{name}"}
     if mode == "app":
+        # Not the delivery's: the run's installation-id annotation must win.
         r.update({"app_id": APP_ID, "private_key_file": keys["private"],
-                  "installation_id": INSTALLATION})
+                  "installation_id": 999})
     else:
         path = os.path.join(g.tmp, "github-status-token")
         with open(path, "w") as f:
@@ -124,7 +125,11 @@ def test_app_check_run_follows_the_run_to_success(api, gh, keys):
         t0 = time.monotonic()
         name = deliver(g)
         answered = time.monotonic() - t0
-        gh.wait_check_runs(1, timeout=10 * SLOW)
+        try:
+            gh.wait_check_runs(1, timeout=10 * SLOW)
+        except AssertionError:
+            print(g.log_text()[-3000:])
+            raise
         reported(api, name, "queued")
         run = gh.check_runs()[0]
         assert run["name"] == "gpu / lite" and run["head_sha"] == SHA
@@ -134,6 +139,8 @@ def test_app_check_run_follows_the_run_to_success(api, gh, keys):
             "https://dashboard.example/#/namespaces/%s/pipelineruns/%s" % (NS, name)
         ann = notes(api, name)
         assert ann["gpuhook.dev/check-run-id"] == str(run["id"])
+        assert ann["gpuhook.dev/installation-id"] == str(INSTALLATION)  # from the delivery
+        assert [t["installation_id"] for t in gh.tokens()] == [INSTALLATION]
 
         api.set_run_status(name, "Running")
         reported(api, name, "in_progress")
@@ -162,15 +169,28 @@ def test_app_check_run_follows_the_run_to_success(api, gh, keys):
     assert "ghs_" not in log and "eyJ" not in log  # no installation token, no JWT
 
 
-def test_app_failed_run_reports_failure(api, gh, keys):
+def test_app_failed_run_reports_failure_with_the_step_summary(api, gh, keys):
     with hook(api, gh, keys) as g:
         name = deliver(g, 2)
         reported(api, name, "queued")
-        api.set_run_status(name, "Failed", task="build")
+        api.set_run_status(name, "Running")
+        reported(api, name, "in_progress")
+        # What Tekton writes when the run fails and step 8 published its summary result.
+        obj = api.run(name)
+        obj["status"]["conditions"] = [{"type": "Succeeded", "status": "False",
+                                        "reason": "Failed", "message": "Tasks Completed: 8 "
+                                        "(Failed: 1, Cancelled 0), Skipped: 0"}]
+        obj["status"]["completionTime"] = obj["status"]["startTime"]
+        obj["status"]["results"] = [{"name": "summary",
+                                     "value": "| 6 | Pytest | failure |\n\nstep 6 failed"}]
+        api.put_object(obj)
         reported(api, name, "completed/failure")
         run = gh.check_runs()[0]
         assert run["status"] == "completed" and run["conclusion"] == "failure"
         assert run["output"]["title"] == "lite: Failed"
+        summary = run["output"]["summary"]
+        assert "### Summary from the run" in summary
+        assert "| 6 | Pytest | failure |\n\nstep 6 failed" in summary  # kept as written
 
 
 def test_token_mode_reports_commit_statuses(api, gh, keys):
