@@ -274,3 +274,21 @@ def test_config_refuses_app_and_token_together(api, gh, keys, tmp_path):
     out = p.stdout + p.stderr
     assert p.returncode != 0
     assert "github.report" in out and "not both" in out, out
+
+
+def test_two_replicas_report_once(api, gh, keys):
+    """Both replicas watch the run; only the Lease holder reports it."""
+    a, b = hook(api, gh, keys), hook(api, gh, keys)
+    with a, b:
+        name = deliver(b, 7)
+        reported(api, name, "queued")
+        api.set_run_status(name, "Running")
+        reported(api, name, "in_progress")
+        api.set_run_status(name, "Succeeded")
+        reported(api, name, "completed/success")
+        time.sleep(0.5 * SLOW)  # a second reporter would have sent by now
+        assert history_of(gh) == [("created", "queued", None), ("updated", "in_progress", None),
+                                  ("updated", "completed", "success")]
+        done = [metric_value(x.metrics(), 'gpuhook_github_updates_total{outcome="done"}')
+                for x in (a, b)]
+        assert sorted(done) == [0, 3], done
