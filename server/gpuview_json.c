@@ -5,6 +5,7 @@
 #include "gpuhook/buf.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpuview.h"
+#include "gpuhook/promtext.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -202,20 +203,6 @@ char *gpuview_json(const struct gpuview *v, long long now_ms, const char *node_f
     return out;
 }
 
-/* Node names are DNS subdomains, but a label value is escaped all the same. */
-static int label_value(struct buf *b, const char *s) {
-    int rc = 0;
-    for (; *s && rc == 0; s++) {
-        if (*s == '\\' || *s == '"')
-            rc = buf_appendf(b, "\\%c", *s);
-        else if (*s == '\n')
-            rc = buf_appends(b, "\\n");
-        else
-            rc = buf_append(b, s, 1);
-    }
-    return rc;
-}
-
 static int gauge_head(struct buf *b, const char *name, const char *help) {
     return buf_appendf(b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name);
 }
@@ -224,7 +211,7 @@ static int gpu_line(struct buf *b, const char *metric, const struct gpuview_node
                     const struct gpuview_gpu *g, long long value) {
     int rc = buf_appendf(b, "%s{node=\"", metric);
     if (!rc)
-        rc = label_value(b, n->name);
+        rc = promtext_label_append(b, n->name);
     if (!rc)
         rc = buf_appendf(b, "\",gpu=\"%d\"} %lld\n", g->index, value);
     return rc;
@@ -239,7 +226,7 @@ int gpuview_metrics_append(const struct gpuview *v, struct buf *b) {
             continue;
         rc = buf_appends(b, "gpuhook_cluster_agent_up{node=\"");
         if (!rc)
-            rc = label_value(b, n->name);
+            rc = promtext_label_append(b, n->name);
         if (!rc)
             rc = buf_appendf(b, "\"} %d\n", n->agent_state == GPUVIEW_AGENT_FRESH);
     }

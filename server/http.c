@@ -42,14 +42,15 @@ struct http_server {
     int port;
     char *tls_key;
     char *tls_cert;
+    atomic_long in_flight; /* requests between http_access's first call and their free */
+    atomic_bool stopping;  /* /readyz says no from the moment shutdown begins */
 };
-
-static atomic_long http_in_flight;
-static atomic_bool http_stopping; /* /readyz says no from the moment shutdown begins */
 
 static long http_now_ms(void) { return (long)clock_mono_ms(); }
 
-bool http_stopping_now(void) { return atomic_load(&http_stopping); }
+bool http_request_stopping(const struct http_request *req) {
+    return req->server && atomic_load(&req->server->stopping);
+}
 
 const char *http_request_header(const struct http_request *req, const char *name) {
     for (size_t i = 0; i < req->header_count; i++)
@@ -316,7 +317,6 @@ struct http_request *http_request_new(struct app *app, const struct http_routes 
     req->content_length = -1;
     buf_init(&req->out, HTTP_OUT_MAX);
     buf_init(&req->body, (size_t)req->cfg->max_body_bytes);
-    atomic_fetch_add(&http_in_flight, 1);
     return req;
 }
 
@@ -468,6 +468,8 @@ static enum MHD_Result http_access(void *cls, struct MHD_Connection *conn, const
         req = http_request_new(server->app, server->routes, method, url);
         if (!req)
             return MHD_NO;
+        req->server = server;
+        atomic_fetch_add(&server->in_flight, 1);
         *req_cls = req;
         connguard_headers_done(conn);
         struct http_collect collect = {req, NULL, NULL};
@@ -515,8 +517,10 @@ void http_request_free(struct http_request *req) {
     buf_cleanup(&req->body);
     buf_cleanup(&req->out);
     config_unref(req->cfg);
+    struct http_server *server = req->server;
     free(req);
-    atomic_fetch_sub(&http_in_flight, 1);
+    if (server)
+        atomic_fetch_sub(&server->in_flight, 1);
 }
 
 static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
@@ -625,6 +629,12 @@ struct http_server *http_server_start(struct app *app, const struct http_routes 
         return NULL;
     s->app = app;
     s->routes = routes;
+    /* The request metrics are labelled with the table's names, whatever routes it holds. */
+    const char *names[64];
+    size_t nnames = 0;
+    for (size_t i = 0; i < routes->count && nnames < 64; i++)
+        names[nnames++] = routes->list[i]->name;
+    metrics_set_routes(names, nnames);
     long conns = http_fd_room(cfg->max_connections);
     if (conns < cfg->max_connections) {
         char want[32], got[32];
@@ -698,17 +708,17 @@ int http_server_port(const struct http_server *s) { return s->port; }
 bool http_server_stop(struct http_server *s, long grace_seconds) {
     if (!s)
         return true;
-    atomic_store(&http_stopping, true);
+    atomic_store(&s->stopping, true);
     /* Stop accepting first, then let requests in flight finish within the grace period. */
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
     long deadline = http_now_ms() + grace_seconds * 1000L;
-    while (atomic_load(&http_in_flight) > 0 && http_now_ms() < deadline) {
+    while (atomic_load(&s->in_flight) > 0 && http_now_ms() < deadline) {
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
     }
-    long left = atomic_load(&http_in_flight);
+    long left = atomic_load(&s->in_flight);
     if (left > 0) {
         /* Requests still hold suspended connections and pool threads: stopping the
          * daemon under them is unsafe, so leave them to the process's exit. */

@@ -62,10 +62,18 @@ static const char *const metrics_variants[] = {"lite", "original", "spooled", "o
 #define METRICS_EVENT_OTHER (METRICS_EVENT_SLOTS + 1)
 #define METRICS_EVENTS (METRICS_EVENT_SLOTS + 2)
 
-/* Routes have fixed names, so the histogram is a small fixed table. */
-static const char *const metrics_routes[] = {"webhook", "trigger", "healthz", "readyz",
-                                             "gpu",     "metrics", "other"};
-#define METRICS_ROUTES (sizeof(metrics_routes) / sizeof(metrics_routes[0]))
+/*
+ * Route labels come from the route table (metrics_set_routes, called when the
+ * HTTP server starts); a request no route matched counts as "other", the last
+ * slot. Until then the six routes of the first table stand in, for code that
+ * counts without a server (tests, gpuhook render).
+ */
+#define METRICS_ROUTE_SLOTS 32
+#define METRICS_ROUTE_NAME_MAX 32
+#define METRICS_ROUTES (METRICS_ROUTE_SLOTS + 1)
+static char metrics_routes[METRICS_ROUTES][METRICS_ROUTE_NAME_MAX] = {
+    "webhook", "trigger", "healthz", "readyz", "gpu", "metrics"};
+static size_t metrics_route_count = 6;
 static const double metrics_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                          0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define METRICS_BUCKETS (sizeof(metrics_buckets) / sizeof(metrics_buckets[0]))
@@ -151,12 +159,33 @@ static const char *metrics_event_name(size_t slot) {
                                          : metrics_event_names[slot];
 }
 
-void metrics_http_observe(const char *route, int code, double seconds) {
-    size_t idx = METRICS_ROUTES - 1;
+void metrics_set_routes(const char *const *names, size_t n) {
+    pthread_mutex_lock(&metrics_lock);
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < METRICS_ROUTE_SLOTS; i++)
+        if (names[i] && strlen(names[i]) < METRICS_ROUTE_NAME_MAX && strcmp(names[i], "other"))
+            snprintf(metrics_routes[k++], METRICS_ROUTE_NAME_MAX, "%s", names[i]);
+    metrics_route_count = k;
+    pthread_mutex_unlock(&metrics_lock);
+}
 
-    for (size_t i = 0; i < METRICS_ROUTES - 1; i++)
+/* The route's slot: "other" (the last one) for a name the table does not hold. */
+static size_t metrics_route_index(const char *route) {
+    for (size_t i = 0; route && i < metrics_route_count; i++)
         if (strcmp(route, metrics_routes[i]) == 0)
-            idx = i;
+            return i;
+    return METRICS_ROUTES - 1;
+}
+
+/* The label of slot r, which the caller knows to be used. */
+static const char *metrics_route_name(size_t r) {
+    return r == METRICS_ROUTES - 1 ? "other" : metrics_routes[r];
+}
+
+void metrics_http_observe(const char *route, int code, double seconds) {
+    pthread_mutex_lock(&metrics_lock);
+    size_t idx = metrics_route_index(route);
+    pthread_mutex_unlock(&metrics_lock);
     if (code < METRICS_CODE_MIN || code >= METRICS_CODE_MIN + METRICS_CODES)
         code = 500; /* cannot happen: libmicrohttpd sends only these */
     pthread_mutex_lock(&metrics_lock);
@@ -245,8 +274,8 @@ static int metrics_render_http_codes(struct buf *b) {
         for (size_t c = 0; c < METRICS_CODES && !rc; c++)
             if (metrics_c.http_codes[r][c])
                 rc = buf_appendf(b, "%s{route=\"%s\",code=\"%zu\"} %llu\n",
-                                 metrics_families[METRICS_HTTP_REQUESTS].name, metrics_routes[r],
-                                 c + METRICS_CODE_MIN,
+                                 metrics_families[METRICS_HTTP_REQUESTS].name,
+                                 metrics_route_name(r), c + METRICS_CODE_MIN,
                                  (unsigned long long)metrics_c.http_codes[r][c]);
     return rc;
 }
@@ -344,7 +373,7 @@ int metrics_render(struct buf *b) {
             rc = buf_appendf(b,
                              "gpuhook_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"}"
                              " %llu\n",
-                             metrics_routes[r], metrics_buckets[k],
+                             metrics_route_name(r), metrics_buckets[k],
                              (unsigned long long)metrics_c.hist[r][k]);
         if (!rc)
             rc = buf_appendf(
@@ -352,8 +381,8 @@ int metrics_render(struct buf *b) {
                 "gpuhook_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n"
                 "gpuhook_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
                 "gpuhook_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
-                metrics_routes[r], (unsigned long long)metrics_c.hist_count[r], metrics_routes[r],
-                metrics_c.hist_sum[r], metrics_routes[r],
+                metrics_route_name(r), (unsigned long long)metrics_c.hist_count[r],
+                metrics_route_name(r), metrics_c.hist_sum[r], metrics_route_name(r),
                 (unsigned long long)metrics_c.hist_count[r]);
     }
     if (!rc)

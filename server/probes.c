@@ -27,7 +27,7 @@ static enum http_step probes_readyz(struct http_request *req, void *state) {
     buf_append_json_escaped(o, req->cfg->path, strlen(req->cfg->path));
     buf_appends(o, "\"},");
     ok = delivery_ready(req->app->delivery, o) && ok;
-    bool stopping = http_stopping_now();
+    bool stopping = http_request_stopping(req);
     buf_appendf(o, ",\"shutdown\":{\"ok\":%s,\"detail\":\"%s\"}", stopping ? "false" : "true",
                 stopping ? "shutting down" : "serving");
     ok = ok && !stopping;

@@ -526,30 +526,57 @@ static void leadership_check(struct watcher *w, long long now) {
             w->subs[i].on_leadership(w->subs[i].arg, leading);
 }
 
-/* The release PUT, on the thread's way out: one plain blocking transfer, bounded. */
-static void watcher_lease_release(struct watcher *w) {
-    struct lease_action a = {0};
+/* One plain blocking transfer on the thread's way out, bounded; returns the status, 0 for none. */
+static long watcher_lease_blocking(struct watcher *w, const char *method, char *body,
+                                   struct buf *answer) {
     char path[1024];
-    long long now = clock_mono_ms();
-    if (lease_release(&w->le, now, clock_wall_ms(), &a) != 0 || !a.body) {
-        lease_action_cleanup(&a);
-        return;
-    }
     watcher_lease_path(w, LEASE_OP_UPDATE, path, sizeof(path));
-    char *body = a.body;
-    a.body = NULL;
-    struct xfer *x = xfer_new(w, XFER_LEASE, "PUT", path, body, "application/json",
+    struct xfer *x = xfer_new(w, XFER_LEASE, method, path, body, body ? "application/json" : NULL,
                               WATCHER_RELEASE_TIMEOUT_MS, WATCHER_ANSWER_MAX);
-    lease_action_cleanup(&a);
     if (!x)
-        return;
+        return 0;
     curl_multi_remove_handle(w->multi, x->h);
     CURLcode cc = curl_easy_perform(x->h);
     long code = xfer_status(x, cc);
-    wlog(LOGGER_INFO, "released the lease %s: %ld", w->le.name, code);
+    if (answer && x->resp.data)
+        buf_append(answer, x->resp.data, x->resp.len);
     curl_easy_cleanup(x->h);
     x->h = NULL;
     xfer_free(x);
+    return code;
+}
+
+/*
+ * The release PUT. A 409 means the Lease changed since it was last seen: a
+ * renewal in flight at stop may have landed after all. The Lease is read once
+ * more, and when this replica still holds it, that version is released; else
+ * it is another's, and nothing is written.
+ */
+static void watcher_lease_release(struct watcher *w) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct lease_action a = {0};
+        if (lease_release(&w->le, clock_mono_ms(), clock_wall_ms(), &a) != 0 || !a.body) {
+            lease_action_cleanup(&a);
+            return;
+        }
+        char *body = a.body;
+        a.body = NULL;
+        lease_action_cleanup(&a);
+        long code = watcher_lease_blocking(w, "PUT", body, NULL);
+        wlog(LOGGER_INFO, "released the lease %s: %ld", w->le.name, code);
+        if (code != 409)
+            return;
+        struct buf fresh;
+        buf_init(&fresh, WATCHER_ANSWER_MAX);
+        cJSON *obj = watcher_lease_blocking(w, "GET", NULL, &fresh) == 200 && fresh.data
+                         ? cJSON_ParseWithLength(fresh.data, fresh.len)
+                         : NULL;
+        buf_cleanup(&fresh);
+        if (!obj)
+            return;
+        cJSON_Delete(w->le.observed);
+        w->le.observed = obj; /* lease_release releases it only if it names this replica */
+    }
 }
 
 /* ---- patches ---- */

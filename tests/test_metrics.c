@@ -202,6 +202,22 @@ static void test_metrics_unknown_route_counts_as_other(void **state) {
     free(text);
 }
 
+/* Route labels are the route table's names: a route added to the table is counted as itself. */
+static void test_metrics_route_labels_come_from_the_route_table(void **state) {
+    (void)state;
+    const char *const table[] = {"webhook", "queue", "other", NULL};
+    metrics_set_routes(table, 4);
+    metrics_http_observe("queue", 200, 0.0001);
+    metrics_http_observe("healthz", 200, 0.0001); /* not in this table */
+    char *text = render();
+    assert_true(sample(text, "gpuhook_http_requests_total{route=\"queue\",code=\"200\"}") == 1);
+    assert_true(sample(text, "gpuhook_http_requests_total{route=\"other\",code=\"200\"}") == 1);
+    assert_null(strstr(text, "route=\"healthz\""));
+    free(text);
+    const char *const first[] = {"webhook", "trigger", "healthz", "readyz", "gpu", "metrics"};
+    metrics_set_routes(first, 6);
+}
+
 static void test_metrics_label_values_cannot_break_the_format(void **state) {
     (void)state;
     metrics_delivery("pu\"sh\\\n", "created");
@@ -416,6 +432,7 @@ int main(void) {
         cmocka_unit_test_setup(test_metrics_exposition_is_well_formed, reset),
         cmocka_unit_test_setup(test_metrics_counters_increment_under_their_labels, reset),
         cmocka_unit_test_setup(test_metrics_unknown_route_counts_as_other, reset),
+        cmocka_unit_test_setup(test_metrics_route_labels_come_from_the_route_table, reset),
         cmocka_unit_test_setup(test_metrics_label_values_cannot_break_the_format, reset),
         cmocka_unit_test_setup(test_metrics_label_escaper_escapes_backslash_quote_and_newline,
                                reset),

@@ -70,9 +70,12 @@ struct http_routes {
     size_t count;
 };
 
+struct http_server;
+
 struct http_request {
     struct app *app;
-    struct config *cfg; /* a reference held for the whole request */
+    struct http_server *server; /* the server it came through; NULL when driven without one */
+    struct config *cfg;         /* a reference held for the whole request */
     const char *method;
     const char *path;
     const struct http_routes *routes;
@@ -192,7 +195,7 @@ int http_server_port(const struct http_server *s);
  */
 bool http_server_stop(struct http_server *s, long grace_seconds);
 
-/* True from the moment a server's shutdown begins (/readyz then says no). */
-bool http_stopping_now(void);
+/* True from the moment the shutdown of the server req came through begins (/readyz says no). */
+bool http_request_stopping(const struct http_request *req);
 
 #endif

@@ -13,6 +13,11 @@
 
 #include <stddef.h>
 
+/*
+ * The route labels, from the route table (names borrowed for the call only; at
+ * most 32, "other" is reserved for requests no route matched).
+ */
+void metrics_set_routes(const char *const *names, size_t n);
 void metrics_http_observe(const char *route, int code, double seconds);
 void metrics_delivery(const char *event, const char *outcome);
 void metrics_pipelinerun_created(const char *variant);
