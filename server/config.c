@@ -558,10 +558,12 @@ static void config_check_kube(struct config_ctx *c) {
         cfg->kube_namespace = strdup("tekton-pipelines");
 }
 
-/* github.report: an App (app_id with private_key_file) or a token file, exactly one. */
-static void config_check_report(struct config_ctx *c) {
+/*
+ * github.report's credentials: an App (app_id with private_key_file) or a token file,
+ * exactly one, and readable. Checked with the other files (not by `gpuhook render`).
+ */
+static void config_check_report_credentials(struct config_ctx *c) {
     struct config *cfg = c->cfg;
-    const char *u = cfg->report_api_url;
 
     if (cfg->report_app_id > 0 && cfg->report_token_file)
         errlist_at(c->el, c->file, ".github.report",
@@ -570,13 +572,27 @@ static void config_check_report(struct config_ctx *c) {
         errlist_at(c->el, c->file, ".github.report.private_key_file", "required with app_id");
     if (cfg->report_private_key_file && cfg->report_app_id <= 0)
         errlist_at(c->el, c->file, ".github.report.app_id", "required with private_key_file");
-    if (u && strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
-        errlist_at(c->el, c->file, ".github.report.api_url",
-                   "\"%s\" is not an http:// or https:// URL", u);
     if (CONFIG_REPORTS(cfg) && cfg->kube_mode != CONFIG_KUBE_URL &&
         cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER)
         errlist_at(c->el, c->file, ".github.report",
                    "needs kubernetes.mode \"url\" or \"in-cluster\" (it follows the runs there)");
+    const char *const files[][2] = {{".github.report.private_key_file", cfg->report_private_key_file},
+                                    {".github.report.token_file", cfg->report_token_file},
+                                    {".github.report.ca_file", cfg->report_ca_file}};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        if (files[i][1] && access(files[i][1], R_OK) != 0)
+            errlist_at(c->el, c->file, files[i][0], "cannot read %s: %s", files[i][1],
+                       strerror(errno));
+}
+
+/* github.report: a usable api_url, and a mode that follows the runs. */
+static void config_check_report(struct config_ctx *c) {
+    struct config *cfg = c->cfg;
+    const char *u = cfg->report_api_url;
+
+    if (u && strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
+        errlist_at(c->el, c->file, ".github.report.api_url",
+                   "\"%s\" is not an http:// or https:// URL", u);
 }
 
 /* Whether two values of key k differ; only keys with a field (not objects, not selection). */
@@ -713,8 +729,10 @@ static int config_load_ctx(const char *path, struct config **out, struct errlist
     config_check_listen(&c);
     config_check_kube(&c);
     config_check_report(&c);
-    if (!offline)
+    if (!offline) {
         config_check_files(&c);
+        config_check_report_credentials(&c);
+    }
     if (select_rules_parse(c.selection, path, &c.cfg->rules, el) != 0 && el->count == before)
         errlist_at(el, path, ".selection", "invalid");
     if (c.cfg->template_path && c.cfg->bindings_path)
