@@ -298,9 +298,8 @@ static void ghreport_patched(void *arg, int status, const char *body, size_t len
     (void)len;
     if (status == 200)
         return;
-    pthread_mutex_lock(&r->lock);
-    r->patch_failed++;
-    pthread_mutex_unlock(&r->lock);
+    /* No lock: watcher_patch may answer inline, from under ghreport_done's caller. */
+    __atomic_add_fetch(&r->patch_failed, 1, __ATOMIC_RELAXED);
     char code[16];
     snprintf(code, sizeof(code), "%d", status);
     LOGGER_WARN_("github report: cannot keep the reported state on the run", "status", code);
@@ -311,6 +310,7 @@ static void ghreport_done(void *arg, const struct ghapi_result *res) {
     struct ghreport *r = arg;
     const char *name = strchr(res->run, '/');
     char patch[512], id[80] = "", code[16], done_key[GHREPORT_KEY_MAX];
+    bool go = false;
 
     if (res->outcome != GHAPI_DONE) {
         if (res->outcome == GHAPI_GAVE_UP) {
@@ -339,10 +339,17 @@ static void ghreport_done(void *arg, const struct ghapi_result *res) {
         snprintf(patch, sizeof(patch),
                  "{\"metadata\":{\"annotations\":{%s\"" GHREPORT_ANN_REPORTED "\":\"%s\"}}}", id,
                  key);
-        LOGGER_INFO_("github report sent", "pipelinerun", res->run, "state", key);
-        watcher_patch(r->w, name, patch, strlen(patch), ghreport_patched, r);
+        go = true;
     }
     pthread_mutex_unlock(&r->lock);
+    /*
+     * Unlocked: watcher_patch may call ghreport_patched before it returns. r->w stays
+     * valid: ghreport_stop joins this thread before the watcher is freed.
+     */
+    if (go) {
+        LOGGER_INFO_("github report sent", "pipelinerun", res->run, "state", res->what);
+        watcher_patch(r->w, name, patch, strlen(patch), ghreport_patched, r);
+    }
 }
 
 int ghreport_new(const struct ghreport_config *cfg, struct watcher *w, struct ghreport **out,
@@ -438,7 +445,7 @@ void ghreport_stats(struct ghreport *r, struct ghreport_stats *out) {
     pthread_mutex_lock(&r->stats_lock);
     pthread_mutex_lock(&r->lock);
     struct ghapi *g = r->g;
-    out->patch_failed = r->patch_failed;
+    out->patch_failed = __atomic_load_n(&r->patch_failed, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&r->lock);
     if (g)
         ghapi_stats(g, &s);
