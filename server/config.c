@@ -1,4 +1,5 @@
 #include "gpuhook/config.h"
+#include "gpuhook/admission.h"
 #include "gpuhook/fileio.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/select.h"
@@ -141,6 +142,31 @@ static const struct config_key config_gpu_keys[] = {
     /* serve.c passes it to gpu_set_options; dispatch reads the current config */
     {"required", CONFIG_T_BOOL, CFG_OFF(gpu.required), 0, NULL, 0, 0, 1, NULL, NULL, false, LIVE},
     CFG_END};
+/* The admission queue (admission.c) copies all of these when it starts. */
+static const struct config_key config_max_running_keys[] = {
+    {"lite", CONFIG_T_INT, CFG_OFF(concurrency_max_running_lite), 0, NULL, 0, 0, 100000, NULL, NULL,
+     false, RESTART},
+    {"original", CONFIG_T_INT, CFG_OFF(concurrency_max_running_original), 0, NULL, 0, 0, 100000,
+     NULL, NULL, false, RESTART},
+    CFG_END};
+static const struct config_key config_lease_keys[] = {
+    /* the shared watcher is built once, at start */
+    {"name", CONFIG_T_STRING, CFG_OFF(concurrency_lease_name), 0, "gpuhook-scheduler", 0, 0, 0,
+     NULL, NULL, false, RESTART},
+    {"duration_seconds", CONFIG_T_INT, CFG_OFF(concurrency_lease_duration_seconds), 0, NULL, 15, 2,
+     3600, NULL, NULL, false, RESTART},
+    CFG_END};
+static const struct config_key config_concurrency_keys[] = {
+    {"group", CONFIG_T_STRING, CFG_OFF(concurrency_group), 0, NULL, 0, 0, 0, NULL, NULL, true,
+     RESTART},
+    {"cancel_pending", CONFIG_T_BOOL, CFG_OFF(concurrency_cancel_pending), 0, NULL, 1, 0, 1, NULL,
+     NULL, false, RESTART},
+    {"cancel_running", CONFIG_T_BOOL, CFG_OFF(concurrency_cancel_running), 0, NULL, 0, 0, 1, NULL,
+     NULL, false, RESTART},
+    {"max_running", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_max_running_keys, false,
+     NESTED},
+    {"lease", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_lease_keys, false, NESTED},
+    CFG_END};
 static const struct config_key config_top_keys[] = {
     /* the socket is bound once */
     {"listen", CONFIG_T_STRING, CFG_OFF(listen), 0, "127.0.0.1:8080", 0, 0, 0, NULL, NULL, false,
@@ -185,6 +211,8 @@ static const struct config_key config_top_keys[] = {
     {"spool_retry_after_max_seconds", CONFIG_T_INT, CFG_OFF(spool_retry_after_max_seconds), 0, NULL,
      300, 1, 86400, NULL, NULL, false, RESTART},
     {"gpu", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_gpu_keys, false, NESTED},
+    {"concurrency", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_concurrency_keys, false,
+     NESTED},
     CFG_END};
 
 struct config_ctx {
@@ -554,6 +582,12 @@ static void config_check_kube(struct config_ctx *c) {
         !cfg->spool_dir)
         errlist_at(c->el, c->file, ".spool_dir", "required when kubernetes.mode is \"%s\"",
                    config_kube_mode_name(cfg->kube_mode));
+    if (cfg->concurrency_group) {
+        char why[256];
+        if (admission_group_check(cfg->concurrency_group, why, sizeof(why)) != 0)
+            errlist_at(c->el, c->file, ".concurrency.group", "%s", why);
+        /* Outside the API modes there is no cluster to hold a queue: it is off (README). */
+    }
     if (cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER && !cfg->kube_namespace)
         cfg->kube_namespace = strdup("tekton-pipelines");
 }
@@ -798,6 +832,8 @@ void config_unref(struct config *cfg) {
     template_free(cfg->tmpl);
     select_rules_free(cfg->rules);
     free(cfg->spool_dir);
+    free(cfg->concurrency_group);
+    free(cfg->concurrency_lease_name);
     free(cfg->report_api_url);
     free(cfg->report_private_key_file);
     free(cfg->report_token_file);

@@ -35,7 +35,8 @@ struct delivery {
     struct kube *kube;
     struct spool *spool;
     struct workpool *pool; /* the threads that may block (fsync); NULL: deliver inline */
-    struct watcher *watcher; /* the shared PipelineRun watch and Lease; NULL: none */
+    struct watcher *watcher; /* the shared watcher (API modes with concurrency); NULL else */
+    bool watcher_started;
     struct ghreport *report; /* GitHub feedback (github.report); NULL: off */
 
     pthread_mutex_t lock; /* guards the readiness cache */
@@ -75,6 +76,20 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
         }
         spool_set_retry_after_max(d->spool, cfg->spool_retry_after_max_seconds);
         d->spool_dir = strdup(cfg->spool_dir);
+        if (cfg->concurrency_group || CONFIG_REPORTS(cfg)) {
+            struct watcher_config wc = {
+                .namespace_ = d->namespace,
+                .lease_name = cfg->concurrency_lease_name ? cfg->concurrency_lease_name
+                                                     : "gpuhook-scheduler",
+                .lease_duration_ms = cfg->concurrency_lease_duration_seconds > 0
+                                         ? cfg->concurrency_lease_duration_seconds * 1000L
+                                         : 15000,
+            };
+            if (watcher_new(d->kube, &wc, &d->watcher, err, sizeof(err)) != 0) {
+                errlist_add(el, "the PipelineRun watcher: %s", err);
+                goto fail;
+            }
+        }
         if (CONFIG_REPORTS(cfg) && delivery_report_new(d, cfg, el) != 0)
             goto fail;
     } else {
@@ -94,27 +109,10 @@ fail:
     return GHE_INVAL;
 }
 
-/*
- * The one watcher of the process (shared by the admission queue and GitHub feedback),
- * made on first use in the API modes; NULL otherwise or when it cannot be made.
- */
-struct watcher *delivery_watcher(struct delivery *d) {
-    char err[256];
-
-    if (!d->watcher && d->kube) {
-        struct watcher_config wc = {.namespace_ = d->namespace,
-                                    .lease_name = "gpuhook-scheduler",
-                                    .lease_duration_ms = 15000};
-        if (watcher_new(d->kube, &wc, &d->watcher, err, sizeof(err)) != 0)
-            LOGGER_ERROR_("cannot make the PipelineRun watcher", "error", err);
-    }
-    return d->watcher;
-}
-
 /* github.report: the reporter subscribes to the watcher before it starts. */
 static int delivery_report_new(struct delivery *d, const struct config *cfg, struct errlist *el) {
     char err[512];
-    struct watcher *w = delivery_watcher(d);
+    struct watcher *w = d->watcher;
     struct ghreport_config rc = {.api_url = cfg->report_api_url,
                                  .app_id = cfg->report_app_id,
                                  .private_key_file = cfg->report_private_key_file,
@@ -142,16 +140,22 @@ int delivery_start(struct delivery *d) {
     if (d->mode != CONFIG_KUBE_DRY_RUN && !d->pool &&
         !(d->pool = workpool_new(4, 256, DELIVERY_POOL_IDLE_MS)))
         return GHE_NOMEM;
-    if (d->watcher && watcher_start(d->watcher) != 0)
-        return GHE_NOMEM;
-    return d->spool ? spool_start(d->spool, d->kube) : 0;
+    int rc = d->spool ? spool_start(d->spool, d->kube) : 0;
+    /* Last: every consumer subscribed between delivery_new and here. */
+    if (!rc && d->watcher && !d->watcher_started) {
+        rc = watcher_start(d->watcher);
+        d->watcher_started = rc == 0;
+    }
+    return rc;
 }
+
+struct watcher *delivery_watcher(struct delivery *d) { return d ? d->watcher : NULL; }
 
 void delivery_free(struct delivery *d) {
     if (!d)
         return;
-    ghreport_stop(d->report);
-    watcher_free(d->watcher);
+    ghreport_stop(d->report); /* before the watcher it patches through */
+    watcher_free(d->watcher); /* first: it borrows the API client */
     ghreport_free(d->report);
     workpool_free(d->pool);
     spool_free(d->spool);

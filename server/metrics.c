@@ -78,6 +78,14 @@ static const double metrics_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.0
                                          0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define METRICS_BUCKETS (sizeof(metrics_buckets) / sizeof(metrics_buckets[0]))
 
+/* The admission queue: its actions, its depth by variant, the time runs waited. */
+static const char *const metrics_queue_actions[] = {"queued", "start",     "supersede",
+                                                    "cancel_running", "reject", "downgrade",
+                                                    "other"};
+#define METRICS_QUEUE_ACTIONS (sizeof(metrics_queue_actions) / sizeof(metrics_queue_actions[0]))
+static const double metrics_wait_buckets[] = {1, 5, 15, 60, 300, 900, 3600, 14400};
+#define METRICS_WAIT_BUCKETS (sizeof(metrics_wait_buckets) / sizeof(metrics_wait_buckets[0]))
+
 static pthread_mutex_t metrics_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Requests by route and status (100 to 599), counted with the histogram under one lock. */
 #define METRICS_CODE_MIN 100
@@ -102,6 +110,12 @@ struct metrics_counters {
     uint64_t budget_refusals;
     uint64_t conn_cut[METRICS_CONN_CUT_COUNT];
     int api_up; /* -1 until the first probe */
+    uint64_t queue_actions[METRICS_QUEUE_ACTIONS];
+    long queue_depth[METRICS_VARIANTS];
+    uint64_t wait_hist[METRICS_WAIT_BUCKETS];
+    uint64_t wait_count;
+    double wait_sum;
+    int queue_leader;
 };
 static struct metrics_counters metrics_c = {.api_up = -1};
 /* The built-in defaults of github.events, for a process that never calls metrics_set_events. */
@@ -260,6 +274,70 @@ void metrics_spool_depth_set(long depth) {
     pthread_mutex_unlock(&metrics_lock);
 }
 
+void metrics_queue_action(const char *action) {
+    size_t a = metrics_index(metrics_queue_actions, METRICS_QUEUE_ACTIONS, action);
+    pthread_mutex_lock(&metrics_lock);
+    metrics_c.queue_actions[a]++;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_queue_depth_set(const char *variant, long depth) {
+    size_t v = metrics_index(metrics_variants, METRICS_VARIANTS, variant);
+    pthread_mutex_lock(&metrics_lock);
+    metrics_c.queue_depth[v] = depth;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_queue_waited(double seconds) {
+    pthread_mutex_lock(&metrics_lock);
+    for (size_t k = 0; k < METRICS_WAIT_BUCKETS; k++)
+        if (seconds <= metrics_wait_buckets[k])
+            metrics_c.wait_hist[k]++;
+    metrics_c.wait_count++;
+    metrics_c.wait_sum += seconds;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+void metrics_queue_leader_set(bool leading) {
+    pthread_mutex_lock(&metrics_lock);
+    metrics_c.queue_leader = leading;
+    pthread_mutex_unlock(&metrics_lock);
+}
+
+/* The admission queue's families; the caller holds metrics_lock. */
+static int metrics_render_queue(struct buf *b) {
+    int rc = buf_appendf(b, "# HELP gpuhook_queue_actions_total Admission queue actions: runs "
+                            "created pending, started, superseded, cancelled, rejected.\n"
+                            "# TYPE gpuhook_queue_actions_total counter\n");
+    for (size_t a = 0; a < METRICS_QUEUE_ACTIONS && !rc; a++)
+        rc = buf_appendf(b, "gpuhook_queue_actions_total{action=\"%s\"} %llu\n",
+                         metrics_queue_actions[a], (unsigned long long)metrics_c.queue_actions[a]);
+    if (!rc)
+        rc = buf_appendf(b, "# HELP gpuhook_queue_depth Pending runs by variant, as this "
+                            "replica's watch sees them.\n# TYPE gpuhook_queue_depth gauge\n");
+    for (size_t v = 0; v < 2 && !rc; v++)
+        rc = buf_appendf(b, "gpuhook_queue_depth{variant=\"%s\"} %ld\n", metrics_variants[v],
+                         metrics_c.queue_depth[v]);
+    if (!rc)
+        rc = buf_appendf(b, "# HELP gpuhook_queue_wait_seconds Time from queued-since to the "
+                            "start, for runs this replica started.\n"
+                            "# TYPE gpuhook_queue_wait_seconds histogram\n");
+    for (size_t k = 0; k < METRICS_WAIT_BUCKETS && !rc; k++)
+        rc = buf_appendf(b, "gpuhook_queue_wait_seconds_bucket{le=\"%g\"} %llu\n",
+                         metrics_wait_buckets[k], (unsigned long long)metrics_c.wait_hist[k]);
+    if (!rc)
+        rc = buf_appendf(b,
+                         "gpuhook_queue_wait_seconds_bucket{le=\"+Inf\"} %llu\n"
+                         "gpuhook_queue_wait_seconds_sum %.3f\n"
+                         "gpuhook_queue_wait_seconds_count %llu\n"
+                         "# HELP gpuhook_queue_leader Whether this replica holds the "
+                         "scheduler's Lease.\n# TYPE gpuhook_queue_leader gauge\n"
+                         "gpuhook_queue_leader %d\n",
+                         (unsigned long long)metrics_c.wait_count, metrics_c.wait_sum,
+                         (unsigned long long)metrics_c.wait_count, metrics_c.queue_leader);
+    return rc;
+}
+
 void metrics_reset(void) {
     pthread_mutex_lock(&metrics_lock);
     memset(&metrics_c, 0, sizeof(metrics_c));
@@ -395,6 +473,8 @@ int metrics_render(struct buf *b) {
                          (unsigned long long)metrics_c.sig_failures, metrics_c.spool_depth);
     if (!rc)
         rc = metrics_render_guards(b);
+    if (!rc)
+        rc = metrics_render_queue(b);
     pthread_mutex_unlock(&metrics_lock);
     if (!rc)
         rc = buf_appendf(b,

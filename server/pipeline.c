@@ -1,4 +1,5 @@
 #include "gpuhook/pipeline.h"
+#include "gpuhook/admission.h"
 #include "gpuhook/app.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
@@ -290,6 +291,11 @@ void pipeline_run(struct app *app, const struct config *cfg, const struct pipeli
     o->event = job->event;
     o->delivery = job->delivery;
     pipeline_prefer_spooled(job);
+    if (!job->from_spool && admission_get() &&
+        admission_admit(admission_get(), in->ev, o->variant, &job->json, &job->len,
+                        &o->queue_position) != 0)
+        LOGGER_WARN_("admission: cannot label the run; it is created as rendered", "pipelinerun",
+                     o->name);
     /* The deadline runs from the request's arrival, so time spent queued counts. */
     long deadline = cfg->kube_timeout_seconds * 1000L - (long)(clock_mono_ms() - in->start_ms);
     delivery_deliver(app->delivery, o->name, o->ns, job->json, job->len, deadline,

@@ -8,6 +8,7 @@
 
 static const struct http_route *const routes_list[] = {
     &webhook_route, &trigger_route, &healthz_route, &readyz_route, &gpu_route, &metrics_route,
+    &queue_route,
 };
 
 const struct http_routes routes_table = {routes_list, sizeof(routes_list) / sizeof(routes_list[0])};
@@ -18,6 +19,25 @@ static void routes_fields(struct http_request *req, int status, const char *outc
                             o->ns,      "variant",   o->variant,    "rule",  o->rule,
                             "delivery", o->delivery, NULL};
     http_request_fields(req, status, fields);
+}
+
+/* Created pending by the admission queue: 202, with its place in its group's queue. */
+static void routes_admitted(struct http_request *req, const struct pipeline_outcome *o) {
+    cJSON *obj = cJSON_CreateObject();
+    if (!obj) {
+        http_request_error(req, 500, "out of memory");
+        return;
+    }
+    cJSON_AddStringToObject(obj, "status", "queued");
+    cJSON_AddStringToObject(obj, "pipelinerun", o->name);
+    cJSON_AddStringToObject(obj, "namespace", o->ns);
+    cJSON_AddNumberToObject(obj, "position", o->queue_position);
+    cJSON_AddStringToObject(obj, "variant", o->variant);
+    cJSON_AddStringToObject(obj, "rule", o->rule);
+    if (o->delivery)
+        cJSON_AddStringToObject(obj, "delivery", o->delivery);
+    http_request_json(req, 202, obj);
+    cJSON_Delete(obj);
 }
 
 static void routes_preview(struct http_request *req, const struct pipeline_outcome *o) {
@@ -40,7 +60,10 @@ static void routes_delivered(struct http_request *req, const struct pipeline_out
     const struct delivery_result *r = &o->result;
     switch (r->outcome) {
     case DELIVERY_CREATED:
-        routes_fields(req, 201, "created", o);
+        if (o->queue_position > 0)
+            routes_admitted(req, o);
+        else
+            routes_fields(req, 201, "created", o);
         break;
     case DELIVERY_EXISTS:
         routes_fields(req, 200, "exists", o);

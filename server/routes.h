@@ -19,6 +19,7 @@ extern const struct http_route healthz_route; /* GET /healthz (probes.c) */
 extern const struct http_route readyz_route;  /* GET /readyz (probes.c) */
 extern const struct http_route gpu_route;     /* GET /gpu (probes.c) */
 extern const struct http_route metrics_route; /* GET /metrics (probes.c) */
+extern const struct http_route queue_route;   /* GET /queue (queueroute.c) */
 
 /* The table: every route the server answers. */
 extern const struct http_routes routes_table;

@@ -1,5 +1,6 @@
 #include "gpuhook/serve.h"
 #include "routes.h"
+#include "gpuhook/admission.h"
 #include "gpuhook/app.h"
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/config.h"
@@ -57,6 +58,7 @@ static void serve_reload(struct app *app, const char *path) {
 int serve_run(struct config *cfg, const char *config_path) {
     struct errlist el;
     struct delivery *delivery = NULL;
+    struct admission *admission = NULL;
     /*
      * Static: when the grace period ends with requests in flight, serve_run returns
      * and main _exits while their threads still use the app and what it holds.
@@ -94,6 +96,15 @@ int serve_run(struct config *cfg, const char *config_path) {
         curl_global_cleanup();
         return 2;
     }
+    if (delivery_watcher(delivery) &&
+        admission_new(cfg, delivery_watcher(delivery), &admission) != 0) {
+        LOGGER_ERROR_("cannot start the admission queue");
+        delivery_free(delivery);
+        config_unref(cfg);
+        errlist_cleanup(&el);
+        curl_global_cleanup();
+        return 2;
+    }
     app_init(&app, cfg, delivery);
     gpu_set_fit_policy(select_rules_gpu_fit(cfg->rules));
     /* A probe already started (by a test harness injecting a source) is kept. */
@@ -104,6 +115,7 @@ int serve_run(struct config *cfg, const char *config_path) {
             LOGGER_ERROR_("cannot serve", "error", el.items[i]);
         gpu_stop();
         app_cleanup(&app);
+        admission_free(admission);
         errlist_cleanup(&el);
         curl_global_cleanup();
         return 2;
@@ -131,7 +143,8 @@ int serve_run(struct config *cfg, const char *config_path) {
     if (!http_server_stop(server, grace))
         return SERVE_UNDRAINED;
     gpu_stop();
-    app_cleanup(&app);
+    app_cleanup(&app); /* frees the delivery, and with it the watcher */
+    admission_free(admission);
     errlist_cleanup(&el);
     curl_global_cleanup();
     LOGGER_INFO_("stopped");

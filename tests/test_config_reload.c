@@ -153,6 +153,14 @@ static const struct {
      "\"spool_retry_after_max_seconds\":301", true},
     {".gpu.refresh_seconds", "\"refresh_seconds\":5", "\"refresh_seconds\":6", false},
     {".gpu.required", "\"required\":false", "\"required\":true", false},
+    {".concurrency.group", "{repo_full_name}", "{branch}", true},
+    {".concurrency.cancel_pending", "\"cancel_pending\":true", "\"cancel_pending\":false", true},
+    {".concurrency.cancel_running", "\"cancel_running\":false", "\"cancel_running\":true", true},
+    {".concurrency.max_running.lite", "\"lite\":4", "\"lite\":5", true},
+    {".concurrency.max_running.original", "\"original\":1", "\"original\":2", true},
+    {".concurrency.lease.name", "\"name\":\"l1\"", "\"name\":\"l2\"", true},
+    {".concurrency.lease.duration_seconds", "\"duration_seconds\":15", "\"duration_seconds\":16",
+     true},
 };
 
 #define RELOAD_BASE                                                                                \
@@ -171,7 +179,10 @@ static const struct {
     "\"proxy\":\"http://proxy:3128\",\"timeout_seconds\":5},"                                      \
     "\"template\":\"@T@\",\"bindings\":\"@B@\",\"selection\":{\"default\":\"lite\"},"              \
     "\"spool_dir\":\"spool\",\"spool_max_age_hours\":72,\"spool_retry_after_max_seconds\":300,"    \
-    "\"gpu\":{\"refresh_seconds\":5,\"required\":false}}"
+    "\"gpu\":{\"refresh_seconds\":5,\"required\":false},"                                          \
+    "\"concurrency\":{\"group\":\"{repo_full_name}\",\"cancel_pending\":true,"                     \
+    "\"cancel_running\":false,\"max_running\":{\"lite\":4,\"original\":1},"                        \
+    "\"lease\":{\"name\":\"l1\",\"duration_seconds\":15}}}"
 
 static struct config *reload_load(const struct fixture *fx, const char *json) {
     struct config *cfg = NULL;

@@ -84,7 +84,7 @@ static const char *json_field(const char *body, const char *key, char *out, size
 
 static void test_routes_table_lists_every_route(void **state) {
     static const char *const names[] = {"webhook", "trigger", "healthz",
-                                        "readyz",  "gpu",     "metrics"};
+                                        "readyz",  "gpu",     "metrics", "queue"};
     (void)state;
     assert_int_equal(routes_table.count, sizeof(names) / sizeof(names[0]));
     for (size_t i = 0; i < routes_table.count; i++) {

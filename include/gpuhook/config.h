@@ -74,6 +74,15 @@ struct config {
 
     struct gpu_options gpu;
 
+    /* concurrency (issue 18): the admission queue; group NULL means not configured. */
+    char *concurrency_group; /* a template over the event: {repo_full_name}/{branch} */
+    bool concurrency_cancel_pending;
+    bool concurrency_cancel_running;
+    long concurrency_max_running_lite; /* 0: no cap */
+    long concurrency_max_running_original;
+    char *concurrency_lease_name;
+    long concurrency_lease_duration_seconds;
+
     /* github.report (issue 20): check runs (App) or commit statuses (token). */
     char *report_api_url;
     long report_app_id; /* > 0: App mode */

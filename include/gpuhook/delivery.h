@@ -49,15 +49,15 @@ void delivery_free(struct delivery *d);
 int delivery_start(struct delivery *d);
 
 struct watcher;
-struct ghreport;
 /*
- * The process's one PipelineRun watcher (list+watch and the Lease), shared by the
- * admission queue and GitHub feedback: made on first use in the API modes, started by
- * delivery_start after every consumer subscribed, freed by delivery_free. NULL in the
- * other modes.
+ * The one shared watcher (watcher.h) of the process: in the API modes when the config has
+ * concurrency or github.report (the Lease from concurrency.lease), built by delivery_new, started last by
+ * delivery_start, freed by delivery_free; NULL otherwise. Consumers call watcher_subscribe
+ * between delivery_new and delivery_start.
  */
 struct watcher *delivery_watcher(struct delivery *d);
-/* GitHub feedback (github.report), or NULL when off: for the metrics. */
+struct ghreport;
+/* GitHub feedback (github.report), or NULL when off. */
 struct ghreport *delivery_report(struct delivery *d);
 
 /* The namespace runs go to. */

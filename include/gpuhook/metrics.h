@@ -11,6 +11,7 @@
 
 #include "gpuhook/buf.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 
 /*
@@ -52,5 +53,13 @@ int metrics_render(struct buf *b);
 
 /* Clears every series (for tests). */
 void metrics_reset(void);
+
+/* The admission queue: an action ("queued", "start", "supersede", "cancel_running",
+ * "reject", "downgrade"; others count as "other"), the pending runs of a variant, the
+ * seconds a started run waited, and whether this replica leads. */
+void metrics_queue_action(const char *action);
+void metrics_queue_depth_set(const char *variant, long depth);
+void metrics_queue_waited(double seconds);
+void metrics_queue_leader_set(bool leading);
 
 #endif

@@ -58,6 +58,7 @@ struct pipeline_outcome {
     const char *run; /* PREVIEW: the rendered run's JSON text */
     size_t run_len;
     struct delivery_result result; /* DELIVERED */
+    int queue_position; /* created pending by the admission queue: its place (1 = next); 0 else */
 };
 
 /*

@@ -1,0 +1,56 @@
+/*
+ * The admission queue in the server (issue 18): the wiring between the pipeline, the
+ * shared watcher (watcher.h) and queue.c's pure scheduler. It keeps a copy of the
+ * watcher's store of gpuhook's PipelineRuns, decides at delivery time whether a new run
+ * starts now or is created pending (spec.status PipelineRunPending), and, while this
+ * replica holds the Lease, runs queue_decide after every change (and on a 1 s tick) and
+ * sends each action's merge patch through watcher_patch. State lives in the cluster:
+ * labels, annotations and the runs themselves; the copy is rebuilt by the watch.
+ */
+#ifndef GPUHOOK_ADMISSION_H
+#define GPUHOOK_ADMISSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config;
+struct event;
+struct watcher;
+
+#define ADMISSION_LABEL_MANAGED_BY "app.kubernetes.io/managed-by"
+#define ADMISSION_NOTE_GROUP "gpuhook.dev/group"
+
+struct admission;
+
+/*
+ * Checks a concurrency.group template: literal text and {name} with name one of
+ * repo_full_name, branch, pr_number, event, variant, ref, tag, sender, base_branch.
+ * Returns 0, or -1 with why written.
+ */
+int admission_group_check(const char *tmpl, char *why, size_t n);
+
+/*
+ * Builds the admission queue for cfg's concurrency block and subscribes it to w (before
+ * watcher_start). Sets the process's admission queue (admission_get). Returns 0,
+ * GHE_INVAL or GHE_NOMEM.
+ */
+int admission_new(const struct config *cfg, struct watcher *w, struct admission **out);
+/* After the watcher is freed (its callbacks use a). NULL is fine. */
+void admission_free(struct admission *a);
+/* The process's admission queue, or NULL when concurrency is not configured. */
+struct admission *admission_get(void);
+
+/*
+ * Admits one rendered run (JSON text, replaced in place; the caller frees it as before):
+ * labels (managed-by, variant, group), annotations, and spec.status PipelineRunPending
+ * when queue_decide over the current store plus this run does not start it. *position is
+ * its place in its group's queue (1 = next), 0 when it starts now. Returns 0, or an error
+ * with the text untouched.
+ */
+int admission_admit(struct admission *a, const struct event *ev, const char *variant, char **json,
+                    size_t *len, int *position);
+
+/* GET /queue: queue_view_json over the current store. *json is the caller's. */
+int admission_view_json(struct admission *a, char **json);
+
+#endif

@@ -1,0 +1,575 @@
+#include "gpuhook/admission.h"
+#include "gpuhook/clock.h"
+#include "gpuhook/config.h"
+#include "gpuhook/error.h"
+#include "gpuhook/event.h"
+#include "gpuhook/logger.h"
+#include "gpuhook/metrics.h"
+#include "gpuhook/naming.h"
+#include "gpuhook/queue.h"
+#include "gpuhook/watcher.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#define ADMISSION_TICK_MS 1000
+/* A run admitted here but not yet seen by the watch (spooled, or the watch lags). */
+#define ADMISSION_PHANTOM_MS 30000
+#define ADMISSION_LOCAL_RV "0"
+
+struct admission {
+    pthread_mutex_t lock; /* guards everything below */
+    pthread_cond_t wake;
+    pthread_t ticker;
+    bool ticking, stopping;
+    struct watcher *w;
+    cJSON *store;    /* name -> PipelineRun, as the watch last said (or as admitted here) */
+    cJSON *phantoms; /* name -> admission time (ms) of runs not yet seen by the watch */
+    bool leading;
+    int inflight; /* patches sent, not answered */
+    char *group_tmpl;
+    struct queue_variant variants[2];
+    struct queue_config qc;
+};
+
+static struct admission *admission_current;
+
+struct admission *admission_get(void) {
+    return admission_current;
+}
+
+static const char *const admission_fields[] = {"repo_full_name", "branch", "pr_number", "event",
+                                               "variant",        "ref",    "tag",       "sender",
+                                               "base_branch"};
+
+static const char *admission_field(const struct event *ev, const char *variant, size_t i) {
+    switch (i) {
+    case 0:
+        return ev->repo_full_name;
+    case 1:
+        return ev->branch;
+    case 2:
+        return ev->pr_number;
+    case 3:
+        return ev->event;
+    case 4:
+        return variant;
+    case 5:
+        return ev->ref;
+    case 6:
+        return ev->tag;
+    case 7:
+        return ev->sender;
+    default:
+        return ev->base_branch;
+    }
+}
+
+/* Renders tmpl into out; ev NULL only checks it. Returns 0 or -1 (why says). */
+static int admission_group_render(const char *tmpl, const struct event *ev, const char *variant,
+                                  char *out, size_t n, char *why, size_t wn) {
+    size_t o = 0;
+    for (const char *p = tmpl; *p;) {
+        if (*p != '{') {
+            if (o + 1 < n)
+                out[o++] = *p;
+            p++;
+            continue;
+        }
+        const char *end = strchr(p, '}');
+        if (!end) {
+            snprintf(why, wn, "an unclosed { in \"%s\"", tmpl);
+            return -1;
+        }
+        size_t len = (size_t)(end - p - 1), i;
+        for (i = 0; i < sizeof(admission_fields) / sizeof(admission_fields[0]); i++)
+            if (strlen(admission_fields[i]) == len && strncmp(p + 1, admission_fields[i], len) == 0)
+                break;
+        if (i == sizeof(admission_fields) / sizeof(admission_fields[0])) {
+            snprintf(why, wn,
+                     "unknown field {%.*s}: use repo_full_name, branch, pr_number, event, "
+                     "variant, ref, tag, sender or base_branch",
+                     (int)(len > 64 ? 64 : len), p + 1);
+            return -1;
+        }
+        const char *v = ev ? admission_field(ev, variant, i) : "";
+        for (; v && *v && o + 1 < n; v++)
+            out[o++] = *v;
+        p = end + 1;
+    }
+    if (n)
+        out[o] = '\0';
+    return 0;
+}
+
+int admission_group_check(const char *tmpl, char *why, size_t n) {
+    char out[512];
+    return admission_group_render(tmpl, NULL, NULL, out, sizeof(out), why, n);
+}
+
+/* A label value unique to the group: its readable part and a hash (FNV-1a) of all of it. */
+static void admission_group_label(const char *group, char out[NAMING_MAX + 1]) {
+    char v[NAMING_MAX + 1];
+    unsigned h = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *)group; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    naming_label_value(group, v);
+    if (strlen(v) > 53)
+        v[53] = '\0';
+    size_t n = strlen(v);
+    while (n && !((v[n - 1] >= 'a' && v[n - 1] <= 'z') || (v[n - 1] >= 'A' && v[n - 1] <= 'Z') ||
+                  (v[n - 1] >= '0' && v[n - 1] <= '9')))
+        v[--n] = '\0';
+    snprintf(out, NAMING_MAX + 1, "%.53s%s%08x", v, n ? "." : "", h); /* 53 + 1 + 8 <= 63 */
+}
+
+/* ---- the store ---- */
+
+static const char *admission_name_of(const cJSON *obj) {
+    const cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(md, "name");
+    return cJSON_IsString(n) ? n->valuestring : NULL;
+}
+
+static void admission_put(struct admission *a, const cJSON *obj) {
+    const char *name = admission_name_of(obj);
+    cJSON *copy;
+    if (!name || !(copy = cJSON_Duplicate(obj, 1)))
+        return;
+    if (cJSON_GetObjectItemCaseSensitive(a->store, name))
+        cJSON_ReplaceItemInObjectCaseSensitive(a->store, name, copy);
+    else
+        cJSON_AddItemToObject(a->store, name, copy);
+    cJSON_DeleteItemFromObjectCaseSensitive(a->phantoms, name);
+}
+
+/* Drops runs admitted here that the watch never showed. */
+static void admission_expire(struct admission *a, long long now) {
+    cJSON *p = a->phantoms ? a->phantoms->child : NULL;
+    while (p) {
+        cJSON *next = p->next;
+        if (now - (long long)p->valuedouble > ADMISSION_PHANTOM_MS) {
+            cJSON_DeleteItemFromObjectCaseSensitive(a->store, p->string);
+            cJSON_DeleteItemFromObjectCaseSensitive(a->phantoms, p->string);
+        }
+        p = next;
+    }
+}
+
+/* The store as queue_decide's input; extra (may be NULL) is added. Caller frees *runs. */
+static int admission_runs(struct admission *a, const cJSON *extra, struct queue_run **runs,
+                          size_t *n) {
+    size_t cap = (size_t)cJSON_GetArraySize(a->store) + 1, k = 0;
+    struct queue_run *r = calloc(cap, sizeof(*r));
+    if (!r)
+        return GHE_NOMEM;
+    for (const cJSON *it = a->store->child; it; it = it->next)
+        if (queue_run_from_object(it, &r[k]) == 0)
+            k++;
+    if (extra && queue_run_from_object(extra, &r[k]) == 0)
+        k++;
+    *runs = r;
+    *n = k;
+    return 0;
+}
+
+/* ---- the scheduler (leader only) ---- */
+
+static void admission_decide(struct admission *a);
+
+/* One patch on its way: counted when the API applied it. */
+struct admission_patch {
+    struct admission *a;
+    enum queue_act kind;
+    double waited;      /* START: seconds since queued-since */
+    char *name, *patch; /* the sender frees them once watcher_patch returns */
+};
+
+static void admission_count(enum queue_act kind, double waited);
+
+static void admission_patched(void *arg, int status, const char *body, size_t len) {
+    struct admission_patch *ap = arg;
+    struct admission *a = ap->a;
+    if (status == 200)
+        admission_count(ap->kind, ap->waited);
+    free(ap);
+    pthread_mutex_lock(&a->lock);
+    a->inflight--;
+    if (status == 200) {
+        /* The answer is the patched object: the next decision sees it before the watch does. */
+        cJSON *obj = cJSON_ParseWithLength(body, len);
+        if (obj)
+            admission_put(a, obj);
+        cJSON_Delete(obj);
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (status != 200 && status != 409)
+        LOGGER_WARN_("admission: a scheduling patch failed; the next decision retries");
+}
+
+static void admission_count(enum queue_act kind, double waited) {
+    switch (kind) {
+    case QUEUE_ACT_START:
+        metrics_queue_action("start");
+        metrics_queue_waited(waited);
+        break;
+    case QUEUE_ACT_SUPERSEDE:
+        metrics_queue_action("supersede");
+        break;
+    case QUEUE_ACT_CANCEL_RUNNING:
+        metrics_queue_action("cancel_running");
+        break;
+    case QUEUE_ACT_REJECT:
+        metrics_queue_action("reject");
+        break;
+    case QUEUE_ACT_DOWNGRADE:
+        metrics_queue_action("downgrade");
+        break;
+    default:
+        break;
+    }
+}
+
+static const struct queue_run *admission_find(const struct queue_run *runs, size_t n,
+                                              const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(runs[i].name, name) == 0)
+            return &runs[i];
+    return NULL;
+}
+
+/* The depth gauges: pending runs by variant that this plan does not start or cancel. */
+static void admission_depth(const struct queue_run *runs, size_t n, const struct queue_plan *plan) {
+    long depth[2] = {0, 0};
+    for (size_t i = 0; i < n; i++) {
+        bool acted = false;
+        if (runs[i].spec != QUEUE_SPEC_PENDING || !runs[i].variant)
+            continue;
+        for (size_t k = 0; k < plan->count; k++)
+            if (plan->actions[k].kind != QUEUE_ACT_NOTE &&
+                strcmp(plan->actions[k].name, runs[i].name) == 0)
+                acted = true;
+        if (!acted)
+            depth[strcmp(runs[i].variant, "original") == 0]++;
+    }
+    metrics_queue_depth_set("lite", depth[0]);
+    metrics_queue_depth_set("original", depth[1]);
+}
+
+/*
+ * Runs the decision with the lock held and returns the patches to send (after the lock is
+ * released: watcher_patch may answer inline), names and bodies copied out of the store.
+ */
+static size_t admission_plan_locked(struct admission *a, struct admission_patch ***out) {
+    struct queue_run *runs = NULL;
+    struct queue_plan plan = {NULL, 0};
+    struct queue_gpu gpu = {false, 0};
+    size_t n = 0, k = 0;
+    long long now = clock_wall_ms();
+
+    *out = NULL;
+    if (!a->leading || a->inflight > 0 || a->stopping || !watcher_is_leader(a->w))
+        return 0;
+    admission_expire(a, now);
+    if (admission_runs(a, NULL, &runs, &n) != 0)
+        return 0;
+    if (queue_decide(runs, n, &a->qc, &gpu, now, &plan) == 0 && plan.count &&
+        (*out = calloc(plan.count, sizeof(**out)))) {
+        admission_depth(runs, n, &plan);
+        for (size_t i = 0; i < plan.count; i++) {
+            const struct queue_action *act = &plan.actions[i];
+            if (act->kind == QUEUE_ACT_DOWNGRADE || act->kind == QUEUE_ACT_NOTE)
+                continue; /* no GPU source here: neither happens; notes are for display */
+            struct admission_patch *ap = calloc(1, sizeof(*ap));
+            const struct queue_run *r = admission_find(runs, n, act->name);
+            if (!ap || !(ap->name = strdup(act->name)) || !(ap->patch = strdup(act->patch))) {
+                if (ap)
+                    free(ap->name);
+                free(ap);
+                break; /* the tick decides again */
+            }
+            ap->a = a;
+            ap->kind = act->kind;
+            if (r) {
+                long long since = r->queued_since_ms ? r->queued_since_ms : r->created_ms;
+                ap->waited = now > since ? (double)(now - since) / 1000.0 : 0.0;
+            }
+            (*out)[k++] = ap;
+        }
+        a->inflight += (int)k;
+    } else if (plan.count == 0) {
+        admission_depth(runs, n, &plan);
+    }
+    queue_plan_cleanup(&plan);
+    free(runs);
+    return k;
+}
+
+/* Decides and sends; without the lock. Only while this replica holds the Lease. */
+static void admission_decide(struct admission *a) {
+    struct admission_patch **aps = NULL;
+    pthread_mutex_lock(&a->lock);
+    size_t k = admission_plan_locked(a, &aps);
+    pthread_mutex_unlock(&a->lock);
+    for (size_t i = 0; i < k; i++) {
+        struct admission_patch *ap = aps[i];
+        if (!watcher_is_leader(a->w)) { /* checked again before each patch */
+            free(ap->name);
+            free(ap->patch);
+            admission_patched(ap, 0, "", 0);
+            continue;
+        }
+        LOGGER_INFO_("admission", "pipelinerun", ap->name, "action",
+                     ap->kind == QUEUE_ACT_START ? "start" : "cancel");
+        /* On failure to queue, done has run already (status 0) and counted it down. */
+        char *name = ap->name, *patch = ap->patch;
+        (void)watcher_patch(a->w, name, patch, strlen(patch), admission_patched, ap);
+        free(name);
+        free(patch);
+    }
+    free(aps);
+}
+
+static void admission_on_event(void *arg, enum watcher_event ev, const cJSON *obj) {
+    struct admission *a = arg;
+    pthread_mutex_lock(&a->lock);
+    if (ev == WATCHER_DELETED) {
+        const char *name = admission_name_of(obj);
+        if (name)
+            cJSON_DeleteItemFromObjectCaseSensitive(a->store, name);
+    } else if (ev != WATCHER_RESYNCED) {
+        admission_put(a, obj);
+    }
+    pthread_mutex_unlock(&a->lock);
+    if (ev == WATCHER_RESYNCED || ev == WATCHER_MODIFIED || ev == WATCHER_ADDED ||
+        ev == WATCHER_DELETED)
+        admission_decide(a);
+}
+
+static void admission_on_leadership(void *arg, bool leading) {
+    struct admission *a = arg;
+    pthread_mutex_lock(&a->lock);
+    a->leading = leading;
+    pthread_mutex_unlock(&a->lock);
+    metrics_queue_leader_set(leading);
+    LOGGER_INFO_("admission", "leading", leading ? "true" : "false");
+    if (leading)
+        admission_decide(a);
+}
+
+/* The tick: a patch that got no answer, a phantom that expired. */
+static void *admission_tick(void *arg) {
+    struct admission *a = arg;
+    pthread_mutex_lock(&a->lock);
+    while (!a->stopping) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += ADMISSION_TICK_MS / 1000;
+        pthread_cond_timedwait(&a->wake, &a->lock, &ts);
+        if (a->stopping)
+            break;
+        pthread_mutex_unlock(&a->lock);
+        admission_decide(a);
+        pthread_mutex_lock(&a->lock);
+    }
+    pthread_mutex_unlock(&a->lock);
+    return NULL;
+}
+
+int admission_new(const struct config *cfg, struct watcher *w, struct admission **out) {
+    struct admission *a = calloc(1, sizeof(*a));
+
+    *out = NULL;
+    if (!a)
+        return GHE_NOMEM;
+    pthread_mutex_init(&a->lock, NULL);
+    pthread_cond_init(&a->wake, NULL);
+    a->w = w;
+    a->store = cJSON_CreateObject();
+    a->phantoms = cJSON_CreateObject();
+    a->group_tmpl = strdup(cfg->concurrency_group ? cfg->concurrency_group : "");
+    a->variants[0] =
+        (struct queue_variant){"lite", (int)cfg->concurrency_max_running_lite, 0, NULL};
+    a->variants[1] =
+        (struct queue_variant){"original", (int)cfg->concurrency_max_running_original, 0, NULL};
+    a->qc.variants = a->variants;
+    a->qc.nvariants = 2;
+    a->qc.cancel_pending = cfg->concurrency_cancel_pending || cfg->concurrency_cancel_running;
+    a->qc.cancel_running = cfg->concurrency_cancel_running;
+    a->qc.fallback = QUEUE_FALLBACK_NONE;
+    if (!a->store || !a->phantoms || !a->group_tmpl ||
+        watcher_subscribe(w, admission_on_event, admission_on_leadership, a) != 0) {
+        admission_free(a);
+        return GHE_NOMEM;
+    }
+    if (pthread_create(&a->ticker, NULL, admission_tick, a) != 0) {
+        admission_free(a);
+        return GHE_NOMEM;
+    }
+    a->ticking = true;
+    admission_current = a;
+    *out = a;
+    return 0;
+}
+
+void admission_free(struct admission *a) {
+    if (!a)
+        return;
+    pthread_mutex_lock(&a->lock);
+    a->stopping = true;
+    pthread_cond_signal(&a->wake);
+    pthread_mutex_unlock(&a->lock);
+    if (a->ticking)
+        pthread_join(a->ticker, NULL);
+    if (admission_current == a)
+        admission_current = NULL;
+    cJSON_Delete(a->store);
+    cJSON_Delete(a->phantoms);
+    free(a->group_tmpl);
+    pthread_cond_destroy(&a->wake);
+    pthread_mutex_destroy(&a->lock);
+    free(a);
+}
+
+/* ---- admission at delivery time ---- */
+
+static cJSON *admission_obj(cJSON *parent, const char *key) {
+    cJSON *o = cJSON_GetObjectItemCaseSensitive(parent, key);
+    if (cJSON_IsObject(o))
+        return o;
+    cJSON_DeleteItemFromObjectCaseSensitive(parent, key);
+    return cJSON_AddObjectToObject(parent, key);
+}
+
+static void admission_set(cJSON *obj, const char *key, const char *v) {
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+    cJSON_AddStringToObject(obj, key, v);
+}
+
+/* The run's position in its group's queue, from the view; 0 when not waiting. */
+static int admission_position(const char *view, const char *name) {
+    cJSON *v = cJSON_Parse(view);
+    int pos = 0;
+    const cJSON *g, *w;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(v, "groups")) {
+        cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(g, "waiting")) {
+            const cJSON *n = cJSON_GetObjectItemCaseSensitive(w, "name");
+            const cJSON *p = cJSON_GetObjectItemCaseSensitive(w, "position");
+            if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0 && cJSON_IsNumber(p))
+                pos = p->valueint;
+        }
+    }
+    cJSON_Delete(v);
+    return pos;
+}
+
+int admission_admit(struct admission *a, const struct event *ev, const char *variant, char **json,
+                    size_t *len, int *position) {
+    char group[512], label[NAMING_MAX + 1], why[256], ts[CLOCK_RFC3339_MAX];
+    long long now = clock_wall_ms();
+    struct queue_run *runs = NULL;
+    struct queue_plan plan = {NULL, 0};
+    struct queue_gpu gpu = {false, 0};
+    size_t n = 0;
+    char *view = NULL;
+    bool starts = false;
+    int rc = GHE_NOMEM;
+
+    *position = 0;
+    cJSON *pr = cJSON_ParseWithLength(*json, *len);
+    const char *name = pr ? admission_name_of(pr) : NULL;
+    if (!name) {
+        cJSON_Delete(pr);
+        return GHE_INVAL;
+    }
+    if (admission_group_render(a->group_tmpl, ev, variant, group, sizeof(group), why,
+                               sizeof(why)) != 0) {
+        cJSON_Delete(pr);
+        return GHE_INVAL;
+    }
+    admission_group_label(group, label);
+    cJSON *md = admission_obj(pr, "metadata");
+    cJSON *labels = admission_obj(md, "labels"), *notes = admission_obj(md, "annotations");
+    cJSON *spec = admission_obj(pr, "spec");
+    admission_set(labels, ADMISSION_LABEL_MANAGED_BY, "gpuhook");
+    admission_set(labels, QUEUE_LABEL_VARIANT, variant);
+    admission_set(labels, QUEUE_LABEL_GROUP, label);
+    admission_set(notes, ADMISSION_NOTE_GROUP, group);
+    admission_set(notes, QUEUE_NOTE_QUEUED_SINCE, clock_rfc3339(now, ts));
+    admission_set(spec, "status", "PipelineRunPending");
+
+    pthread_mutex_lock(&a->lock);
+    bool known = cJSON_GetObjectItemCaseSensitive(a->store, name) != NULL;
+    /* The candidate as the store would hold it: the decision sees it with the others. */
+    cJSON *cand = cJSON_Duplicate(pr, 1);
+    cJSON *cmd = cand ? cJSON_GetObjectItemCaseSensitive(cand, "metadata") : NULL;
+    if (cmd) {
+        admission_set(cmd, "resourceVersion", ADMISSION_LOCAL_RV);
+        admission_set(cmd, "creationTimestamp", ts);
+    }
+    if (cmd && admission_runs(a, known ? NULL : cand, &runs, &n) == 0 &&
+        queue_decide(runs, n, &a->qc, &gpu, now, &plan) == 0) {
+        for (size_t i = 0; i < plan.count; i++)
+            if (plan.actions[i].kind == QUEUE_ACT_START && strcmp(plan.actions[i].name, name) == 0)
+                starts = true;
+        if (!starts && queue_view_json(runs, n, &a->qc, &gpu, now, &view) == 0)
+            *position = admission_position(view, name);
+        rc = 0;
+    }
+    if (rc == 0 && starts) {
+        cJSON_DeleteItemFromObjectCaseSensitive(spec, "status");
+        admission_set(notes, QUEUE_NOTE_STARTED_AT, ts);
+        admission_set(notes, QUEUE_NOTE_WAITED, "0s for nothing");
+        cJSON_DeleteItemFromObjectCaseSensitive(cJSON_GetObjectItemCaseSensitive(cand, "spec"),
+                                                "status");
+        admission_set(cJSON_GetObjectItemCaseSensitive(cmd, "annotations"), QUEUE_NOTE_STARTED_AT,
+                      ts);
+    } else if (rc == 0 && *position == 0) {
+        *position = 1;
+    }
+    if (rc == 0 && !known) {
+        /* Held until the watch shows it, so that two deliveries never take one slot. */
+        admission_put(a, cand);
+        cJSON_AddNumberToObject(a->phantoms, name, (double)now);
+    }
+    pthread_mutex_unlock(&a->lock);
+    queue_plan_cleanup(&plan);
+    free(runs);
+    free(view);
+    cJSON_Delete(cand);
+    if (rc == 0) {
+        char *text = cJSON_PrintUnformatted(pr);
+        if (!text) {
+            rc = GHE_NOMEM;
+        } else {
+            free(*json);
+            *json = text;
+            *len = strlen(text);
+            if (*position)
+                metrics_queue_action("queued");
+        }
+    }
+    cJSON_Delete(pr);
+    return rc;
+}
+
+int admission_view_json(struct admission *a, char **json) {
+    struct queue_run *runs = NULL;
+    struct queue_gpu gpu = {false, 0};
+    size_t n = 0;
+    int rc;
+
+    *json = NULL;
+    pthread_mutex_lock(&a->lock);
+    rc = admission_runs(a, NULL, &runs, &n);
+    if (rc == 0)
+        rc = queue_view_json(runs, n, &a->qc, &gpu, clock_wall_ms(), json);
+    pthread_mutex_unlock(&a->lock);
+    free(runs);
+    return rc;
+}

@@ -1,0 +1,222 @@
+"""The admission queue wired into the server (issue 18): the real binary against the stand-in
+API server and its Tekton controller stand-in. Pending runs are real PipelineRuns
+(spec.status PipelineRunPending) answered 202 with a position; the leader's scheduler starts
+them by a merge patch when a slot frees, supersedes pending runs of a group, survives a
+restart (the state is in the cluster) and a kill -9 of the leader, and a flapping API."""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from harness import BINARY, WRAPPER, GpuHook, fixture
+from fake_apiserver import FakeApiServer
+
+PUSH = fixture("push_with-new-branch.json")
+SLOW = 3.0 if (WRAPPER or os.environ.get("GPUHOOK_SANITIZED") == "1") else 1.0
+LEASE_S = 2
+
+
+def push(branch="main", sha=None):
+    p = json.loads(PUSH)
+    p["ref"] = "refs/heads/" + branch
+    if sha:
+        p["after"] = sha
+        if p.get("head_commit"):
+            p["head_commit"]["id"] = sha
+    return json.dumps(p).encode()
+
+
+def hook(api, cancel_pending=False, original=1, lease_s=LEASE_S):
+    g = GpuHook()
+    g.config["kubernetes"] = {"mode": "url", "url": api.url, "namespace": "tekton-pipelines",
+                              "timeout_seconds": 3}
+    g.config["concurrency"] = {"group": "{repo_full_name}/{branch}",
+                               "cancel_pending": cancel_pending,
+                               "max_running": {"original": original, "lite": 4},
+                               "lease": {"name": "gpuhook-scheduler",
+                                         "duration_seconds": lease_s}}
+    return g
+
+
+def wait_for(pred, timeout=15):
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    return pred()
+
+
+def leader(g):
+    return "\ngpuhook_queue_leader 1\n" in g.metrics()
+
+
+def spec_status(api, name):
+    return ((api.run(name) or {}).get("spec") or {}).get("status")
+
+
+def notes(api, name):
+    return ((api.run(name) or {}).get("metadata") or {}).get("annotations") or {}
+
+
+def started(api, name):
+    r = api.run(name)
+    return r is not None and "status" not in (r.get("spec") or {})
+
+
+@pytest.fixture
+def api():
+    srv = FakeApiServer(tempfile.mkdtemp(prefix="gpuhook-api-")).start()
+    yield srv
+    srv.stop()
+
+
+def deliver_three(g):
+    out = []
+    for i in range(3):
+        r = g.deliver("push", push(sha="%040x" % (i + 1)))
+        assert r.status in (201, 202), r.body
+        out.append(r.json)
+    return out
+
+
+def test_max_running_one_runs_one_and_queues_two_in_order(api):
+    with hook(api) as g:
+        assert wait_for(lambda: leader(g))
+        a, b, c = deliver_three(g)
+        assert a["status"] == "created"
+        assert (b["status"], b["position"]) == ("queued", 1), b
+        assert (c["status"], c["position"]) == ("queued", 2), c
+        names = [a["pipelinerun"], b["pipelinerun"], c["pipelinerun"]]
+        assert spec_status(api, names[0]) is None
+        assert spec_status(api, names[1]) == "PipelineRunPending"
+        assert spec_status(api, names[2]) == "PipelineRunPending"
+        labels = api.run(names[1])["metadata"]["labels"]
+        assert labels["gpuhook.dev/variant"] == "original"
+        assert labels["app.kubernetes.io/managed-by"] == "gpuhook"
+        assert notes(api, names[1])["gpuhook.dev/queued-since"]
+        view = g.request("GET", "/queue").json
+        waiting = [w["name"] for grp in view["groups"] for w in grp["waiting"]]
+        assert waiting == names[1:], view
+        assert view["running"]["original"] == 1
+
+        api.set_run_status(names[0], "Succeeded")
+        assert wait_for(lambda: started(api, names[1])), api.run(names[1])
+        assert notes(api, names[1]).get("gpuhook.dev/started-at")
+        time.sleep(1.5)
+        assert spec_status(api, names[2]) == "PipelineRunPending"
+
+        api.set_run_status(names[1], "Failed")
+        assert wait_for(lambda: started(api, names[2]))
+        m = g.metrics()
+        assert 'gpuhook_queue_actions_total{action="start"} 2' in m, m
+        assert 'gpuhook_queue_actions_total{action="queued"} 2' in m
+        assert "gpuhook_queue_wait_seconds_count 2" in m
+
+
+def test_supersession_keeps_the_running_cancels_the_middle_starts_the_last(api):
+    with hook(api, cancel_pending=True) as g:
+        assert wait_for(lambda: leader(g))
+        a, b, c = deliver_three(g)
+        names = [a["pipelinerun"], b["pipelinerun"], c["pipelinerun"]]
+        assert a["status"] == "created" and b["status"] == "queued" and c["status"] == "queued"
+        assert wait_for(lambda: spec_status(api, names[1]) == "Cancelled")
+        assert notes(api, names[1]).get("gpuhook.dev/superseded-by") == names[2]
+        assert spec_status(api, names[0]) is None  # the running one is never touched
+        assert spec_status(api, names[2]) == "PipelineRunPending"
+        api.set_run_status(names[0], "Succeeded")
+        assert wait_for(lambda: started(api, names[2]))
+        assert spec_status(api, names[1]) == "Cancelled"
+        assert 'gpuhook_queue_actions_total{action="supersede"} 1' in g.metrics()
+
+
+def test_restart_in_the_middle_continues_from_the_cluster(api):
+    g = hook(api)
+    with g:
+        assert wait_for(lambda: leader(g))
+        a, b, c = deliver_three(g)
+    names = [a["pipelinerun"], b["pipelinerun"], c["pipelinerun"]]
+    api.set_run_status(names[0], "Succeeded")  # while no gpuhook runs
+    time.sleep(0.5)
+    assert spec_status(api, names[1]) == "PipelineRunPending"
+    with hook(api) as g2:
+        assert wait_for(lambda: started(api, names[1]))
+        assert spec_status(api, names[2]) == "PipelineRunPending"
+        api.set_run_status(names[1], "Succeeded")
+        assert wait_for(lambda: started(api, names[2]))
+        assert leader(g2)
+
+
+def start_patches(api, name):
+    """PATCHes of the run that the API applied and that removed spec.status (started it)."""
+    return [q for q in api.requests() if q["method"] == "PATCH" and q["status"] == 200
+            and q["path"].endswith("/pipelineruns/" + name)]
+
+
+def test_two_replicas_kill_the_leader_the_other_goes_on_each_run_starts_once(api):
+    a, b = hook(api), hook(api)
+    with a, b:
+        assert wait_for(lambda: leader(a) or leader(b))
+        lead, other = (a, b) if leader(a) else (b, a)
+        assert not leader(other)
+        runs = deliver_three(other)  # any replica admits
+        names = [r["pipelinerun"] for r in runs]
+        assert [r["status"] for r in runs] == ["created", "queued", "queued"]
+        lead.proc.send_signal(signal.SIGKILL)
+        lead.proc.wait()
+        api.set_run_status(names[0], "Succeeded")
+        assert wait_for(lambda: started(api, names[1]), timeout=LEASE_S * 4 + 10)
+        assert leader(other)
+        api.set_run_status(names[1], "Succeeded")
+        assert wait_for(lambda: started(api, names[2]))
+        for n in names[1:]:
+            assert len(start_patches(api, n)) == 1, (n, start_patches(api, n))
+        assert start_patches(api, names[0]) == []
+
+
+def test_a_flapping_api_during_scheduling_loses_nothing(api):
+    with hook(api) as g:
+        assert wait_for(lambda: leader(g))
+        a, b, c = deliver_three(g)
+        names = [a["pipelinerun"], b["pipelinerun"], c["pipelinerun"]]
+        # Patches fail (503, dropped connections) for a while; the tick sends them again.
+        api.set_faults([{"mode": "alternate", "modes": ["503", "drop"], "count": 4,
+                         "paths": ["/apis/tekton.dev/v1/namespaces/*/pipelineruns/*"],
+                         "methods": ["PATCH"]}])
+        api.set_run_status(names[0], "Succeeded")
+        assert wait_for(lambda: started(api, names[1]), timeout=20)
+        assert spec_status(api, names[2]) == "PipelineRunPending"
+        api.set_run_status(names[1], "Succeeded")
+        assert wait_for(lambda: started(api, names[2]), timeout=20)
+        assert len(api.objects()) == 3
+
+
+def test_a_bad_group_template_is_a_config_error_that_names_the_key(api):
+    g = hook(api)
+    g.config["concurrency"]["group"] = "{repo_full_name}/{nope}"
+    g.write_config()
+    r = subprocess.run([BINARY, "--config", g.config_path, "--check-config"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    out = r.stdout + r.stderr
+    assert ".concurrency.group" in out and "unknown field {nope}" in out, out
+
+
+def test_queue_route_without_concurrency_says_why(api):
+    g = hook(api)
+    del g.config["concurrency"]
+    with g:
+        r = g.request("GET", "/queue")
+        assert r.status == 404
+        assert "no admission queue" in r.json["error"], r.body
+        # Without the block nothing changes: a run is created started, answered 201.
+        d = g.deliver("push", push())
+        assert d.status == 201 and d.json["status"] == "created", d.body
+        run = api.run(d.json["pipelinerun"])
+        assert "status" not in run.get("spec", {})
+        assert "gpuhook.dev/group" not in (run["metadata"].get("labels") or {})
