@@ -73,6 +73,28 @@ static const struct config_key config_tls_keys[] = {
     /* read with cert_file, at start only */
     {"key_file", CONFIG_T_PATH, CFG_OFF(tls_key_file), 0, NULL, 0, 0, 0, NULL, NULL, true, RESTART},
     CFG_END};
+/* ghreport.c builds its client once, at start (delivery_new): every key needs a restart. */
+static const struct config_key config_report_keys[] = {
+    {"api_url", CONFIG_T_STRING, CFG_OFF(report_api_url), 0, "https://api.github.com", 0, 0, 0,
+     NULL, NULL, false, RESTART},
+    {"app_id", CONFIG_T_INT, CFG_OFF(report_app_id), 0, NULL, 0, 0, 1000000000000L, NULL, NULL,
+     false, RESTART},
+    {"private_key_file", CONFIG_T_PATH, CFG_OFF(report_private_key_file), 0, NULL, 0, 0, 0, NULL,
+     NULL, false, RESTART},
+    {"installation_id", CONFIG_T_INT, CFG_OFF(report_installation_id), 0, NULL, 0, 0,
+     1000000000000000L, NULL, NULL, false, RESTART},
+    /* ghauth re-reads the file itself when it changes */
+    {"token_file", CONFIG_T_PATH, CFG_OFF(report_token_file), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    {"ca_file", CONFIG_T_PATH, CFG_OFF(report_ca_file), 0, NULL, 0, 0, 0, NULL, NULL, false,
+     RESTART},
+    {"details_url", CONFIG_T_STRING, CFG_OFF(report_details_url), 0, NULL, 0, 0, 0, NULL, NULL,
+     false, RESTART},
+    {"queue_max", CONFIG_T_INT, CFG_OFF(report_queue_max), 0, NULL, 1024, 1, 1000000, NULL, NULL,
+     false, RESTART},
+    {"max_attempts", CONFIG_T_INT, CFG_OFF(report_max_attempts), 0, NULL, 10, 1, 100, NULL, NULL,
+     false, RESTART},
+    CFG_END};
 static const struct config_key config_github_keys[] = {
     /* the keyring is built by the load and swapped with the config */
     {"secret_files", CONFIG_T_PATH_LIST, CFG_OFF(secret_files), CFG_OFF(secret_count), NULL, 0, 1,
@@ -80,6 +102,7 @@ static const struct config_key config_github_keys[] = {
     /* webhook.c reads the current config; serve.c re-registers metric labels */
     {"events", CONFIG_T_STRING_LIST, CFG_OFF(events), CFG_OFF(event_count),
      "push,pull_request,ping", 0, 0, 64, NULL, NULL, false, LIVE},
+    {"report", CONFIG_T_OBJECT, 0, 0, NULL, 0, 0, 0, NULL, config_report_keys, false, NESTED},
     CFG_END};
 static const struct config_key config_trigger_keys[] = {
     /* the token is read by the load and swapped with the config */
@@ -587,6 +610,43 @@ static void config_check_kube(struct config_ctx *c) {
         cfg->kube_namespace = strdup("tekton-pipelines");
 }
 
+/*
+ * github.report's credentials: an App (app_id with private_key_file) or a token file,
+ * exactly one, and readable. Checked with the other files (not by `gpuhook render`).
+ */
+static void config_check_report_credentials(struct config_ctx *c) {
+    struct config *cfg = c->cfg;
+
+    if (cfg->report_app_id > 0 && cfg->report_token_file)
+        errlist_at(c->el, c->file, ".github.report",
+                   "app_id and token_file are both set: use an App or a token, not both");
+    if (cfg->report_app_id > 0 && !cfg->report_private_key_file)
+        errlist_at(c->el, c->file, ".github.report.private_key_file", "required with app_id");
+    if (cfg->report_private_key_file && cfg->report_app_id <= 0)
+        errlist_at(c->el, c->file, ".github.report.app_id", "required with private_key_file");
+    if (CONFIG_REPORTS(cfg) && cfg->kube_mode != CONFIG_KUBE_URL &&
+        cfg->kube_mode != CONFIG_KUBE_IN_CLUSTER)
+        errlist_at(c->el, c->file, ".github.report",
+                   "needs kubernetes.mode \"url\" or \"in-cluster\" (it follows the runs there)");
+    const char *const files[][2] = {{".github.report.private_key_file", cfg->report_private_key_file},
+                                    {".github.report.token_file", cfg->report_token_file},
+                                    {".github.report.ca_file", cfg->report_ca_file}};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+        if (files[i][1] && access(files[i][1], R_OK) != 0)
+            errlist_at(c->el, c->file, files[i][0], "cannot read %s: %s", files[i][1],
+                       strerror(errno));
+}
+
+/* github.report: a usable api_url, and a mode that follows the runs. */
+static void config_check_report(struct config_ctx *c) {
+    struct config *cfg = c->cfg;
+    const char *u = cfg->report_api_url;
+
+    if (u && strncmp(u, "https://", 8) != 0 && strncmp(u, "http://", 7) != 0)
+        errlist_at(c->el, c->file, ".github.report.api_url",
+                   "\"%s\" is not an http:// or https:// URL", u);
+}
+
 /* Whether two values of key k differ; only keys with a field (not objects, not selection). */
 static bool config_key_differs(const struct config_key *k, const struct config *a,
                                const struct config *b) {
@@ -720,8 +780,11 @@ static int config_load_ctx(const char *path, struct config **out, struct errlist
         c.cfg->kube_local_dir = config_resolve(&c, "../var/pipelineruns");
     config_check_listen(&c);
     config_check_kube(&c);
-    if (!offline)
+    config_check_report(&c);
+    if (!offline) {
         config_check_files(&c);
+        config_check_report_credentials(&c);
+    }
     if (select_rules_parse(c.selection, path, &c.cfg->rules, el) != 0 && el->count == before)
         errlist_at(el, path, ".selection", "invalid");
     if (c.cfg->template_path && c.cfg->bindings_path)
@@ -791,5 +854,10 @@ void config_unref(struct config *cfg) {
     free(cfg->cluster_gpu_port_name);
     free(cfg->concurrency_group);
     free(cfg->concurrency_lease_name);
+    free(cfg->report_api_url);
+    free(cfg->report_private_key_file);
+    free(cfg->report_token_file);
+    free(cfg->report_ca_file);
+    free(cfg->report_details_url);
     free(cfg);
 }

@@ -3,6 +3,7 @@
 #include "gpuhook/clock.h"
 #include "gpuhook/config.h"
 #include "gpuhook/fileio.h"
+#include "gpuhook/ghreport.h"
 #include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
@@ -36,6 +37,7 @@ struct delivery {
     struct workpool *pool; /* the threads that may block (fsync); NULL: deliver inline */
     struct watcher *watcher; /* the shared watcher (API modes with concurrency); NULL else */
     bool watcher_started;
+    struct ghreport *report; /* GitHub feedback (github.report); NULL: off */
 
     pthread_mutex_t lock; /* guards the readiness cache */
     long ready_at_ms;
@@ -51,6 +53,8 @@ static const char *const delivery_names[] = {"created", "exists",   "queued",
 const char *delivery_outcome_name(int outcome) {
     return outcome >= 0 && outcome <= DELIVERY_UNAVAILABLE ? delivery_names[outcome] : "unknown";
 }
+
+static int delivery_report_new(struct delivery *d, const struct config *cfg, struct errlist *el);
 
 int delivery_new(const struct config *cfg, struct delivery **out, struct errlist *el) {
     struct delivery *d = calloc(1, sizeof(*d));
@@ -72,17 +76,22 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
         }
         spool_set_retry_after_max(d->spool, cfg->spool_retry_after_max_seconds);
         d->spool_dir = strdup(cfg->spool_dir);
-        if (cfg->concurrency_group) {
+        if (cfg->concurrency_group || CONFIG_REPORTS(cfg)) {
             struct watcher_config wc = {
                 .namespace_ = d->namespace,
-                .lease_name = cfg->concurrency_lease_name,
-                .lease_duration_ms = cfg->concurrency_lease_duration_seconds * 1000L,
+                .lease_name = cfg->concurrency_lease_name ? cfg->concurrency_lease_name
+                                                     : "gpuhook-scheduler",
+                .lease_duration_ms = cfg->concurrency_lease_duration_seconds > 0
+                                         ? cfg->concurrency_lease_duration_seconds * 1000L
+                                         : 15000,
             };
             if (watcher_new(d->kube, &wc, &d->watcher, err, sizeof(err)) != 0) {
                 errlist_add(el, "the PipelineRun watcher: %s", err);
                 goto fail;
             }
         }
+        if (CONFIG_REPORTS(cfg) && delivery_report_new(d, cfg, el) != 0)
+            goto fail;
     } else {
         d->namespace = strdup(cfg->kube_namespace ? cfg->kube_namespace : "tekton-pipelines");
     }
@@ -99,6 +108,33 @@ fail:
     delivery_free(d);
     return GHE_INVAL;
 }
+
+/* github.report: the reporter subscribes to the watcher before it starts. */
+static int delivery_report_new(struct delivery *d, const struct config *cfg, struct errlist *el) {
+    char err[512];
+    struct watcher *w = d->watcher;
+    struct ghreport_config rc = {.api_url = cfg->report_api_url,
+                                 .app_id = cfg->report_app_id,
+                                 .private_key_file = cfg->report_private_key_file,
+                                 .installation_id = cfg->report_installation_id,
+                                 .token_file = cfg->report_token_file,
+                                 .ca_file = cfg->report_ca_file,
+                                 .details_url = cfg->report_details_url,
+                                 .namespace_ = d->namespace,
+                                 .queue_max = (size_t)cfg->report_queue_max,
+                                 .max_attempts = (int)cfg->report_max_attempts};
+    if (!w) {
+        errlist_add(el, "github.report: cannot watch the PipelineRuns");
+        return GHE_INVAL;
+    }
+    if (ghreport_new(&rc, w, &d->report, err, sizeof(err)) != 0) {
+        errlist_add(el, "github.report: %s", err);
+        return GHE_INVAL;
+    }
+    return 0;
+}
+
+struct ghreport *delivery_report(struct delivery *d) { return d ? d->report : NULL; }
 
 int delivery_start(struct delivery *d) {
     if (d->mode != CONFIG_KUBE_DRY_RUN && !d->pool &&
@@ -118,7 +154,9 @@ struct watcher *delivery_watcher(struct delivery *d) { return d ? d->watcher : N
 void delivery_free(struct delivery *d) {
     if (!d)
         return;
+    ghreport_stop(d->report); /* before the watcher it patches through */
     watcher_free(d->watcher); /* first: it borrows the API client */
+    ghreport_free(d->report);
     workpool_free(d->pool);
     spool_free(d->spool);
     kube_free(d->kube);

@@ -735,6 +735,9 @@ static const struct jsonprune_seg event_seg_pr_repo[] = {
     EVENT_SEG("pull_request"), EVENT_SEG("head"), EVENT_SEG("repo"), EVENT_SEG("full_name")};
 static const struct jsonprune_seg event_seg_pr_assoc[] = {EVENT_SEG("pull_request"),
                                                           EVENT_SEG("author_association")};
+/* GitHub feedback (issue 20) keeps the delivery's installation on the run. */
+static const struct jsonprune_seg event_seg_installation[] = {EVENT_SEG("installation"),
+                                                              EVENT_SEG("id")};
 #define EVENT_PATH(a)                                                                              \
     { a, sizeof(a) / sizeof(a[0]) }
 static const struct jsonprune_path event_paths[] = {
@@ -748,7 +751,8 @@ static const struct jsonprune_path event_paths[] = {
     EVENT_PATH(event_seg_pr_base),   EVENT_PATH(event_seg_pr_title),
     EVENT_PATH(event_seg_pr_draft),  EVENT_PATH(event_seg_pr_number),
     EVENT_PATH(event_seg_pr_labels), EVENT_PATH(event_seg_label),
-    EVENT_PATH(event_seg_pr_repo),   EVENT_PATH(event_seg_pr_assoc)};
+    EVENT_PATH(event_seg_pr_repo),   EVENT_PATH(event_seg_pr_assoc),
+    EVENT_PATH(event_seg_installation)};
 #define EVENT_NPATHS (sizeof(event_paths) / sizeof(event_paths[0]))
 
 int event_parse_delivery(struct event *ev, const char *event_name, const char *delivery,

@@ -1,5 +1,6 @@
 #include "gpuhook/metrics.h"
 #include "gpuhook/clusterview.h"
+#include "gpuhook/ghreport.h"
 #include "gpuhook/bodybudget.h"
 #include "gpuhook/error.h"
 #include "gpuhook/gpu.h"
@@ -486,5 +487,7 @@ int metrics_render(struct buf *b) {
         rc = gpu_metrics_append(b);
     if (!rc)
         rc = clusterview_metrics_append(b);
+    if (!rc)
+        rc = ghreport_metrics_append(b);
     return rc;
 }

@@ -51,7 +51,7 @@ const char *const tpl_label_keys[] = {"app.kubernetes.io/managed-by", "gpuhook.d
 const char *const tpl_note_keys[] = {"gpuhook.dev/rule",          "gpuhook.dev/reason",
                                      "gpuhook.dev/delivery",      "gpuhook.dev/ref",
                                      "gpuhook.dev/revision",      "gpuhook.dev/repository",
-                                     "gpuhook.dev/request-sha256"};
+                                     "gpuhook.dev/request-sha256", "gpuhook.dev/installation-id"};
 
 void tpl_expr_cleanup(struct tpl_expr *x) {
     for (size_t i = 0; i < x->count; i++)

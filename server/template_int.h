@@ -93,7 +93,7 @@ struct tpl_site {
  * of these keys is replaced in place; the others are appended.
  */
 #define TPL_LABEL_COUNT 5
-#define TPL_NOTE_COUNT 7
+#define TPL_NOTE_COUNT 8
 extern const char *const tpl_label_keys[TPL_LABEL_COUNT];
 extern const char *const tpl_note_keys[TPL_NOTE_COUNT];
 

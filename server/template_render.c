@@ -471,7 +471,10 @@ static int tpl_render_text(struct tpl_render *r, struct buf *out, char name[NAMI
                                               ev->event, ev->delivery, ev->repo_full_name};
     const char *note_src[TPL_NOTE_COUNT] = {
         d ? d->rule : NULL, d ? d->reason : NULL, ev->delivery,   ev->ref,
-        ev->revision,       ev->repo_full_name,   in->fingerprint};
+        ev->revision,       ev->repo_full_name,   in->fingerprint, NULL};
+    char installation[24]; /* the delivery's installation.id, for GitHub feedback */
+    const cJSON *inst = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(ev->body, "installation"), "id");
     bool structured;
     int rc = 0;
 
@@ -482,6 +485,11 @@ static int tpl_render_text(struct tpl_render *r, struct buf *out, char name[NAMI
         rc = tpl_site_check(r, &r->t->ksites[i], &structured);
     if (rc)
         return rc;
+    if (cJSON_IsNumber(inst) && inst->valuedouble >= 1 && inst->valuedouble < 1e15 &&
+        inst->valuedouble == (double)(long long)inst->valuedouble) {
+        snprintf(installation, sizeof(installation), "%lld", (long long)inst->valuedouble);
+        note_src[TPL_NOTE_COUNT - 1] = installation;
+    }
     naming_pipelinerun(r->t->name_prefix, in->name_kind, in->name_key[0], in->name_key[1], name);
     labels[0] = "gpuhook";
     for (size_t i = 1; i < TPL_LABEL_COUNT; i++) {

@@ -122,6 +122,17 @@ static const struct {
      false},
     {".github.secret_files", "[\"secret\"]", "[\"secret2\"]", false},
     {".github.events", "[\"push\"]", "[\"push\",\"ping\"]", false},
+    {".github.report.api_url", "\"https://api.example\"", "\"https://ghes.example/api/v3\"",
+     true},
+    {".github.report.app_id", "\"app_id\":7", "\"app_id\":8", true},
+    {".github.report.private_key_file", "\"app.pem\"", "\"app2.pem\"", true},
+    {".github.report.installation_id", "\"installation_id\":9", "\"installation_id\":10", true},
+    {".github.report.token_file", "\"pat\"", "\"pat2\"", true},
+    {".github.report.ca_file", "\"gh-ca.pem\"", "\"gh-ca2.pem\"", true},
+    {".github.report.details_url", "\"https://d.example/{name}\"",
+     "\"https://d.example/x/{name}\"", true},
+    {".github.report.queue_max", "\"queue_max\":100", "\"queue_max\":101", true},
+    {".github.report.max_attempts", "\"max_attempts\":3", "\"max_attempts\":4", true},
     {".trigger.token_file", "\"token_file\":\"token\"", "\"token_file\":\"secret\"", false},
     {".trigger.default_repo_url", "\"https://example.com/a\"", "\"https://example.com/b\"", false},
     {".kubernetes.mode", "\"mode\":\"url\"", "\"mode\":\"dry-run\"", true},
@@ -164,7 +175,10 @@ static const struct {
     "\"max_body_bytes\":2048,\"unverified_body_budget_bytes\":2097152,"                            \
     "\"max_connections\":100,\"header_timeout_seconds\":10,\"min_body_bytes_per_second\":100,"     \
     "\"shutdown_grace_seconds\":20,"                                                               \
-    "\"github\":{\"secret_files\":[\"secret\"],\"events\":[\"push\"]},"                            \
+    "\"github\":{\"secret_files\":[\"secret\"],\"events\":[\"push\"],"                             \
+    "\"report\":{\"api_url\":\"https://api.example\",\"app_id\":7,\"private_key_file\":\"app.pem\","  \
+    "\"installation_id\":9,\"token_file\":\"pat\",\"ca_file\":\"gh-ca.pem\","                        \
+    "\"details_url\":\"https://d.example/{name}\",\"queue_max\":100,\"max_attempts\":3}},"        \
     "\"trigger\":{\"token_file\":\"token\",\"default_repo_url\":\"https://example.com/a\"},"       \
     "\"kubernetes\":{\"mode\":\"url\",\"url\":\"http://127.0.0.1:1\",\"namespace\":\"ns1\","       \
     "\"token_file\":\"ktoken\",\"ca_file\":\"ca.pem\",\"local_dir\":\"runs\","                     \

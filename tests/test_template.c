@@ -546,7 +546,8 @@ static void test_template_shipped_files_render_a_push(void **state) {
              "   \"gpuhook.dev/delivery\": \"72d3162e-cc78-11e3-81ab-4c9367dc0958\","
              "   \"gpuhook.dev/ref\": \"refs/heads/master\","
              "   \"gpuhook.dev/revision\": \"%s\","
-             "   \"gpuhook.dev/repository\": \"Codertocat/Hello-World\"}},"
+             "   \"gpuhook.dev/repository\": \"Codertocat/Hello-World\","
+             "   \"gpuhook.dev/installation-id\": \"1\"}},"
              " \"spec\": {\"pipelineRef\": {\"name\": \"gpu-real-8-step-workflow-lite\"},"
              "  \"params\": [{\"name\": \"git-repo-url\","
              "    \"value\": \"https://github.com/Codertocat/Hello-World.git\"},"
@@ -619,7 +620,7 @@ static void test_template_shipped_files_render_a_pull_request(void **state) {
                       " \"gpuhook.dev/delivery\": \"72d3162e-cc78-11e3-81ab-4c9367dc0958\","
                       " \"gpuhook.dev/ref\": \"refs/pull/2/head\","
                       " \"gpuhook.dev/revision\": \"ec26c3e57ca3a959ca5aad62de7213c562f8c821\","
-                      " \"gpuhook.dev/repository\": \"Codertocat/Hello-World\"}");
+                      " \"gpuhook.dev/repository\": \"Codertocat/Hello-World\",\"gpuhook.dev/installation-id\": \"1\"}");
     assert_string_equal(str_at(run, "spec.workspaces[0].volumeClaimTemplate.spec.resources."
                                     "requests.storage"),
                         "50Gi");

@@ -89,7 +89,21 @@ struct config {
     long concurrency_max_running_original;
     char *concurrency_lease_name;
     long concurrency_lease_duration_seconds;
+
+    /* github.report (issue 20): check runs (App) or commit statuses (token). */
+    char *report_api_url;
+    long report_app_id; /* > 0: App mode */
+    char *report_private_key_file;
+    long report_installation_id; /* when a run carries none */
+    char *report_token_file;     /* token mode */
+    char *report_ca_file;
+    char *report_details_url; /* template: {namespace}, {name} */
+    long report_queue_max;
+    long report_max_attempts;
 };
+
+/* True when github.report asks for reporting (an App or a token). */
+#define CONFIG_REPORTS(cfg) ((cfg)->report_app_id > 0 || (cfg)->report_token_file != NULL)
 
 /*
  * Loads, validates and compiles path. Returns 0 and sets *out (release with

@@ -352,6 +352,7 @@ for variant in lite original; do
     fi
     if WORKSPACE=$ws VARIANT=$variant GIT_REPO_URL=https://github.com/o/r GIT_REVISION=abc123 \
         ANALYSIS_COMMIT=def456 PIPELINE_NAME=gpu-real-8-step-workflow-$variant \
+        SUMMARY_RESULT=$TMP/summary-result-$variant \
         sh "$SCRIPTS/final-summary.sh" >"$TMP/summary.out" 2>&1; then
         pass "$variant: final-summary.sh succeeds"
     else
@@ -376,6 +377,16 @@ for variant in lite original; do
         else fail "$variant: step $step not reported as a success"; fi
     done
     expect_in "$md" "| Revision | \`abc123\` |" "$variant: summary names the revision"
+    # The summary result (issue 20): the steps and the verdict, within Tekton's 4096 bytes.
+    res=$TMP/summary-result-$variant
+    size=$(wc -c <"$res" 2>/dev/null || echo 0)
+    if [ "$size" -gt 0 ] && [ "$size" -le 3072 ]; then
+        pass "$variant: the summary result holds $size bytes (at most 3072)"
+    else fail "$variant: the summary result holds $size bytes, want 1 to 3072"; fi
+    expect_in "$res" "| 8 | Final summary | ✅ success |" "$variant: the summary result has the steps"
+    expect_in "$res" "🎉 ENTIRE 8-STEP GPU WORKFLOW COMPLETED" "$variant: the summary result ends with the verdict"
+    if grep -q "SHA-256" "$res"; then fail "$variant: the summary result holds the artifact table"
+    else pass "$variant: the summary result leaves the artifact table out"; fi
     last=$(tail -n 1 "$md")
     if [ "$last" = "🎉 ENTIRE 8-STEP GPU WORKFLOW COMPLETED" ]; then
         pass "$variant: the summary ends with the completion line"

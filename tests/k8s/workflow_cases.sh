@@ -66,12 +66,18 @@ printf 'success\tcloned\n' >"$ws/status/step2"
 printf 'abc123def\n' >"$ws/status/analysis-commit"
 printf 'papermill: CellExecutionError in cell 7\n' >"$ws/output/papermill.log"
 # Step 3 died before recording; steps 4 to 7 never ran (Tekton: None).
-if WORKSPACE=$ws VARIANT=lite PIPELINE_STATUS=Failed sh "$SCRIPTS/final-summary.sh" \
+if WORKSPACE=$ws VARIANT=lite PIPELINE_STATUS=Failed SUMMARY_RESULT=$TMP/f3.result \
+    SUMMARY_RESULT_MAX=400 sh "$SCRIPTS/final-summary.sh" \
     1=Succeeded 2=Succeeded 3=Failed 4=None 5=None 6=None 7=None >"$TMP/f3.out" 2>&1; then
     fail "final-summary.sh succeeded after step 3 failed"
 else
     pass "final-summary.sh fails the run after step 3 failed"
 fi
+f3size=$(wc -c <"$TMP/f3.result" 2>/dev/null || echo 0)
+if [ "$f3size" -gt 0 ] && [ "$f3size" -le 400 ]; then
+    pass "a failed run's summary result is written and cut at its bound ($f3size bytes)"
+else fail "a failed run's summary result holds $f3size bytes, want 1 to 400"; fi
+expect_in "$TMP/f3.result" "| # | Step | Outcome | Details |" "a failed run's summary result starts with the steps"
 md=$ws/artifacts/STEP_SUMMARY_LITE.md
 if [ -s "$md" ]; then pass "a failed run still gets STEP_SUMMARY_LITE.md"; else
     fail "no STEP_SUMMARY_LITE.md after a failed run:"

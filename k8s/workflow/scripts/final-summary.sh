@@ -15,6 +15,10 @@
 # Failed, Completed or None; empty offline), and for the header (all
 # optional): PIPELINE_NAME, PIPELINERUN_NAME, GIT_REPO_URL, GIT_REVISION,
 # ANALYSIS_COMMIT (default: status/analysis-commit, written by step 2).
+# SUMMARY_RESULT (optional): a file, Tekton's $(results.summary.path), that
+# gets a short summary (the steps table and the last line, at most
+# SUMMARY_RESULT_MAX bytes, default 3072, cut at a line) for gpuhook's check
+# run; Tekton's results of one Task share 4096 bytes by default.
 # Runs without a GPU or network: tests/k8s/test_k8s.sh runs it on temporary
 # workspaces of passed and failed runs.
 set -eu
@@ -152,6 +156,12 @@ fi
 } >>"$tmp"
 mv "$tmp" "$summary"
 cat "$summary"
+if [ -n "${SUMMARY_RESULT:-}" ]; then
+    # The steps table and the verdict, whole lines only, within the result limit.
+    { sed -n '/^## Steps$/,/^## Artifacts$/p' "$summary" | sed '$d'; tail -n 1 "$summary"; } |
+        LC_ALL=C awk -v max="${SUMMARY_RESULT_MAX:-3072}" \
+            '{ n += length($0) + 1; if (n > max) exit; print }' >"$SUMMARY_RESULT"
+fi
 
 if [ -n "$failures" ]; then
     record_outcome 8 failure "$failures"

@@ -1,0 +1,294 @@
+"""GitHub feedback wired (issue 20): the real binary creates PipelineRuns on the stand-in
+Kubernetes API, follows them through the shared watcher (server/watcher.c) and reports
+them to the stand-in GitHub API (tests/githubapi/) as check runs (App) or commit statuses
+(token), keeping the check run id and the reported state on the run's annotations.
+"""
+import json
+import os
+import sys
+import tempfile
+import time
+
+import pytest
+
+from harness import GpuHook, fixture, metric_value
+from fake_apiserver import FakeApiServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "githubapi"))
+
+from fake_github import FakeGitHub, make_app_key, make_tls  # noqa: E402
+
+APP_ID = 424242
+INSTALLATION = 1  # the push fixture's installation.id
+OWNER, REPO = "Codertocat", "Hello-World"
+PUSH = json.loads(fixture("push_with-new-branch.json"))
+SHA = PUSH["after"]
+PAT = "ghp_" + "Q" * 36
+NS = "tekton-pipelines"
+SLOW = 3.0 if os.environ.get("GPUHOOK_SANITIZED") == "1" else 1.0
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    return make_app_key(str(tmp_path_factory.mktemp("app")))
+
+
+@pytest.fixture(scope="module")
+def gh_server(tmp_path_factory, keys):
+    tls = str(tmp_path_factory.mktemp("tls"))
+    make_tls(tls)
+    srv = FakeGitHub(str(tmp_path_factory.mktemp("gh")), tls_dir=tls, app_id=APP_ID,
+                     app_public_key=keys["public"], pats=[PAT],
+                     installations=[{"id": INSTALLATION, "account": OWNER}])
+    try:
+        srv.start()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def gh(gh_server):
+    gh_server.reset(tokens=True)
+    gh_server.config(token_ttl=3600, rate_limit=5000)
+    return gh_server
+
+
+@pytest.fixture
+def api():
+    srv = FakeApiServer(tempfile.mkdtemp(prefix="gpuhook-api-")).start()
+    yield srv
+    srv.stop()
+
+
+def push(n):
+    p = json.loads(json.dumps(PUSH))
+    p["head_commit"]["message"] = "change %d" % n
+    return json.dumps(p).encode()
+
+
+def hook(api, gh, keys, mode="app", log_level="debug", **report):
+    g = GpuHook()
+    g.config["log_level"] = log_level
+    g.config["kubernetes"] = {"mode": "url", "url": api.url, "namespace": NS,
+                              "timeout_seconds": 3}
+    r = {"api_url": gh.url, "ca_file": gh.ca_file,
+         "details_url": "https://dashboard.example/#/namespaces/{namespace}/pipelineruns/{name}"}
+    if mode == "app":
+        # Not the delivery's: the run's installation-id annotation must win.
+        r.update({"app_id": APP_ID, "private_key_file": keys["private"],
+                  "installation_id": 999})
+    else:
+        path = os.path.join(g.tmp, "github-status-token")
+        with open(path, "w") as f:
+            f.write(PAT + "\n")
+        r["token_file"] = path
+    r.update(report)
+    g.config["github"]["report"] = r
+    return g
+
+
+def wait_for(pred, timeout=15, what="condition"):
+    deadline = time.monotonic() + timeout * SLOW
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def history_of(gh, check_run_id=None):
+    return [(h["action"], h["status"], h["conclusion"]) for h in gh.history(check_run_id)]
+
+
+def notes(api, name):
+    return (api.run(name) or {}).get("metadata", {}).get("annotations", {})
+
+
+def reported(api, name, state):
+    return wait_for(lambda: notes(api, name).get("gpuhook.dev/github-reported") == state,
+                    what="annotation github-reported=%s on %s: %s" % (state, name,
+                                                                      notes(api, name)))
+
+
+def deliver(g, n=1):
+    r = g.deliver("push", push(n), delivery="fb-%d" % n)
+    assert r.status == 201, r.body
+    return r.json["pipelinerun"]
+
+
+def test_app_check_run_follows_the_run_to_success(api, gh, keys):
+    with hook(api, gh, keys) as g:
+        t0 = time.monotonic()
+        name = deliver(g)
+        answered = time.monotonic() - t0
+        try:
+            gh.wait_check_runs(1, timeout=10 * SLOW)
+        except AssertionError:
+            print(g.log_text()[-3000:])
+            raise
+        reported(api, name, "queued")
+        run = gh.check_runs()[0]
+        assert run["name"] == "gpu / lite" and run["head_sha"] == SHA
+        assert run["status"] == "queued"
+        assert run["external_id"] == NS + "/" + name
+        assert run["details_url"] == \
+            "https://dashboard.example/#/namespaces/%s/pipelineruns/%s" % (NS, name)
+        ann = notes(api, name)
+        assert ann["gpuhook.dev/check-run-id"] == str(run["id"])
+        assert ann["gpuhook.dev/installation-id"] == str(INSTALLATION)  # from the delivery
+        assert [t["installation_id"] for t in gh.tokens()] == [INSTALLATION]
+
+        api.set_run_status(name, "Running")
+        reported(api, name, "in_progress")
+        api.set_run_status(name, "Succeeded")
+        reported(api, name, "completed/success")
+        assert history_of(gh) == [("created", "queued", None), ("updated", "in_progress", None),
+                                  ("updated", "completed", "success")]
+        done = gh.check_run(run["id"])["check_run"]
+        assert done["conclusion"] == "success"
+        assert done["output"]["title"] == "lite: Succeeded"
+        summary = done["output"]["summary"]
+        assert "| Variant | lite |" in summary and "| Rule | default |" in summary
+        assert name.replace("-", "\\-") in summary and "| Duration |" in summary
+        assert done["started_at"] and done["completed_at"]
+        assert len(gh.check_runs()) == 1
+        m = g.metrics()
+        assert metric_value(m, 'gpuhook_github_updates_total{outcome="done"}') == 3
+        assert metric_value(m, "gpuhook_github_token_fetches_total") == 1
+        # The webhook's answer never waited for GitHub (its bound is the API's, not ours).
+        assert answered < 2.0 * SLOW
+        log = g.log_text()
+    for secret in (PAT, open(keys["private"]).read().split("\n")[1][:40]):
+        assert secret not in log
+    for tok in [t for t in gh.tokens()]:
+        assert "token" not in tok  # the stand-in never hands the token back
+    assert "ghs_" not in log and "eyJ" not in log  # no installation token, no JWT
+
+
+def test_app_failed_run_reports_failure_with_the_step_summary(api, gh, keys):
+    with hook(api, gh, keys) as g:
+        name = deliver(g, 2)
+        reported(api, name, "queued")
+        api.set_run_status(name, "Running")
+        reported(api, name, "in_progress")
+        # What Tekton writes when the run fails and step 8 published its summary result.
+        obj = api.run(name)
+        obj["status"]["conditions"] = [{"type": "Succeeded", "status": "False",
+                                        "reason": "Failed", "message": "Tasks Completed: 8 "
+                                        "(Failed: 1, Cancelled 0), Skipped: 0"}]
+        obj["status"]["completionTime"] = obj["status"]["startTime"]
+        obj["status"]["results"] = [{"name": "summary",
+                                     "value": "| 6 | Pytest | failure |\n\nstep 6 failed"}]
+        api.put_object(obj)
+        reported(api, name, "completed/failure")
+        run = gh.check_runs()[0]
+        assert run["status"] == "completed" and run["conclusion"] == "failure"
+        assert run["output"]["title"] == "lite: Failed"
+        summary = run["output"]["summary"]
+        assert "### Summary from the run" in summary
+        assert "| 6 | Pytest | failure |\n\nstep 6 failed" in summary  # kept as written
+
+
+def test_token_mode_reports_commit_statuses(api, gh, keys):
+    with hook(api, gh, keys, mode="token") as g:
+        name = deliver(g, 3)
+        reported(api, name, "pending")
+        api.set_run_status(name, "Running")
+        time.sleep(0.5 * SLOW)
+        api.set_run_status(name, "Succeeded")
+        reported(api, name, "success")
+        states = [s["state"] for s in gh.statuses(repo=OWNER + "/" + REPO, sha=SHA)]
+        assert states == ["pending", "success"]  # Running is still pending: not sent twice
+        st = gh.statuses()[-1]
+        assert st["context"] == "gpu / lite"
+        assert st["target_url"].endswith("/pipelineruns/" + name)
+        assert "gpuhook.dev/check-run-id" not in notes(api, name)
+        assert gh.check_runs() == []
+        log = g.log_text()
+    assert PAT not in log
+
+
+def test_restart_continues_the_same_check_run(api, gh, keys):
+    g = hook(api, gh, keys)
+    with g:
+        name = deliver(g, 4)
+        reported(api, name, "queued")
+        api.set_run_status(name, "Running")
+        reported(api, name, "in_progress")
+    # Down while the run finishes: the re-list after the restart reports it.
+    api.set_run_status(name, "Succeeded")
+    with g:
+        reported(api, name, "completed/success")
+        runs = gh.check_runs()
+        assert len(runs) == 1, runs
+        assert history_of(gh) == [("created", "queued", None), ("updated", "in_progress", None),
+                                  ("updated", "completed", "success")]
+        # Nothing already reported is sent again.
+        posts = [q for q in gh.requests() if q["operation"] == "checks/create"]
+        assert len(posts) == 1
+
+
+def test_rate_limited_then_5xx_then_ok_every_update_once_in_order(api, gh, keys):
+    with hook(api, gh, keys, max_attempts=5) as g:
+        name = deliver(g, 5)
+        reported(api, name, "queued")
+        gh.set_faults([
+            {"mode": "rate_limit", "reset_in": 1, "methods": ["PATCH"],
+             "paths": ["/repos/*/check-runs/*"]},
+            {"mode": "status", "code": 502, "count": 1, "methods": ["PATCH"]}])
+        api.set_run_status(name, "Running")
+        reported(api, name, "in_progress")
+        api.set_run_status(name, "Succeeded")
+        reported(api, name, "completed/success")
+        assert history_of(gh) == [("created", "queued", None), ("updated", "in_progress", None),
+                                  ("updated", "completed", "success")]
+        faults = [q["fault"] for q in gh.requests() if q.get("fault")]
+        assert len(faults) >= 2, gh.requests()
+        m = g.metrics()
+        assert metric_value(m, "gpuhook_github_rate_limited_total") >= 1
+
+
+def test_installation_token_expires_during_a_run(api, gh, keys):
+    with hook(api, gh, keys) as g:
+        name = deliver(g, 6)
+        reported(api, name, "queued")
+        assert len(gh.tokens()) == 1
+        gh.expire_tokens()
+        api.set_run_status(name, "Succeeded")
+        reported(api, name, "completed/success")
+        assert len(gh.tokens()) == 2  # a 401, then a new token, then the same update
+        assert history_of(gh)[-1] == ("updated", "completed", "success")
+        assert metric_value(g.metrics(), "gpuhook_github_token_fetches_total") == 2
+
+
+def test_config_refuses_app_and_token_together(api, gh, keys, tmp_path):
+    g = hook(api, gh, keys, token_file=str(tmp_path / "t"))
+    g.write_config()
+    import subprocess
+    p = subprocess.run([g.binary, "--config", g.config_path, "--check-config"], capture_output=True,
+                       text=True, timeout=20)
+    out = p.stdout + p.stderr
+    assert p.returncode != 0
+    assert "github.report" in out and "not both" in out, out
+
+
+def test_two_replicas_report_once(api, gh, keys):
+    """Both replicas watch the run; only the Lease holder reports it."""
+    a, b = hook(api, gh, keys), hook(api, gh, keys)
+    with a, b:
+        name = deliver(b, 7)
+        reported(api, name, "queued")
+        api.set_run_status(name, "Running")
+        reported(api, name, "in_progress")
+        api.set_run_status(name, "Succeeded")
+        reported(api, name, "completed/success")
+        time.sleep(0.5 * SLOW)  # a second reporter would have sent by now
+        assert history_of(gh) == [("created", "queued", None), ("updated", "in_progress", None),
+                                  ("updated", "completed", "success")]
+        done = [metric_value(x.metrics(), 'gpuhook_github_updates_total{outcome="done"}')
+                for x in (a, b)]
+        assert sorted(done) == [0, 3], done
