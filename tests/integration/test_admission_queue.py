@@ -113,8 +113,10 @@ def test_max_running_one_runs_one_and_queues_two_in_order(api):
 
         api.set_run_status(names[1], "Failed")
         assert wait_for(lambda: started(api, names[2]))
+        # A start is counted when its patch's answer reaches gpuhook, which can come a moment
+        # after the API shows the run started.
+        assert wait_for(lambda: 'gpuhook_queue_actions_total{action="start"} 2' in g.metrics())
         m = g.metrics()
-        assert 'gpuhook_queue_actions_total{action="start"} 2' in m, m
         assert 'gpuhook_queue_actions_total{action="queued"} 2' in m
         assert "gpuhook_queue_wait_seconds_count 2" in m
 
@@ -132,7 +134,7 @@ def test_supersession_keeps_the_running_cancels_the_middle_starts_the_last(api):
         api.set_run_status(names[0], "Succeeded")
         assert wait_for(lambda: started(api, names[2]))
         assert spec_status(api, names[1]) == "Cancelled"
-        assert 'gpuhook_queue_actions_total{action="supersede"} 1' in g.metrics()
+        assert wait_for(lambda: 'gpuhook_queue_actions_total{action="supersede"} 1' in g.metrics())
 
 
 def test_restart_in_the_middle_continues_from_the_cluster(api):
