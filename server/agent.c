@@ -21,16 +21,8 @@
 
 /* GET /gpu on the agent: always the verbose body, which the server's poller parses. */
 static enum http_step agent_gpu(struct http_request *req, void *state) {
-    int status = 503;
     (void)state;
-    char *s = gpu_status_json(true, &status);
-    if (!s) {
-        http_request_error(req, 500, "out of memory");
-        return HTTP_RESPONDED;
-    }
-    http_respond(req, status, NULL, s, strlen(s));
-    free(s);
-    return HTTP_RESPONDED;
+    return probes_local_gpu(req, true);
 }
 
 static const struct http_route agent_gpu_route = {

@@ -70,3 +70,12 @@ void errlist_at(struct errlist *el, const char *file, const char *path, const ch
     if (n >= 0)
         errlist_push(el, line);
 }
+
+void ghe_errf(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    if (!err || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}

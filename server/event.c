@@ -213,19 +213,6 @@ cJSON *event_header_object(const struct event *ev) {
     return o;
 }
 
-static void event_set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void event_set_err(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 /* RFC 9110 token characters. */
 static bool event_is_tchar(char c) {
     if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
@@ -359,11 +346,11 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
         len = 0;
     size_t bad = event_utf8_invalid_offset((const unsigned char *)text, len);
     if (bad < len && text[bad] == '\0') {
-        event_set_err(err, errlen, "body contains a NUL byte");
+        ghe_errf(err, errlen, "body contains a NUL byte");
         return GHE_INVAL;
     }
     if (bad < len) {
-        event_set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
+        ghe_errf(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
         return GHE_INVAL;
     }
 
@@ -376,7 +363,7 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
     while (i < len && event_is_json_ws(text[i]))
         i++;
     if (i == len || text[i] != '{') {
-        event_set_err(err, errlen, "body is not a JSON object");
+        ghe_errf(err, errlen, "body is not a JSON object");
         return GHE_INVAL;
     }
     begin = i;
@@ -403,7 +390,7 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
             in_string = true;
         } else if (c == '{' || c == '[') {
             if (++depth > EVENT_MAX_DEPTH) {
-                event_set_err(err, errlen, "body nests deeper than %d levels", EVENT_MAX_DEPTH);
+                ghe_errf(err, errlen, "body nests deeper than %d levels", EVENT_MAX_DEPTH);
                 return GHE_INVAL;
             }
         } else if (c == '}' || c == ']') {
@@ -412,13 +399,13 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
         }
     }
     if (i >= len) {
-        event_set_err(err, errlen, "body is not valid JSON");
+        ghe_errf(err, errlen, "body is not valid JSON");
         return GHE_INVAL;
     }
     size_t end = i + 1;
     for (i = end; i < len; i++) {
         if (!event_is_json_ws(text[i])) {
-            event_set_err(err, errlen, "body has data after the JSON object (byte %zu)", i);
+            ghe_errf(err, errlen, "body has data after the JSON object (byte %zu)", i);
             return GHE_INVAL;
         }
     }
@@ -426,7 +413,7 @@ int event_json_parse(const char *text, size_t len, cJSON **out, char *err, size_
     cJSON *root = cJSON_ParseWithLength(text + begin, end - begin);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        event_set_err(err, errlen, "body is not valid JSON");
+        ghe_errf(err, errlen, "body is not valid JSON");
         return GHE_INVAL;
     }
     *out = root;
@@ -452,7 +439,7 @@ static int event_form_payload(char *body, size_t len, char **value, size_t *valu
         size_t name_len = eq ? (size_t)(eq - (body + start)) : i - start;
         if (name_len == 7 && memcmp(body + start, "payload", 7) == 0) {
             if (found) {
-                event_set_err(err, errlen, "form body has more than one \"payload\" field");
+                ghe_errf(err, errlen, "form body has more than one \"payload\" field");
                 return GHE_INVAL;
             }
             found = eq ? eq + 1 : body + i;
@@ -461,7 +448,7 @@ static int event_form_payload(char *body, size_t len, char **value, size_t *valu
         i++;
     }
     if (!found) {
-        event_set_err(err, errlen, "form body lacks a \"payload\" field");
+        ghe_errf(err, errlen, "form body lacks a \"payload\" field");
         return GHE_INVAL;
     }
 
@@ -475,8 +462,8 @@ static int event_form_payload(char *body, size_t len, char **value, size_t *valu
             int hi = k + 2 < found_len ? buf_hex_value(found[k + 1]) : -1;
             int lo = hi >= 0 ? buf_hex_value(found[k + 2]) : -1;
             if (lo < 0) {
-                event_set_err(err, errlen,
-                              "form field \"payload\" has a bad %%-escape at offset %zu", k);
+                ghe_errf(err, errlen, "form field \"payload\" has a bad %%-escape at offset %zu",
+                         k);
                 return GHE_INVAL;
             }
             c = (char)(hi << 4 | lo);
@@ -631,11 +618,11 @@ static int event_fill_push(struct event *ev, const cJSON *b, char *err, size_t e
     int rc;
 
     if (!after) {
-        event_set_err(err, errlen, "push payload lacks \"after\"");
+        ghe_errf(err, errlen, "push payload lacks \"after\"");
         return GHE_INVAL;
     }
     if (!ev->repo_url) {
-        event_set_err(err, errlen, "push payload lacks \"repository.clone_url\"");
+        ghe_errf(err, errlen, "push payload lacks \"repository.clone_url\"");
         return GHE_INVAL;
     }
     if ((rc = event_set(&ev->revision, after)) || (rc = event_set(&ev->ref, ref)) ||
@@ -658,11 +645,11 @@ static int event_fill_pull_request(struct event *ev, const cJSON *b, char *err, 
     int rc;
 
     if (!sha) {
-        event_set_err(err, errlen, "pull_request payload lacks \"pull_request.head.sha\"");
+        ghe_errf(err, errlen, "pull_request payload lacks \"pull_request.head.sha\"");
         return GHE_INVAL;
     }
     if (!ev->repo_url) {
-        event_set_err(err, errlen, "pull_request payload lacks \"repository.clone_url\"");
+        ghe_errf(err, errlen, "pull_request payload lacks \"repository.clone_url\"");
         return GHE_INVAL;
     }
     if ((rc = event_set(&ev->revision, sha)) ||
@@ -741,17 +728,17 @@ static const struct jsonprune_seg event_seg_installation[] = {EVENT_SEG("install
 #define EVENT_PATH(a)                                                                              \
     { a, sizeof(a) / sizeof(a[0]) }
 static const struct jsonprune_path event_paths[] = {
-    EVENT_PATH(event_seg_action),    EVENT_PATH(event_seg_number),
-    EVENT_PATH(event_seg_ref),       EVENT_PATH(event_seg_after),
-    EVENT_PATH(event_seg_deleted),   EVENT_PATH(event_seg_repo_name),
-    EVENT_PATH(event_seg_repo_url),  EVENT_PATH(event_seg_sender),
-    EVENT_PATH(event_seg_message),   EVENT_PATH(event_seg_added),
-    EVENT_PATH(event_seg_modified),  EVENT_PATH(event_seg_removed),
-    EVENT_PATH(event_seg_pr_sha),    EVENT_PATH(event_seg_pr_head),
-    EVENT_PATH(event_seg_pr_base),   EVENT_PATH(event_seg_pr_title),
-    EVENT_PATH(event_seg_pr_draft),  EVENT_PATH(event_seg_pr_number),
-    EVENT_PATH(event_seg_pr_labels), EVENT_PATH(event_seg_label),
-    EVENT_PATH(event_seg_pr_repo),   EVENT_PATH(event_seg_pr_assoc),
+    EVENT_PATH(event_seg_action),      EVENT_PATH(event_seg_number),
+    EVENT_PATH(event_seg_ref),         EVENT_PATH(event_seg_after),
+    EVENT_PATH(event_seg_deleted),     EVENT_PATH(event_seg_repo_name),
+    EVENT_PATH(event_seg_repo_url),    EVENT_PATH(event_seg_sender),
+    EVENT_PATH(event_seg_message),     EVENT_PATH(event_seg_added),
+    EVENT_PATH(event_seg_modified),    EVENT_PATH(event_seg_removed),
+    EVENT_PATH(event_seg_pr_sha),      EVENT_PATH(event_seg_pr_head),
+    EVENT_PATH(event_seg_pr_base),     EVENT_PATH(event_seg_pr_title),
+    EVENT_PATH(event_seg_pr_draft),    EVENT_PATH(event_seg_pr_number),
+    EVENT_PATH(event_seg_pr_labels),   EVENT_PATH(event_seg_label),
+    EVENT_PATH(event_seg_pr_repo),     EVENT_PATH(event_seg_pr_assoc),
     EVENT_PATH(event_seg_installation)};
 #define EVENT_NPATHS (sizeof(event_paths) / sizeof(event_paths[0]))
 
@@ -779,9 +766,9 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
 
     int kind = event_content_type_parse(content_type);
     if (kind == EVENT_CONTENT_UNSUPPORTED) {
-        event_set_err(err, errlen,
-                      "content type is neither application/json nor "
-                      "application/x-www-form-urlencoded");
+        ghe_errf(err, errlen,
+                 "content type is neither application/json nor "
+                 "application/x-www-form-urlencoded");
         return GHE_UNSUPPORTED;
     }
     if (kind == EVENT_CONTENT_FORM &&
@@ -801,7 +788,7 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
     for (size_t i = 0; i < nextra && npaths < JSONPRUNE_MAX_PATHS; i++)
         paths[npaths++] = extra[i];
     if (npaths < EVENT_NPATHS + nextra) {
-        event_set_err(err, errlen, "the bindings name too many $(body...) paths");
+        ghe_errf(err, errlen, "the bindings name too many $(body...) paths");
         return GHE_INVAL;
     }
     event_global_init();
@@ -815,9 +802,9 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
          */
         size_t bad = event_utf8_invalid_offset((const unsigned char *)json, json_len);
         if (bad < json_len && json[bad] == '\0')
-            event_set_err(err, errlen, "body contains a NUL byte");
+            ghe_errf(err, errlen, "body contains a NUL byte");
         else if (bad < json_len)
-            event_set_err(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
+            ghe_errf(err, errlen, "body is not valid UTF-8 (byte %zu)", bad);
     }
     if (rc)
         return rc;
@@ -837,6 +824,6 @@ int event_parse_delivery_paths(struct event *ev, const char *event_name, const c
 
 out:
     if (rc == GHE_NOMEM)
-        event_set_err(err, errlen, "out of memory");
+        ghe_errf(err, errlen, "out of memory");
     return rc;
 }

@@ -20,18 +20,6 @@
 #define GFD_COUNT "nvidia.com/gpu.count"
 #define GPU_RESOURCE "nvidia.com/gpu"
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    if (!err || errlen == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 void gpuview_options_init(struct gpuview_options *o) {
     o->poll_interval_ms = 5000;
     o->stale_after = 3;
@@ -194,17 +182,17 @@ static bool parse_count(const char *s, long *out) {
 static cJSON *parse_root(const char *json, size_t len, const char *what, char *err, size_t errlen) {
     const char *end = NULL;
     if (!json || len == 0) {
-        errf(err, errlen, "%s: empty body", what);
+        ghe_errf(err, errlen, "%s: empty body", what);
         return NULL;
     }
     cJSON *root = cJSON_ParseWithLengthOpts(json, len, &end, false);
     if (!root) {
-        errf(err, errlen, "%s: not JSON (near byte %zu)", what,
-             end && end >= json ? (size_t)(end - json) : (size_t)0);
+        ghe_errf(err, errlen, "%s: not JSON (near byte %zu)", what,
+                 end && end >= json ? (size_t)(end - json) : (size_t)0);
         return NULL;
     }
     if (!cJSON_IsObject(root)) {
-        errf(err, errlen, "%s: not a JSON object", what);
+        ghe_errf(err, errlen, "%s: not a JSON object", what);
         cJSON_Delete(root);
         return NULL;
     }
@@ -225,8 +213,8 @@ static const cJSON *list_items(const cJSON *root, const char *kind, const char *
     }
     const cJSON *items = cJSON_GetObjectItemCaseSensitive(root, "items");
     if (!cJSON_IsArray(items)) {
-        errf(err, errlen, "%s: .items: missing or not an array (expected a %sList or a %s)", what,
-             kind, kind);
+        ghe_errf(err, errlen, "%s: .items: missing or not an array (expected a %sList or a %s)",
+                 what, kind, kind);
         return NULL;
     }
     return items;
@@ -246,7 +234,7 @@ static int slice_port(const cJSON *slice, const char *port_name, long *port, cha
     const cJSON *p;
     int n = cJSON_GetArraySize(ports);
     if (!cJSON_IsArray(ports) || n == 0) {
-        errf(err, errlen, "%s.ports: missing or empty", place);
+        ghe_errf(err, errlen, "%s.ports: missing or empty", place);
         return GHE_INVAL;
     }
     cJSON_ArrayForEach(p, ports) {
@@ -254,19 +242,19 @@ static int slice_port(const cJSON *slice, const char *port_name, long *port, cha
         const cJSON *num = cJSON_GetObjectItemCaseSensitive(p, "port");
         bool named = cJSON_IsString(name) && port_name && strcmp(name->valuestring, port_name) == 0;
         if (!port_name && n > 1) {
-            errf(err, errlen, "%s.ports: %d ports and no port name to choose by", place, n);
+            ghe_errf(err, errlen, "%s.ports: %d ports and no port name to choose by", place, n);
             return GHE_INVAL;
         }
         if (port_name && !named)
             continue;
         if (!cJSON_IsNumber(num) || num->valuedouble < 1 || num->valuedouble > 65535) {
-            errf(err, errlen, "%s.ports: port is not a number from 1 to 65535", place);
+            ghe_errf(err, errlen, "%s.ports: port is not a number from 1 to 65535", place);
             return GHE_INVAL;
         }
         *port = (long)num->valuedouble;
         return 0;
     }
-    errf(err, errlen, "%s.ports: no port named \"%s\"", place, port_name);
+    ghe_errf(err, errlen, "%s.ports: no port named \"%s\"", place, port_name);
     return GHE_INVAL;
 }
 
@@ -281,12 +269,12 @@ static int parse_slice(const cJSON *slice, const char *port_name, const char *pl
     if (!cJSON_IsString(type) ||
         (strcmp(type->valuestring, "IPv4") != 0 && strcmp(type->valuestring, "IPv6") != 0)) {
         /* FQDN slices and unknown types name no address a poller can use. */
-        errf(err, errlen, "%s.addressType: must be IPv4 or IPv6", place);
+        ghe_errf(err, errlen, "%s.addressType: must be IPv4 or IPv6", place);
         return GHE_INVAL;
     }
     v6 = strcmp(type->valuestring, "IPv6") == 0;
     if (eps && !cJSON_IsArray(eps)) {
-        errf(err, errlen, "%s.endpoints: not an array", place);
+        ghe_errf(err, errlen, "%s.endpoints: not an array", place);
         return GHE_INVAL;
     }
     if (cJSON_GetArraySize(eps) == 0)
@@ -301,15 +289,16 @@ static int parse_slice(const cJSON *slice, const char *port_name, const char *pl
         const cJSON *ready = cJSON_GetObjectItemCaseSensitive(cond, "ready");
         const cJSON *addr = cJSON_GetArrayItem(addrs, 0);
         if (!cJSON_IsString(node) || !name_ok(node->valuestring)) {
-            errf(err, errlen, "%s.endpoints[%d].nodeName: missing or not a node name", place, i);
+            ghe_errf(err, errlen, "%s.endpoints[%d].nodeName: missing or not a node name", place,
+                     i);
             return GHE_INVAL;
         }
         if (!cJSON_IsString(addr) || strlen(addr->valuestring) > 45 ||
             strspn(addr->valuestring, v6 ? "0123456789abcdefABCDEF:." : "0123456789.") !=
                 strlen(addr->valuestring) ||
             addr->valuestring[0] == '\0') {
-            errf(err, errlen, "%s.endpoints[%d].addresses[0]: missing or not an %s address", place,
-                 i, v6 ? "IPv6" : "IPv4");
+            ghe_errf(err, errlen, "%s.endpoints[%d].addresses[0]: missing or not an %s address",
+                     place, i, v6 ? "IPv6" : "IPv4");
             return GHE_INVAL;
         }
         /* The API says a nil ready is an unknown state, to be read as ready. */
@@ -324,7 +313,7 @@ static int parse_slice(const cJSON *slice, const char *port_name, const char *pl
         }
         if (k == *count) {
             if (*count >= GPUVIEW_MAX_NODES) {
-                errf(err, errlen, "%s: more than %d agent nodes", place, GPUVIEW_MAX_NODES);
+                ghe_errf(err, errlen, "%s: more than %d agent nodes", place, GPUVIEW_MAX_NODES);
                 return GHE_TOOBIG;
             }
             (*count)++;
@@ -377,7 +366,8 @@ int gpuview_set_endpoints(struct gpuview *v, const char *json, size_t len, const
         if (!node_lookup(v, eps[k].node))
             fresh++;
     if (v->count + fresh > GPUVIEW_MAX_NODES) {
-        errf(err, errlen, "EndpointSliceList: more than %d nodes in the view", GPUVIEW_MAX_NODES);
+        ghe_errf(err, errlen, "EndpointSliceList: more than %d nodes in the view",
+                 GPUVIEW_MAX_NODES);
         rc = GHE_TOOBIG;
         goto out;
     }
@@ -428,7 +418,7 @@ static long quantity_of(const cJSON *obj, const char *key, const char *place, bo
         return -1;
     if (cJSON_IsString(q) && parse_count(q->valuestring, &n))
         return n;
-    errf(err, errlen, "%s[\"%s\"]: not a whole number", place, key);
+    ghe_errf(err, errlen, "%s[\"%s\"]: not a whole number", place, key);
     *bad = true;
     return -1;
 }
@@ -445,7 +435,7 @@ static int parse_node(const cJSON *node, const char *place, struct node_entry *e
     char sub[128];
     bool bad = false;
     if (!cJSON_IsString(name) || !name_ok(name->valuestring)) {
-        errf(err, errlen, "%s.metadata.name: missing or not a node name", place);
+        ghe_errf(err, errlen, "%s.metadata.name: missing or not a node name", place);
         return GHE_INVAL;
     }
     memset(e, 0, sizeof(*e));
@@ -496,7 +486,7 @@ int gpuview_set_nodes(struct gpuview *v, const char *json, size_t len, char *err
         cJSON_ArrayForEach(node, items) {
             snprintf(place, sizeof(place), "NodeList.items[%d]", i++);
             if (count >= GPUVIEW_MAX_NODES) {
-                errf(err, errlen, "NodeList: more than %d GPU nodes", GPUVIEW_MAX_NODES);
+                ghe_errf(err, errlen, "NodeList: more than %d GPU nodes", GPUVIEW_MAX_NODES);
                 rc = GHE_TOOBIG;
                 break;
             }
@@ -514,7 +504,7 @@ int gpuview_set_nodes(struct gpuview *v, const char *json, size_t len, char *err
         if (!node_lookup(v, es[k].name))
             fresh++;
     if (v->count + fresh > GPUVIEW_MAX_NODES) {
-        errf(err, errlen, "NodeList: more than %d nodes in the view", GPUVIEW_MAX_NODES);
+        ghe_errf(err, errlen, "NodeList: more than %d nodes in the view", GPUVIEW_MAX_NODES);
         rc = GHE_TOOBIG;
         goto out;
     }
@@ -568,7 +558,7 @@ int gpuview_set_pods(struct gpuview *v, const char *json, size_t len, char *err,
     const cJSON *items = list_items(root, "Pod", "PodList", &one, err, errlen);
     if (!items || one) {
         if (one)
-            errf(err, errlen, "PodList: expected a PodList, got one Pod");
+            ghe_errf(err, errlen, "PodList: expected a PodList, got one Pod");
         cJSON_Delete(root);
         return GHE_INVAL;
     }
@@ -630,19 +620,19 @@ static int parse_device(const cJSON *d, int i, struct gpuview_gpu *g, bool all_u
     const cJSON *remap_failed = obj(obj(d, "remapped_rows"), "failure");
     memset(g, 0, sizeof(*g));
     if (!cJSON_IsNumber(index) || index->valuedouble < 0 || index->valuedouble > 1024) {
-        errf(err, errlen, "agent body: .devices[%d].index: missing or not a device index", i);
+        ghe_errf(err, errlen, "agent body: .devices[%d].index: missing or not a device index", i);
         return GHE_INVAL;
     }
     if (!cJSON_IsNumber(total) || total->valuedouble < 0) {
-        errf(err, errlen, "agent body: .devices[%d].memory.total_mib: missing or negative", i);
+        ghe_errf(err, errlen, "agent body: .devices[%d].memory.total_mib: missing or negative", i);
         return GHE_INVAL;
     }
     if (freem && !cJSON_IsNull(freem) && (!cJSON_IsNumber(freem) || freem->valuedouble < 0)) {
-        errf(err, errlen, "agent body: .devices[%d].memory.free_mib: not a number or null", i);
+        ghe_errf(err, errlen, "agent body: .devices[%d].memory.free_mib: not a number or null", i);
         return GHE_INVAL;
     }
     if (procs && !cJSON_IsNumber(procs) && !cJSON_IsBool(procs) && !cJSON_IsNull(procs)) {
-        errf(err, errlen, "agent body: .devices[%d].compute_processes: not a count", i);
+        ghe_errf(err, errlen, "agent body: .devices[%d].compute_processes: not a count", i);
         return GHE_INVAL;
     }
     g->index = (int)index->valuedouble;
@@ -675,20 +665,20 @@ static int agent_parse(struct gpuview_node *n, const char *body, size_t len, cha
     if (!cJSON_IsString(status) ||
         (strcmp(status->valuestring, "ok") != 0 && strcmp(status->valuestring, "degraded") != 0 &&
          strcmp(status->valuestring, "unavailable") != 0)) {
-        errf(err, errlen, "agent body: .status: missing or not ok, degraded or unavailable");
+        ghe_errf(err, errlen, "agent body: .status: missing or not ok, degraded or unavailable");
         rc = GHE_INVAL;
         goto out;
     }
     if (node && (!cJSON_IsString(node) || strcmp(node->valuestring, n->name) != 0)) {
         /* An answer from another node's agent would put its GPUs on the wrong node. */
-        errf(err, errlen, "agent body: .node: \"%.64s\" is not the endpoint's node \"%.64s\"",
-             cJSON_IsString(node) ? node->valuestring : "?", n->name);
+        ghe_errf(err, errlen, "agent body: .node: \"%.64s\" is not the endpoint's node \"%.64s\"",
+                 cJSON_IsString(node) ? node->valuestring : "?", n->name);
         rc = GHE_INVAL;
         goto out;
     }
     if (!cJSON_IsArray(devices)) {
-        errf(err, errlen,
-             "agent body: .devices: missing or not an array (is it GET /gpu?verbose?)");
+        ghe_errf(err, errlen,
+                 "agent body: .devices: missing or not an array (is it GET /gpu?verbose?)");
         rc = GHE_INVAL;
         goto out;
     }
@@ -713,13 +703,13 @@ int gpuview_agent_answer(struct gpuview *v, const char *node_name, const char *b
                          long long now_ms, char *err, size_t errlen) {
     struct gpuview_node *n = node_name ? node_lookup(v, node_name) : NULL;
     if (!n || !n->in_endpoints) {
-        errf(err, errlen, "agent answer for a node not listed in the EndpointSlices");
+        ghe_errf(err, errlen, "agent answer for a node not listed in the EndpointSlices");
         return GHE_NOTFOUND;
     }
     char why[sizeof(n->last_error)];
     int rc = agent_parse(n, body, len, why, sizeof(why));
     if (rc) {
-        errf(err, errlen, "%s", why);
+        ghe_errf(err, errlen, "%s", why);
         gpuview_agent_failed(v, node_name, why, now_ms);
         return rc;
     }

@@ -43,8 +43,19 @@ static enum http_step probes_readyz(struct http_request *req, void *state) {
     return HTTP_RESPONDED;
 }
 
-static enum http_step probes_gpu(struct http_request *req, void *state) {
+enum http_step probes_local_gpu(struct http_request *req, bool verbose) {
     int status = 503;
+    char *s = gpu_status_json(verbose, &status);
+    if (!s) {
+        http_request_error(req, 500, "out of memory");
+        return HTTP_RESPONDED;
+    }
+    http_respond(req, status, NULL, s, strlen(s));
+    free(s);
+    return HTTP_RESPONDED;
+}
+
+static enum http_step probes_gpu(struct http_request *req, void *state) {
     (void)state;
     /* With cluster_gpu configured and data in: the cluster's body (?node= narrows it). */
     const char *node = http_request_arg(req, "node");
@@ -58,14 +69,7 @@ static enum http_step probes_gpu(struct http_request *req, void *state) {
         free(c);
         return HTTP_RESPONDED;
     }
-    char *s = gpu_status_json(http_request_flag(req, "verbose"), &status);
-    if (!s) {
-        http_request_error(req, 500, "out of memory");
-        return HTTP_RESPONDED;
-    }
-    http_respond(req, status, NULL, s, strlen(s));
-    free(s);
-    return HTTP_RESPONDED;
+    return probes_local_gpu(req, http_request_flag(req, "verbose"));
 }
 
 static enum http_step probes_metrics(struct http_request *req, void *state) {

@@ -8,6 +8,8 @@
 #ifndef GPUHOOK_ROUTES_H
 #define GPUHOOK_ROUTES_H
 
+#include <stdbool.h>
+
 #include "gpuhook/http.h"
 
 struct pipeline_input;
@@ -19,7 +21,10 @@ extern const struct http_route healthz_route; /* GET /healthz (probes.c) */
 extern const struct http_route readyz_route;  /* GET /readyz (probes.c) */
 extern const struct http_route gpu_route;     /* GET /gpu (probes.c) */
 extern const struct http_route metrics_route; /* GET /metrics (probes.c) */
-extern const struct http_route queue_route;   /* GET /queue (queueroute.c) */
+
+/* Answers GET /gpu from this machine's own GPU snapshot (probes.c; the agent's /gpu too). */
+enum http_step probes_local_gpu(struct http_request *req, bool verbose);
+extern const struct http_route queue_route; /* GET /queue (queueroute.c) */
 
 /* The table: every route the server answers. */
 extern const struct http_routes routes_table;

@@ -33,6 +33,9 @@ enum ghe_code {
 /* Returns a static string naming an error code. */
 const char *ghe_strerror(int code);
 
+/* Formats a message into err (errlen bytes, cut to fit); does nothing when err is NULL. */
+void ghe_errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /*
  * A bounded list of human-readable errors, filled by validators so that every
  * problem is reported at once. Caller owns the struct; errlist_cleanup frees.
