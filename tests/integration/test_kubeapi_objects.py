@@ -337,6 +337,40 @@ def test_run_transitions_write_the_taskruns_tekton_would(api, kclient):
         time.sleep(0.05)
 
 
+def test_each_taskrun_gets_a_pod_on_the_preferred_node_with_field_selectors(api, kclient):
+    co, core = k8s.CustomObjectsApi(kclient), k8s.CoreV1Api(kclient)
+    placed = run_obj("placed")
+    placed["spec"]["taskRunTemplate"] = {"podTemplate": {"affinity": {"nodeAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100, "preference": {
+            "matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
+                                  "values": ["gpu-b"]}]}}]}}}}
+    create_runs(kclient, placed, run_obj("plain"))
+    api.set_run_status("placed", "Failed", task="gpu-test", tasks=["fetch", "gpu-test"])
+    api.set_run_status("plain", "Running", task="build", tasks=["build"])
+    tr = co.get_namespaced_custom_object(G, V, NS, "taskruns", "placed-gpu-test")
+    pod = core.read_namespaced_pod(tr["status"]["podName"], NS)
+    assert pod.spec.node_name == "gpu-b" and pod.status.phase == "Failed"
+    assert pod.metadata.labels["tekton.dev/taskRun"] == "placed-gpu-test"
+    assert pod.metadata.owner_references[0].name == "placed-gpu-test"
+    on_b = core.list_pod_for_all_namespaces(field_selector="spec.nodeName=gpu-b")
+    assert sorted(p.metadata.name for p in on_b.items) == ["placed-fetch-pod",
+                                                           "placed-gpu-test-pod"]
+    live = core.list_namespaced_pod(NS, field_selector="status.phase!=Succeeded,"
+                                                       "status.phase!=Failed")
+    assert [(p.metadata.name, p.spec.node_name) for p in live.items] == [
+        ("plain-build-pod", "gpu-node-1")]
+    with pytest.raises(ApiException) as exc:
+        core.list_pod_for_all_namespaces(field_selector="spec.schedulerName=x")
+    assert exc.value.status == 400
+    assert "pods" in {r.name for r in core.get_api_resources().resources}
+    # Deleting the run collects its TaskRuns' Pods too.
+    api.request("DELETE", COLLECTION + "/placed", token=TOKEN)
+    deadline = time.monotonic() + 5
+    while core.list_namespaced_pod(NS, label_selector="tekton.dev/pipelineRun=placed").items:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_start_mode_controller_starts_every_new_run(tmp_path):
     srv = FakeApiServer(str(tmp_path / "state"))
     srv.tekton_controller = "start"

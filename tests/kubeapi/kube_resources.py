@@ -2,8 +2,9 @@
 validation and the discovery documents the official clients read.
 
 Types: tekton.dev/v1 pipelineruns (list, watch, update, patch, status) and taskruns,
-coordination.k8s.io/v1 leases, discovery.k8s.io/v1 endpointslices, and core v1 nodes
-(cluster-scoped).
+coordination.k8s.io/v1 leases, discovery.k8s.io/v1 endpointslices, core v1 nodes
+(cluster-scoped) and core v1 pods (field selectors spec.nodeName and status.phase, as the
+apiserver's pod field set allows; a list across namespaces is GET /api/v1/pods).
 """
 
 import re
@@ -97,6 +98,11 @@ class ResourceType:
         if "spec.unschedulable" in self.fields:
             out["spec.unschedulable"] = str(bool((obj.get("spec") or {}).get(
                 "unschedulable"))).lower()
+        for f in ("spec.nodeName", "status.phase"):
+            if f in self.fields:
+                part, key = f.split(".")
+                v = (obj.get(part) or {}).get(key)
+                out[f] = v if isinstance(v, str) else ""
         return out
 
     def api_resources(self):
@@ -127,7 +133,11 @@ ENDPOINTSLICES = ResourceType("discovery.k8s.io", "v1", "endpointslices", "endpo
 NODES = ResourceType("", "v1", "nodes", "node", "Node", False, ALL_VERBS, ("no",),
                      status_subresource=True,
                      fields=("metadata.name", "spec.unschedulable"))
-TYPES = [PIPELINERUNS, TASKRUNS, LEASES, ENDPOINTSLICES, NODES]
+PODS = ResourceType("", "v1", "pods", "pod", "Pod", True, ALL_VERBS, ("po",),
+                    status_subresource=True, categories=("all",),
+                    fields=("metadata.name", "metadata.namespace", "spec.nodeName",
+                            "status.phase"))
+TYPES = [PIPELINERUNS, TASKRUNS, LEASES, ENDPOINTSLICES, NODES, PODS]
 BY_KIND = {(t.api_version, t.kind): t for t in TYPES}
 
 _SEG = r"([^/]+)"

@@ -9,7 +9,10 @@ Two parts:
   - transition(obj, phase, ...) returns the status a test asks for (through
     POST /_test/pipelineruns/NS/NAME/status or FakeApiServer.set_run_status), and apply()
     writes it with the TaskRuns it implies (tekton.dev/v1 TaskRuns named RUN-TASK, labelled
-    tekton.dev/pipelineRun and tekton.dev/pipelineTask, as Tekton creates them);
+    tekton.dev/pipelineRun and tekton.dev/pipelineTask, as Tekton creates them) and each
+    TaskRun's Pod (status.podName, labelled tekton.dev/taskRun, on the node the run's
+    podTemplate prefers or requires by kubernetes.io/hostname, else DEFAULT_NODE; its
+    status.phase follows the TaskRun);
   - Controller, a thread that watches the store's events and reacts to spec.status as
     Tekton's reconciler does: a run created with PipelineRunPending gets Succeeded=Unknown
     reason PipelineRunPending; when the field is removed the run starts (Running, with
@@ -22,7 +25,7 @@ Two parts:
 import datetime
 import threading
 
-from kube_resources import PIPELINERUNS, TASKRUNS, ApiError
+from kube_resources import PIPELINERUNS, PODS, TASKRUNS, ApiError
 
 SPEC_STATUSES = ("PipelineRunPending", "Cancelled", "CancelledRunFinally", "StoppedRunFinally")
 PHASES = ("Pending", "Started", "Running", "Succeeded", "Completed", "Failed", "Cancelled",
@@ -43,6 +46,47 @@ def condition(obj):
 def is_done(obj):
     c = condition(obj)
     return c is not None and c.get("status") in ("True", "False")
+
+
+DEFAULT_NODE = "gpu-node-1"
+HOSTNAME = "kubernetes.io/hostname"
+
+
+def pod_node(pr):
+    """The node the scheduler would put pr's pods on, as far as the stand-in models it."""
+    pt = ((pr.get("spec") or {}).get("taskRunTemplate") or {}).get("podTemplate") or {}
+    sel = (pt.get("nodeSelector") or {}).get(HOSTNAME)
+    if isinstance(sel, str):
+        return sel
+    na = (pt.get("affinity") or {}).get("nodeAffinity") or {}
+    terms = [t.get("preference") or {} for t in
+             na.get("preferredDuringSchedulingIgnoredDuringExecution") or []]
+    terms += (na.get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get(
+        "nodeSelectorTerms") or []
+    for t in terms:
+        for e in t.get("matchExpressions") or []:
+            if e.get("key") == HOSTNAME and e.get("operator") == "In" and e.get("values"):
+                return e["values"][0]
+    return DEFAULT_NODE
+
+
+def pod(pr, tr):
+    """The Pod of TaskRun tr, as Tekton's controller creates it and the kubelet reports it."""
+    c = condition(tr) or {}
+    phase = {"True": "Succeeded", "False": "Failed"}.get(c.get("status"), "Running")
+    labels = dict(tr["metadata"].get("labels") or {})
+    labels["tekton.dev/taskRun"] = tr["metadata"]["name"]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": tr["status"]["podName"],
+                         "namespace": tr["metadata"].get("namespace"), "labels": labels,
+                         "ownerReferences": [{"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+                                              "name": tr["metadata"]["name"],
+                                              "uid": tr["metadata"].get("uid"),
+                                              "controller": True,
+                                              "blockOwnerDeletion": True}]},
+            "spec": {"nodeName": pod_node(pr), "restartPolicy": "Never",
+                     "containers": [{"name": "step-run", "image": "busybox"}]},
+            "status": {"phase": phase}}
 
 
 def _task_name(obj, task):
@@ -237,6 +281,11 @@ def apply(store, ns, name, phase=None, task=None, message=None, tasks=None, deci
                 store.create(TASKRUNS, ns, obj)
             else:
                 store.update(TASKRUNS, ns, trname, lambda cur, obj=obj: obj, "all")
+            po = pod(out, store.get(TASKRUNS, ns, trname))
+            if store.get(PODS, ns, po["metadata"]["name"]) is None:
+                store.create(PODS, ns, po)
+            else:
+                store.update(PODS, ns, po["metadata"]["name"], lambda cur, po=po: po, "all")
         except ApiError:
             pass  # created or deleted meanwhile
     return out
@@ -273,15 +322,16 @@ class Controller(threading.Thread):
                     self.react(e.ns, e.obj["metadata"]["name"])
 
     def collect(self, ns, name):
-        """Delete a deleted run's TaskRuns, as the garbage collector follows their
-        ownerReferences."""
-        items, _ = self.store.list(TASKRUNS, ns)
-        for tr in items:
-            if (tr["metadata"].get("labels") or {}).get("tekton.dev/pipelineRun") == name:
-                try:
-                    self.store.delete(TASKRUNS, ns, tr["metadata"]["name"])
-                except ApiError:
-                    pass
+        """Delete a deleted run's TaskRuns and their Pods, as the garbage collector follows
+        their ownerReferences."""
+        for rt in (TASKRUNS, PODS):
+            items, _ = self.store.list(rt, ns)
+            for obj in items:
+                if (obj["metadata"].get("labels") or {}).get("tekton.dev/pipelineRun") == name:
+                    try:
+                        self.store.delete(rt, ns, obj["metadata"]["name"])
+                    except ApiError:
+                        pass
 
     def react(self, ns, name):
         try:
