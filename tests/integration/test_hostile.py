@@ -113,6 +113,7 @@ def test_deep_json_and_invalid_utf8_get_400_without_crash():
         assert g.runs() == {}
 
 
+@pytest.mark.hostile
 def test_naughty_strings_in_every_field_give_an_exact_object_or_a_clear_400():
     g = GpuHook()
     g.config["template"] = os.path.join(TEMPLATES, "echo-template.yaml")
@@ -194,6 +195,7 @@ def test_no_secret_token_or_signature_in_debug_logs(tmp_path):
         api.stop()
 
 
+@pytest.mark.hostile
 def test_200_concurrent_deliveries_through_drops_and_503s_land_exactly_once(tmp_path):
     api = FakeApiServer(str(tmp_path / "api"), faults=[
         {"mode": "alternate", "modes": ["drop", "503", "pass"], "count": -1}]).start()

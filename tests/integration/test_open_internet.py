@@ -129,6 +129,7 @@ def test_announced_length_reserves_nothing():
             s.close()
 
 
+@pytest.mark.hostile
 @timing_free()
 def test_1100_clients_dripping_headers_do_not_starve_30_deliveries():
     if raise_fd_limit(1300) < 1300:
@@ -407,6 +408,7 @@ def test_every_answer_gpuhook_decides_is_json(method, path, headers, body, statu
             assert r.json["error"] and r.json["request_id"]
 
 
+@pytest.mark.hostile
 def test_the_work_pool_shrinks_back_after_a_burst():
     # Local mode: each delivery's write and fsync runs on the work pool.
     with GpuHook() as g:
