@@ -87,21 +87,80 @@ static int object_key(const cJSON *obj, char **key, char rv[KWATCH_RV_MAX]) {
     return 0;
 }
 
-static size_t find(const struct kwatch_item *items, size_t count, const char *key) {
-    for (size_t i = 0; i < count; i++)
-        if (strcmp(items[i].key, key) == 0)
-            return i;
-    return (size_t)-1;
+/*
+ * The store is kept sorted by key, so that a lookup is a binary search and a
+ * re-list of n objects costs n log n, not n squared (10 000 runs is the limit).
+ * Sets *at to where key is, or would go; returns whether it is there.
+ */
+static bool find(const struct kwatch_item *items, size_t count, const char *key, size_t *at) {
+    size_t lo = 0, hi = count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(items[mid].key, key);
+        if (c == 0) {
+            *at = mid;
+            return true;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *at = lo;
+    return false;
 }
 
 const cJSON *kwatch_get(const struct kwatch *w, const char *ns, const char *name) {
-    for (size_t i = 0; i < w->count; i++) {
-        const char *k = w->items[i].key;
-        size_t nl = strlen(ns);
-        if (strncmp(k, ns, nl) == 0 && k[nl] == '/' && strcmp(k + nl + 1, name) == 0)
-            return w->items[i].object;
+    size_t n = strlen(ns) + strlen(name) + 2, at;
+    char small[320], *key = n <= sizeof(small) ? small : malloc(n);
+    const cJSON *found = NULL;
+
+    if (!key)
+        return NULL;
+    snprintf(key, n, "%s/%s", ns, name);
+    if (find(w->items, w->count, key, &at))
+        found = w->items[at].object;
+    if (key != small)
+        free(key);
+    return found;
+}
+
+/* A List's item and its place in the list, for sorting. */
+struct kwatch_ordered {
+    struct kwatch_item item;
+    size_t seq;
+};
+
+static int ordered_cmp(const void *a, const void *b) {
+    const struct kwatch_ordered *x = a, *y = b;
+    int c = strcmp(x->item.key, y->item.key);
+    return c ? c : (x->seq < y->seq ? -1 : x->seq > y->seq);
+}
+
+/*
+ * Sorts a List's items by key; of items with one key the last wins, as
+ * client-go's store.Replace keeps them. Returns the count left (the dropped
+ * items are freed), or (size_t)-1 when memory runs out (items unchanged).
+ */
+static size_t items_sort(struct kwatch_item *items, size_t count) {
+    struct kwatch_ordered *o = calloc(count ? count : 1, sizeof(*o));
+    size_t out = 0;
+
+    if (!o)
+        return (size_t)-1;
+    for (size_t i = 0; i < count; i++)
+        o[i] = (struct kwatch_ordered){items[i], i};
+    qsort(o, count, sizeof(*o), ordered_cmp);
+    for (size_t i = 0; i < count; i++) {
+        if (i + 1 < count && strcmp(o[i].item.key, o[i + 1].item.key) == 0) {
+            free(o[i].item.key);
+            cJSON_Delete(o[i].item.object);
+            continue;
+        }
+        items[out++] = o[i].item;
     }
-    return NULL;
+    free(o);
+    return out;
 }
 
 static void fail(struct kwatch *w, enum kwatch_next next) {
@@ -158,16 +217,22 @@ int kwatch_list(struct kwatch *w, const char *body, size_t len) {
         }
         idx++;
     }
-    /* The resync, in the order a reader expects: gone, then new or changed. */
+    size_t sorted = items_sort(items, count);
+    if (sorted == (size_t)-1) {
+        rc = GHE_NOMEM;
+        goto out;
+    }
+    count = sorted;
+    /* The resync, in the order a reader expects: gone, then new or changed. Both sorted. */
+    size_t at;
     for (size_t i = 0; i < w->count && rc == 0; i++)
-        if (find(items, count, w->items[i].key) == (size_t)-1 && w->cb)
+        if (!find(items, count, w->items[i].key, &at) && w->cb)
             rc = w->cb(w->ud, KWATCH_DELETED, w->items[i].object);
     for (size_t i = 0; i < count && rc == 0; i++) {
-        size_t old = find(w->items, w->count, items[i].key);
-        if (old == (size_t)-1) {
+        if (!find(w->items, w->count, items[i].key, &at)) {
             if (w->cb)
                 rc = w->cb(w->ud, KWATCH_ADDED, items[i].object);
-        } else if (strcmp(w->items[old].rv, items[i].rv) != 0 && w->cb) {
+        } else if (strcmp(w->items[at].rv, items[i].rv) != 0 && w->cb) {
             rc = w->cb(w->ud, KWATCH_MODIFIED, items[i].object);
         }
     }
@@ -215,13 +280,16 @@ enum kwatch_next kwatch_watch_status(struct kwatch *w, int http_status) {
     return w->next;
 }
 
+/* Takes key (frees it on every path that does not store it). */
 static int store_put(struct kwatch *w, char *key, const char *rv, const cJSON *obj,
                      enum kwatch_event *ev) {
     cJSON *copy = cJSON_Duplicate(obj, 1);
-    if (!copy)
+    if (!copy) {
+        free(key);
         return GHE_NOMEM;
-    size_t i = find(w->items, w->count, key);
-    if (i != (size_t)-1) {
+    }
+    size_t i;
+    if (find(w->items, w->count, key, &i)) {
         cJSON_Delete(w->items[i].object);
         w->items[i].object = copy;
         buf_copy_str(w->items[i].rv, KWATCH_RV_MAX, rv);
@@ -231,6 +299,7 @@ static int store_put(struct kwatch *w, char *key, const char *rv, const cJSON *o
     }
     if (w->count >= w->max_objects) {
         cJSON_Delete(copy);
+        free(key);
         return GHE_TOOBIG;
     }
     if (w->count == w->cap) {
@@ -238,14 +307,16 @@ static int store_put(struct kwatch *w, char *key, const char *rv, const cJSON *o
         struct kwatch_item *n = realloc(w->items, cap * sizeof(*n));
         if (!n) {
             cJSON_Delete(copy);
+            free(key);
             return GHE_NOMEM;
         }
         w->items = n;
         w->cap = cap;
     }
-    w->items[w->count].key = key;
-    w->items[w->count].object = copy;
-    buf_copy_str(w->items[w->count].rv, KWATCH_RV_MAX, rv);
+    memmove(&w->items[i + 1], &w->items[i], (w->count - i) * sizeof(*w->items));
+    w->items[i].key = key;
+    w->items[i].object = copy;
+    buf_copy_str(w->items[i].rv, KWATCH_RV_MAX, rv);
     w->count++;
     *ev = KWATCH_ADDED;
     return 0;
@@ -324,11 +395,11 @@ static int apply_line(struct kwatch *w, const char *line, size_t n) {
     }
     enum kwatch_event kind = KWATCH_DELETED;
     if (deleted) {
-        size_t i = find(w->items, w->count, key);
-        if (i != (size_t)-1) {
+        size_t i;
+        if (find(w->items, w->count, key, &i)) {
             cJSON *last = w->items[i].object;
             free(w->items[i].key);
-            w->items[i] = w->items[w->count - 1];
+            memmove(&w->items[i], &w->items[i + 1], (w->count - i - 1) * sizeof(*w->items));
             w->count--;
             cJSON_Delete(last);
         }

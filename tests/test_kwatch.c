@@ -208,6 +208,125 @@ static void test_kwatch_bad_list_changes_nothing(void **state) {
     }
 }
 
+/* Two items with one name (a broken answer): the later wins, as client-go's store.Replace. */
+static void test_kwatch_list_repeated_name_keeps_the_last(void **state) {
+    (void)state;
+    struct kwatch w;
+    struct rec r = {0};
+    kwatch_init(&w, record, &r, 0, 0);
+    const char *list = "{\"metadata\":{\"resourceVersion\":\"9\"},\"items\":["
+                       "{\"metadata\":{\"name\":\"b\",\"resourceVersion\":\"1\"}},"
+                       "{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"2\"}},"
+                       "{\"metadata\":{\"name\":\"b\",\"resourceVersion\":\"3\"}}]}";
+    assert_int_equal(kwatch_list(&w, list, strlen(list)), 0);
+    assert_int_equal(kwatch_count(&w), 2);
+    assert_string_equal(r.log, "A:a;A:b;");
+    const cJSON *b = kwatch_get(&w, "", "b");
+    assert_non_null(b);
+    assert_string_equal(cJSON_GetObjectItemCaseSensitive(
+                            cJSON_GetObjectItemCaseSensitive(b, "metadata"), "resourceVersion")
+                            ->valuestring,
+                        "3");
+    kwatch_cleanup(&w);
+}
+
+/* A watch that would grow the store past its limit asks for a list (ASan: the key is freed). */
+static void test_kwatch_watch_past_the_limit_asks_for_a_list(void **state) {
+    (void)state;
+    struct kwatch w;
+    struct rec r = {0};
+    kwatch_init(&w, record, &r, 0, 1);
+    const char *list = "{\"metadata\":{\"resourceVersion\":\"5\"},\"items\":["
+                       "{\"metadata\":{\"name\":\"a\",\"resourceVersion\":\"1\"}}]}";
+    const char *ev = "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"b\","
+                     "\"resourceVersion\":\"6\"}}}\n";
+    assert_int_equal(kwatch_list(&w, list, strlen(list)), 0);
+    assert_int_equal(kwatch_watch_status(&w, 200), KWATCH_NEXT_READ);
+    assert_int_equal(kwatch_feed(&w, ev, strlen(ev)), GHE_TOOBIG);
+    assert_int_equal(w.next, KWATCH_NEXT_LIST);
+    assert_int_equal(kwatch_count(&w), 1);
+    assert_string_equal(kwatch_resource_version(&w), "5");
+    assert_string_equal(r.log, "A:a;");
+    kwatch_cleanup(&w);
+}
+
+/* A list of n runs as text: names r00000.. in reverse order, each at version base + i. */
+static char *big_list(size_t n, size_t skip_every, int base) {
+    size_t cap = n * 96 + 128, len = 0;
+    char *s = malloc(cap);
+    assert_non_null(s);
+    len += (size_t)snprintf(s + len, cap - len,
+                            "{\"metadata\":{\"resourceVersion\":\"%d\"},\"items\":[", base);
+    bool first = true;
+    for (size_t k = n; k-- > 0;) {
+        if (skip_every && k % skip_every == 0)
+            continue;
+        len += (size_t)snprintf(s + len, cap - len,
+                                "%s{\"metadata\":{\"name\":\"r%05zu\",\"namespace\":\"ns\","
+                                "\"resourceVersion\":\"%d\"}}",
+                                first ? "" : ",", k, k % 2 ? base : 1);
+        first = false;
+    }
+    snprintf(s + len, cap - len, "]}");
+    return s;
+}
+
+struct counts {
+    size_t added, modified, deleted;
+};
+
+static int count_events(void *ud, enum kwatch_event ev, const cJSON *obj) {
+    struct counts *c = ud;
+    (void)obj;
+    if (ev == KWATCH_ADDED)
+        c->added++;
+    else if (ev == KWATCH_MODIFIED)
+        c->modified++;
+    else
+        c->deleted++;
+    return 0;
+}
+
+/* The store's limit of runs, re-listed after missed events: the resync is exact. */
+static void test_kwatch_relist_of_ten_thousand_runs_is_exact(void **state) {
+    (void)state;
+    struct kwatch w;
+    struct counts c = {0, 0, 0};
+    kwatch_init(&w, count_events, &c, 0, 0);
+    char *first = big_list(KWATCH_MAX_OBJECTS_DEFAULT, 0, 1);
+    assert_int_equal(kwatch_list(&w, first, strlen(first)), 0);
+    assert_int_equal(c.added, KWATCH_MAX_OBJECTS_DEFAULT);
+    /* Every tenth run gone, the odd ones changed (version 2). */
+    char *second = big_list(KWATCH_MAX_OBJECTS_DEFAULT, 10, 2);
+    memset(&c, 0, sizeof(c));
+    assert_int_equal(kwatch_list(&w, second, strlen(second)), 0);
+    assert_int_equal(c.deleted, KWATCH_MAX_OBJECTS_DEFAULT / 10);
+    assert_int_equal(c.modified, KWATCH_MAX_OBJECTS_DEFAULT / 2);
+    assert_int_equal(c.added, 0);
+    assert_int_equal(kwatch_count(&w), KWATCH_MAX_OBJECTS_DEFAULT - KWATCH_MAX_OBJECTS_DEFAULT / 10);
+    assert_null(kwatch_get(&w, "ns", "r00010"));
+    assert_non_null(kwatch_get(&w, "ns", "r09999"));
+    assert_null(kwatch_get(&w, "other", "r09999"));
+    /* Sorted, so the watch's inserts and deletes keep lookups right. */
+    const char *ev = "{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"name\":\"r00010\","
+                     "\"namespace\":\"ns\",\"resourceVersion\":\"3\"}}}\n"
+                     "{\"type\":\"DELETED\",\"object\":{\"metadata\":{\"name\":\"r00011\","
+                     "\"namespace\":\"ns\",\"resourceVersion\":\"4\"}}}\n";
+    assert_int_equal(kwatch_watch_status(&w, 200), KWATCH_NEXT_READ);
+    assert_int_equal(kwatch_feed(&w, ev, strlen(ev)), 0);
+    assert_non_null(kwatch_get(&w, "ns", "r00010"));
+    assert_null(kwatch_get(&w, "ns", "r00011"));
+    for (size_t i = 1; i < kwatch_count(&w); i++) {
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(kwatch_object_at(&w, i - 1), "metadata");
+        const cJSON *b = cJSON_GetObjectItemCaseSensitive(kwatch_object_at(&w, i), "metadata");
+        assert_true(strcmp(cJSON_GetObjectItemCaseSensitive(a, "name")->valuestring,
+                           cJSON_GetObjectItemCaseSensitive(b, "name")->valuestring) < 0);
+    }
+    free(first);
+    free(second);
+    kwatch_cleanup(&w);
+}
+
 static void test_kwatch_list_over_object_limit_is_refused(void **state) {
     (void)state;
     struct kwatch w;
@@ -420,6 +539,9 @@ int main(void) {
         cmocka_unit_test(test_kwatch_relist_reports_missed_deletes),
         cmocka_unit_test(test_kwatch_bad_list_changes_nothing),
         cmocka_unit_test(test_kwatch_list_over_object_limit_is_refused),
+        cmocka_unit_test(test_kwatch_list_repeated_name_keeps_the_last),
+        cmocka_unit_test(test_kwatch_watch_past_the_limit_asks_for_a_list),
+        cmocka_unit_test(test_kwatch_relist_of_ten_thousand_runs_is_exact),
         cmocka_unit_test(test_kwatch_truncated_line_rewatches_from_last_whole_event),
         cmocka_unit_test(test_kwatch_garbage_lines_abandon_the_stream),
         cmocka_unit_test(test_kwatch_huge_line_is_an_error_not_an_allocation),

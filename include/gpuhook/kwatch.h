@@ -7,7 +7,8 @@
  * (bookmarks included), calls back on every ADDED, MODIFIED and DELETED, and
  * says what to do next: keep reading, watch again from the last version, or
  * list again, with the backoff to wait first. A List answer resyncs the store
- * and reports the objects whose DELETED event was missed.
+ * and reports the objects whose DELETED event was missed; of two items with one
+ * namespace/name the later wins, as in client-go's store.Replace.
  *
  * It does not open connections, parse HTTP or choose selectors; it is not
  * thread-safe (one reflector, one thread).
@@ -132,7 +133,7 @@ const char *kwatch_resource_version(const struct kwatch *w);
 /* How long to wait before the next step, jittered; 0 when it may go at once. */
 long kwatch_backoff_ms(const struct kwatch *w);
 
-/* The store: the objects as last seen, in no particular order (borrowed). */
+/* The store: the objects as last seen, sorted by "namespace/name" (borrowed). */
 size_t kwatch_count(const struct kwatch *w);
 const cJSON *kwatch_object_at(const struct kwatch *w, size_t i);
 /* The stored object with this namespace and name, or NULL. */

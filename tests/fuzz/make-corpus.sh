@@ -17,7 +17,7 @@ secret="It's a Secret to Everybody"
 secret2="a-second-key-for-rotation"
 
 rm -rf "$out"
-mkdir -p "$out"/{signature,event,template,config,request,retryafter}
+mkdir -p "$out"/{signature,event,template,config,request,retryafter,kwatch}
 
 # seed TARGET NAME: writes stdin to the seed file.
 seed() { cat > "$out/$1/$2"; }
@@ -200,5 +200,24 @@ printf 'Sun, 06 Nov 1994 08:49:47 GMT' > "$out/retryafter/imf-fixdate"
 printf 'Sunday, 06-Nov-94 08:50:37 GMT' > "$out/retryafter/rfc850"
 printf 'Sun Nov  6 08:51:37 1994' > "$out/retryafter/asctime"
 printf 'Fri, 31 Dec 9999 23:59:59 GMT' > "$out/retryafter/far-future"
+
+# List-and-watch bodies (fuzz_kwatch): chunk byte, limit byte, a List, NUL, a watch body.
+kw_run() { # NAME RV [SPEC_STATUS]: a PipelineRun as the API sends it
+    printf '{"apiVersion":"tekton.dev/v1","kind":"PipelineRun","metadata":{"name":"%s","namespace":"gpu-runs","resourceVersion":"%s","labels":{"gpuhook.dev/variant":"lite"}},"spec":{"status":"%s"}}' "$1" "$2" "${3:-}"
+}
+kw_list() { printf '{"kind":"PipelineRunList","apiVersion":"tekton.dev/v1","metadata":{"resourceVersion":"%s"},"items":[%s]}' "$1" "$2"; }
+{ printf '\x07\x0f'; kw_list 10 "$(kw_run a 5),$(kw_run b 9 PipelineRunPending)"; printf '\0'
+  printf '{"type":"ADDED","object":%s}\n' "$(kw_run c 11)"
+  printf '{"type":"MODIFIED","object":%s}\r\n' "$(kw_run b 12)"
+  printf '{"type":"BOOKMARK","object":{"kind":"PipelineRun","apiVersion":"tekton.dev/v1","metadata":{"resourceVersion":"13","annotations":{"k8s.io/initial-events-end":"true"}}}}\n'
+  printf '{"type":"DELETED","object":%s}\n' "$(kw_run a 14)"
+  printf '{"type":"MODIFIED","object":%s' "$(kw_run c 15)"; } > "$out/kwatch/events-and-partial-line"
+{ printf '\x01\x03'; kw_list 20 "$(kw_run a 20)"; printf '\0'
+  printf '{"type":"ERROR","object":{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"too old resource version: 20 (25)","reason":"Expired","code":410}}\n'
+  printf '{"type":"ADDED","object":%s}\n' "$(kw_run late 26)"; } > "$out/kwatch/gone-410"
+{ printf '\x03\x01'; kw_list 30 "$(kw_run a 30)"; printf '\0'
+  printf '{"type":"ADDED","object":%s}\n' "$(kw_run over 31)"; } > "$out/kwatch/store-full"
+{ printf '\x05\x0f'; kw_list 40 "$(kw_run a 40),$(kw_run a 41)"; printf '\0'
+  printf 'not json\n'; } > "$out/kwatch/repeated-name-and-junk"
 
 du -sh "$out"
