@@ -303,7 +303,8 @@ static void test_kwatch_relist_of_ten_thousand_runs_is_exact(void **state) {
     assert_int_equal(c.deleted, KWATCH_MAX_OBJECTS_DEFAULT / 10);
     assert_int_equal(c.modified, KWATCH_MAX_OBJECTS_DEFAULT / 2);
     assert_int_equal(c.added, 0);
-    assert_int_equal(kwatch_count(&w), KWATCH_MAX_OBJECTS_DEFAULT - KWATCH_MAX_OBJECTS_DEFAULT / 10);
+    assert_int_equal(kwatch_count(&w),
+                     KWATCH_MAX_OBJECTS_DEFAULT - KWATCH_MAX_OBJECTS_DEFAULT / 10);
     assert_null(kwatch_get(&w, "ns", "r00010"));
     assert_non_null(kwatch_get(&w, "ns", "r09999"));
     assert_null(kwatch_get(&w, "other", "r09999"));

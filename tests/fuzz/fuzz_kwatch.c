@@ -111,9 +111,8 @@ struct fuzz_kw_run {
     int first_error; /* the first non-zero feed result */
 };
 
-static void fuzz_kw_one_run(const char *list, size_t list_len, const char *watch,
-                            size_t watch_len, size_t chunk, size_t limit,
-                            struct fuzz_kw_run *out) {
+static void fuzz_kw_one_run(const char *list, size_t list_len, const char *watch, size_t watch_len,
+                            size_t chunk, size_t limit, struct fuzz_kw_run *out) {
     struct kwatch w;
 
     memset(out, 0, sizeof(*out));
