@@ -165,11 +165,11 @@ static void clusterview_pods(struct buf *body) {
         if (st != 200) {
             clusterview_status_text(body, reason, sizeof(reason), message, sizeof(message));
             if (st == 0)
-                snprintf(why, sizeof(why), "the Pod list failed: %s", err);
+                ghe_errf(why, sizeof(why), "the Pod list failed: %s", err);
             else if (st == 403)
                 snprintf(why, sizeof(why), "the Pod list is forbidden (HTTP 403)");
             else
-                snprintf(why, sizeof(why), "the Pod list failed (HTTP %ld%s%s)", st,
+                ghe_errf(why, sizeof(why), "the Pod list failed (HTTP %ld%s%s)", st,
                          reason[0] ? " " : "", reason);
             break;
         }
@@ -181,7 +181,7 @@ static void clusterview_pods(struct buf *body) {
         pthread_mutex_unlock(&cv.lock);
         if (rc) {
             snprintf(why, sizeof(why), "the Pod list does not parse");
-            snprintf(message, sizeof(message), "%s", err);
+            ghe_errf(message, sizeof(message), "%s", err);
             break;
         }
         if (!cont[0])
