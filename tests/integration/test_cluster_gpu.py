@@ -308,3 +308,18 @@ def test_pods_forbidden_falls_back_to_allocatable_and_says_so(api):
         api.set_faults([])
         assert wait_for(lambda: node_figures(g)[0].get("gpu-a") == (1, 1, 0, "pods"))
         assert node_figures(g)[1]["state"] == "listed"
+
+
+def test_a_pod_list_longer_than_a_page_is_read_whole(api):
+    # 201 pods: two pages of the server's 200, joined by the stand-in's continue token.
+    api.put_object(sample_node("gpu-big", gpu_memory_mib=143771, gpu_count=8,
+                               allocatable_gpus=256))
+    for i in range(201):
+        api.put_object(sample_pod("p%03d" % i, node="gpu-big", namespace="ns%d" % (i % 3)))
+    with server(api, nodes=True) as g:
+        assert wait_for(lambda: node_figures(g)[0].get("gpu-big") == (256, 201, 55, "pods")), \
+            g.request("GET", "/gpu").body
+        pages = [urllib.parse.parse_qs(q["query"]) for q in api.requests()
+                 if q["path"] == "/api/v1/pods"]
+        assert any("continue" in q for q in pages), pages
+        assert all(q["limit"] == ["200"] for q in pages), pages
