@@ -1,7 +1,7 @@
 /*
  * The cluster view's thread and its three readers (the pipeline's fit, GET
  * /gpu, /metrics). The model (gpuview.c) has no lock: cv.lock serializes it.
- * Each round lists the EndpointSlices (and the Nodes when allowed), then polls
+ * Each round lists the EndpointSlices (and the Nodes and Pods when allowed), then polls
  * every agent at once with gpupoll, outside the lock, and applies the answers.
  */
 #include "gpuhook/clusterview.h"
