@@ -1,7 +1,7 @@
 /*
  * The cluster view's thread and its three readers (the pipeline's fit, GET
  * /gpu, /metrics). The model (gpuview.c) has no lock: cv.lock serializes it.
- * Each round lists the EndpointSlices (and the Nodes when allowed), then polls
+ * Each round lists the EndpointSlices (and the Nodes and Pods when allowed), then polls
  * every agent at once with gpupoll, outside the lock, and applies the answers.
  */
 #include "gpuhook/clusterview.h"
@@ -24,6 +24,16 @@
 #include <curl/curl.h>
 
 #define CLUSTERVIEW_LIST_MAX (8L * 1024 * 1024)
+/*
+ * Pods are listed in pages so that one answer stays far below the list bound:
+ * a Pod with its managedFields is some 5 to 20 KiB. The page count bounds a
+ * server that never stops answering with a continue token.
+ */
+#define CLUSTERVIEW_POD_PAGE 200
+#define CLUSTERVIEW_POD_PAGES_MAX 1000
+#define CLUSTERVIEW_CONTINUE_MAX 2048
+/* Pods that hold resources; Succeeded and Failed ones hold nothing any more. */
+#define CLUSTERVIEW_POD_FIELDS "status.phase%21%3DSucceeded%2Cstatus.phase%21%3DFailed"
 
 static struct {
     pthread_mutex_t lock;
@@ -32,6 +42,7 @@ static struct {
     bool running;
     bool stopping;
     bool node_denied_logged;
+    bool pods_failed_logged;
     struct gpuview view;
     struct gpupoll *poll;
     struct kube *kube;
@@ -52,7 +63,7 @@ static long clusterview_get(const char *path, struct buf *body, char *err, size_
     CURL *h = curl_easy_init();
     struct curl_slist *hdrs = NULL;
     long status = 0;
-    char url[1024];
+    char url[1024 + 3 * CLUSTERVIEW_CONTINUE_MAX];
 
     body->len = 0;
     if (!h) {
@@ -80,6 +91,123 @@ static long clusterview_get(const char *path, struct buf *body, char *err, size_
         explicit_bzero(s->data, strlen(s->data));
     curl_slist_free_all(hdrs);
     return status;
+}
+
+/* The Status answer's reason and message, for the log ("" when the body is not one). */
+static void clusterview_status_text(const struct buf *body, char *reason, size_t rlen,
+                                    char *message, size_t mlen) {
+    reason[0] = message[0] = '\0';
+    cJSON *st = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(st, "reason");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(st, "message");
+    if (cJSON_IsString(r))
+        buf_copy_str(reason, rlen, r->valuestring);
+    if (cJSON_IsString(m))
+        buf_copy_str(message, mlen, m->valuestring);
+    cJSON_Delete(st);
+}
+
+static bool clusterview_has_gpu_nodes(void) {
+    bool any = false;
+    pthread_mutex_lock(&cv.lock);
+    for (size_t k = 0; k < cv.view.count && !any; k++)
+        any = cv.view.nodes[k].has_node && cv.view.nodes[k].allocatable >= 0;
+    pthread_mutex_unlock(&cv.lock);
+    return any;
+}
+
+/*
+ * Lists the Pods across namespaces, page by page, and makes their requests the
+ * nodes' requested GPUs. On any failure the view falls back to allocatable
+ * only (gpuview_pods_failed), and the first failure of a run of them is logged.
+ */
+static void clusterview_pods(struct buf *body) {
+    char err[256] = "", why[128] = "", reason[64], message[256];
+    char path[256 + 3 * CLUSTERVIEW_CONTINUE_MAX], cont[CLUSTERVIEW_CONTINUE_MAX] = "";
+    bool restarted = false;
+    long st = 0;
+
+    if (!clusterview_has_gpu_nodes())
+        return; /* nothing to count on: spare the API a cluster-wide list */
+    pthread_mutex_lock(&cv.lock);
+    gpuview_pods_begin(&cv.view);
+    pthread_mutex_unlock(&cv.lock);
+    message[0] = '\0';
+    for (int page = 0;; page++) {
+        if (page >= CLUSTERVIEW_POD_PAGES_MAX) {
+            snprintf(why, sizeof(why), "the Pod list has more than %d pages",
+                     CLUSTERVIEW_POD_PAGES_MAX);
+            break;
+        }
+        int n = snprintf(path, sizeof(path), "/api/v1/pods?fieldSelector=%s&limit=%d",
+                         CLUSTERVIEW_POD_FIELDS, CLUSTERVIEW_POD_PAGE);
+        if (cont[0]) {
+            char *esc = curl_easy_escape(NULL, cont, 0);
+            if (!esc) {
+                snprintf(why, sizeof(why), "out of memory");
+                break;
+            }
+            snprintf(path + n, sizeof(path) - (size_t)n, "&continue=%s", esc);
+            curl_free(esc);
+        }
+        err[0] = '\0';
+        st = clusterview_get(path, body, err, sizeof(err));
+        if (st == 410 && cont[0] && !restarted) {
+            /* The continue token expired under a busy cluster: start over once. */
+            restarted = true;
+            cont[0] = '\0';
+            page = -1;
+            pthread_mutex_lock(&cv.lock);
+            gpuview_pods_begin(&cv.view);
+            pthread_mutex_unlock(&cv.lock);
+            continue;
+        }
+        if (st != 200) {
+            clusterview_status_text(body, reason, sizeof(reason), message, sizeof(message));
+            if (st == 0)
+                ghe_errf(why, sizeof(why), "the Pod list failed: %s", err);
+            else if (st == 403)
+                snprintf(why, sizeof(why), "the Pod list is forbidden (HTTP 403)");
+            else
+                ghe_errf(why, sizeof(why), "the Pod list failed (HTTP %ld%s%s)", st,
+                         reason[0] ? " " : "", reason);
+            break;
+        }
+        pthread_mutex_lock(&cv.lock);
+        int rc = gpuview_pods_page(&cv.view, body->data, body->len, cont, sizeof(cont), err,
+                                   sizeof(err));
+        if (rc == 0 && !cont[0])
+            gpuview_pods_commit(&cv.view);
+        pthread_mutex_unlock(&cv.lock);
+        if (rc) {
+            snprintf(why, sizeof(why), "the Pod list does not parse");
+            ghe_errf(message, sizeof(message), "%s", err);
+            break;
+        }
+        if (!cont[0])
+            break;
+    }
+    if (!why[0]) {
+        if (cv.pods_failed_logged)
+            LOGGER_INFO_("cluster view: the Pod list works again; unallocated GPUs count the "
+                         "pods' requests");
+        cv.pods_failed_logged = false;
+        return;
+    }
+    pthread_mutex_lock(&cv.lock);
+    gpuview_pods_failed(&cv.view, why);
+    pthread_mutex_unlock(&cv.lock);
+    if (cv.pods_failed_logged)
+        return; /* said once for this run of failures, not every poll */
+    cv.pods_failed_logged = true;
+    if (st == 403)
+        LOGGER_WARN_("cluster view: cannot list Pods (403); unallocated GPUs count allocatable "
+                     "only. Apply k8s/components/cluster-gpu-nodes to allow it",
+                     "error", message[0] ? message : why);
+    else
+        LOGGER_WARN_("cluster view: cannot list Pods; unallocated GPUs count allocatable only "
+                     "until a list succeeds",
+                     "error", why, "detail", message[0] ? message : "");
 }
 
 static void clusterview_list(struct buf *body) {
@@ -113,6 +241,7 @@ static void clusterview_list(struct buf *body) {
                          "k8s/components/cluster-gpu-nodes to allow it");
         cv.node_denied_logged = true;
     }
+    clusterview_pods(body);
 }
 
 static void *clusterview_main(void *arg) {

@@ -66,6 +66,19 @@ static void offer_agent(const struct gpuview_node *n, long need, struct offer *o
     }
     o->gpu = best;
     o->score = n->gpus[best].free_mib;
+    /*
+     * Free memory is the agent's figure, but the scheduler places by
+     * nvidia.com/gpu: where pods request every allocatable GPU, none is given
+     * to the run however much memory is free. Unknown requests exclude nothing.
+     */
+    if (n->has_node && n->allocatable >= 0 && n->requested >= 0 &&
+        n->allocatable - n->requested <= 0) {
+        say(o->why, sizeof(o->why),
+            "%s: no GPU unallocated (%ld allocatable, %ld requested by pods), although %ld MiB "
+            "are free on GPU %d",
+            n->name, n->allocatable, n->requested, o->score, n->gpus[best].index);
+        return;
+    }
     if (o->score < need) {
         say(o->why, sizeof(o->why), "%s: at most %ld MiB free (GPU %d, %s), %ld MiB needed",
             n->name, o->score, n->gpus[best].index, n->gpus[best].name, need);
@@ -96,7 +109,13 @@ static void offer_gfd(const struct gpuview_node *n, long need, struct offer *o) 
     }
     o->unallocated = gpus - (n->requested > 0 ? n->requested : 0);
     if (o->unallocated <= 0) {
-        say(o->why, sizeof(o->why), "%s: all %ld allocatable GPUs are requested", n->name, gpus);
+        if (n->requested > 0)
+            say(o->why, sizeof(o->why),
+                "%s: no GPU unallocated (%ld allocatable, %ld requested by "
+                "pods)",
+                n->name, gpus, n->requested);
+        else
+            say(o->why, sizeof(o->why), "%s: no GPU unallocated (0 allocatable)", n->name);
         return;
     }
     o->ok = true;
@@ -194,11 +213,19 @@ int gpuview_fit(const struct gpuview *v, const struct gpuview_need *need, struct
     } else {
         out->source = GPUVIEW_SRC_GFD;
         buf_copy_str(out->gpu_name, sizeof(out->gpu_name), n->gfd_product);
+        char count[200];
+        if (n->requested >= 0)
+            say(count, sizeof(count), "%ld of %ld GPUs unallocated", best.unallocated,
+                n->allocatable);
+        else
+            say(count, sizeof(count), "%ld allocatable GPUs; pod requests unknown: %s",
+                n->allocatable,
+                v->pods_state == GPUVIEW_PODS_FAILED ? v->pods_error : "Pods not listed");
         say(out->reason, sizeof(out->reason),
-            "%s fits on node %s (%s, %ld MiB per GPU, %ld of %ld GPUs unallocated): %ld MiB "
-            "needed; free memory is not known without an agent",
+            "%s fits on node %s (%s, %ld MiB per GPU, %s): %ld MiB needed; free memory is not "
+            "known without an agent",
             need->variant, n->name, n->gfd_product[0] ? n->gfd_product : "unknown model",
-            n->gfd_memory_mib, best.unallocated, n->allocatable, need->need_mib);
+            n->gfd_memory_mib, count, need->need_mib);
     }
     return 0;
 }

@@ -535,23 +535,66 @@ out:
 
 /* ---------- Pods ---------- */
 
-/* A container's nvidia.com/gpu: its limit, else its request (extended resources need both equal).
+/*
+ * A container's nvidia.com/gpu request. The apiserver defaults a missing
+ * request to the limit, and extended resources must have both equal, so a
+ * limit alone is the request.
  */
 static long container_gpus(const cJSON *c, bool *bad, char *err, size_t errlen, const char *place) {
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(c, "resources");
-    long n = quantity_of(cJSON_GetObjectItemCaseSensitive(res, "limits"), GPU_RESOURCE, place, bad,
-                         err, errlen);
+    long n = quantity_of(cJSON_GetObjectItemCaseSensitive(res, "requests"), GPU_RESOURCE, place,
+                         bad, err, errlen);
     if (n < 0)
-        n = quantity_of(cJSON_GetObjectItemCaseSensitive(res, "requests"), GPU_RESOURCE, place, bad,
+        n = quantity_of(cJSON_GetObjectItemCaseSensitive(res, "limits"), GPU_RESOURCE, place, bad,
                         err, errlen);
     return n < 0 ? 0 : n;
 }
 
-int gpuview_set_pods(struct gpuview *v, const char *json, size_t len, char *err, size_t errlen) {
+/*
+ * A pod's request as kube-scheduler counts it (k8s.io/component-helpers
+ * resource.PodRequests): init containers run one after another, each beside
+ * the sidecars (restartPolicy Always) started before it, and sidecars keep
+ * running beside the containers; the pod holds the larger of the two phases,
+ * plus its overhead.
+ */
+static long pod_gpus(const cJSON *spec, bool *bad, char *err, size_t errlen, const char *place) {
+    const cJSON *c;
+    long sum = 0, sidecars = 0, init_max = 0;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(spec, "containers")) {
+        sum += container_gpus(c, bad, err, errlen, place);
+    }
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(spec, "initContainers")) {
+        const cJSON *policy = cJSON_GetObjectItemCaseSensitive(c, "restartPolicy");
+        long g = container_gpus(c, bad, err, errlen, place), phase;
+        if (cJSON_IsString(policy) && strcmp(policy->valuestring, "Always") == 0) {
+            sum += g;
+            sidecars += g;
+            phase = sidecars;
+        } else {
+            phase = g + sidecars;
+        }
+        if (phase > init_max)
+            init_max = phase;
+    }
+    long overhead = quantity_of(cJSON_GetObjectItemCaseSensitive(spec, "overhead"), GPU_RESOURCE,
+                                place, bad, err, errlen);
+    return (sum > init_max ? sum : init_max) + (overhead > 0 ? overhead : 0);
+}
+
+void gpuview_pods_begin(struct gpuview *v) {
+    for (size_t k = 0; k < v->count; k++)
+        v->nodes[k].requested_next = 0;
+}
+
+int gpuview_pods_page(struct gpuview *v, const char *json, size_t len, char *cont, size_t contlen,
+                      char *err, size_t errlen) {
     bool one, bad = false;
     char place[64];
     int rc = 0, i = 0;
-    const cJSON *pod, *c;
+    const cJSON *pod;
+    long *sums = NULL;
+    if (cont && contlen)
+        cont[0] = '\0';
     cJSON *root = parse_root(json, len, "PodList", err, errlen);
     if (!root)
         return GHE_INVAL;
@@ -559,48 +602,73 @@ int gpuview_set_pods(struct gpuview *v, const char *json, size_t len, char *err,
     if (!items || one) {
         if (one)
             ghe_errf(err, errlen, "PodList: expected a PodList, got one Pod");
-        cJSON_Delete(root);
-        return GHE_INVAL;
+        rc = GHE_INVAL;
+        goto out;
     }
-    long *sums = calloc(v->count ? v->count : 1, sizeof(*sums));
+    /* Summed apart first, so that a bad pod leaves the running sums as they were. */
+    sums = calloc(v->count ? v->count : 1, sizeof(*sums));
     if (!sums) {
-        cJSON_Delete(root);
-        return GHE_NOMEM;
+        rc = GHE_NOMEM;
+        goto out;
     }
     cJSON_ArrayForEach(pod, items) {
         const cJSON *spec = cJSON_GetObjectItemCaseSensitive(pod, "spec");
         const cJSON *phase = cJSON_GetObjectItemCaseSensitive(
             cJSON_GetObjectItemCaseSensitive(pod, "status"), "phase");
         const cJSON *node = cJSON_GetObjectItemCaseSensitive(spec, "nodeName");
-        long main_sum = 0, init_max = 0;
         snprintf(place, sizeof(place), "PodList.items[%d].spec", i++);
-        if (!cJSON_IsString(node))
-            continue; /* not scheduled yet: it holds no GPU */
+        if (!cJSON_IsString(node) || !node->valuestring[0])
+            continue; /* not bound yet: it holds nothing on any node */
         if (cJSON_IsString(phase) && (strcmp(phase->valuestring, "Succeeded") == 0 ||
                                       strcmp(phase->valuestring, "Failed") == 0))
             continue;
         struct gpuview_node *n = node_lookup(v, node->valuestring);
         if (!n)
-            continue;
-        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(spec, "containers")) {
-            main_sum += container_gpus(c, &bad, err, errlen, place);
-        }
-        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(spec, "initContainers")) {
-            long g = container_gpus(c, &bad, err, errlen, place);
-            if (g > init_max)
-                init_max = g;
-        }
+            continue; /* not a GPU node */
+        long g = pod_gpus(spec, &bad, err, errlen, place);
         if (bad) {
             rc = GHE_INVAL;
-            break;
+            goto out;
         }
-        sums[n - v->nodes] += main_sum > init_max ? main_sum : init_max;
+        sums[n - v->nodes] += g;
     }
-    if (rc == 0)
-        for (size_t k = 0; k < v->count; k++)
-            v->nodes[k].requested = sums[k];
+    const cJSON *next = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(root, "metadata"), "continue");
+    if (cJSON_IsString(next) && next->valuestring[0] && cont) {
+        if (strlen(next->valuestring) >= contlen) {
+            ghe_errf(err, errlen, "PodList: .metadata.continue: longer than %zu bytes", contlen);
+            rc = GHE_TOOBIG;
+            goto out;
+        }
+        memcpy(cont, next->valuestring, strlen(next->valuestring) + 1);
+    }
+    for (size_t k = 0; k < v->count; k++)
+        v->nodes[k].requested_next += sums[k];
+out:
     free(sums);
     cJSON_Delete(root);
+    return rc;
+}
+
+void gpuview_pods_commit(struct gpuview *v) {
+    for (size_t k = 0; k < v->count; k++)
+        v->nodes[k].requested = v->nodes[k].requested_next;
+    v->pods_state = GPUVIEW_PODS_LISTED;
+    v->pods_error[0] = '\0';
+}
+
+void gpuview_pods_failed(struct gpuview *v, const char *why) {
+    for (size_t k = 0; k < v->count; k++)
+        v->nodes[k].requested = -1;
+    v->pods_state = GPUVIEW_PODS_FAILED;
+    buf_copy_str(v->pods_error, sizeof(v->pods_error), why ? why : "the Pod list failed");
+}
+
+int gpuview_set_pods(struct gpuview *v, const char *json, size_t len, char *err, size_t errlen) {
+    gpuview_pods_begin(v);
+    int rc = gpuview_pods_page(v, json, len, NULL, 0, err, errlen);
+    if (rc == 0)
+        gpuview_pods_commit(v);
     return rc;
 }
 

@@ -98,9 +98,10 @@ static void add_node(struct jctx *j, cJSON *arr, const struct gpuview_node *n, l
         jnum(j, o, "allocatable_gpus", n->allocatable >= 0, (double)n->allocatable);
         jnum(j, o, "capacity_gpus", n->capacity >= 0, (double)n->capacity);
         jnum(j, o, "requested_gpus", n->requested >= 0, (double)n->requested);
-        /* What the GFD fit counts on: requests unknown count as none. */
+        /* What the GFD fit counts on: requests unknown count as none, and the source says so. */
         jnum(j, o, "unallocated_gpus", n->allocatable >= 0,
              (double)(n->allocatable - (n->requested > 0 ? n->requested : 0)));
+        jstr(j, o, "unallocated_source", n->requested >= 0 ? "pods" : "allocatable");
         jbool(j, o, "schedulable", n->schedulable);
     } else {
         jc(j, cJSON_AddNullToObject(o, "gfd"));
@@ -161,6 +162,15 @@ char *gpuview_json(const struct gpuview *v, long long now_ms, const char *node_f
     jstr(&j, root, "view", gpuview_has_data(v) ? "cluster" : "none");
     jnum(&j, root, "poll_interval_ms", true, (double)v->opts.poll_interval_ms);
     jnum(&j, root, "stale_after", true, v->opts.stale_after);
+    /* Whether unallocated counts the pods' requests, or only allocatable (and why). */
+    cJSON *pods = jc(&j, cJSON_AddObjectToObject(root, "pods"));
+    jstr(&j, pods, "state",
+         v->pods_state == GPUVIEW_PODS_LISTED   ? "listed"
+         : v->pods_state == GPUVIEW_PODS_FAILED ? "failed"
+                                                : "none");
+    jstr(&j, pods, "error", v->pods_error[0] ? v->pods_error : NULL);
+    jstr(&j, pods, "unallocated_from",
+         v->pods_state == GPUVIEW_PODS_LISTED ? "pods" : "allocatable");
     cJSON *stale = jc(&j, cJSON_AddArrayToObject(root, "stale_agents"));
     cJSON *busy = jc(&j, cJSON_AddArrayToObject(root, "busy_gpus"));
     cJSON *nodes = jc(&j, cJSON_AddArrayToObject(root, "nodes"));
@@ -241,6 +251,24 @@ int gpuview_metrics_append(const struct gpuview *v, struct buf *b) {
             if (n->gpus[i].free_mib >= 0)
                 rc = gpu_line(b, "gpuhook_cluster_gpu_memory_free_bytes", n, &n->gpus[i],
                               n->gpus[i].free_mib * MIB);
+    }
+    bool any_alloc = false;
+    for (size_t k = 0; k < v->count; k++)
+        any_alloc = any_alloc || (v->nodes[k].has_node && v->nodes[k].allocatable >= 0);
+    if (!rc && any_alloc)
+        rc = gauge_head(b, "gpuhook_cluster_node_gpus_unallocated",
+                        "nvidia.com/gpu allocatable on the node less what its pods request "
+                        "(allocatable alone while the Pod list is unknown).");
+    for (size_t k = 0; !rc && k < v->count; k++) {
+        const struct gpuview_node *n = &v->nodes[k];
+        if (!n->has_node || n->allocatable < 0)
+            continue;
+        long free_gpus = n->allocatable - (n->requested > 0 ? n->requested : 0);
+        rc = buf_appends(b, "gpuhook_cluster_node_gpus_unallocated{node=\"");
+        if (!rc)
+            rc = promtext_label_append(b, n->name);
+        if (!rc)
+            rc = buf_appendf(b, "\"} %ld\n", free_gpus > 0 ? free_gpus : 0);
     }
     if (!rc)
         rc = gauge_head(b, "gpuhook_cluster_gpu_busy",

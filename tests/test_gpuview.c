@@ -278,6 +278,202 @@ static void test_gpuview_agent_goes_stale_and_recovers(void **state) {
     gpuview_cleanup(&v);
 }
 
+/* ---------- Pods ---------- */
+
+/* A PodList of one pod on gpu-c (2 allocatable) with the given spec. */
+static long requested_for(const char *spec, const char *phase) {
+    struct gpuview v;
+    char err[256] = "", body[2048];
+    gpuview_init(&v, NULL);
+    assert_int_equal(feed(&v, "nodes", "nodes.json", NULL, T0, err, sizeof(err)), 0);
+    snprintf(body, sizeof(body),
+             "{\"kind\":\"PodList\",\"apiVersion\":\"v1\",\"metadata\":{},\"items\":[{\"metadata\":"
+             "{\"name\":\"p\",\"namespace\":\"ci\"},\"spec\":{\"nodeName\":\"gpu-c\",%s},"
+             "\"status\":{\"phase\":\"%s\"}}]}",
+             spec, phase);
+    if (gpuview_set_pods(&v, body, strlen(body), err, sizeof(err)) != 0)
+        fail_msg("%s: %s", spec, err);
+    long r = gpuview_node_find(&v, "gpu-c")->requested;
+    gpuview_cleanup(&v);
+    return r;
+}
+
+#define GPUS(n) "\"resources\":{\"limits\":{\"nvidia.com/gpu\":\"" #n "\"}}"
+#define REQ(n) "\"resources\":{\"requests\":{\"nvidia.com/gpu\":\"" #n "\"}}"
+
+/*
+ * As kube-scheduler counts a pod (component-helpers resource.PodRequests): the sum of its
+ * containers, or the largest init container if more, where sidecars (init containers with
+ * restartPolicy Always) add to the sum and to every later init container; plus the overhead.
+ */
+static void test_gpuview_pods_count_requests_as_the_scheduler_does(void **state) {
+    (void)state;
+    static const struct {
+        const char *spec;
+        const char *phase;
+        long want;
+    } cases[] = {
+        {"\"containers\":[{\"name\":\"a\"," GPUS(1) "}]", "Running", 1},
+        {"\"containers\":[{\"name\":\"a\"," REQ(1) "}]", "Running", 1},
+        {"\"containers\":[{\"name\":\"a\"," GPUS(1) "},{\"name\":\"b\"," GPUS(
+             1) "},{\"name\":\"c\"}]",
+         "Running", 2},
+        {"\"initContainers\":[{\"name\":\"i\"," GPUS(2) "}],\"containers\":[{\"name\":\"a\"," GPUS(
+             1) "}]",
+         "Pending", 2},
+        {"\"initContainers\":[{\"name\":\"i\"," GPUS(1) "},{\"name\":\"j\"," GPUS(
+             1) "}],\"containers\":[{\"name\":\"a\"," GPUS(1) "},{\"name\":\"b\"," GPUS(1) "}]",
+         "Running", 2},
+        /* A sidecar runs beside the containers: 1 + 1. */
+        {"\"initContainers\":[{\"name\":\"s\",\"restartPolicy\":\"Always\"," GPUS(
+             1) "}],\"containers\":[{\"name\":\"a\"," GPUS(1) "}]",
+         "Running", 2},
+        /* An init container after a sidecar runs beside it: max(1 + 0, 1 + 1) = 2. */
+        {"\"initContainers\":[{\"name\":\"s\",\"restartPolicy\":\"Always\"," GPUS(
+             1) "},{\"name\":\"i\"," GPUS(1) "}],\"containers\":[{\"name\":\"a\"}]",
+         "Running", 2},
+        {"\"overhead\":{\"nvidia.com/gpu\":\"1\"},\"containers\":[{\"name\":\"a\"," GPUS(1) "}]",
+         "Running", 2},
+        {"\"containers\":[{\"name\":\"a\",\"resources\":{\"limits\":{\"cpu\":\"2\"}}}]", "Running",
+         0},
+        {"\"containers\":[{\"name\":\"a\"," GPUS(1) "}]", "Succeeded", 0},
+        {"\"containers\":[{\"name\":\"a\"," GPUS(1) "}]", "Failed", 0},
+        {"\"containers\":[{\"name\":\"a\"," GPUS(1) "}]", "Unknown", 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        long got = requested_for(cases[i].spec, cases[i].phase);
+        if (got != cases[i].want)
+            fail_msg("case %zu (%s, %s): %ld GPUs requested, want %ld", i, cases[i].spec,
+                     cases[i].phase, got, cases[i].want);
+    }
+}
+
+/* A paged list adds up across pages; a failed list leaves allocatable only, and says so. */
+static void test_gpuview_pods_pages_add_up_and_a_failed_list_falls_back(void **state) {
+    (void)state;
+    struct gpuview v;
+    struct gpuview_fit f;
+    char err[256] = "", cont[64];
+    const char *page1 = "{\"kind\":\"PodList\",\"metadata\":{\"continue\":\"abc\","
+                        "\"remainingItemCount\":1},\"items\":[{\"metadata\":{\"name\":\"p1\"},"
+                        "\"spec\":{\"nodeName\":\"gpu-c\",\"containers\":[{\"name\":\"a\"," GPUS(
+                            1) "}]},\"status\":{\"phase\":\"Running\"}}]}";
+    const char *page2 =
+        "{\"kind\":\"PodList\",\"metadata\":{},\"items\":[{\"metadata\":{\"name\":"
+        "\"p2\"},\"spec\":{\"nodeName\":\"gpu-c\",\"containers\":[{\"name\":\"a\"," GPUS(
+            1) "}]},\"status\":{\"phase\":\"Running\"}},{\"metadata\":{\"name\":"
+               "\"p3\"},\"spec\":{\"nodeName\":\"gpu-a\",\"containers\":[{\"name\":\"a\"," GPUS(
+                   1) "}]},\"status\":{\"phase\":\"Pending\"}}]}";
+    gpuview_init(&v, NULL);
+    assert_int_equal(feed(&v, "nodes", "nodes.json", NULL, T0, err, sizeof(err)), 0);
+    assert_int_equal(v.pods_state, GPUVIEW_PODS_NONE);
+    gpuview_pods_begin(&v);
+    assert_int_equal(
+        gpuview_pods_page(&v, page1, strlen(page1), cont, sizeof(cont), err, sizeof(err)), 0);
+    assert_string_equal(cont, "abc");
+    /* Nothing shows until the last page is in. */
+    assert_int_equal(gpuview_node_find(&v, "gpu-c")->requested, -1);
+    assert_int_equal(
+        gpuview_pods_page(&v, page2, strlen(page2), cont, sizeof(cont), err, sizeof(err)), 0);
+    assert_string_equal(cont, "");
+    gpuview_pods_commit(&v);
+    assert_int_equal(v.pods_state, GPUVIEW_PODS_LISTED);
+    assert_int_equal(gpuview_node_find(&v, "gpu-c")->requested, 2);
+    assert_int_equal(gpuview_node_find(&v, "gpu-a")->requested, 1);
+    assert_int_equal(gpuview_node_find(&v, "gpu-b")->requested, 0);
+
+    /* gpu-a and gpu-c are full: gpu-b takes it; gpu-c names what is taken. */
+    assert_int_equal(gpuview_fit(&v, &ORIGINAL, &f), 0);
+    assert_string_equal(f.node, "gpu-b");
+    assert_string_equal(f.rejects[0],
+                        "gpu-a: no GPU unallocated (1 allocatable, 1 requested by pods)");
+    assert_string_equal(f.rejects[1],
+                        "gpu-c: no GPU unallocated (2 allocatable, 2 requested by pods)");
+
+    /* The next list is forbidden: back to allocatable, in the figures and the reason. */
+    gpuview_pods_failed(&v, "pods is forbidden (HTTP 403)");
+    assert_int_equal(v.pods_state, GPUVIEW_PODS_FAILED);
+    assert_string_equal(v.pods_error, "pods is forbidden (HTTP 403)");
+    assert_int_equal(gpuview_node_find(&v, "gpu-c")->requested, -1);
+    assert_int_equal(gpuview_fit(&v, &ORIGINAL, &f), 0);
+    assert_string_equal(f.node, "gpu-a");
+    assert_string_equal(f.reason,
+                        "original fits on node gpu-a (NVIDIA-H200, 143771 MiB per GPU, 1 "
+                        "allocatable GPUs; pod requests unknown: pods is forbidden (HTTP 403)): "
+                        "8192 MiB needed; free memory is not known without an agent");
+    bool found;
+    char *body = gpuview_json(&v, T0, "gpu-a", NULL, 0, &found);
+    cJSON *o = cJSON_Parse(body);
+    char *pods = cJSON_PrintUnformatted(cJSON_GetObjectItem(o, "pods"));
+    assert_string_equal(pods, "{\"state\":\"failed\",\"error\":\"pods is forbidden (HTTP 403)\","
+                              "\"unallocated_from\":\"allocatable\"}");
+    cJSON *a = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "nodes"), 0);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(a, "requested_gpus")));
+    assert_int_equal(cJSON_GetObjectItem(a, "unallocated_gpus")->valueint, 1);
+    assert_string_equal(cJSON_GetObjectItem(a, "unallocated_source")->valuestring, "allocatable");
+    cJSON_free(pods);
+    cJSON_Delete(o);
+    cJSON_free(body);
+
+    /* A bad page changes nothing that was committed. */
+    gpuview_pods_begin(&v);
+    assert_int_equal(
+        gpuview_pods_page(&v, "{\"items\":3}", 11, cont, sizeof(cont), err, sizeof(err)),
+        GHE_INVAL);
+    assert_string_equal(err, "PodList: .items: missing or not an array (expected a PodList or a "
+                             "Pod)");
+    assert_int_equal(v.pods_state, GPUVIEW_PODS_FAILED);
+
+    /* Listed again: the figures are the pods' once more. */
+    gpuview_pods_begin(&v);
+    assert_int_equal(
+        gpuview_pods_page(&v, page2, strlen(page2), cont, sizeof(cont), err, sizeof(err)), 0);
+    gpuview_pods_commit(&v);
+    body = gpuview_json(&v, T0, "gpu-c", NULL, 0, &found);
+    o = cJSON_Parse(body);
+    a = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "nodes"), 0);
+    assert_int_equal(cJSON_GetObjectItem(a, "allocatable_gpus")->valueint, 2);
+    assert_int_equal(cJSON_GetObjectItem(a, "requested_gpus")->valueint, 1);
+    assert_int_equal(cJSON_GetObjectItem(a, "unallocated_gpus")->valueint, 1);
+    assert_string_equal(cJSON_GetObjectItem(a, "unallocated_source")->valuestring, "pods");
+    assert_string_equal(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "pods"), "state")->valuestring,
+                        "listed");
+    cJSON_Delete(o);
+    cJSON_free(body);
+
+    /* Per-node metrics: one line per node with the device plugin's figure. */
+    struct buf b;
+    buf_init(&b, 1 << 16);
+    assert_int_equal(gpuview_metrics_append(&v, &b), 0);
+    if (!strstr(b.data, "gpuhook_cluster_node_gpus_unallocated{node=\"gpu-c\"} 1\n") ||
+        !strstr(b.data, "gpuhook_cluster_node_gpus_unallocated{node=\"gpu-a\"} 0\n"))
+        fail_msg("metrics lack the unallocated gauge:\n%s", b.data);
+    buf_cleanup(&b);
+    gpuview_cleanup(&v);
+}
+
+/* With agents, a node whose every GPU is requested by pods takes nothing, however free. */
+static void test_gpuview_agent_fit_skips_a_node_whose_gpus_are_all_requested(void **state) {
+    (void)state;
+    struct gpuview v;
+    struct gpuview_fit f;
+    char err[256] = "";
+    const char *pods =
+        "{\"kind\":\"PodList\",\"metadata\":{},\"items\":[{\"metadata\":{\"name\":"
+        "\"p\"},\"spec\":{\"nodeName\":\"gpu-a\",\"containers\":[{\"name\":\"a\"," GPUS(
+            1) "}]},\"status\":{\"phase\":\"Running\"}}]}";
+    cluster_of_agents(&v);
+    assert_int_equal(feed(&v, "nodes", "nodes.json", NULL, T0, err, sizeof(err)), 0);
+    assert_int_equal(gpuview_set_pods(&v, pods, strlen(pods), err, sizeof(err)), 0);
+    gpuview_refresh(&v, T0);
+    assert_int_equal(gpuview_fit(&v, &ORIGINAL, &f), 0);
+    assert_true(f.fits);
+    assert_string_equal(f.node, "gpu-c");
+    assert_string_equal(f.rejects[0], "gpu-a: no GPU unallocated (1 allocatable, 1 requested by "
+                                      "pods), although 143152 MiB are free on GPU 0");
+    gpuview_cleanup(&v);
+}
+
 /* ---------- Fit ---------- */
 
 static void test_gpuview_fit_picks_the_node_with_most_free_and_names_it(void **state) {
@@ -378,14 +574,16 @@ static void test_gpuview_fit_without_agents_uses_gfd_and_allocatable(void **stat
     assert_string_equal(f.node, "gpu-a");
     assert_int_equal(f.gpu_index, -1);
     assert_string_equal(f.reason,
-                        "original fits on node gpu-a (NVIDIA-H200, 143771 MiB per GPU, 1 of 1 GPUs "
-                        "unallocated): 8192 MiB needed; free memory is not known without an agent");
+                        "original fits on node gpu-a (NVIDIA-H200, 143771 MiB per GPU, 1 "
+                        "allocatable GPUs; pod requests unknown: Pods not listed): 8192 MiB "
+                        "needed; free memory is not known without an agent");
 
     /* gpu-a's pod finished, gpu-b's runs: gpu-b has no GPU left. */
     assert_int_equal(feed(&v, "pods", "pods.json", NULL, T0, err, sizeof(err)), 0);
     assert_int_equal(gpuview_fit(&v, &ORIGINAL, &f), 0);
     assert_string_equal(f.node, "gpu-a");
-    assert_string_equal(f.rejects[0], "gpu-b: all 1 allocatable GPUs are requested");
+    assert_string_equal(f.rejects[0],
+                        "gpu-b: no GPU unallocated (1 allocatable, 1 requested by pods)");
     assert_string_equal(f.rejects[1], "gpu-c: 81559 MiB per GPU, less than on gpu-a");
     assert_string_equal(f.rejects[2], "gpu-d: unschedulable (cordoned)");
 
@@ -711,6 +909,9 @@ int main(void) {
         cmocka_unit_test(test_gpuview_endpoints_name_agents_by_node),
         cmocka_unit_test(test_gpuview_bad_endpoints_say_where_and_change_nothing),
         cmocka_unit_test(test_gpuview_nodes_carry_gfd_labels_and_allocatable),
+        cmocka_unit_test(test_gpuview_pods_count_requests_as_the_scheduler_does),
+        cmocka_unit_test(test_gpuview_pods_pages_add_up_and_a_failed_list_falls_back),
+        cmocka_unit_test(test_gpuview_agent_fit_skips_a_node_whose_gpus_are_all_requested),
         cmocka_unit_test(test_gpuview_agent_answers_give_figures_busy_and_sources),
         cmocka_unit_test(test_gpuview_refuses_bad_agent_answers_as_failed_polls),
         cmocka_unit_test(test_gpuview_agent_goes_stale_and_recovers),

@@ -1,6 +1,7 @@
 /*
  * The server's cluster GPU view, wired: one thread lists the agents'
- * EndpointSlices (and Nodes, with cluster_gpu.nodes) through the Kubernetes
+ * EndpointSlices (and, with cluster_gpu.nodes, the Nodes and the Pods that
+ * request their GPUs; a failed Pod list leaves allocatable alone) through the Kubernetes
  * connection and drives gpupoll each cluster_gpu.poll_seconds; the pipeline
  * asks it for the fit and the placement, GET /gpu and /metrics for its body.
  * Off (every call falls back to the local view) without cluster_gpu.service

@@ -86,6 +86,14 @@ struct gpuview_node {
     long allocatable;     /* status.allocatable["nvidia.com/gpu"], -1 absent */
     long capacity;        /* status.capacity["nvidia.com/gpu"], -1 absent */
     long requested;       /* GPUs requested by pods on the node, -1 unknown */
+    long requested_next;  /* the sum of the Pod list being read, page by page */
+};
+
+/* Where the pods' requests stand (the GFD fit's unallocated count). */
+enum gpuview_pods_state {
+    GPUVIEW_PODS_NONE = 0, /* never listed: unallocated is allocatable */
+    GPUVIEW_PODS_LISTED,   /* the last Pod list was read whole */
+    GPUVIEW_PODS_FAILED    /* the last Pod list failed: allocatable only, pods_error says why */
 };
 
 struct gpuview_options {
@@ -99,6 +107,8 @@ struct gpuview {
     size_t count;
     bool endpoints_known; /* an EndpointSlice list was given */
     bool nodes_known;     /* a Node list was given */
+    int pods_state;       /* enum gpuview_pods_state */
+    char pods_error[128]; /* why the last Pod list failed, "" otherwise */
 };
 
 /* Fills o with the defaults: a 5000 ms interval, stale after 3 polls. */
@@ -126,12 +136,34 @@ int gpuview_set_endpoints(struct gpuview *v, const char *json, size_t len, const
 int gpuview_set_nodes(struct gpuview *v, const char *json, size_t len, char *err, size_t errlen);
 
 /*
- * Sums the nvidia.com/gpu each node's pods ask for (limits, else requests, of
- * every container; init containers by their largest) from a v1 PodList, for
- * pods not Succeeded or Failed. Without a call, requested stays unknown (-1)
- * and the GFD fit counts every allocatable GPU as free. Same errors as above.
+ * Sums the nvidia.com/gpu each node's pods request from a v1 PodList, as
+ * kube-scheduler counts a pod: the larger of its containers' sum and its
+ * largest init container (sidecars, restartPolicy Always, add to both), plus
+ * spec.overhead; a container's request, else its limit. Pods without
+ * spec.nodeName hold nothing yet; Succeeded and Failed pods hold nothing any
+ * more. Without a list, requested stays unknown (-1) and the GFD fit counts
+ * every allocatable GPU as unallocated. One whole list: gpuview_pods_begin,
+ * gpuview_pods_page and gpuview_pods_commit in one call. Same errors as above.
  */
 int gpuview_set_pods(struct gpuview *v, const char *json, size_t len, char *err, size_t errlen);
+
+/*
+ * A Pod list read in pages (limit and continue): begin clears the running sums,
+ * each page adds to them and copies metadata.continue into cont ("" on the last
+ * page; GHE_TOOBIG when it does not fit in contlen), and commit makes the sums
+ * the nodes' requested figures. A failed page (GHE_INVAL with err) changes no
+ * committed figure. Nodes must not change between begin and commit.
+ */
+void gpuview_pods_begin(struct gpuview *v);
+int gpuview_pods_page(struct gpuview *v, const char *json, size_t len, char *cont, size_t contlen,
+                      char *err, size_t errlen);
+void gpuview_pods_commit(struct gpuview *v);
+
+/*
+ * The Pod list failed (forbidden, unreachable, not parsed): requests become
+ * unknown, so the fit counts allocatable only and says why (why is copied).
+ */
+void gpuview_pods_failed(struct gpuview *v, const char *why);
 
 /*
  * Records one agent answer: the JSON body of its GET /gpu?verbose, fetched at

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 import pytest
 
 from harness import GpuHook, fixture
 from fake_apiserver import FakeApiServer
-from kube_client import sample_endpointslice, sample_node
+from kube_client import sample_endpointslice, sample_node, sample_pod
 
 FAKE = os.environ.get("GPUHOOK_FAKEGPU_BIN") or os.path.join(
     os.path.dirname(os.environ.get("GPUHOOK_BIN", "build/gpuhook")), "tests", "gpuhook_fakegpu")
@@ -206,3 +207,119 @@ def test_no_agents_and_no_nodes_keeps_the_local_view(api):
         assert r.status == 201, r.body
         run = api.run(r.json["pipelinerun"])
         assert "affinity" not in json.dumps(run["spec"])
+
+
+def node_figures(g):
+    """{node: (allocatable, requested, unallocated, source)} and the pods block of GET /gpu."""
+    r = g.request("GET", "/gpu")
+    if r.status != 200 or r.json.get("view") != "cluster":
+        return {}, {}
+    return ({n["name"]: (n.get("allocatable_gpus"), n.get("requested_gpus"),
+                         n.get("unallocated_gpus"), n.get("unallocated_source"))
+             for n in r.json["nodes"]}, r.json.get("pods") or {})
+
+
+def run_reason(api, r):
+    assert r.status == 201, r.body
+    run = api.run(r.json["pipelinerun"])
+    return run, run["metadata"]["annotations"]["gpuhook.dev/reason"]
+
+
+def test_gfd_fit_counts_gpus_that_pods_request(api):
+    api.put_object(sample_node("gpu-a", gpu_memory_mib=143771))
+    api.put_object(sample_node("gpu-b", gpu_memory_mib=143771))
+    api.put_object(sample_pod("train-a", node="gpu-a"))
+    api.put_object(sample_pod("waiting", node=None, phase="Pending"))  # not bound: holds nothing
+    with server(api, nodes=True) as g:
+        assert wait_for(lambda: node_figures(g)[0].get("gpu-a") == (1, 1, 0, "pods")), \
+            g.request("GET", "/gpu").body
+        figures, pods = node_figures(g)
+        assert figures["gpu-b"] == (1, 0, 1, "pods")
+        assert pods == {"state": "listed", "error": None, "unallocated_from": "pods"}
+        # One list across namespaces, without finished pods, in pages.
+        lists = [q for q in api.requests() if q["path"] == "/api/v1/pods"]
+        assert lists, api.requests()
+        q = urllib.parse.parse_qs(lists[-1]["query"])
+        assert q["fieldSelector"] == ["status.phase!=Succeeded,status.phase!=Failed"], q
+        assert int(q["limit"][0]) > 0
+
+        run, reason = run_reason(api, g.deliver("push", main_push(10)))
+        assert "fits on node gpu-b" in reason and "1 of 1 GPUs unallocated" in reason, reason
+        assert "gpu-a: no GPU unallocated (1 allocatable, 1 requested by pods)" in \
+            g.request("GET", "/gpu").json["fit"]["original"]["other_nodes"]
+        assert preferred_hosts(run) == ["gpu-b"]
+
+        # Both full: original and lite are refused, and the reason says why.
+        api.put_object(sample_pod("train-b", node="gpu-b", namespace="other"))
+        assert wait_for(lambda: node_figures(g)[0].get("gpu-b") == (1, 1, 0, "pods"))
+        r = g.deliver("push", main_push(11))
+        assert r.status == 503, r.body
+        assert "Rejected original and lite" in r.json["reason"], r.body
+        assert "gpu-a: no GPU unallocated" in r.json["reason"], r.body
+        assert "gpu-b: no GPU unallocated" in r.json["reason"], r.body
+
+        # gpu-a's pod is done: after a poll gpu-a counts again.
+        api.put_object(sample_pod("train-a", node="gpu-a", phase="Succeeded"))
+        assert wait_for(lambda: node_figures(g)[0].get("gpu-a") == (1, 0, 1, "pods"))
+        run, reason = run_reason(api, g.deliver("push", main_push(12)))
+        assert "fits on node gpu-a" in reason, reason
+        assert preferred_hosts(run) == ["gpu-a"]
+        m = g.metrics()
+        assert 'gpuhook_cluster_node_gpus_unallocated{node="gpu-a"} 1' in m
+        assert 'gpuhook_cluster_node_gpus_unallocated{node="gpu-b"} 0' in m
+
+
+def test_init_container_gpus_count_as_the_scheduler_counts_them(api):
+    api.put_object(sample_node("gpu-c", gpu_memory_mib=81559, gpu_count=2))
+    api.put_object(sample_pod("prep", node="gpu-c", gpus=1, init_gpus=2, phase="Pending"))
+    with server(api, nodes=True) as g:
+        assert wait_for(lambda: node_figures(g)[0].get("gpu-c") == (2, 2, 0, "pods")), \
+            g.request("GET", "/gpu").body
+
+
+def test_pods_forbidden_falls_back_to_allocatable_and_says_so(api):
+    api.put_object(sample_node("gpu-a", gpu_memory_mib=143771))
+    api.put_object(sample_pod("train-a", node="gpu-a"))
+    api.set_faults([{"mode": "status", "code": 403, "paths": ["/api/v1/pods"],
+                     "methods": ["GET"],
+                     "message": 'pods is forbidden: User "system:serviceaccount:tekton-pipelines:'
+                                'gpuhook" cannot list resource "pods" in API group "" at the '
+                                'cluster scope'}])
+    with server(api, nodes=True) as g:
+        assert wait_for(lambda: node_figures(g)[1].get("state") == "failed"), \
+            g.request("GET", "/gpu").body
+        figures, pods = node_figures(g)
+        assert figures["gpu-a"] == (1, None, 1, "allocatable")
+        assert pods["unallocated_from"] == "allocatable"
+        assert "403" in pods["error"] and "forbidden" in pods["error"], pods
+        # The view still decides, and the reason says the count is allocatable only.
+        run, reason = run_reason(api, g.deliver("push", main_push(13)))
+        assert "fits on node gpu-a" in reason and "pod requests unknown" in reason, reason
+        assert "403" in reason, reason
+        assert preferred_hosts(run) == ["gpu-a"]
+        # Logged once, not every poll.
+        polls = len([q for q in api.requests() if q["path"] == "/api/v1/pods"])
+        assert wait_for(lambda: len([q for q in api.requests()
+                                     if q["path"] == "/api/v1/pods"]) >= polls + 2)
+        said = [l for l in g.log_lines() if "Pod" in l.get("msg", "") and
+                l.get("level") == "warn"]
+        assert len(said) == 1, said
+        # Allowed again: the pods count, and the recovery is logged.
+        api.set_faults([])
+        assert wait_for(lambda: node_figures(g)[0].get("gpu-a") == (1, 1, 0, "pods"))
+        assert node_figures(g)[1]["state"] == "listed"
+
+
+def test_a_pod_list_longer_than_a_page_is_read_whole(api):
+    # 201 pods: two pages of the server's 200, joined by the stand-in's continue token.
+    api.put_object(sample_node("gpu-big", gpu_memory_mib=143771, gpu_count=8,
+                               allocatable_gpus=256))
+    for i in range(201):
+        api.put_object(sample_pod("p%03d" % i, node="gpu-big", namespace="ns%d" % (i % 3)))
+    with server(api, nodes=True) as g:
+        assert wait_for(lambda: node_figures(g)[0].get("gpu-big") == (256, 201, 55, "pods")), \
+            g.request("GET", "/gpu").body
+        pages = [urllib.parse.parse_qs(q["query"]) for q in api.requests()
+                 if q["path"] == "/api/v1/pods"]
+        assert any("continue" in q for q in pages), pages
+        assert all(q["limit"] == ["200"] for q in pages), pages

@@ -61,6 +61,13 @@ checks["the overlay's gpuhook.json is the base's plus cluster_gpu (keep them in 
     {k: v for k, v in cfg.items() if k != "cluster_gpu"} == base
 crs = [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
 checks["nodes ClusterRole only with the component"] = len(crs) == (2 if nodes else 0)
+if nodes:
+    # What the server reads: Nodes (GFD labels, allocatable) and one Pod list per poll
+    # (the GPUs pods request); nothing else, and no write.
+    cr = one("ClusterRole", "gpuhook-gpu-nodes")
+    checks["ClusterRole reads nodes and lists pods only"] = cr.get("rules") == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
 errors += [k for k, ok in checks.items() if not ok]
 print("; ".join(errors) if errors else f"{len(checks)} checks")
 sys.exit(1 if errors else 0)

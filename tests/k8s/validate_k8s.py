@@ -739,8 +739,9 @@ def expand_tt(text, tparams, bound):
 # ----------------------------------------------------------------- policy --
 
 # The one cluster-wide exception: the opt-in component that lets gpuhook read
-# Nodes for the cluster GPU view (issue 19). Read-only, Nodes only, bound to
-# gpuhook's ServiceAccount only.
+# Nodes, and list Pods to count the GPUs they request, for the cluster GPU view
+# (issue 19). Read-only, Nodes and a Pod list only, bound to gpuhook's
+# ServiceAccount only.
 NODE_COMPONENT = "k8s/components/cluster-gpu-nodes/"
 
 
@@ -749,9 +750,13 @@ def check_node_component(obj, report):
     d = obj.doc
     if obj.kind == "ClusterRole":
         for rule in d.get("rules") or []:
-            if rule.get("apiGroups") != [""] or rule.get("resources") != ["nodes"]:
-                report.error(where, "the nodes component may grant only core nodes")
-            if set(rule.get("verbs") or []) - {"get", "list", "watch"}:
+            if rule.get("apiGroups") != [""] or rule.get("resources") not in (["nodes"],
+                                                                             ["pods"]):
+                report.error(where, "the nodes component may grant only core nodes and pods")
+            elif rule.get("resources") == ["pods"]:
+                if set(rule.get("verbs") or []) - {"list"}:
+                    report.error(where, "the nodes component may only list pods")
+            elif set(rule.get("verbs") or []) - {"get", "list", "watch"}:
                 report.error(where, "the nodes component may only get, list and watch")
     else:
         if (d.get("roleRef") or {}).get("name") != "gpuhook-gpu-nodes":

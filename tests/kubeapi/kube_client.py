@@ -48,6 +48,29 @@ def sample_node(name, gpu_memory_mib=None, gpu_count=1, product="NVIDIA-H200",
                        "addresses": [{"type": "Hostname", "address": name}]}}
 
 
+def sample_pod(name, node=None, gpus=1, phase="Running", namespace="ci", init_gpus=None):
+    """A Pod as the kubelet reports it: on node (None: not bound yet), its one container
+    limited to gpus nvidia.com/gpu (the apiserver defaults the request to the limit), with
+    an init container of init_gpus when given."""
+    res = {"limits": {"nvidia.com/gpu": str(gpus)}, "requests": {"nvidia.com/gpu": str(gpus)}}
+    spec = {"containers": [{"name": "main", "image": "busybox", "resources": res}],
+            "restartPolicy": "Never", "schedulerName": "default-scheduler"}
+    if init_gpus is not None:
+        ires = {"limits": {"nvidia.com/gpu": str(init_gpus)},
+                "requests": {"nvidia.com/gpu": str(init_gpus)}}
+        spec["initContainers"] = [{"name": "init", "image": "busybox", "resources": ires}]
+    if node:
+        spec["nodeName"] = node
+    status = {"phase": phase}
+    if phase == "Pending" and not node:
+        status["conditions"] = [{"type": "PodScheduled", "status": "False",
+                                 "reason": "Unschedulable",
+                                 "message": "0/2 nodes are available: 2 Insufficient "
+                                            "nvidia.com/gpu."}]
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec, "status": status}
+
+
 def sample_endpointslice(name, service, addresses, port=8080, namespace="tekton-pipelines",
                          port_name="http", node_names=None, ready=True):
     """An EndpointSlice of a (headless) Service, one endpoint per address."""
