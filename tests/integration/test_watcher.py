@@ -361,6 +361,38 @@ def test_sigterm_releases_and_the_other_leads_soon(api, drivers):
     assert_no_overlap([a, b])
 
 
+def test_sigterm_while_a_renewal_is_in_flight_releases_the_renewed_lease(api, drivers):
+    """The race the release's 409 path is for: a renewal lands on the server but its answer
+    is still on the way when SIGTERM comes. The leader gives the write up as failed, so its
+    release PUT carries the old resourceVersion and gets 409; it must read the Lease again
+    and release the version it renewed, or the other replica waits out the whole lease."""
+    a = drivers(api, "a", lease="gpuhook-scheduler")
+    b = drivers(api, "b", lease="gpuhook-scheduler")
+    leader = wait_one_leader([a, b])
+    other = b if leader is a else a
+    api.set_faults([{"mode": "create_then_fail", "then": "delay:5", "count": 1,
+                     "methods": ["PUT"],
+                     "paths": ["/apis/coordination.k8s.io/v1/namespaces/*/leases/*"]}])
+    deadline = time.monotonic() + 5 * SLOW
+    while api.faults()[0]["applied"] < 1:
+        assert time.monotonic() < deadline, "the leader never renewed"
+        time.sleep(0.01)
+    time.sleep(0.1)  # the renewal is stored; its answer waits in the stand-in
+    mark = len(other.snapshot())
+    t0 = time.monotonic()
+    assert leader.stop(signal.SIGTERM) == 0
+    other.wait(lambda x: x.get("leader") is True, timeout=DURATION_MS / 1000, after=mark)
+    took = time.monotonic() - t0
+    print("SIGTERM with a renewal in flight, takeover: %.2f s" % took)
+    assert took <= (2 * RETRY_MS / 1000 + 0.3) * SLOW, took
+    with open(leader.stderr_path) as f:
+        log = f.read()
+    assert "released the lease gpuhook-scheduler: 409" in log, log[-2000:]
+    assert "released the lease gpuhook-scheduler: 200" in log, log[-2000:]
+    api.clear_faults()
+    assert_no_overlap([a, b])
+
+
 def test_flapping_api_loses_nothing_and_never_two_leaders(api, drivers):
     a = drivers(api, "a", lease="gpuhook-scheduler")
     b = drivers(api, "b", lease="gpuhook-scheduler")
