@@ -27,6 +27,8 @@
 #include "gpuhook/error.h"
 #include "gpuhook/logger.h"
 
+#include "testfs.h"
+
 #define NAME "gpu-real-8-step-workflow-lite-0123456789"
 #define RUN_JSON                                                                                   \
     "{\"apiVersion\":\"tekton.dev/v1\",\"kind\":\"PipelineRun\",\"metadata\":{\"name\":\"" NAME    \
@@ -37,24 +39,6 @@ struct fixture {
     char dir[256];
     char local_dir[300];
 };
-
-static void remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) {
-        unlink(path);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        char sub[1024];
-        snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-        remove_tree(sub);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 static int setup(void **state) {
     struct fixture *fx = calloc(1, sizeof(*fx));
@@ -71,7 +55,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     struct fixture *fx = *state;
-    remove_tree(fx->dir);
+    testfs_remove_tree(fx->dir);
     free(fx);
     return 0;
 }

@@ -29,6 +29,8 @@
 #include "gpuhook/error.h"
 #include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
+
+#include "testfs.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/spool.h"
 
@@ -39,24 +41,6 @@
 struct fixture {
     char dir[256];
 };
-
-static void remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) {
-        unlink(path);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        char sub[1024];
-        snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-        remove_tree(sub);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 static int setup(void **state) {
     struct fixture *fx = calloc(1, sizeof(*fx));
@@ -74,7 +58,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     struct fixture *fx = *state;
-    remove_tree(fx->dir);
+    testfs_remove_tree(fx->dir);
     free(fx);
     return 0;
 }

@@ -20,6 +20,7 @@
 #include "gpuhook/delivery.h"
 #include "gpuhook/error.h"
 #include "gpuhook/logger.h"
+#include "testfs.h"
 
 #define TESTAPP_SECRET "It's a Secret to Everybody"
 #define TESTAPP_TOKEN "unit-trigger-token"
@@ -52,24 +53,6 @@ static char *testapp_slurp(const char *path, size_t *len) {
     if (len)
         *len = n;
     return data;
-}
-
-static void testapp_remove_tree(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) {
-        unlink(path);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        char sub[1024];
-        snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-        testapp_remove_tree(sub);
-    }
-    closedir(d);
-    rmdir(path);
 }
 
 /* mode: "dry-run" or "local"; start: delivery_start (the sink's work pool) too. */
@@ -135,7 +118,7 @@ static struct testapp *testapp_new(const char *mode, bool start) {
 
 static void testapp_free(struct testapp *t) {
     app_cleanup(&t->app);
-    testapp_remove_tree(t->dir);
+    testfs_remove_tree(t->dir);
     free(t);
 }
 
