@@ -202,9 +202,8 @@ static void ghreport_state_key(const struct ghreport *r, const struct ghsummary_
 
 /* The run's state on GitHub (key), or false when the run is not one to report. */
 static bool ghreport_key_of(const struct ghreport *r, const cJSON *obj, char *key, size_t keylen) {
-    const cJSON *notes =
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(obj, "metadata"),
-                                         "annotations");
+    const cJSON *notes = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "annotations");
     const char *full = ghreport_str(notes, "gpuhook.dev/repository");
     const char *sha = ghreport_str(notes, "gpuhook.dev/revision");
     const char *cst, *creason;
@@ -402,8 +401,8 @@ static void ghreport_process(struct ghreport *r, struct ghreport_job *j) {
 
     ghtasks_init(&t);
     if (j->read && r->kube) {
-        if (ghtasks_read(r->kube, j->obj, GHREPORT_READ_MS, &r->reader_stop, &t, node,
-                         sizeof(node), err, sizeof(err)) == 0) {
+        if (ghtasks_read(r->kube, j->obj, GHREPORT_READ_MS, &r->reader_stop, &t, node, sizeof(node),
+                         err, sizeof(err)) == 0) {
             ex.tasks = t.view;
             ex.ntasks = t.nrows;
             ex.tasks_cut = t.more;
@@ -417,8 +416,7 @@ static void ghreport_process(struct ghreport *r, struct ghreport_job *j) {
             /* No Pod could be read (403, say): the node the decision preferred, said so. */
             snprintf(node, sizeof(node), "%.*s (preferred by the decision)", GHTASKS_NODE_MAX,
                      chosen);
-            LOGGER_DEBUG_("github report: no Pod says where the run ran", "pipelinerun",
-                          j->name);
+            LOGGER_DEBUG_("github report: no Pod says where the run ran", "pipelinerun", j->name);
         }
         ex.node = node[0] ? node : NULL;
     }
@@ -426,8 +424,7 @@ static void ghreport_process(struct ghreport *r, struct ghreport_job *j) {
     ghtasks_cleanup(&t);
     if (rc == 0)
         return;
-    LOGGER_WARN_("github report not queued", "pipelinerun", j->name, "state", j->key, "error",
-                 err);
+    LOGGER_WARN_("github report not queued", "pipelinerun", j->name, "state", j->key, "error", err);
     /* Not sent: a later event of the run tries again. */
     pthread_mutex_lock(&r->lock);
     struct ghreport_run *x = ghreport_find(r, j->name, false);

@@ -95,12 +95,14 @@ static int ghtasks_row_fill(struct ghtasks_row *row, const cJSON *tr, const cJSO
             reason = ghtasks_str(c, "reason");
         }
     }
-    row->failed = cst && strcmp(cst, "False") == 0 &&
-                  !(reason && strcmp(reason, "TaskRunCancelled") == 0);
+    row->failed =
+        cst && strcmp(cst, "False") == 0 && !(reason && strcmp(reason, "TaskRunCancelled") == 0);
     row->started_ms = ghtasks_time(st, "startTime");
     row->completed_ms = ghtasks_time(st, "completionTime");
     row->name = strdup(task);
-    row->outcome = strdup(reason ? reason : cst && strcmp(cst, "False") == 0 ? "Failed" : "Pending");
+    row->outcome = strdup(reason                             ? reason
+                          : cst && strcmp(cst, "False") == 0 ? "Failed"
+                                                             : "Pending");
     const char *pod = ghtasks_str(st, "podName");
     row->pod = pod && *pod ? strdup(pod) : NULL;
     return row->name && row->outcome && (!pod || !*pod || row->pod) ? 0 : GHE_NOMEM;
@@ -243,8 +245,9 @@ const char *ghtasks_chosen_node(const cJSON *run) {
         if ((host = ghtasks_term_host(ghtasks_get(p, "preference"))))
             return host;
     }
-    cJSON_ArrayForEach(p, ghtasks_get(ghtasks_get(na, "requiredDuringSchedulingIgnoredDuringExecution"),
-                                      "nodeSelectorTerms")) {
+    cJSON_ArrayForEach(
+        p, ghtasks_get(ghtasks_get(na, "requiredDuringSchedulingIgnoredDuringExecution"),
+                       "nodeSelectorTerms")) {
         if ((host = ghtasks_term_host(p)))
             return host;
     }
@@ -266,8 +269,7 @@ static size_t ghtasks_write(char *p, size_t size, size_t n, void *arg) {
     return buf_append(b, p, size * n) == 0 ? size * n : 0;
 }
 
-static int ghtasks_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut,
-                            curl_off_t un) {
+static int ghtasks_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
     const bool *stop = arg;
     (void)dt, (void)dn, (void)ut, (void)un;
     return stop && __atomic_load_n(stop, __ATOMIC_RELAXED) ? 1 : 0;
@@ -298,7 +300,8 @@ static long ghtasks_fetch(struct ghtasks_io *io, const char *path, size_t max, c
     curl_easy_setopt(io->h, CURLOPT_URL, url);
     curl_easy_setopt(io->h, CURLOPT_HTTPGET, 1L);
     curl_easy_setopt(io->h, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(io->h, CURLOPT_TIMEOUT_MS, left < GHTASKS_REQUEST_MS ? left : GHTASKS_REQUEST_MS);
+    curl_easy_setopt(io->h, CURLOPT_TIMEOUT_MS,
+                     left < GHTASKS_REQUEST_MS ? left : GHTASKS_REQUEST_MS);
     curl_easy_setopt(io->h, CURLOPT_CONNECTTIMEOUT_MS,
                      left < GHTASKS_CONNECT_MS ? left : GHTASKS_CONNECT_MS);
     curl_easy_setopt(io->h, CURLOPT_NOSIGNAL, 1L);
@@ -311,8 +314,8 @@ static long ghtasks_fetch(struct ghtasks_io *io, const char *path, size_t max, c
     if (cc == CURLE_OK)
         curl_easy_getinfo(io->h, CURLINFO_RESPONSE_CODE, &status);
     else
-        snprintf(err, errlen, "%s", cc == CURLE_WRITE_ERROR ? "the answer is too large"
-                                                            : curl_easy_strerror(cc));
+        snprintf(err, errlen, "%s",
+                 cc == CURLE_WRITE_ERROR ? "the answer is too large" : curl_easy_strerror(cc));
 out:
     /* The handle keeps a pointer to the list: drop it before the list goes. */
     curl_easy_setopt(io->h, CURLOPT_HTTPHEADER, NULL);

@@ -112,7 +112,10 @@ static void test_ghsummary_taskruns_table_escapes_names_and_marks_failures(void 
         {"<b>report</b>", "Skipped", -1},
         {"wait", "TaskRunCancelled", -1},
     };
-    struct ghsummary_run r = {.variant = "lite", .tasks = tasks, .ntasks = 4, .tasks_cut = true,
+    struct ghsummary_run r = {.variant = "lite",
+                              .tasks = tasks,
+                              .ntasks = 4,
+                              .tasks_cut = true,
                               .failing_task = "train*[x]"};
     char *title, *summary;
     assert_int_equal(ghsummary_render(&r, &title, &summary), 0);

@@ -17,16 +17,18 @@
 #include "gpuhook/ghtasks.h"
 
 #define TR(name, task, st, reason, start, end)                                                     \
-    "{\"apiVersion\":\"tekton.dev/v1\",\"kind\":\"TaskRun\",\"metadata\":{\"name\":\"" name       \
-    "\",\"labels\":{\"tekton.dev/pipelineRun\":\"run\",\"tekton.dev/pipelineTask\":\"" task       \
-    "\"}},\"status\":{\"podName\":\"" name "-pod\",\"startTime\":\"" start "\"" end               \
+    "{\"apiVersion\":\"tekton.dev/v1\",\"kind\":\"TaskRun\",\"metadata\":{\"name\":\"" name        \
+    "\",\"labels\":{\"tekton.dev/pipelineRun\":\"run\",\"tekton.dev/pipelineTask\":\"" task        \
+    "\"}},\"status\":{\"podName\":\"" name "-pod\",\"startTime\":\"" start "\"" end                \
     ",\"conditions\":[{\"type\":\"Succeeded\",\"status\":\"" st "\",\"reason\":\"" reason "\"}]}}"
 #define END(t) ",\"completionTime\":\"" t "\""
 
 /* Listed in key order (by name), as the API lists them. */
+/* clang-format off */
 static const char LIST[] =
     "{\"apiVersion\":\"tekton.dev/v1\",\"kind\":\"TaskRunList\",\"metadata\":{},\"items\":["
-    TR("run-build", "build", "True", "Succeeded", "2026-12-02T10:00:10Z", END("2026-12-02T10:01:00Z"))
+    TR("run-build", "build", "True", "Succeeded", "2026-12-02T10:00:10Z",
+       END("2026-12-02T10:01:00Z"))
     "," TR("run-fetch", "fetch", "True", "Succeeded", "2026-12-02T10:00:00Z",
            END("2026-12-02T10:00:04Z"))
     "," TR("run-gpu-test", "gpu-test", "False", "Failed", "2026-12-02T10:01:00Z",
@@ -36,6 +38,7 @@ static const char LIST[] =
     "," TR("run-wait", "wait", "False", "TaskRunCancelled", "2026-12-02T10:01:00Z",
            END("2026-12-02T10:02:00Z"))
     "]}";
+/* clang-format on */
 
 static const char STATUS[] =
     "{\"childReferences\":["
@@ -61,7 +64,7 @@ static void test_ghtasks_table_in_run_order_and_first_failure_wins(void **state)
         {"gpu-test", "Failed", "run-gpu-test-pod", 240000},
         {"wait", "TaskRunCancelled", "run-wait-pod", 60000},
         {"lint", "TaskRunTimeout", "run-lint-pod", 120000}, /* not in childReferences */
-        {"report", "Skipped", NULL, -1},                     /* no TaskRun */
+        {"report", "Skipped", NULL, -1},                    /* no TaskRun */
     };
     assert_int_equal(t.nrows, 6);
     for (size_t i = 0; i < 6; i++) {
@@ -80,9 +83,11 @@ static void test_ghtasks_table_in_run_order_and_first_failure_wins(void **state)
     ghtasks_cleanup(&t);
 
     /* Only a cancelled TaskRun: nothing failed of its own. */
-    const char *one = "{\"items\":[" TR("run-wait", "wait", "False", "TaskRunCancelled",
-                                         "2026-12-02T10:01:00Z", "") "],"
-                      "\"metadata\":{\"continue\":\"abc\"}}";
+    /* clang-format off */
+    const char *one = "{\"items\":["
+        TR("run-wait", "wait", "False", "TaskRunCancelled", "2026-12-02T10:01:00Z", "")
+        "],\"metadata\":{\"continue\":\"abc\"}}";
+    /* clang-format on */
     assert_int_equal(ghtasks_parse(&t, one, strlen(one), NULL, err, sizeof(err)), 0);
     assert_int_equal(t.nrows, 1);
     assert_null(t.failing_task);

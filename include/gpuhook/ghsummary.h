@@ -26,7 +26,7 @@ struct ghsummary_run {
     const char *variant;     /* lite or original */
     const char *rule;        /* the selection rule that matched */
     const char *reason;      /* why: GPU fit, queueing, ... */
-    const char *node; /* the node(s) the run's Pods ran on; NULL or "": no Node line */
+    const char *node;        /* the node(s) the run's Pods ran on; NULL or "": no Node line */
     const char *condition_reason; /* the run's Succeeded reason */
     long long started_ms;         /* unix ms; 0: not yet */
     long long finished_ms;        /* unix ms; 0: not yet */

@@ -28,9 +28,9 @@
 #define GHTASKS_NODE_MAX 512
 
 struct ghtasks_row {
-    char *name;    /* the pipeline task */
-    char *outcome; /* the TaskRun's Succeeded reason, or "Skipped" */
-    char *pod;     /* status.podName, or NULL */
+    char *name;                         /* the pipeline task */
+    char *outcome;                      /* the TaskRun's Succeeded reason, or "Skipped" */
+    char *pod;                          /* status.podName, or NULL */
     long long started_ms, completed_ms; /* 0: not known */
     long order;                         /* place in status.childReferences; -1: not there */
     bool failed;                        /* Succeeded False, not cancelled */
@@ -39,8 +39,8 @@ struct ghtasks_row {
 struct ghtasks {
     struct ghtasks_row *rows; /* in the run's order: childReferences, then start time */
     size_t nrows;
-    size_t more;              /* TaskRuns the list left out (limit reached) */
-    const char *failing_task; /* a row's name, or NULL */
+    bool more; /* the run has more TaskRuns than the list gave (its limit, a continue) */
+    const char *failing_task;    /* a row's name, or NULL */
     struct ghsummary_task *view; /* rows as ghsummary_render takes them */
 };
 
@@ -76,8 +76,8 @@ struct kube;
  * Reads the TaskRuns of run (the PipelineRun object) into t and the node(s) its Pods ran
  * on into node: the nodes of the Pods that ask for a GPU, or every distinct node when
  * none does; "" when no Pod could be read (403, say). Blocks for at most about
- * timeout_ms in all; stops early when *stop (read atomically) becomes true. Returns 0 when the TaskRuns
- * were read (the node may still be ""), or an error with err saying why (never a body).
+ * timeout_ms in all; stops early when *stop (read atomically) becomes true. Returns 0 when the
+ * TaskRuns were read (the node may still be ""), or an error with err saying why (never a body).
  */
 int ghtasks_read(struct kube *k, const cJSON *run, long timeout_ms, const bool *stop,
                  struct ghtasks *t, char *node, size_t nodelen, char *err, size_t errlen);

@@ -217,7 +217,7 @@ def test_app_check_run_follows_the_run_to_success(api, gh, keys):
         # The webhook's answer never waited for GitHub (its bound is the API's, not ours).
         assert answered < 2.0 * SLOW
         log = g.log_text()
-    for secret in (PAT, open(keys["private"]).read().split("\n")[1][:40]):
+    for secret in (PAT, KUBE_TOKEN, open(keys["private"]).read().split("\n")[1][:40]):
         assert secret not in log
     for tok in [t for t in gh.tokens()]:
         assert "token" not in tok  # the stand-in never hands the token back
