@@ -275,9 +275,12 @@ static int ghtasks_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t 
     return stop && __atomic_load_n(stop, __ATOMIC_RELAXED) ? 1 : 0;
 }
 
-/* GET path into io->body (at most max bytes). Returns the HTTP status, 0 when none came. */
-static long ghtasks_fetch(struct ghtasks_io *io, const char *path, size_t max, char *err,
-                          size_t errlen) {
+/*
+ * GET path into io->body (at most max bytes), re-reading the token file first with reread.
+ * Returns the HTTP status, 0 when none came.
+ */
+static long ghtasks_fetch_once(struct ghtasks_io *io, const char *path, size_t max, bool reread,
+                               char *err, size_t errlen) {
     struct curl_slist *hdrs = NULL;
     char url[1024];
     long status = 0, left = (long)(io->deadline_ms - clock_mono_ms());
@@ -292,7 +295,7 @@ static long ghtasks_fetch(struct ghtasks_io *io, const char *path, size_t max, c
         snprintf(err, errlen, "the URL is too long");
         return 0;
     }
-    if (kube_conn_apply(io->k, io->h, &hdrs, false) != 0 ||
+    if (kube_conn_apply(io->k, io->h, &hdrs, reread) != 0 ||
         !(hdrs = curl_slist_append(hdrs, "Accept: application/json"))) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -323,6 +326,13 @@ out:
         explicit_bzero(s->data, strlen(s->data));
     curl_slist_free_all(hdrs);
     return status;
+}
+
+/* A 401 means a token rotated since it was read (a projected one, hourly): once more. */
+static long ghtasks_fetch(struct ghtasks_io *io, const char *path, size_t max, char *err,
+                          size_t errlen) {
+    long st = ghtasks_fetch_once(io, path, max, false, err, errlen);
+    return st == 401 ? ghtasks_fetch_once(io, path, max, true, err, errlen) : st;
 }
 
 /* Kubernetes names (DNS labels and subdomains) need no escaping in a path or a query. */

@@ -315,6 +315,24 @@ def test_taskruns_list_failing_still_reports_once_without_the_table(api, gh, key
     assert "without its TaskRuns" in log
 
 
+def test_a_rotated_kubernetes_token_is_read_again_for_the_taskruns(api, gh, keys):
+    with hook(api, gh, keys) as g:
+        name = deliver(g, 13)
+        reported(api, name, "queued")
+        # The kubelet rotates the projected token: gpuhook's copy is stale until re-read.
+        write_token(api.token_file_path, KUBE_TOKEN + "-rotated")
+        api.set_run_status(name, "Failed", task="gpu-test", tasks=TASKS)
+        reported(api, name, "completed/failure")
+        s = gh.check_runs()[0]["output"]["summary"]
+        assert "**Failed task:** gpu\\-test" in s, s
+        lists = [q["status"] for q in kube_reads(api, "/taskruns")]
+        # 401, then the same list with the token read again; [200] only when the watcher
+        # happened to re-read it first (its Lease renewal met the 401 before).
+        assert lists in ([401, 200], [200]), lists
+        log = g.log_text()
+    assert KUBE_TOKEN not in log
+
+
 def test_a_hundred_taskruns_give_a_bounded_summary_and_bounded_reads(api, gh, keys):
     many = ["t%03d" % i for i in range(100)]
     with hook(api, gh, keys) as g:
