@@ -3,11 +3,21 @@
  *
  * The watcher's thread calls ghreport_event and ghreport_leadership; ghapi's thread
  * calls ghreport_done. Both touch the table of runs under r->lock, and both only queue
- * work (ghapi_submit, watcher_patch), so the lock is never held across a wait.
+ * work (ghapi_submit, watcher_patch, a job for the reader), so the lock is never held
+ * across a wait.
+ *
+ * In App mode a check run's update goes through the reader, a thread of the reporter's
+ * own: for a run that starts or ends it reads the run's TaskRuns and Pods (ghtasks.c,
+ * blocking, bounded) so that the summary has the table, the failing task and the node,
+ * then hands the update to ghapi. Every App update takes that one queue, in order, so a
+ * run's updates still reach ghapi in the order they were decided; a newer state of a run
+ * whose job still waits replaces it there. Neither the watcher's thread nor ghapi's ever
+ * waits for those reads.
  */
 #include "gpuhook/ghreport.h"
 
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,12 +30,15 @@
 #include "gpuhook/ghapi.h"
 #include "gpuhook/ghauth.h"
 #include "gpuhook/ghsummary.h"
+#include "gpuhook/ghtasks.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/watcher.h"
 
 #define GHREPORT_KEY_MAX 48  /* "completed/action_required" and the like */
 #define GHREPORT_RUN_MAX 320 /* namespace/name */
 #define GHREPORT_URL_MAX 2048
+/* All the reads for one update: the TaskRun list and up to GHTASKS_PODS_MAX Pods. */
+#define GHREPORT_READ_MS 10000L
 
 /* One PipelineRun the watcher told us about. */
 struct ghreport_run {
@@ -33,6 +46,24 @@ struct ghreport_run {
     char *name;
     cJSON *obj;                      /* the last state seen, for a leadership change */
     char submitted[GHREPORT_KEY_MAX]; /* the last state handed to ghapi, "" for none */
+};
+
+/* An App update waiting for the reader: the run as it was when its state was decided. */
+struct ghreport_job {
+    struct ghreport_job *next;
+    char *name;
+    cJSON *obj;
+    char key[GHREPORT_KEY_MAX];
+    bool read; /* the run started or ended: read its TaskRuns */
+};
+
+/* What the reads add to a check run's summary; all borrowed. */
+struct ghreport_extra {
+    const struct ghsummary_task *tasks;
+    size_t ntasks;
+    bool tasks_cut;
+    const char *failing_task;
+    const char *node;
 };
 
 struct ghreport {
@@ -48,6 +79,14 @@ struct ghreport {
     bool stopping;
     struct ghreport_run *runs;
     unsigned long patch_failed;
+    struct ghreport_job *jobs, **jobs_tail;
+    size_t njobs;
+
+    struct kube *kube; /* the watcher's, for the reads; NULL: no reads */
+    pthread_cond_t wake;
+    pthread_t reader;
+    bool reader_started;
+    bool reader_stop; /* atomic: the reads poll it */
 };
 
 /* The reporter the metrics read (one per process); NULL: off. */
@@ -161,41 +200,59 @@ static void ghreport_state_key(const struct ghreport *r, const struct ghsummary_
         snprintf(key, keylen, "%s", o->check_status);
 }
 
-/* Submits the run's current state when neither the run nor we reported it yet. Locked. */
-static void ghreport_consider(struct ghreport *r, struct ghreport_run *x) {
-    const cJSON *obj = x->obj, *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
+/* The run's state on GitHub (key), or false when the run is not one to report. */
+static bool ghreport_key_of(const struct ghreport *r, const cJSON *obj, char *key, size_t keylen) {
+    const cJSON *notes = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "annotations");
+    const char *full = ghreport_str(notes, "gpuhook.dev/repository");
+    const char *sha = ghreport_str(notes, "gpuhook.dev/revision");
+    const char *cst, *creason;
+    struct ghsummary_outcome o;
+
+    if (!full || !sha || !strchr(full, '/'))
+        return false; /* not a run from a repository (a manual run without one) */
+    ghreport_condition(cJSON_GetObjectItemCaseSensitive(obj, "status"), &cst, &creason);
+    ghsummary_map(cst, creason, &o);
+    ghreport_state_key(r, &o, key, keylen);
+    return true;
+}
+
+/*
+ * Builds the update of run xname (obj, as last seen) and hands it to ghapi; ex adds what
+ * the reads found (NULL: nothing). Returns ghapi_submit's answer, with err.
+ */
+static int ghreport_send(struct ghreport *r, const char *xname, const cJSON *obj,
+                         const struct ghreport_extra *ex, char *err, size_t errlen) {
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
     const cJSON *labels = cJSON_GetObjectItemCaseSensitive(meta, "labels");
     const cJSON *notes = cJSON_GetObjectItemCaseSensitive(meta, "annotations");
     const cJSON *status = cJSON_GetObjectItemCaseSensitive(obj, "status");
     const char *full = ghreport_str(notes, "gpuhook.dev/repository");
     const char *sha = ghreport_str(notes, "gpuhook.dev/revision");
     const char *variant = ghreport_str(labels, "gpuhook.dev/variant");
-    const char *reported = ghreport_str(notes, GHREPORT_ANN_REPORTED);
     const char *id_text = ghreport_str(notes, GHREPORT_ANN_CHECK_RUN);
     const char *inst_text = ghreport_str(notes, GHREPORT_ANN_INSTALLATION);
     const char *ns = ghreport_str(meta, "namespace");
     const char *cst, *creason, *slash;
-    char key[GHREPORT_KEY_MAX], run[GHREPORT_RUN_MAX], owner[128], name[96], url[GHREPORT_URL_MAX];
-    char description[GHSUMMARY_DESCRIPTION_MAX * 4 + 8], err[256];
+    char run[GHREPORT_RUN_MAX], owner[128], name[96], url[GHREPORT_URL_MAX];
+    char description[GHSUMMARY_DESCRIPTION_MAX * 4 + 8];
     struct ghsummary_outcome o;
     char *title = NULL, *summary = NULL;
+    int rc;
 
-    if (!full || !sha || !(slash = strchr(full, '/')) || (size_t)(slash - full) >= sizeof(owner))
-        return; /* not a run from a repository (a manual run without one) */
+    if (!full || !sha || !(slash = strchr(full, '/')) || (size_t)(slash - full) >= sizeof(owner)) {
+        snprintf(err, errlen, "the run names no repository and revision");
+        return GHE_INVAL;
+    }
     if (!ns)
         ns = r->ns;
     ghreport_condition(status, &cst, &creason);
     ghsummary_map(cst, creason, &o);
-    ghreport_state_key(r, &o, key, sizeof(key));
-    if ((reported && strcmp(reported, key) == 0) || strcmp(x->submitted, key) == 0) {
-        snprintf(x->submitted, sizeof(x->submitted), "%s", key);
-        return;
-    }
     memcpy(owner, full, (size_t)(slash - full));
     owner[slash - full] = '\0';
-    snprintf(run, sizeof(run), "%s/%s", ns, x->name);
+    snprintf(run, sizeof(run), "%s/%s", ns, xname);
     snprintf(name, sizeof(name), "gpu / %s", variant ? variant : "run");
-    if (r->details_url && ghreport_details_url(r->details_url, ns, x->name, url, sizeof(url)) != 0)
+    if (r->details_url && ghreport_details_url(r->details_url, ns, xname, url, sizeof(url)) != 0)
         url[0] = '\0';
 
     struct ghapi_update u = {
@@ -222,9 +279,16 @@ static void ghreport_consider(struct ghreport *r, struct ghreport_run *x) {
             .finished_ms = ghreport_time(status, "completionTime"),
             .step_summary = ghreport_step_summary(status),
         };
+        if (ex) {
+            s.tasks = ex->tasks;
+            s.ntasks = ex->ntasks;
+            s.tasks_cut = ex->tasks_cut;
+            s.failing_task = ex->failing_task;
+            s.node = ex->node;
+        }
         if (ghsummary_render(&s, &title, &summary) != 0) {
-            LOGGER_WARN_("github report: out of memory", "pipelinerun", run);
-            return;
+            snprintf(err, errlen, "out of memory");
+            return GHE_NOMEM;
         }
         u.status = o.check_status;
         u.conclusion = o.check_conclusion;
@@ -241,14 +305,154 @@ static void ghreport_consider(struct ghreport *r, struct ghreport_run *x) {
         u.state = o.commit_state;
         u.description = description;
     }
-    if (ghapi_submit(r->g, &u, err, sizeof(err)) == 0) {
-        snprintf(x->submitted, sizeof(x->submitted), "%s", key);
-        LOGGER_DEBUG_("github report queued", "pipelinerun", run, "state", key);
-    } else {
-        LOGGER_WARN_("github report not queued", "pipelinerun", run, "state", key, "error", err);
-    }
+    rc = ghapi_submit(r->g, &u, err, errlen);
     free(title);
     free(summary);
+    return rc;
+}
+
+static void ghreport_job_free(struct ghreport_job *j) {
+    if (!j)
+        return;
+    cJSON_Delete(j->obj);
+    free(j->name);
+    free(j);
+}
+
+/*
+ * Queues x's state key for the reader; a job of the same run still waiting takes the
+ * newer state in its place. Locked. Returns 0, GHE_TOOBIG (full) or GHE_NOMEM.
+ */
+static int ghreport_enqueue(struct ghreport *r, struct ghreport_run *x, const char *key,
+                            bool read) {
+    struct ghreport_job *j;
+    cJSON *copy = cJSON_Duplicate(x->obj, true);
+
+    if (!copy)
+        return GHE_NOMEM;
+    for (j = r->jobs; j; j = j->next)
+        if (strcmp(j->name, x->name) == 0)
+            break;
+    if (j) {
+        cJSON_Delete(j->obj);
+        j->obj = copy;
+        j->read = j->read || read;
+        snprintf(j->key, sizeof(j->key), "%s", key);
+        return 0;
+    }
+    if (r->njobs >= (r->cfg.queue_max ? r->cfg.queue_max : 1024)) {
+        cJSON_Delete(copy);
+        return GHE_TOOBIG;
+    }
+    if (!(j = calloc(1, sizeof(*j))) || !(j->name = strdup(x->name))) {
+        free(j);
+        cJSON_Delete(copy);
+        return GHE_NOMEM;
+    }
+    j->obj = copy;
+    j->read = read;
+    snprintf(j->key, sizeof(j->key), "%s", key);
+    *r->jobs_tail = j;
+    r->jobs_tail = &j->next;
+    r->njobs++;
+    pthread_cond_signal(&r->wake);
+    return 0;
+}
+
+/* Submits the run's current state when neither the run nor we reported it yet. Locked. */
+static void ghreport_consider(struct ghreport *r, struct ghreport_run *x) {
+    const cJSON *notes = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(x->obj, "metadata"), "annotations");
+    const char *reported = ghreport_str(notes, GHREPORT_ANN_REPORTED);
+    char key[GHREPORT_KEY_MAX], err[256];
+    int rc;
+
+    if (!ghreport_key_of(r, x->obj, key, sizeof(key)))
+        return;
+    if ((reported && strcmp(reported, key) == 0) || strcmp(x->submitted, key) == 0) {
+        snprintf(x->submitted, sizeof(x->submitted), "%s", key);
+        return;
+    }
+    if (r->app) {
+        /* A run that starts or ends gets its TaskRuns read, off this thread. */
+        rc = ghreport_enqueue(r, x, key, strcmp(key, "queued") != 0);
+        if (rc == GHE_TOOBIG)
+            snprintf(err, sizeof(err), "github report queue full (%zu updates wait)", r->njobs);
+        else if (rc)
+            snprintf(err, sizeof(err), "out of memory");
+    } else {
+        rc = ghreport_send(r, x->name, x->obj, NULL, err, sizeof(err));
+    }
+    if (rc == 0) {
+        snprintf(x->submitted, sizeof(x->submitted), "%s", key);
+        LOGGER_DEBUG_("github report queued", "pipelinerun", x->name, "state", key);
+    } else {
+        LOGGER_WARN_("github report not queued", "pipelinerun", x->name, "state", key, "error",
+                     err);
+    }
+}
+
+/* Reads what a started or ended run's summary shows, then sends its update. Reader thread. */
+static void ghreport_process(struct ghreport *r, struct ghreport_job *j) {
+    struct ghreport_extra ex = {0};
+    struct ghtasks t;
+    char node[GHTASKS_NODE_MAX + 64] = "", err[256] = "";
+    int rc;
+
+    ghtasks_init(&t);
+    if (j->read && r->kube) {
+        if (ghtasks_read(r->kube, j->obj, GHREPORT_READ_MS, &r->reader_stop, &t, node, sizeof(node),
+                         err, sizeof(err)) == 0) {
+            ex.tasks = t.view;
+            ex.ntasks = t.nrows;
+            ex.tasks_cut = t.more;
+            ex.failing_task = t.failing_task;
+        } else {
+            LOGGER_DEBUG_("github report: the summary goes without its TaskRuns", "pipelinerun",
+                          j->name, "error", err);
+        }
+        const char *chosen = node[0] ? NULL : ghtasks_chosen_node(j->obj);
+        if (chosen) {
+            /* No Pod could be read (403, say): the node the decision preferred, said so. */
+            snprintf(node, sizeof(node), "%.*s (preferred by the decision)", GHTASKS_NODE_MAX,
+                     chosen);
+            LOGGER_DEBUG_("github report: no Pod says where the run ran", "pipelinerun", j->name);
+        }
+        ex.node = node[0] ? node : NULL;
+    }
+    rc = ghreport_send(r, j->name, j->obj, &ex, err, sizeof(err));
+    ghtasks_cleanup(&t);
+    if (rc == 0)
+        return;
+    LOGGER_WARN_("github report not queued", "pipelinerun", j->name, "state", j->key, "error", err);
+    /* Not sent: a later event of the run tries again. */
+    pthread_mutex_lock(&r->lock);
+    struct ghreport_run *x = ghreport_find(r, j->name, false);
+    if (x && strcmp(x->submitted, j->key) == 0)
+        x->submitted[0] = '\0';
+    pthread_mutex_unlock(&r->lock);
+}
+
+static void *ghreport_reader(void *arg) {
+    struct ghreport *r = arg;
+
+    pthread_mutex_lock(&r->lock);
+    for (;;) {
+        while (!r->jobs && !__atomic_load_n(&r->reader_stop, __ATOMIC_RELAXED))
+            pthread_cond_wait(&r->wake, &r->lock);
+        if (__atomic_load_n(&r->reader_stop, __ATOMIC_RELAXED))
+            break;
+        struct ghreport_job *j = r->jobs;
+        if (!(r->jobs = j->next))
+            r->jobs_tail = &r->jobs;
+        r->njobs--;
+        pthread_mutex_unlock(&r->lock);
+        ghreport_process(r, j);
+        ghreport_job_free(j);
+        pthread_mutex_lock(&r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
 }
 
 static void ghreport_event(void *arg, enum watcher_event ev, const cJSON *obj) {
@@ -362,6 +566,8 @@ int ghreport_new(const struct ghreport_config *cfg, struct watcher *w, struct gh
         return GHE_NOMEM;
     pthread_mutex_init(&r->lock, NULL);
     pthread_mutex_init(&r->stats_lock, NULL);
+    pthread_cond_init(&r->wake, NULL);
+    r->jobs_tail = &r->jobs;
     r->cfg = *cfg;
     r->api_url = ghreport_dup(cfg->api_url ? cfg->api_url : "https://api.github.com");
     r->key_file = ghreport_dup(cfg->private_key_file);
@@ -370,6 +576,7 @@ int ghreport_new(const struct ghreport_config *cfg, struct watcher *w, struct gh
     r->details_url = ghreport_dup(cfg->details_url);
     r->ns = ghreport_dup(cfg->namespace_ ? cfg->namespace_ : "default");
     r->w = w;
+    r->kube = watcher_kube(w);
     struct ghauth_config ac = {.api_url = r->api_url,
                                .app_id = cfg->app_id,
                                .private_key_file = r->key_file,
@@ -387,6 +594,20 @@ int ghreport_new(const struct ghreport_config *cfg, struct watcher *w, struct gh
                               .done_arg = r};
     if ((rc = ghapi_new(&gc, &r->g, err, errlen)) != 0)
         goto fail;
+    if (r->app) {
+        /* The reader takes no signals: they belong to main's handlers. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        int prc = pthread_create(&r->reader, NULL, ghreport_reader, r);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (prc != 0) {
+            snprintf(err, errlen, "github report: cannot start its reader thread");
+            rc = GHE_NOMEM;
+            goto fail;
+        }
+        r->reader_started = true;
+    }
     if ((rc = watcher_subscribe(w, ghreport_event, ghreport_leadership, r)) != 0) {
         snprintf(err, errlen, "cannot subscribe to the PipelineRun watch");
         goto fail;
@@ -412,6 +633,23 @@ void ghreport_stop(struct ghreport *r) {
     pthread_mutex_unlock(&ghreport_current_lock);
     pthread_mutex_lock(&r->lock);
     r->stopping = true;
+    __atomic_store_n(&r->reader_stop, true, __ATOMIC_RELAXED);
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+    /* First the reader, which submits to g; a read in progress sees reader_stop. */
+    if (r->reader_started) {
+        pthread_join(r->reader, NULL);
+        r->reader_started = false;
+    }
+    pthread_mutex_lock(&r->lock);
+    /* Jobs not sent are dropped: the runs' annotations say what is left to report. */
+    while (r->jobs) {
+        struct ghreport_job *j = r->jobs;
+        r->jobs = j->next;
+        ghreport_job_free(j);
+    }
+    r->jobs_tail = &r->jobs;
+    r->njobs = 0;
     g = r->g;
     r->g = NULL;
     pthread_mutex_unlock(&r->lock);
@@ -435,6 +673,7 @@ void ghreport_free(struct ghreport *r) {
     free(r->ns);
     pthread_mutex_destroy(&r->lock);
     pthread_mutex_destroy(&r->stats_lock);
+    pthread_cond_destroy(&r->wake);
     free(r);
 }
 

@@ -147,8 +147,10 @@ static int ghsummary_body(struct buf *b, const struct ghsummary_run *r) {
     rc |= ghsummary_text(b, r->rule);
     rc |= buf_appends(b, " |\n| Reason | ");
     rc |= ghsummary_text(b, r->reason);
-    rc |= buf_appends(b, " |\n| Node | ");
-    rc |= ghsummary_text(b, r->node);
+    if (r->node && *r->node) {
+        rc |= buf_appends(b, " |\n| Node | ");
+        rc |= ghsummary_text(b, r->node);
+    }
     rc |= buf_appends(b, " |\n| PipelineRun | ");
     rc |= ghsummary_text(b, r->pipelinerun);
     if (r->started_ms > 0) {
@@ -171,7 +173,8 @@ static int ghsummary_body(struct buf *b, const struct ghsummary_run *r) {
             const struct ghsummary_task *k = &r->tasks[i];
             bool bad = k->outcome && strcmp(k->outcome, "Succeeded") != 0 &&
                        strcmp(k->outcome, "Completed") != 0 && strcmp(k->outcome, "Running") != 0 &&
-                       strcmp(k->outcome, "Started") != 0 && strcmp(k->outcome, "Pending") != 0;
+                       strcmp(k->outcome, "Started") != 0 && strcmp(k->outcome, "Pending") != 0 &&
+                       strcmp(k->outcome, "Skipped") != 0;
             rc |= buf_appends(b, "| ");
             rc |= ghsummary_text(b, k->name);
             rc |= buf_appends(b, bad ? " | **" : " | ");
@@ -180,6 +183,8 @@ static int ghsummary_body(struct buf *b, const struct ghsummary_run *r) {
             rc |= ghsummary_duration(b, k->duration_ms);
             rc |= buf_appends(b, " |\n");
         }
+        if (r->tasks_cut)
+            rc |= buf_appendf(b, "\n*(the first %zu TaskRuns; the run has more)*\n", r->ntasks);
     }
     if (r->step_summary && *r->step_summary) {
         rc |= buf_appends(b, "\n### Summary from the run\n\n");

@@ -239,6 +239,10 @@ bool watcher_is_leader(const struct watcher *w) {
 
 const char *watcher_identity(const struct watcher *w) { return w->identity; }
 
+struct kube *watcher_kube(const struct watcher *w) {
+    return w ? w->k : NULL;
+}
+
 void watcher_stats(const struct watcher *w, struct watcher_stats *out) {
     struct watcher *m = (struct watcher *)w;
     out->lists = atomic_load(&m->n_lists);

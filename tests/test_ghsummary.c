@@ -104,6 +104,34 @@ static void test_ghsummary_renders_the_run(void **state) {
     free(summary);
 }
 
+static void test_ghsummary_taskruns_table_escapes_names_and_marks_failures(void **state) {
+    (void)state;
+    struct ghsummary_task tasks[] = {
+        {"unit_tests|gpu", "Succeeded", 1500},
+        {"train*[x]", "TaskRunTimeout", 61000},
+        {"<b>report</b>", "Skipped", -1},
+        {"wait", "TaskRunCancelled", -1},
+    };
+    struct ghsummary_run r = {.variant = "lite",
+                              .tasks = tasks,
+                              .ntasks = 4,
+                              .tasks_cut = true,
+                              .failing_task = "train*[x]"};
+    char *title, *summary;
+    assert_int_equal(ghsummary_render(&r, &title, &summary), 0);
+    assert_non_null(strstr(summary, "| unit\\_tests\\|gpu | Succeeded | 1.5s |\n"));
+    assert_non_null(strstr(summary, "| train\\*\\[x\\] | **TaskRunTimeout** | 1m 01s |\n"));
+    /* Skipped is no failure: not bold. */
+    assert_non_null(strstr(summary, "| &lt;b&gt;report&lt;/b&gt; | Skipped | - |\n"));
+    assert_non_null(strstr(summary, "| wait | **TaskRunCancelled** | - |\n"));
+    assert_non_null(strstr(summary, "**Failed task:** train\\*\\[x\\]\n"));
+    assert_non_null(strstr(summary, "*(the first 4 TaskRuns; the run has more)*"));
+    /* No node known: no Node line at all, rather than a dash. */
+    assert_null(strstr(summary, "| Node |"));
+    free(title);
+    free(summary);
+}
+
 static void test_ghsummary_escapes_markdown_and_html(void **state) {
     (void)state;
     struct buf b;
@@ -159,6 +187,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ghsummary_maps_tekton_conditions),
         cmocka_unit_test(test_ghsummary_renders_the_run),
+        cmocka_unit_test(test_ghsummary_taskruns_table_escapes_names_and_marks_failures),
         cmocka_unit_test(test_ghsummary_escapes_markdown_and_html),
         cmocka_unit_test(test_ghsummary_cuts_to_githubs_limit),
         cmocka_unit_test(test_ghsummary_clip_counts_characters),

@@ -12,8 +12,14 @@
  * watcher_patch once GitHub took the update, so that a restart or the other replica
  * continues the same check run and reports only what changed.
  *
+ * A check run's summary also shows the run's TaskRuns, its failing task and the node
+ * its Pods ran on (ghtasks.h): a thread of the reporter's own reads them, when a run
+ * starts and when it ends, through the watcher's API client (watcher_kube), before it
+ * hands the update to ghapi; a read that fails sends the update without them.
+ *
  * Only the Lease holder reports. Every callback runs on the watcher's thread and
- * only queues (ghapi_submit, watcher_patch): nothing here waits for GitHub.
+ * only queues (the reader's queue, ghapi_submit, watcher_patch): nothing there waits
+ * for GitHub or for the reads.
  */
 #ifndef GPUHOOK_GHREPORT_H
 #define GPUHOOK_GHREPORT_H

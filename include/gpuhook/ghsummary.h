@@ -7,6 +7,7 @@
  */
 #ifndef GPUHOOK_GHSUMMARY_H
 #define GPUHOOK_GHSUMMARY_H
+#include <stdbool.h>
 #include <stddef.h>
 
 /* GitHub's bound on output.summary and output.text: 65535 characters. */
@@ -25,12 +26,13 @@ struct ghsummary_run {
     const char *variant;     /* lite or original */
     const char *rule;        /* the selection rule that matched */
     const char *reason;      /* why: GPU fit, queueing, ... */
-    const char *node;
+    const char *node;        /* the node(s) the run's Pods ran on; NULL or "": no Node line */
     const char *condition_reason; /* the run's Succeeded reason */
     long long started_ms;         /* unix ms; 0: not yet */
     long long finished_ms;        /* unix ms; 0: not yet */
     const struct ghsummary_task *tasks;
     size_t ntasks;
+    bool tasks_cut; /* the run has more TaskRuns than tasks holds: said under the table */
     const char *failing_task;
     const char *step_summary; /* the Pipeline's own `summary` result (markdown), or NULL */
 };

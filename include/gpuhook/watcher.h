@@ -86,6 +86,11 @@ void watcher_free(struct watcher *w);
 bool watcher_is_leader(const struct watcher *w);
 /* This replica's identity in the Lease. */
 const char *watcher_identity(const struct watcher *w);
+/*
+ * The API client the watcher talks through (borrowed, as given to watcher_new), for a
+ * consumer's own reads with the same connection settings (kube_conn_apply). NULL for NULL.
+ */
+struct kube *watcher_kube(const struct watcher *w);
 
 /*
  * Queues a JSON merge patch (RFC 7386) of the PipelineRun name to the watcher's

@@ -337,6 +337,32 @@ def test_run_transitions_write_the_taskruns_tekton_would(api, kclient):
         time.sleep(0.05)
 
 
+def test_taskruns_are_final_before_the_run_says_so_and_results_are_kept(api, kclient):
+    """Tekton's reconciler writes the TaskRuns (and their Pods) before it updates the run,
+    so a watcher that sees the run's new condition reads its TaskRuns final; the Pipeline's
+    results land in the finished run's status.results."""
+    co, core = k8s.CustomObjectsApi(kclient), k8s.CoreV1Api(kclient)
+    create_runs(kclient, run_obj("order"))
+    api.set_run_status("order", "Running", task="build", tasks=["fetch", "build"])
+    summary = [{"name": "summary", "value": "| 1 | ok |"}]
+    api.set_run_status("order", "Failed", task="build", tasks=["fetch", "build"],
+                       results=summary)
+    run = co.get_namespaced_custom_object(G, V, NS, P, "order")
+    assert run["status"]["results"] == summary
+    rv = int(run["metadata"]["resourceVersion"])
+    trs = co.list_namespaced_custom_object(G, V, NS, "taskruns",
+                                           label_selector="tekton.dev/pipelineRun=order")
+    assert {t["metadata"]["name"]: run_reason(t) for t in trs["items"]} == {
+        "order-fetch": ("True", "Succeeded"), "order-build": ("False", "Failed")}
+    assert all(int(t["metadata"]["resourceVersion"]) < rv for t in trs["items"])
+    pods = core.list_namespaced_pod(NS, label_selector="tekton.dev/pipelineRun=order")
+    assert pods.items and all(int(p.metadata.resource_version) < rv for p in pods.items)
+    # A phase that does not end the run keeps no results.
+    create_runs(kclient, run_obj("order-2"))
+    r = api.set_run_status("order-2", "Running", results=summary)
+    assert "results" not in r["status"]
+
+
 def test_each_taskrun_gets_a_pod_on_the_preferred_node_with_field_selectors(api, kclient):
     co, core = k8s.CustomObjectsApi(kclient), k8s.CoreV1Api(kclient)
     placed = run_obj("placed")

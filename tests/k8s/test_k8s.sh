@@ -97,6 +97,37 @@ for dir in tests/k8s/bad/*/; do
 done
 
 # ------------------------------------------------------------- kustomize --
+echo "== gpuhook's RBAC"
+# The Role grants what gpuhook's code calls, and nothing more: a new call adds its
+# rule here and in k8s/gpuhook/role.yaml together.
+if "$PY" - k8s/gpuhook/role.yaml >"$TMP/rbac.out" 2>&1 <<'EOF'; then
+import sys, yaml
+role = yaml.safe_load(open(sys.argv[1]))
+allowed = [
+    # the delivery (create, get after AlreadyExists) and the shared watcher (issues 18, 20)
+    {"apiGroups": ["tekton.dev"], "resources": ["pipelineruns"],
+     "verbs": ["create", "get", "list", "watch", "patch"]},
+    # GitHub feedback (issue 20): a run's TaskRuns, and their Pods for the node
+    {"apiGroups": ["tekton.dev"], "resources": ["taskruns"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+    # the scheduler's Lease (issue 18)
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+     "resourceNames": ["gpuhook-scheduler"], "verbs": ["get", "update"]},
+]
+rules = role.get("rules")
+if rules != allowed:
+    print("gpuhook's Role differs from the allowance:")
+    print(yaml.safe_dump(rules))
+    sys.exit(1)
+print(f"{len(rules)} rules, as allowed")
+EOF
+    pass "k8s/gpuhook/role.yaml: $(tail -n 1 "$TMP/rbac.out")"
+else
+    fail "k8s/gpuhook/role.yaml:"
+    cat "$TMP/rbac.out" >&2
+fi
+
 echo "== kustomize builds"
 if command -v kubectl >/dev/null 2>&1; then
     # The ingress component, as an overlay would use it (kustomize wants

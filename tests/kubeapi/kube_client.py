@@ -131,12 +131,14 @@ class ClientMixin:
         return None
 
     def set_run_status(self, name, phase, ns="tekton-pipelines", task=None, tasks=None,
-                       message=None):
+                       message=None, results=None):
         """Move a run's status as Tekton's controller would: phase is Pending, Started,
         Running, Succeeded, Completed, Failed (task names the failing task), Cancelled,
-        CancelledRunningFinally, StoppedRunningFinally or Timeout. Returns the run."""
+        CancelledRunningFinally, StoppedRunningFinally or Timeout; results ([{name, value}])
+        become the finished run's status.results. Returns the run."""
         body = {"phase": phase}
-        for k, v in (("task", task), ("tasks", tasks), ("message", message)):
+        for k, v in (("task", task), ("tasks", tasks), ("message", message),
+                     ("results", results)):
             if v is not None:
                 body[k] = v
         return self._control("POST", "/_test/pipelineruns/%s/%s/status"

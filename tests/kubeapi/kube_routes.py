@@ -383,7 +383,8 @@ class Extension:
                 raise ValueError("phase must be one of " + ", ".join(kube_tekton.PHASES))
 
             h._send(200, kube_tekton.apply(self.store, m.group(1), m.group(2), phase,
-                                           p.get("task"), p.get("message"), p.get("tasks")))
+                                           p.get("task"), p.get("message"), p.get("tasks"),
+                                           results=p.get("results")))
             return True
         if path == "/_test/watch" and cmd in ("GET", "POST"):
             p = payload or {}

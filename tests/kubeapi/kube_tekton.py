@@ -257,38 +257,50 @@ def reaction(obj, start_all):
     return None
 
 
-def apply(store, ns, name, phase=None, task=None, message=None, tasks=None, decide=None):
+def apply(store, ns, name, phase=None, task=None, message=None, tasks=None, decide=None,
+          results=None):
     """Write a run's new status (phase, or what decide(current run) returns; None writes
-    nothing) through the status subresource, then its TaskRuns. Returns the run."""
-    box = {}
-
-    def change(cur):
-        ph = phase if decide is None else decide(cur)
-        if ph is None:
-            return cur
-        cur["status"], box["children"] = transition(cur, ph, task, message, tasks)
+    nothing) and the TaskRuns it implies. The TaskRuns (and their Pods) are written first
+    and the run's status (through the status subresource) last, as Tekton's reconciler
+    creates and reads its TaskRuns before it updates the run: whoever sees the run's new
+    condition finds its TaskRuns already there and final. results (a list of {name,
+    value}) becomes status.results when the phase ends the run. Returns the run."""
+    cur = store.get(PIPELINERUNS, ns, name)
+    if cur is None:
+        raise PIPELINERUNS.not_found(name)
+    ph = phase if decide is None else decide(cur)
+    if ph is None:
         return cur
-    out = store.update(PIPELINERUNS, ns, name, change, subresource="status")
-    for pipeline_task, (cond_status, reason, msg, *only_running) in \
-            box.get("children", {}).items():
-        trname = _task_name(out, pipeline_task)
+    status, children = transition(cur, ph, task, message, tasks)
+    if results is not None and (condition({"status": status}) or {}).get("status") in (
+            "True", "False"):
+        status["results"] = [dict(r) for r in results]
+    for pipeline_task, (cond_status, reason, msg, *only_running) in children.items():
+        trname = _task_name(cur, pipeline_task)
         old = store.get(TASKRUNS, ns, trname)
         if only_running and (old is None or is_done(old)):
             continue
-        obj = taskrun(out, pipeline_task, cond_status, reason, msg, old)
+        obj = taskrun(cur, pipeline_task, cond_status, reason, msg, old)
         try:
             if old is None:
                 store.create(TASKRUNS, ns, obj)
             else:
-                store.update(TASKRUNS, ns, trname, lambda cur, obj=obj: obj, "all")
-            po = pod(out, store.get(TASKRUNS, ns, trname))
+                store.update(TASKRUNS, ns, trname, lambda c, obj=obj: obj, "all")
+            po = pod(cur, store.get(TASKRUNS, ns, trname))
             if store.get(PODS, ns, po["metadata"]["name"]) is None:
                 store.create(PODS, ns, po)
             else:
-                store.update(PODS, ns, po["metadata"]["name"], lambda cur, po=po: po, "all")
+                store.update(PODS, ns, po["metadata"]["name"], lambda c, po=po: po, "all")
         except ApiError:
             pass  # created or deleted meanwhile
-    return out
+
+    def change(now):
+        # The controller decided on what it read: a run that changed meanwhile is left alone.
+        if decide is not None and decide(now) != ph:
+            return now
+        now["status"] = status
+        return now
+    return store.update(PIPELINERUNS, ns, name, change, subresource="status")
 
 
 class Controller(threading.Thread):
