@@ -29,6 +29,7 @@
 #include "fuzz/fuzz_config.c"
 #include "fuzz/fuzz_event.c"
 #include "fuzz/fuzz_request.c"
+#include "fuzz/fuzz_gpuview.c"
 #include "fuzz/fuzz_kwatch.c"
 #include "fuzz/fuzz_retryafter.c"
 #include "fuzz/fuzz_signature.c"
@@ -88,7 +89,7 @@ static const struct target_case targets[] = {
     {"signature", fuzz_signature_one}, {"event", fuzz_event_one},
     {"template", fuzz_template_one},   {"config", fuzz_config_one},
     {"request", fuzz_request_one},     {"retryafter", fuzz_retryafter_one},
-    {"kwatch", fuzz_kwatch_one},
+    {"kwatch", fuzz_kwatch_one},       {"gpuview", fuzz_gpuview_one},
 };
 
 static void test_fuzz_regressions_keep_their_invariants(void **state) {

@@ -17,7 +17,7 @@ secret="It's a Secret to Everybody"
 secret2="a-second-key-for-rotation"
 
 rm -rf "$out"
-mkdir -p "$out"/{signature,event,template,config,request,retryafter,kwatch}
+mkdir -p "$out"/{signature,event,template,config,request,retryafter,kwatch,gpuview}
 
 # seed TARGET NAME: writes stdin to the seed file.
 seed() { cat > "$out/$1/$2"; }
@@ -219,5 +219,15 @@ kw_list() { printf '{"kind":"PipelineRunList","apiVersion":"tekton.dev/v1","meta
   printf '{"type":"ADDED","object":%s}\n' "$(kw_run over 31)"; } > "$out/kwatch/store-full"
 { printf '\x05\x0f'; kw_list 40 "$(kw_run a 40),$(kw_run a 41)"; printf '\0'
   printf 'not json\n'; } > "$out/kwatch/repeated-name-and-junk"
+
+# The cluster GPU view (fuzz_gpuview): a needs byte, then EndpointSlices, Nodes, Pods and an
+# agent's body, split at NUL, from tests/fixtures/gpu.
+g=tests/fixtures/gpu
+for a in idle busy xid79 no-device; do
+    { printf '\x31'; cat $g/endpointslices.json; printf '\0'; cat $g/nodes.json; printf '\0'
+      cat $g/pods.json; printf '\0'; cat "$g/agent-h200-$a.json"; } > "$out/gpuview/cluster-$a"
+done
+{ printf '\x12\0'; cat $g/nodes.json; printf '\0'; cat $g/pods.json; printf '\0'; } > "$out/gpuview/gfd-only"
+{ printf '\xf3'; cat $g/endpointslices.json; printf '\0\0\0'; cat $g/agent-h100x2.json; } > "$out/gpuview/agents-h100x2"
 
 du -sh "$out"
