@@ -14,6 +14,8 @@
 
 /* A summary's own bound: GitHub counts characters, so bytes are a safe stand-in. */
 #define GHSUMMARY_BUF_MAX (4 * GHSUMMARY_MAX)
+/* How far a cut may move back to end on a whole line (a table row is far shorter). */
+#define GHSUMMARY_LINE_BACK 4096
 #define GHSUMMARY_CUT_NOTE "\n\n*(summary cut to GitHub's 65535 characters)*\n"
 
 static bool ghsummary_eq(const char *a, const char *b) { return a && strcmp(a, b) == 0; }
@@ -203,17 +205,29 @@ int ghsummary_render(const struct ghsummary_run *r, char **title, char **summary
     *title = *summary = NULL;
     buf_init(&t, 1024);
     buf_init(&s, GHSUMMARY_BUF_MAX);
-    const char *variant = r->variant && *r->variant ? r->variant : "gpu";
-    if (r->condition_reason && *r->condition_reason)
-        rc = buf_appendf(&t, "%.64s: %.64s", variant, r->condition_reason);
-    else
-        rc = buf_appendf(&t, "%.64s: %s", variant, r->started_ms > 0 ? "running" : "queued");
+    /* 64 characters of each, cut between characters: a cut inside one would be invalid
+     * UTF-8, and GitHub refuses a body with that (400), which loses the update. */
+    char variant[64 * 4 + 4], reason[64 * 4 + 4];
+    ghsummary_clip(r->variant && *r->variant ? r->variant : "gpu", 64, variant, sizeof(variant));
+    if (r->condition_reason && *r->condition_reason) {
+        ghsummary_clip(r->condition_reason, 64, reason, sizeof(reason));
+        rc = buf_appendf(&t, "%s: %s", variant, reason);
+    } else {
+        rc = buf_appendf(&t, "%s: %s", variant, r->started_ms > 0 ? "running" : "queued");
+    }
     if (rc)
         goto fail;
     /* The step summary is cut to GitHub's bound first, then the whole to the bound. */
     rc = ghsummary_body(&s, r);
     if (rc == GHE_TOOBIG || s.len > GHSUMMARY_MAX) {
         size_t keep = ghsummary_utf8_cut(s.data, s.len, GHSUMMARY_MAX - strlen(GHSUMMARY_CUT_NOTE));
+        /* After a whole line when one ends near, so that no half table row is rendered;
+         * a long line of the step summary's own is cut where it is. */
+        size_t line = keep;
+        while (line > 0 && keep - line < GHSUMMARY_LINE_BACK && s.data[line - 1] != '\n')
+            line--;
+        if (line > 0 && s.data[line - 1] == '\n')
+            keep = line - 1;
         s.len = keep;
         s.data[keep] = '\0';
         rc = buf_appends(&s, GHSUMMARY_CUT_NOTE);

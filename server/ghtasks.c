@@ -138,7 +138,8 @@ int ghtasks_parse(struct ghtasks *t, const char *json, size_t len, const cJSON *
         if (ghtasks_row_fill(row, it, run_status) != 0)
             goto out;
     }
-    qsort(t->rows, t->nrows, sizeof(*t->rows), ghtasks_cmp);
+    if (t->nrows > 1) /* qsort of a NULL array is undefined, even of none */
+        qsort(t->rows, t->nrows, sizeof(*t->rows), ghtasks_cmp);
     /* Skipped tasks have no TaskRun: Tekton names them in the run's status only. */
     cJSON_ArrayForEach(it, skipped) {
         const char *name = ghtasks_str(it, "name");

@@ -29,6 +29,7 @@
 #include "fuzz/fuzz_config.c"
 #include "fuzz/fuzz_event.c"
 #include "fuzz/fuzz_request.c"
+#include "fuzz/fuzz_ghsummary.c"
 #include "fuzz/fuzz_gpuview.c"
 #include "fuzz/fuzz_kwatch.c"
 #include "fuzz/fuzz_retryafter.c"
@@ -90,6 +91,7 @@ static const struct target_case targets[] = {
     {"template", fuzz_template_one},   {"config", fuzz_config_one},
     {"request", fuzz_request_one},     {"retryafter", fuzz_retryafter_one},
     {"kwatch", fuzz_kwatch_one},       {"gpuview", fuzz_gpuview_one},
+    {"ghsummary", fuzz_ghsummary_one},
 };
 
 static void test_fuzz_regressions_keep_their_invariants(void **state) {

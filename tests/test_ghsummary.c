@@ -165,6 +165,59 @@ static void test_ghsummary_cuts_to_githubs_limit(void **state) {
     free(big);
 }
 
+static bool utf8_ok(const unsigned char *s) {
+    while (*s) {
+        size_t n = *s < 0x80 ? 1 : (*s & 0xE0) == 0xC0 ? 2 : (*s & 0xF0) == 0xE0 ? 3 : 4;
+        for (size_t k = 1; k < n; k++)
+            if ((s[k] & 0xC0) != 0x80)
+                return false;
+        s += n;
+    }
+    return true;
+}
+
+/* A long variant or reason of three-byte characters is cut between characters, not inside. */
+static void test_ghsummary_title_cut_keeps_utf8(void **state) {
+    (void)state;
+    char euros[3 * 40 + 1];
+    for (int i = 0; i < 40; i++)
+        memcpy(euros + 3 * i, "\xe2\x82\xac", 3);
+    euros[3 * 40] = '\0';
+    struct ghsummary_run r = {.variant = euros, .condition_reason = euros};
+    char *title, *summary;
+    assert_int_equal(ghsummary_render(&r, &title, &summary), 0);
+    assert_true(utf8_ok((const unsigned char *)title));
+    assert_non_null(strstr(title, "\xe2\x82\xac: \xe2\x82\xac"));
+    free(title);
+    free(summary);
+}
+
+/* A table too long for GitHub is cut after a whole row, so no half row is rendered. */
+static void test_ghsummary_cut_ends_on_a_whole_line(void **state) {
+    (void)state;
+    struct ghsummary_task tasks[250];
+    char names[250][320];
+    for (int i = 0; i < 250; i++) {
+        memset(names[i], 'a' + i % 26, 300);
+        names[i][300] = '\0';
+        tasks[i] = (struct ghsummary_task){names[i], "Succeeded", 1000};
+    }
+    struct ghsummary_run r = {.variant = "lite", .tasks = tasks, .ntasks = 250};
+    char *title, *summary;
+    assert_int_equal(ghsummary_render(&r, &title, &summary), 0);
+    assert_true(strlen(summary) <= GHSUMMARY_MAX);
+    const char *note = strstr(summary, "\n\n*(summary cut");
+    assert_non_null(note);
+    /* The last line before the note is a whole row: "| name | Succeeded | 1.0s |". */
+    const char *last = note;
+    while (last > summary && last[-1] != '\n')
+        last--;
+    assert_true(note - last > 4);
+    assert_memory_equal(note - 2, " |", 2);
+    free(title);
+    free(summary);
+}
+
 static void test_ghsummary_clip_counts_characters(void **state) {
     (void)state;
     char out[600];
@@ -190,6 +243,8 @@ int main(void) {
         cmocka_unit_test(test_ghsummary_taskruns_table_escapes_names_and_marks_failures),
         cmocka_unit_test(test_ghsummary_escapes_markdown_and_html),
         cmocka_unit_test(test_ghsummary_cuts_to_githubs_limit),
+        cmocka_unit_test(test_ghsummary_title_cut_keeps_utf8),
+        cmocka_unit_test(test_ghsummary_cut_ends_on_a_whole_line),
         cmocka_unit_test(test_ghsummary_clip_counts_characters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

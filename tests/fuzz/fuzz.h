@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* The eight targets; each always returns 0 (libFuzzer keeps the input). */
+/* The nine targets; each always returns 0 (libFuzzer keeps the input). */
 int fuzz_signature_one(const uint8_t *data, size_t size);
 int fuzz_event_one(const uint8_t *data, size_t size);
 int fuzz_template_one(const uint8_t *data, size_t size);
@@ -24,6 +24,7 @@ int fuzz_request_one(const uint8_t *data, size_t size);
 int fuzz_retryafter_one(const uint8_t *data, size_t size);
 int fuzz_kwatch_one(const uint8_t *data, size_t size);
 int fuzz_gpuview_one(const uint8_t *data, size_t size);
+int fuzz_ghsummary_one(const uint8_t *data, size_t size);
 
 #ifndef FUZZ_NO_MAIN
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

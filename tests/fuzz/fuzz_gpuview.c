@@ -30,8 +30,7 @@
 #define FUZZ_GV_NOW 1764640000000LL
 
 static bool fuzz_gv_rc_ok(int rc) {
-    return rc == 0 || rc == GHE_INVAL || rc == GHE_TOOBIG || rc == GHE_NOMEM ||
-           rc == GHE_NOTFOUND;
+    return rc == 0 || rc == GHE_INVAL || rc == GHE_TOOBIG || rc == GHE_NOMEM || rc == GHE_NOTFOUND;
 }
 
 static void fuzz_gv_check_rc(const char *what, int rc, const char *err) {
@@ -141,8 +140,8 @@ int fuzz_gpuview_one(const uint8_t *data, size_t size) {
                      err);
     fuzz_gv_check_view(&v);
     err[0] = '\0';
-    fuzz_gv_check_rc("gpuview_set_nodes", gpuview_set_nodes(&v, parts[1], lens[1], err, sizeof(err)),
-                     err);
+    fuzz_gv_check_rc("gpuview_set_nodes",
+                     gpuview_set_nodes(&v, parts[1], lens[1], err, sizeof(err)), err);
     fuzz_gv_check_view(&v);
     err[0] = '\0';
     fuzz_gv_check_rc("gpuview_set_pods", gpuview_set_pods(&v, parts[2], lens[2], err, sizeof(err)),
@@ -152,10 +151,9 @@ int fuzz_gpuview_one(const uint8_t *data, size_t size) {
         char name[GPUVIEW_NAME_MAX];
         memcpy(name, v.nodes[i].name, sizeof(name));
         err[0] = '\0';
-        fuzz_gv_check_rc("gpuview_agent_answer",
-                         gpuview_agent_answer(&v, name, parts[3], lens[3], FUZZ_GV_NOW, err,
-                                              sizeof(err)),
-                         err);
+        fuzz_gv_check_rc(
+            "gpuview_agent_answer",
+            gpuview_agent_answer(&v, name, parts[3], lens[3], FUZZ_GV_NOW, err, sizeof(err)), err);
     }
     fuzz_gv_check_view(&v);
     gpuview_refresh(&v, FUZZ_GV_NOW + 1000);
@@ -182,5 +180,7 @@ int fuzz_gpuview_one(const uint8_t *data, size_t size) {
 }
 
 #ifndef FUZZ_NO_MAIN
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) { return fuzz_gpuview_one(data, size); }
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    return fuzz_gpuview_one(data, size);
+}
 #endif

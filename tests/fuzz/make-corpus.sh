@@ -17,7 +17,7 @@ secret="It's a Secret to Everybody"
 secret2="a-second-key-for-rotation"
 
 rm -rf "$out"
-mkdir -p "$out"/{signature,event,template,config,request,retryafter,kwatch,gpuview}
+mkdir -p "$out"/{signature,event,template,config,request,retryafter,kwatch,gpuview,ghsummary}
 
 # seed TARGET NAME: writes stdin to the seed file.
 seed() { cat > "$out/$1/$2"; }
@@ -229,5 +229,52 @@ for a in idle busy xid79 no-device; do
 done
 { printf '\x12\0'; cat $g/nodes.json; printf '\0'; cat $g/pods.json; printf '\0'; } > "$out/gpuview/gfd-only"
 { printf '\xf3'; cat $g/endpointslices.json; printf '\0\0\0'; cat $g/agent-h100x2.json; } > "$out/gpuview/agents-h100x2"
+
+# A run's TaskRuns, the run and a Pod (fuzz_ghsummary), split at NUL.
+python3 - "$out/ghsummary" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+def tr(task, st, reason, start, end, pod):
+    return {"apiVersion": "tekton.dev/v1", "kind": "TaskRun",
+            "metadata": {"name": "run-" + task, "labels": {"tekton.dev/pipelineRun": "run",
+                                                          "tekton.dev/pipelineTask": task}},
+            "status": {"podName": pod, "startTime": start, "completionTime": end,
+                       "conditions": [{"type": "Succeeded", "status": st, "reason": reason}]}}
+lst = {"kind": "TaskRunList", "apiVersion": "tekton.dev/v1", "metadata": {"resourceVersion": "9"},
+       "items": [tr("fetch", "True", "Succeeded", "2026-12-02T10:00:00Z", "2026-12-02T10:01:00Z",
+                    "run-fetch-pod"),
+                 tr("gpu-test", "False", "Failed", "2026-12-02T10:01:00Z", "2026-12-02T10:05:30Z",
+                    "run-gpu-test-pod"),
+                 tr("notify|*x*", "False", "TaskRunCancelled", "2026-12-02T10:01:00Z",
+                    "2026-12-02T10:02:00Z", "p3")]}
+aff = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 100,
+       "preference": {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In",
+                                            "values": ["gpu-b"]}]}}]}}
+run = {"metadata": {"name": "run", "labels": {"gpuhook.dev/variant": "original"}},
+       "spec": {"taskRunTemplate": {"podTemplate": {"affinity": aff}}},
+       "status": {"startTime": "2026-12-02T10:00:00Z",
+                  "childReferences": [{"name": "run-fetch", "pipelineTaskName": "fetch"},
+                                      {"name": "run-gpu-test", "pipelineTaskName": "gpu-test"}],
+                  "skippedTasks": [{"name": "summary", "reason": "PipelineRun was stopping"}],
+                  "results": [{"name": "summary",
+                               "value": "## Lite run\n| step | ok |\n| --- | --- |\n| 6 | no |\n"}],
+                  "conditions": [{"type": "Succeeded", "status": "False", "reason": "Failed"}]}}
+pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "run-gpu-test-pod"},
+       "spec": {"nodeName": "gpu-a", "containers": [{"name": "step-run", "resources": {
+           "limits": {"nvidia.com/gpu": "1"}}}]}, "status": {"phase": "Failed"}}
+def w(name, *parts):
+    with open(os.path.join(out, name), "wb") as f:
+        f.write(b"\0".join(json.dumps(p).encode() for p in parts))
+w("failed-run", lst, run, pod)
+run2 = json.loads(json.dumps(run))
+run2["status"]["conditions"][0] = {"type": "Succeeded", "status": "True", "reason": "Succeeded"}
+run2["status"].pop("skippedTasks")
+w("succeeded-run", {"kind": "TaskRunList", "metadata": {}, "items": [lst["items"][0]]}, run2,
+  {"spec": {"nodeName": "gpu-b"}})
+w("queued-run", {"kind": "TaskRunList", "items": []},
+  {"metadata": {"name": "q"}, "spec": {"status": "PipelineRunPending"},
+   "status": {"conditions": [{"type": "Succeeded", "status": "Unknown",
+                              "reason": "PipelineRunPending"}]}}, {})
+PY
 
 du -sh "$out"

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 
 seconds=${1:-30}
 build=${2:-build-fuzz}
-read -r -a targets <<< "${FUZZ_TARGETS:-signature event template config request retryafter kwatch gpuview}"
+read -r -a targets <<< "${FUZZ_TARGETS:-signature event template config request retryafter kwatch gpuview ghsummary}"
 
 if ! command -v clang > /dev/null; then
     echo "run.sh: clang not found: apt-get install clang libclang-rt-14-dev" >&2
