@@ -76,7 +76,7 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
         }
         spool_set_retry_after_max(d->spool, cfg->spool_retry_after_max_seconds);
         d->spool_dir = strdup(cfg->spool_dir);
-        if (cfg->concurrency_group || CONFIG_REPORTS(cfg)) {
+        if (cfg->concurrency_group || CONFIG_REPORTS(cfg) || config_gpu_queues(cfg)) {
             struct watcher_config wc = {
                 .namespace_ = d->namespace,
                 .lease_name = cfg->concurrency_lease_name ? cfg->concurrency_lease_name
@@ -150,6 +150,8 @@ int delivery_start(struct delivery *d) {
 }
 
 struct watcher *delivery_watcher(struct delivery *d) { return d ? d->watcher : NULL; }
+
+struct kube *delivery_kube(struct delivery *d) { return d ? d->kube : NULL; }
 
 void delivery_free(struct delivery *d) {
     if (!d)
