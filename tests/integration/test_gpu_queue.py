@@ -55,6 +55,7 @@ class FreeMemory:
 def hook(free, api=None, fit=None):
     g = GpuHook(binary=FAKE, env={"GPUHOOK_FAKE_FREE_MIB": "0",
                                   "GPUHOOK_FAKE_FREE_MIB_FILE": free.path})
+    # Not the harness's explicit downgrade: without on_insufficient the default applies.
     g.config["selection"]["gpu_fit"] = dict({"lite_min_free_mib": 2048,
                                              "original_min_free_mib": 8192}, **(fit or {}))
     if api:
