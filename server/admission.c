@@ -338,11 +338,15 @@ static size_t admission_plan_locked(struct admission *a, struct admission_patch 
         for (size_t i = 0; i < plan.count; i++) {
             const struct queue_action *act = &plan.actions[i];
             /* Notes are for display: sending one per tick would only churn the runs. */
+            const struct queue_run *r = admission_find(runs, n, act->name);
             if (act->kind == QUEUE_ACT_NOTE || (act->kind == QUEUE_ACT_DOWNGRADE && act->create &&
                                                 !a->kube))
                 continue;
+            /* A run the watch has not shown (admitted here, or in the spool) cannot be
+             * patched yet: its precondition would fail. The watch's event decides again. */
+            if (r && r->resource_version && strcmp(r->resource_version, ADMISSION_LOCAL_RV) == 0)
+                continue;
             struct admission_patch *ap = calloc(1, sizeof(*ap));
-            const struct queue_run *r = admission_find(runs, n, act->name);
             if (!ap || !(ap->name = strdup(act->name)) || !(ap->patch = strdup(act->patch)) ||
                 (act->create && !(ap->create = strdup(act->create)))) {
                 if (ap) {
@@ -741,5 +745,44 @@ int admission_view_json(struct admission *a, char **json) {
         rc = queue_view_json(runs, n, &a->qc, &gpu, clock_wall_ms(), json);
     pthread_mutex_unlock(&a->lock);
     free(runs);
+    return rc;
+}
+
+int admission_spool_pending(struct admission *a, const char *name, const char *json, size_t len,
+                            char **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    if (!a || !name)
+        return GHE_INVAL;
+    cJSON *pr = cJSON_ParseWithLength(json, len);
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(pr, "metadata");
+    cJSON *notes = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(pr, "spec");
+    int rc = GHE_INVAL;
+    /* Only a run this queue admitted and decided to start: the others are pending already. */
+    if (!cJSON_IsObject(spec) || !cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_QUEUED_SINCE) ||
+        !cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_STARTED_AT))
+        goto out;
+    rc = GHE_NOMEM;
+    cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_STARTED_AT);
+    cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_WAITED);
+    admission_set(spec, "status", "PipelineRunPending");
+    if (!(*out = cJSON_PrintUnformatted(pr)))
+        goto out;
+    *out_len = strlen(*out);
+    /* The slot its start took in this replica's view is given back. */
+    pthread_mutex_lock(&a->lock);
+    cJSON *held = cJSON_GetObjectItemCaseSensitive(a->store, name);
+    cJSON *hmd = cJSON_GetObjectItemCaseSensitive(held, "metadata");
+    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(hmd, "resourceVersion");
+    if (cJSON_IsString(rv) && strcmp(rv->valuestring, ADMISSION_LOCAL_RV) == 0) {
+        cJSON_DeleteItemFromObjectCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(hmd, "annotations"), QUEUE_NOTE_STARTED_AT);
+        admission_set(admission_obj(held, "spec"), "status", "PipelineRunPending");
+    }
+    pthread_mutex_unlock(&a->lock);
+    rc = 0;
+out:
+    cJSON_Delete(pr);
     return rc;
 }

@@ -1,4 +1,5 @@
 #include "gpuhook/delivery.h"
+#include "gpuhook/admission.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
 #include "gpuhook/config.h"
@@ -218,7 +219,14 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
         break;
     }
     /* Out of time: keep it durably and let the worker finish the job. */
+    char *pending = NULL; /* admission.c's pending form of a run it started */
+    size_t pending_len = 0;
+    if (admission_spool_pending(admission_get(), name, json, len, &pending, &pending_len) == 0) {
+        json = pending;
+        len = pending_len;
+    }
     int rc = spool_put(d->spool, name, json, len);
+    free(pending);
     if (rc == 0 || rc == GHE_EXISTS) {
         r->outcome = DELIVERY_QUEUED;
         if (rc == GHE_EXISTS && d->spool_dir) {

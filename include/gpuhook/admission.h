@@ -68,6 +68,18 @@ struct admission *admission_get(void);
 int admission_admit(struct admission *a, const struct event *ev, const char *variant, char **json,
                     size_t *len, int *position);
 
+/*
+ * The text to spool instead of json (len bytes) for run name when the API cannot take it
+ * now: a run this queue decided to start is spooled pending (spec.status
+ * PipelineRunPending, started-at and waited dropped), so that when the spool creates it,
+ * maybe much later, the scheduler starts it from the cluster's state and max_running holds;
+ * its slot in this replica's view is given back. Returns 0 with *out (caller frees), or
+ * GHE_INVAL when the text needs no change (a NULL, a run not admitted here or pending), or
+ * GHE_NOMEM.
+ */
+int admission_spool_pending(struct admission *a, const char *name, const char *json, size_t len,
+                            char **out, size_t *out_len);
+
 /* GET /queue: queue_view_json over the current store. *json is the caller's. */
 int admission_view_json(struct admission *a, char **json);
 
