@@ -166,3 +166,27 @@ def test_queue_without_a_scheduler_acts_as_downgrade_and_says_so():
         reason = obj["metadata"]["annotations"]["gpuhook.dev/reason"]
         assert "no scheduler" in reason and "5000" in reason and "8192" in reason, reason
         assert "status" not in obj["spec"]
+
+
+def test_with_the_cluster_view_a_run_waits_for_an_agents_memory(api, monkeypatch):
+    """The figure is the cluster view's when it has data: the server sees no GPU of its own."""
+    from test_cluster_gpu import BIN, SERVICE, Agent
+    free = FreeMemory(1000)
+    monkeypatch.setenv("GPUHOOK_FAKE_FREE_MIB_FILE", free.path)
+    agent = Agent("gpu-a", 0)
+    try:
+        api.put_object(agent.slice())
+        g = hook(free, api)
+        g.binary = BIN
+        g.config["cluster_gpu"] = {"service": SERVICE, "poll_seconds": 1}
+        with g:
+            assert wait_for(lambda: (g.request("GET", "/gpu").json or {}).get("view") == "cluster")
+            name = queued_original(g, api)
+            reason = notes(api, name)["gpuhook.dev/reason"]
+            assert "1000 MiB free on the best GPU of the cluster" in reason, reason
+            time.sleep(1.5)
+            assert spec_status(api, name) == "PipelineRunPending"
+            free.set(16000)
+            assert wait_for(lambda: started(api, name)), api.run(name)
+    finally:
+        agent.stop()
