@@ -40,8 +40,8 @@ struct admission {
     bool ticking, stopping;
     struct watcher *w;
     struct kube *kube; /* posts a downgrade's copy; NULL: downgrades wait */
-    cJSON *store;    /* name -> PipelineRun, as the watch last said (or as admitted here) */
-    cJSON *phantoms; /* name -> admission time (ms) of runs not yet seen by the watch */
+    cJSON *store;      /* name -> PipelineRun, as the watch last said (or as admitted here) */
+    cJSON *phantoms;   /* name -> admission time (ms) of runs not yet seen by the watch */
     bool leading;
     int inflight; /* patches sent, not answered */
     char *group_tmpl;
@@ -156,7 +156,6 @@ static void admission_set(cJSON *obj, const char *key, const char *v) {
     cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
     cJSON_AddStringToObject(obj, key, v);
 }
-
 
 static const char *admission_name_of(const cJSON *obj) {
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
@@ -339,8 +338,8 @@ static size_t admission_plan_locked(struct admission *a, struct admission_patch 
             const struct queue_action *act = &plan.actions[i];
             /* Notes are for display: sending one per tick would only churn the runs. */
             const struct queue_run *r = admission_find(runs, n, act->name);
-            if (act->kind == QUEUE_ACT_NOTE || (act->kind == QUEUE_ACT_DOWNGRADE && act->create &&
-                                                !a->kube))
+            if (act->kind == QUEUE_ACT_NOTE ||
+                (act->kind == QUEUE_ACT_DOWNGRADE && act->create && !a->kube))
                 continue;
             /* A run the watch has not shown (admitted here, or in the spool) cannot be
              * patched yet: its precondition would fail. The watch's event decides again. */
@@ -519,9 +518,9 @@ void admission_set_fit(struct admission *a, const struct config *cfg) {
     a->variants[0].need_mib = p->lite_min_free_mib;
     a->variants[1].need_mib = p->original_min_free_mib;
     a->qc.max_wait_ms = a->gpu_queue ? p->max_wait_seconds * 1000LL : 0;
-    a->qc.fallback = a->qc.max_wait_ms <= 0                      ? QUEUE_FALLBACK_NONE
+    a->qc.fallback = a->qc.max_wait_ms <= 0                    ? QUEUE_FALLBACK_NONE
                      : p->on_timeout == GPU_FIT_TIMEOUT_REJECT ? QUEUE_FALLBACK_REJECT
-                                                                 : QUEUE_FALLBACK_DOWNGRADE;
+                                                               : QUEUE_FALLBACK_DOWNGRADE;
     a->qc.downgrade_to = "lite";
     a->qc.gpu_settle_ms = ADMISSION_GPU_SETTLE_MS;
     pthread_mutex_unlock(&a->lock);
@@ -760,7 +759,8 @@ int admission_spool_pending(struct admission *a, const char *name, const char *j
     cJSON *spec = cJSON_GetObjectItemCaseSensitive(pr, "spec");
     int rc = GHE_INVAL;
     /* Only a run this queue admitted and decided to start: the others are pending already. */
-    if (!cJSON_IsObject(spec) || !cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_QUEUED_SINCE) ||
+    if (!cJSON_IsObject(spec) ||
+        !cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_QUEUED_SINCE) ||
         !cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_STARTED_AT))
         goto out;
     rc = GHE_NOMEM;

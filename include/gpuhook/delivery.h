@@ -51,9 +51,9 @@ int delivery_start(struct delivery *d);
 struct watcher;
 /*
  * The one shared watcher (watcher.h) of the process: in the API modes when the config has
- * concurrency, github.report or gpu_fit "queue" (the Lease from concurrency.lease), built by delivery_new, started last by
- * delivery_start, freed by delivery_free; NULL otherwise. Consumers call watcher_subscribe
- * between delivery_new and delivery_start.
+ * concurrency, github.report or gpu_fit "queue" (the Lease from concurrency.lease), built by
+ * delivery_new, started last by delivery_start, freed by delivery_free; NULL otherwise. Consumers
+ * call watcher_subscribe between delivery_new and delivery_start.
  */
 struct watcher *delivery_watcher(struct delivery *d);
 struct kube;
