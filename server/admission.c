@@ -630,8 +630,14 @@ static void admission_waiting_for(const struct admission *a, const char *variant
     for (size_t i = 0; i < a->qc.nvariants; i++)
         if (strcmp(a->variants[i].name, variant) == 0)
             need = a->variants[i].need_mib;
-    snprintf(why, n, "gpu: %s needs %lld MiB, %lld MiB free on the best GPU", variant, need,
-             gpu->free_mib);
+    if (need > gpu->free_mib)
+        snprintf(why, n, "gpu: %s needs %lld MiB, %lld MiB free on the best GPU", variant, need,
+                 gpu->free_mib);
+    else /* queue.c reserved the memory of runs that started moments ago */
+        snprintf(why, n,
+                 "gpu: %s needs %lld MiB of the %lld MiB free on the best GPU, but runs started "
+                 "in the last %llds have not taken theirs yet",
+                 variant, need, gpu->free_mib, a->qc.gpu_settle_ms / 1000);
 }
 
 int admission_admit(struct admission *a, const struct event *ev, const char *variant, char **json,

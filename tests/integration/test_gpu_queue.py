@@ -190,3 +190,18 @@ def test_with_the_cluster_view_a_run_waits_for_an_agents_memory(api, monkeypatch
             assert wait_for(lambda: started(api, name)), api.run(name)
     finally:
         agent.stop()
+
+
+def test_two_originals_are_not_started_on_the_same_free_memory(api):
+    free = FreeMemory(10000)  # room for one original (8192), and the probe lags behind a start
+    with hook(free, api) as g:
+        assert wait_for(lambda: leader(g))
+        a = g.deliver("push", main_push("1" * 40))
+        assert a.status == 201 and a.json["status"] == "created", a.body
+        b = g.deliver("push", main_push("2" * 40))
+        assert b.status == 202 and b.json["status"] == "queued", b.body
+        name = b.json["pipelinerun"]
+        why = notes(api, name)["gpuhook.dev/waiting-for"]
+        assert why.startswith("gpu:") and "have not taken theirs yet" in why, why
+        time.sleep(1.5)
+        assert spec_status(api, name) == "PipelineRunPending"
