@@ -566,7 +566,10 @@ static void select_parse_gpu_fit(struct select_parse *sp, const cJSON *fit,
     static const char *const known[] = {"lite_min_free_mib", "original_min_free_mib",
                                         "on_insufficient",   "max_wait_seconds",
                                         "on_timeout",        NULL};
-    /* Both in their enum's order (enum gpu_fit_mode, enum gpu_fit_timeout), queue listed first. */
+    /*
+     * modes[] and timeouts[] are in their enum's order (enum gpu_fit_mode, enum
+     * gpu_fit_timeout); listed[] is the order messages name the modes in, the default first.
+     */
     static const char *const modes[] = {"downgrade", "reject", "ignore", "queue"};
     static const char *const listed[] = {"queue", "downgrade", "reject", "ignore"};
     static const char *const timeouts[] = {"downgrade", "reject"};
