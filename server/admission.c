@@ -1,12 +1,16 @@
 #include "gpuhook/admission.h"
 #include "gpuhook/clock.h"
+#include "gpuhook/clusterview.h"
 #include "gpuhook/config.h"
 #include "gpuhook/error.h"
 #include "gpuhook/event.h"
+#include "gpuhook/gpu.h"
+#include "gpuhook/kube.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/naming.h"
 #include "gpuhook/queue.h"
+#include "gpuhook/select.h"
 #include "gpuhook/watcher.h"
 
 #include <pthread.h>
@@ -21,6 +25,13 @@
 /* A run admitted here but not yet seen by the watch (spooled, or the watch lags). */
 #define ADMISSION_PHANTOM_MS 30000
 #define ADMISSION_LOCAL_RV "0"
+/*
+ * A run just started has not allocated its GPU memory yet, and the probe refreshes every
+ * few seconds: its need stays reserved for this long after its start.
+ */
+#define ADMISSION_GPU_SETTLE_MS 60000
+/* A downgrade's create: retried inside this deadline, then the next decision tries again. */
+#define ADMISSION_CREATE_DEADLINE_MS 10000
 
 struct admission {
     pthread_mutex_t lock; /* guards everything below */
@@ -28,13 +39,16 @@ struct admission {
     pthread_t ticker;
     bool ticking, stopping;
     struct watcher *w;
-    cJSON *store;    /* name -> PipelineRun, as the watch last said (or as admitted here) */
-    cJSON *phantoms; /* name -> admission time (ms) of runs not yet seen by the watch */
+    struct kube *kube; /* posts a downgrade's copy; NULL: downgrades wait */
+    cJSON *store;      /* name -> PipelineRun, as the watch last said (or as admitted here) */
+    cJSON *phantoms;   /* name -> admission time (ms) of runs not yet seen by the watch */
     bool leading;
     int inflight; /* patches sent, not answered */
     char *group_tmpl;
     struct queue_variant variants[2];
     struct queue_config qc;
+    bool gpu_queue;    /* gpu_fit "queue": memory holds runs back */
+    bool gpu_required; /* gpu.required: no GPU seen is no memory, not "no GPU source" */
 };
 
 static struct admission *admission_current;
@@ -130,6 +144,19 @@ static void admission_group_label(const char *group, char out[NAMING_MAX + 1]) {
 
 /* ---- the store ---- */
 
+static cJSON *admission_obj(cJSON *parent, const char *key) {
+    cJSON *o = cJSON_GetObjectItemCaseSensitive(parent, key);
+    if (cJSON_IsObject(o))
+        return o;
+    cJSON_DeleteItemFromObjectCaseSensitive(parent, key);
+    return cJSON_AddObjectToObject(parent, key);
+}
+
+static void admission_set(cJSON *obj, const char *key, const char *v) {
+    cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
+    cJSON_AddStringToObject(obj, key, v);
+}
+
 static const char *admission_name_of(const cJSON *obj) {
     const cJSON *md = cJSON_GetObjectItemCaseSensitive(obj, "metadata");
     const cJSON *n = cJSON_GetObjectItemCaseSensitive(md, "name");
@@ -178,6 +205,30 @@ static int admission_runs(struct admission *a, const cJSON *extra, struct queue_
     return 0;
 }
 
+/* ---- the GPU figure ---- */
+
+/*
+ * The free memory the fit check judges by: the cluster view when it has data, else the
+ * local probe. Without gpu_fit "queue", or with no GPU seen and gpu.required false (where
+ * the fit check keeps every variant), memory never holds a run back. Lock held.
+ */
+static struct queue_gpu admission_gpu(const struct admission *a) {
+    struct queue_gpu g = {false, 0};
+    long long free_mib;
+    bool seen = true;
+
+    if (!a->gpu_queue)
+        return g;
+    if (!clusterview_free_mib(&free_mib)) {
+        free_mib = gpu_free_mib(&seen);
+        if (!seen && !a->gpu_required)
+            return g;
+    }
+    g.known = true;
+    g.free_mib = free_mib > 0 ? free_mib : 0;
+    return g;
+}
+
 /* ---- the scheduler (leader only) ---- */
 
 static void admission_decide(struct admission *a);
@@ -188,6 +239,7 @@ struct admission_patch {
     enum queue_act kind;
     double waited;      /* START: seconds since queued-since */
     char *name, *patch; /* the sender frees them once watcher_patch returns */
+    char *create;       /* DOWNGRADE: the copy to POST before the patch, or NULL */
 };
 
 static void admission_count(enum queue_act kind, double waited);
@@ -197,6 +249,7 @@ static void admission_patched(void *arg, int status, const char *body, size_t le
     struct admission *a = ap->a;
     if (status == 200)
         admission_count(ap->kind, ap->waited);
+    free(ap->create);
     free(ap);
     pthread_mutex_lock(&a->lock);
     a->inflight--;
@@ -268,13 +321,13 @@ static void admission_depth(const struct queue_run *runs, size_t n, const struct
 static size_t admission_plan_locked(struct admission *a, struct admission_patch ***out) {
     struct queue_run *runs = NULL;
     struct queue_plan plan = {NULL, 0};
-    struct queue_gpu gpu = {false, 0};
     size_t n = 0, k = 0;
     long long now = clock_wall_ms();
 
     *out = NULL;
     if (!a->leading || a->inflight > 0 || a->stopping || !watcher_is_leader(a->w))
         return 0;
+    struct queue_gpu gpu = admission_gpu(a);
     admission_expire(a, now);
     if (admission_runs(a, NULL, &runs, &n) != 0)
         return 0;
@@ -283,13 +336,22 @@ static size_t admission_plan_locked(struct admission *a, struct admission_patch 
         admission_depth(runs, n, &plan);
         for (size_t i = 0; i < plan.count; i++) {
             const struct queue_action *act = &plan.actions[i];
-            if (act->kind == QUEUE_ACT_DOWNGRADE || act->kind == QUEUE_ACT_NOTE)
-                continue; /* no GPU source here: neither happens; notes are for display */
-            struct admission_patch *ap = calloc(1, sizeof(*ap));
+            /* Notes are for display: sending one per tick would only churn the runs. */
             const struct queue_run *r = admission_find(runs, n, act->name);
-            if (!ap || !(ap->name = strdup(act->name)) || !(ap->patch = strdup(act->patch))) {
-                if (ap)
+            if (act->kind == QUEUE_ACT_NOTE ||
+                (act->kind == QUEUE_ACT_DOWNGRADE && act->create && !a->kube))
+                continue;
+            /* A run the watch has not shown (admitted here, or in the spool) cannot be
+             * patched yet: its precondition would fail. The watch's event decides again. */
+            if (r && r->resource_version && strcmp(r->resource_version, ADMISSION_LOCAL_RV) == 0)
+                continue;
+            struct admission_patch *ap = calloc(1, sizeof(*ap));
+            if (!ap || !(ap->name = strdup(act->name)) || !(ap->patch = strdup(act->patch)) ||
+                (act->create && !(ap->create = strdup(act->create)))) {
+                if (ap) {
                     free(ap->name);
+                    free(ap->patch);
+                }
                 free(ap);
                 break; /* the tick decides again */
             }
@@ -310,6 +372,74 @@ static size_t admission_plan_locked(struct admission *a, struct admission_patch 
     return k;
 }
 
+static const char *admission_act_name(enum queue_act kind) {
+    switch (kind) {
+    case QUEUE_ACT_START:
+        return "start";
+    case QUEUE_ACT_DOWNGRADE:
+        return "downgrade";
+    case QUEUE_ACT_REJECT:
+        return "reject";
+    default:
+        return "cancel";
+    }
+}
+
+/* Sends ap's patch (leader only) and frees its name and patch; done counts it down. */
+static void admission_send(struct admission_patch *ap) {
+    struct admission *a = ap->a;
+    char *name = ap->name, *patch = ap->patch;
+    if (!watcher_is_leader(a->w)) { /* checked again before each patch */
+        free(name);
+        free(patch);
+        admission_patched(ap, 0, "", 0);
+        return;
+    }
+    LOGGER_INFO_("admission", "pipelinerun", name, "action", admission_act_name(ap->kind));
+    /* On failure to queue, done has run already (status 0) and counted it down. */
+    (void)watcher_patch(a->w, name, patch, strlen(patch), admission_patched, ap);
+    free(name);
+    free(patch);
+}
+
+/*
+ * A downgrade's copy was posted (on the API client's thread). Created, or there already
+ * (a repeat after a lost answer): the copy is held like an admitted run until the watch
+ * shows it, and the original is cancelled. Else nothing is cancelled; the next decision
+ * posts the copy again.
+ */
+static void admission_created(void *arg, const struct kube_result *r) {
+    struct admission_patch *ap = arg;
+    struct admission *a = ap->a;
+    if (r->answer != KUBE_ANSWER_CREATED && r->answer != KUBE_ANSWER_EXISTS) {
+        char status[16];
+        snprintf(status, sizeof(status), "%d", r->status);
+        LOGGER_WARN_("admission: a downgrade's copy was not created; the next decision retries",
+                     "pipelinerun", ap->name, "status", status, "reason", r->reason);
+        free(ap->name);
+        free(ap->patch);
+        admission_patched(ap, 0, "", 0);
+        return;
+    }
+    cJSON *copy = cJSON_Parse(ap->create);
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(copy, "metadata");
+    const char *cname = admission_name_of(copy);
+    if (md && cname && r->answer == KUBE_ANSWER_CREATED) {
+        char ts[CLOCK_RFC3339_MAX];
+        long long now = clock_wall_ms();
+        admission_set(md, "resourceVersion", ADMISSION_LOCAL_RV);
+        admission_set(md, "creationTimestamp", clock_rfc3339(now, ts));
+        pthread_mutex_lock(&a->lock);
+        if (!cJSON_GetObjectItemCaseSensitive(a->store, cname)) {
+            admission_put(a, copy);
+            cJSON_AddNumberToObject(a->phantoms, cname, (double)now);
+        }
+        pthread_mutex_unlock(&a->lock);
+    }
+    cJSON_Delete(copy);
+    admission_send(ap);
+}
+
 /* Decides and sends; without the lock. Only while this replica holds the Lease. */
 static void admission_decide(struct admission *a) {
     struct admission_patch **aps = NULL;
@@ -318,19 +448,16 @@ static void admission_decide(struct admission *a) {
     pthread_mutex_unlock(&a->lock);
     for (size_t i = 0; i < k; i++) {
         struct admission_patch *ap = aps[i];
-        if (!watcher_is_leader(a->w)) { /* checked again before each patch */
-            free(ap->name);
-            free(ap->patch);
-            admission_patched(ap, 0, "", 0);
+        if (ap->create && watcher_is_leader(a->w)) {
+            /* The copy first: a crash before the cancel leaves both, and the next decision
+             * only cancels (queue.c's finish_downgrades). */
+            LOGGER_INFO_("admission", "pipelinerun", ap->name, "action", "downgrade-create");
+            (void)kube_create_async(a->kube, kube_namespace(a->kube), ap->create,
+                                    strlen(ap->create), ADMISSION_CREATE_DEADLINE_MS,
+                                    admission_created, ap);
             continue;
         }
-        LOGGER_INFO_("admission", "pipelinerun", ap->name, "action",
-                     ap->kind == QUEUE_ACT_START ? "start" : "cancel");
-        /* On failure to queue, done has run already (status 0) and counted it down. */
-        char *name = ap->name, *patch = ap->patch;
-        (void)watcher_patch(a->w, name, patch, strlen(patch), admission_patched, ap);
-        free(name);
-        free(patch);
+        admission_send(ap);
     }
     free(aps);
 }
@@ -381,7 +508,36 @@ static void *admission_tick(void *arg) {
     return NULL;
 }
 
-int admission_new(const struct config *cfg, struct watcher *w, struct admission **out) {
+void admission_set_fit(struct admission *a, const struct config *cfg) {
+    if (!a)
+        return;
+    const struct gpu_fit_policy *p = select_rules_gpu_fit(cfg->rules);
+    pthread_mutex_lock(&a->lock);
+    a->gpu_queue = p->on_insufficient == GPU_FIT_QUEUE;
+    a->gpu_required = cfg->gpu.required;
+    a->variants[0].need_mib = p->lite_min_free_mib;
+    a->variants[1].need_mib = p->original_min_free_mib;
+    a->qc.max_wait_ms = a->gpu_queue ? p->max_wait_seconds * 1000LL : 0;
+    a->qc.fallback = a->qc.max_wait_ms <= 0                    ? QUEUE_FALLBACK_NONE
+                     : p->on_timeout == GPU_FIT_TIMEOUT_REJECT ? QUEUE_FALLBACK_REJECT
+                                                               : QUEUE_FALLBACK_DOWNGRADE;
+    a->qc.downgrade_to = "lite";
+    a->qc.gpu_settle_ms = ADMISSION_GPU_SETTLE_MS;
+    pthread_mutex_unlock(&a->lock);
+    /* The next tick decides with the new figures. */
+}
+
+bool admission_queues_gpu(struct admission *a) {
+    if (!a)
+        return false;
+    pthread_mutex_lock(&a->lock);
+    bool q = a->gpu_queue;
+    pthread_mutex_unlock(&a->lock);
+    return q;
+}
+
+int admission_new(const struct config *cfg, struct watcher *w, struct kube *k,
+                  struct admission **out) {
     struct admission *a = calloc(1, sizeof(*a));
 
     *out = NULL;
@@ -390,6 +546,7 @@ int admission_new(const struct config *cfg, struct watcher *w, struct admission 
     pthread_mutex_init(&a->lock, NULL);
     pthread_cond_init(&a->wake, NULL);
     a->w = w;
+    a->kube = k;
     a->store = cJSON_CreateObject();
     a->phantoms = cJSON_CreateObject();
     a->group_tmpl = strdup(cfg->concurrency_group ? cfg->concurrency_group : "");
@@ -402,6 +559,7 @@ int admission_new(const struct config *cfg, struct watcher *w, struct admission 
     a->qc.cancel_pending = cfg->concurrency_cancel_pending || cfg->concurrency_cancel_running;
     a->qc.cancel_running = cfg->concurrency_cancel_running;
     a->qc.fallback = QUEUE_FALLBACK_NONE;
+    admission_set_fit(a, cfg);
     if (!a->store || !a->phantoms || !a->group_tmpl ||
         watcher_subscribe(w, admission_on_event, admission_on_leadership, a) != 0) {
         admission_free(a);
@@ -438,34 +596,48 @@ void admission_free(struct admission *a) {
 
 /* ---- admission at delivery time ---- */
 
-static cJSON *admission_obj(cJSON *parent, const char *key) {
-    cJSON *o = cJSON_GetObjectItemCaseSensitive(parent, key);
-    if (cJSON_IsObject(o))
-        return o;
-    cJSON_DeleteItemFromObjectCaseSensitive(parent, key);
-    return cJSON_AddObjectToObject(parent, key);
-}
-
-static void admission_set(cJSON *obj, const char *key, const char *v) {
-    cJSON_DeleteItemFromObjectCaseSensitive(obj, key);
-    cJSON_AddStringToObject(obj, key, v);
-}
-
-/* The run's position in its group's queue, from the view; 0 when not waiting. */
-static int admission_position(const char *view, const char *name) {
+/*
+ * The run's position in its group's queue, from the view, and why it waits (into why, ""
+ * when not waiting); 0 when not waiting.
+ */
+static int admission_position(const char *view, const char *name, char *why, size_t n) {
     cJSON *v = cJSON_Parse(view);
     int pos = 0;
     const cJSON *g, *w;
+    why[0] = '\0';
     cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(v, "groups")) {
         cJSON_ArrayForEach(w, cJSON_GetObjectItemCaseSensitive(g, "waiting")) {
-            const cJSON *n = cJSON_GetObjectItemCaseSensitive(w, "name");
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(w, "name");
             const cJSON *p = cJSON_GetObjectItemCaseSensitive(w, "position");
-            if (cJSON_IsString(n) && strcmp(n->valuestring, name) == 0 && cJSON_IsNumber(p))
-                pos = p->valueint;
+            const cJSON *r = cJSON_GetObjectItemCaseSensitive(w, "waiting_for");
+            if (!cJSON_IsString(nm) || strcmp(nm->valuestring, name) != 0 || !cJSON_IsNumber(p))
+                continue;
+            pos = p->valueint;
+            if (cJSON_IsString(r))
+                snprintf(why, n, "%s", r->valuestring);
         }
     }
     cJSON_Delete(v);
     return pos;
+}
+
+/* waiting-for as a person reads it: for the GPU, the numbers the fit check gives. */
+static void admission_waiting_for(const struct admission *a, const char *variant,
+                                  const struct queue_gpu *gpu, char *why, size_t n) {
+    if (strcmp(why, "gpu") != 0)
+        return;
+    long long need = 0;
+    for (size_t i = 0; i < a->qc.nvariants; i++)
+        if (strcmp(a->variants[i].name, variant) == 0)
+            need = a->variants[i].need_mib;
+    if (need > gpu->free_mib)
+        snprintf(why, n, "gpu: %s needs %lld MiB, %lld MiB free on the best GPU", variant, need,
+                 gpu->free_mib);
+    else /* queue.c reserved the memory of runs that started moments ago */
+        snprintf(why, n,
+                 "gpu: %s needs %lld MiB of the %lld MiB free on the best GPU, but runs started "
+                 "in the last %llds have not taken theirs yet",
+                 variant, need, gpu->free_mib, a->qc.gpu_settle_ms / 1000);
 }
 
 int admission_admit(struct admission *a, const struct event *ev, const char *variant, char **json,
@@ -476,7 +648,7 @@ int admission_admit(struct admission *a, const struct event *ev, const char *var
     struct queue_plan plan = {NULL, 0};
     struct queue_gpu gpu = {false, 0};
     size_t n = 0;
-    char *view = NULL;
+    char *view = NULL, wait_why[256] = "";
     bool starts = false;
     int rc = GHE_NOMEM;
 
@@ -504,6 +676,7 @@ int admission_admit(struct admission *a, const struct event *ev, const char *var
     admission_set(spec, "status", "PipelineRunPending");
 
     pthread_mutex_lock(&a->lock);
+    gpu = admission_gpu(a);
     bool known = cJSON_GetObjectItemCaseSensitive(a->store, name) != NULL;
     /* The candidate as the store would hold it: the decision sees it with the others. */
     cJSON *cand = cJSON_Duplicate(pr, 1);
@@ -518,7 +691,7 @@ int admission_admit(struct admission *a, const struct event *ev, const char *var
             if (plan.actions[i].kind == QUEUE_ACT_START && strcmp(plan.actions[i].name, name) == 0)
                 starts = true;
         if (!starts && queue_view_json(runs, n, &a->qc, &gpu, now, &view) == 0)
-            *position = admission_position(view, name);
+            *position = admission_position(view, name, wait_why, sizeof(wait_why));
         rc = 0;
     }
     if (rc == 0 && starts) {
@@ -529,8 +702,14 @@ int admission_admit(struct admission *a, const struct event *ev, const char *var
                                                 "status");
         admission_set(cJSON_GetObjectItemCaseSensitive(cmd, "annotations"), QUEUE_NOTE_STARTED_AT,
                       ts);
-    } else if (rc == 0 && *position == 0) {
-        *position = 1;
+    } else if (rc == 0) {
+        if (*position == 0)
+            *position = 1;
+        if (wait_why[0]) {
+            admission_waiting_for(a, variant, &gpu, wait_why, sizeof(wait_why));
+            admission_set(notes, QUEUE_NOTE_WAITING_FOR, wait_why);
+            admission_set(admission_obj(cmd, "annotations"), QUEUE_NOTE_WAITING_FOR, wait_why);
+        }
     }
     if (rc == 0 && !known) {
         /* Held until the watch shows it, so that two deliveries never take one slot. */
@@ -560,16 +739,56 @@ int admission_admit(struct admission *a, const struct event *ev, const char *var
 
 int admission_view_json(struct admission *a, char **json) {
     struct queue_run *runs = NULL;
-    struct queue_gpu gpu = {false, 0};
     size_t n = 0;
     int rc;
 
     *json = NULL;
     pthread_mutex_lock(&a->lock);
+    struct queue_gpu gpu = admission_gpu(a);
     rc = admission_runs(a, NULL, &runs, &n);
     if (rc == 0)
         rc = queue_view_json(runs, n, &a->qc, &gpu, clock_wall_ms(), json);
     pthread_mutex_unlock(&a->lock);
     free(runs);
+    return rc;
+}
+
+int admission_spool_pending(struct admission *a, const char *name, const char *json, size_t len,
+                            char **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    if (!a || !name)
+        return GHE_INVAL;
+    cJSON *pr = cJSON_ParseWithLength(json, len);
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(pr, "metadata");
+    cJSON *notes = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+    cJSON *spec = cJSON_GetObjectItemCaseSensitive(pr, "spec");
+    int rc = GHE_INVAL;
+    /* Only a run this queue admitted and decided to start: the others are pending already. */
+    if (!cJSON_IsObject(spec) ||
+        !cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_QUEUED_SINCE) ||
+        !cJSON_GetObjectItemCaseSensitive(notes, QUEUE_NOTE_STARTED_AT))
+        goto out;
+    rc = GHE_NOMEM;
+    cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_STARTED_AT);
+    cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_WAITED);
+    admission_set(spec, "status", "PipelineRunPending");
+    if (!(*out = cJSON_PrintUnformatted(pr)))
+        goto out;
+    *out_len = strlen(*out);
+    /* The slot its start took in this replica's view is given back. */
+    pthread_mutex_lock(&a->lock);
+    cJSON *held = cJSON_GetObjectItemCaseSensitive(a->store, name);
+    cJSON *hmd = cJSON_GetObjectItemCaseSensitive(held, "metadata");
+    const cJSON *rv = cJSON_GetObjectItemCaseSensitive(hmd, "resourceVersion");
+    if (cJSON_IsString(rv) && strcmp(rv->valuestring, ADMISSION_LOCAL_RV) == 0) {
+        cJSON_DeleteItemFromObjectCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(hmd, "annotations"), QUEUE_NOTE_STARTED_AT);
+        admission_set(admission_obj(held, "spec"), "status", "PipelineRunPending");
+    }
+    pthread_mutex_unlock(&a->lock);
+    rc = 0;
+out:
+    cJSON_Delete(pr);
     return rc;
 }

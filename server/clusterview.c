@@ -469,3 +469,20 @@ int clusterview_metrics_append(struct buf *b) {
     pthread_mutex_unlock(&cv.lock);
     return rc;
 }
+
+bool clusterview_free_mib(long long *free_mib) {
+    struct gpuview_need any = {"any", 0};
+    struct gpuview_fit fit;
+    bool known = false;
+
+    if (!cv.running)
+        return false;
+    pthread_mutex_lock(&cv.lock);
+    gpuview_refresh(&cv.view, clock_wall_ms());
+    if (gpuview_fit(&cv.view, &any, &fit) == 0 && !fit.no_view) {
+        known = true;
+        *free_mib = fit.fits ? fit.free_mib : -1;
+    }
+    pthread_mutex_unlock(&cv.lock);
+    return known;
+}

@@ -1,6 +1,7 @@
 #include "gpuhook/config.h"
 #include "gpuhook/admission.h"
 #include "gpuhook/fileio.h"
+#include "gpuhook/gpu.h"
 #include "gpuhook/logger.h"
 #include "gpuhook/select.h"
 #include "gpuhook/signature.h"
@@ -730,6 +731,10 @@ const char *config_key_at(size_t index, int *reload) {
     if (reload)
         *reload = k->reload;
     return path;
+}
+
+bool config_gpu_queues(const struct config *cfg) {
+    return select_rules_gpu_fit(cfg->rules)->on_insufficient == GPU_FIT_QUEUE;
 }
 
 const char *config_kube_mode_name(int mode) {

@@ -1,4 +1,5 @@
 #include "gpuhook/delivery.h"
+#include "gpuhook/admission.h"
 #include "gpuhook/buf.h"
 #include "gpuhook/clock.h"
 #include "gpuhook/config.h"
@@ -76,7 +77,7 @@ int delivery_new(const struct config *cfg, struct delivery **out, struct errlist
         }
         spool_set_retry_after_max(d->spool, cfg->spool_retry_after_max_seconds);
         d->spool_dir = strdup(cfg->spool_dir);
-        if (cfg->concurrency_group || CONFIG_REPORTS(cfg)) {
+        if (cfg->concurrency_group || CONFIG_REPORTS(cfg) || config_gpu_queues(cfg)) {
             struct watcher_config wc = {
                 .namespace_ = d->namespace,
                 .lease_name = cfg->concurrency_lease_name ? cfg->concurrency_lease_name
@@ -151,6 +152,8 @@ int delivery_start(struct delivery *d) {
 
 struct watcher *delivery_watcher(struct delivery *d) { return d ? d->watcher : NULL; }
 
+struct kube *delivery_kube(struct delivery *d) { return d ? d->kube : NULL; }
+
 void delivery_free(struct delivery *d) {
     if (!d)
         return;
@@ -216,7 +219,14 @@ void delivery_api_outcome(struct delivery *d, const char *name, const char *json
         break;
     }
     /* Out of time: keep it durably and let the worker finish the job. */
+    char *pending = NULL; /* admission.c's pending form of a run it started */
+    size_t pending_len = 0;
+    if (admission_spool_pending(admission_get(), name, json, len, &pending, &pending_len) == 0) {
+        json = pending;
+        len = pending_len;
+    }
     int rc = spool_put(d->spool, name, json, len);
+    free(pending);
     if (rc == 0 || rc == GHE_EXISTS) {
         r->outcome = DELIVERY_QUEUED;
         if (rc == GHE_EXISTS && d->spool_dir) {

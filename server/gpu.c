@@ -309,6 +309,15 @@ bool gpu_ready(void) {
     return v.status != GPU_STATUS_UNAVAILABLE;
 }
 
+long long gpu_free_mib(bool *seen) {
+    struct gpu_view v;
+    pthread_mutex_lock(&g.lock);
+    gpu_view_locked(&v);
+    pthread_mutex_unlock(&g.lock);
+    *seen = v.device_count > 0;
+    return v.usable_count > 0 ? v.free_mib : -1;
+}
+
 int gpu_fit_check(const struct gpu_fit_policy *policy, bool required, int variant, int *variant_out,
                   char *reason, size_t reason_len) {
     struct gpu_view v;

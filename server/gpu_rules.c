@@ -40,6 +40,8 @@ const char *gpu_fit_outcome_name(int outcome) {
         return "downgraded";
     case GPU_FIT_REJECTED:
         return "rejected";
+    case GPU_FIT_QUEUED:
+        return "queued";
     default:
         return "unknown";
     }
@@ -250,6 +252,12 @@ int gpu_fit_decide(const struct gpu_view *v, const struct gpu_fit_policy *policy
         snprintf(reason, reason_len, "%s fits: %lld MiB free, %ld MiB needed.",
                  variant == 1 ? "Original" : "Lite", free_mib, need);
         return GPU_FIT_KEEP;
+    }
+    if (policy->on_insufficient == GPU_FIT_QUEUE) {
+        snprintf(reason, reason_len,
+                 "Queued %s for the GPU: %lld MiB free is below the %ld MiB it needs.",
+                 gpu_variant_word(variant), free_mib, need);
+        return GPU_FIT_QUEUED;
     }
     if (variant == 1 && policy->on_insufficient == GPU_FIT_DOWNGRADE && free_mib >= lite) {
         *variant_out = 0;

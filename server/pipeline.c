@@ -10,6 +10,7 @@
 #include "gpuhook/logger.h"
 #include "gpuhook/metrics.h"
 #include "gpuhook/naming.h"
+#include "gpuhook/queue.h"
 #include "gpuhook/runcheck.h"
 #include "gpuhook/template.h"
 
@@ -172,6 +173,88 @@ static void pipeline_delivered(void *arg, const struct delivery_result *r) {
     pipeline_job_free(job);
 }
 
+/*
+ * The fit check, and what "queue" adds to it. With a scheduler, a variant that does not fit a
+ * usable GPU keeps its variant and is admitted pending (GPU_FIT_QUEUED); the cluster view
+ * judges with its own words, so its rejection becomes a queueing when the view has a usable
+ * GPU. Without a scheduler (dry_run, local) "queue" acts as downgrade, and says so.
+ */
+static int pipeline_fit(const struct config *cfg, int variant, int *variant_out, char *reason,
+                        size_t n, char **affinity) {
+    const struct gpu_fit_policy *p = select_rules_gpu_fit(cfg->rules);
+    long long free_mib;
+
+    *affinity = NULL;
+    if (p->on_insufficient == GPU_FIT_QUEUE && !admission_queues_gpu(admission_get())) {
+        static const char prefix[] = "gpu_fit is queue but there is no scheduler (no Kubernetes "
+                                     "API), so it acts as downgrade: ";
+        struct gpu_fit_policy dp = *p;
+        char why[400];
+        dp.on_insufficient = GPU_FIT_DOWNGRADE;
+        int fit = gpu_fit_check(&dp, cfg->gpu.required, variant, variant_out, why, sizeof(why));
+        snprintf(reason, n, "%s%s", fit == GPU_FIT_KEEP ? "" : prefix, why);
+        return fit;
+    }
+    int fit = clusterview_fit_check(cfg, variant, variant_out, reason, n, affinity);
+    if (fit == GPU_FIT_REJECTED && p->on_insufficient == GPU_FIT_QUEUE &&
+        clusterview_free_mib(&free_mib) && free_mib >= 0 && (variant == 0 || variant == 1)) {
+        long need = variant == 1 ? p->original_min_free_mib : p->lite_min_free_mib;
+        *variant_out = variant;
+        snprintf(reason, n,
+                 "Queued %s for the GPU: %lld MiB free on the best GPU of the cluster is below "
+                 "the %ld MiB it needs.",
+                 select_variant_name(variant), free_mib, need);
+        return GPU_FIT_QUEUED;
+    }
+    return fit;
+}
+
+/*
+ * A run queued for the GPU as original may be replaced by a lite copy after max_wait_seconds;
+ * only the template knows lite's Pipeline, so it is rendered now and left on the run
+ * (gpuhook.dev/downgrade-pipeline, read by queue.c's downgrade). Best effort: without it the
+ * run keeps waiting instead of being downgraded.
+ */
+static void pipeline_note_downgrade(const struct config *cfg, const struct template_render_input *ri,
+                                    struct buf *text) {
+    struct select_decision lite = *ri->decision;
+    struct template_render_input li = *ri;
+    struct buf other;
+    char err[256], name[NAMING_MAX + 1];
+
+    lite.variant = SELECT_LITE;
+    li.decision = &lite;
+    buf_init(&other, PIPELINE_RUN_MAX);
+    cJSON *l = NULL, *root = NULL;
+    if (template_render_json(cfg->tmpl, &li, &other, name, err, sizeof(err)) != 0 ||
+        !(l = cJSON_ParseWithLength(other.data ? other.data : "", other.len)) ||
+        !(root = cJSON_ParseWithLength(text->data ? text->data : "", text->len)))
+        goto out;
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(l, "spec"),
+                                         "pipelineRef"),
+        "name");
+    cJSON *md = cJSON_GetObjectItemCaseSensitive(root, "metadata");
+    cJSON *notes = cJSON_GetObjectItemCaseSensitive(md, "annotations");
+    if (!notes && cJSON_IsObject(md))
+        notes = cJSON_AddObjectToObject(md, "annotations");
+    if (!cJSON_IsString(ref) || !cJSON_IsObject(notes))
+        goto out;
+    cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_DOWNGRADE_PIPELINE);
+    cJSON_AddStringToObject(notes, QUEUE_NOTE_DOWNGRADE_PIPELINE, ref->valuestring);
+    char *out = cJSON_PrintUnformatted(root);
+    if (out) {
+        text->len = 0;
+        if (buf_appends(text, out) != 0)
+            text->len = 0; /* cannot happen: the text only grew by one short annotation */
+        free(out);
+    }
+out:
+    cJSON_Delete(l);
+    cJSON_Delete(root);
+    buf_cleanup(&other);
+}
+
 /* Stops the pipeline early: o's status and message say why. */
 static int pipeline_stop(struct pipeline_outcome *o, int status, const char *metric,
                          const char *fmt, const char *arg) {
@@ -208,8 +291,7 @@ int pipeline_prepare(const struct config *cfg, const char *ns, const struct pipe
         return o->status;
     }
     int variant = d.variant;
-    int fit = clusterview_fit_check(cfg, d.variant, &variant, fit_reason, sizeof(fit_reason),
-                                    &affinity);
+    int fit = pipeline_fit(cfg, d.variant, &variant, fit_reason, sizeof(fit_reason), &affinity);
     if (fit == GPU_FIT_REJECTED) {
         buf_copy_str(o->reason, sizeof(o->reason), fit_reason);
         buf_copy_str(o->variant, sizeof(o->variant), select_variant_name(d.variant));
@@ -239,6 +321,8 @@ int pipeline_prepare(const struct config *cfg, const char *ns, const struct pipe
     if (rc == 0)
         rc = clusterview_place(text, affinity);
     free(affinity);
+    if (rc == 0 && fit == GPU_FIT_QUEUED && d.variant == SELECT_ORIGINAL)
+        pipeline_note_downgrade(cfg, &ri, text);
     if (rc == GHE_INVAL)
         return pipeline_stop(o, PIPELINE_INVALID, "invalid", "%s", err);
     if (rc)

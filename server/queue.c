@@ -328,6 +328,12 @@ static void copy_name(char *out, size_t size, const char *name, const char *vari
     snprintf(out, size, "%s-%.20s", base, variant);
 }
 
+/* The Pipeline of variant t for r: the one rendered for r, else the config's (may be NULL). */
+static const char *pipeline_of(const struct queue_run *r, const struct queue_config *cfg, int t) {
+    return r->downgrade_pipeline && r->downgrade_pipeline[0] ? r->downgrade_pipeline
+                                                             : cfg->variants[t].pipeline;
+}
+
 /* The PipelineRun to create in place of s: its spec with the smaller variant's Pipeline. */
 static cJSON *downgrade_copy(const struct slot *s, const struct queue_config *cfg, int t,
                              const char *why, long long now_ms, char *name, size_t name_size) {
@@ -359,7 +365,7 @@ static cJSON *downgrade_copy(const struct slot *s, const struct queue_config *cf
     cJSON_AddStringToObject(notes, QUEUE_NOTE_DOWNGRADED_FROM, s->r->name);
     cJSON_DeleteItemFromObjectCaseSensitive(spec, "pipelineRef");
     cJSON *ref = cJSON_AddObjectToObject(spec, "pipelineRef");
-    cJSON_AddStringToObject(ref, "name", cfg->variants[t].pipeline);
+    cJSON_AddStringToObject(ref, "name", pipeline_of(s->r, cfg, t));
     cJSON_DeleteItemFromObjectCaseSensitive(spec, "status");
     cJSON_DeleteItemFromObjectCaseSensitive(notes, QUEUE_NOTE_WAITING_FOR);
     if (why) {
@@ -452,7 +458,7 @@ static void fall_back(struct state *st, const struct queue_config *cfg, const st
             continue;
         }
         int t = variant_index(cfg, cfg->downgrade_to);
-        if (t < 0 || t == s->variant || !cfg->variants[t].pipeline)
+        if (t < 0 || t == s->variant || !pipeline_of(s->r, cfg, t))
             continue; /* nothing smaller to switch to: it keeps waiting */
         downgrade(st, cfg, gpu, s, t, now_ms, b);
     }
@@ -634,6 +640,7 @@ int queue_run_from_object(const cJSON *pr, struct queue_run *r) {
     r->started_ms = time_ms(map_str(notes, QUEUE_NOTE_STARTED_AT));
     r->waiting_for = map_str(notes, QUEUE_NOTE_WAITING_FOR);
     r->downgraded_from = map_str(notes, QUEUE_NOTE_DOWNGRADED_FROM);
+    r->downgrade_pipeline = map_str(notes, QUEUE_NOTE_DOWNGRADE_PIPELINE);
     r->object = pr;
     const char *spec = map_str(cJSON_GetObjectItemCaseSensitive(pr, "spec"), "status");
     static const struct {

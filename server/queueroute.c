@@ -11,7 +11,8 @@ static enum http_step queueroute_finish(struct http_request *req, void *state) {
     (void)state;
     if (!a) {
         http_request_error(req, 404,
-                           "no admission queue: the config has no concurrency block (or "
+                           "no admission queue: the config has no concurrency block and "
+                           "selection.gpu_fit.on_insufficient is not queue (or "
                            "kubernetes.mode is not url or in-cluster)");
         return HTTP_RESPONDED;
     }

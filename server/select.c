@@ -19,6 +19,8 @@
 #define SELECT_QUOTE_MAX 64
 #define SELECT_NAME_MAX 127
 #define SELECT_MIB_MAX 16777216L
+/* A week: a run that may wait longer should wait for ever (0). */
+#define SELECT_WAIT_MAX 604800L
 
 enum select_cond {
     SELECT_COND_EVENT,
@@ -534,12 +536,43 @@ static void select_parse_mib(struct select_parse *sp, const cJSON *fit, const ch
     *ok = false;
 }
 
+/* A string key of gpu_fit that must be one of names[] (n of them); *out is its index. */
+static void select_parse_choice(struct select_parse *sp, const cJSON *fit, const char *key,
+                                const char *const *names, int n, int *out) {
+    char quoted[SELECT_QUOTE_MAX * 4 + 8], path[96], list[128] = "";
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(fit, key);
+
+    if (!v)
+        return;
+    snprintf(path, sizeof(path), ".selection.gpu_fit.%s", key);
+    if (!cJSON_IsString(v)) {
+        select_error(sp, path, "expected a string");
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (strcmp(v->valuestring, names[i]) == 0) {
+            *out = i;
+            return;
+        }
+        size_t used = strlen(list);
+        snprintf(list + used, sizeof(list) - used, "%s%s", i ? ", " : "", names[i]);
+    }
+    select_quote(quoted, sizeof(quoted), v->valuestring);
+    select_error(sp, path, "%s is not one of %s", quoted, list);
+}
+
 static void select_parse_gpu_fit(struct select_parse *sp, const cJSON *fit,
                                  struct gpu_fit_policy *policy) {
     static const char *const known[] = {"lite_min_free_mib", "original_min_free_mib",
-                                        "on_insufficient", NULL};
-    static const char *const modes[] = {"downgrade", "reject", "ignore"};
-    char quoted[SELECT_QUOTE_MAX * 4 + 8];
+                                        "on_insufficient",   "max_wait_seconds",
+                                        "on_timeout",        NULL};
+    /*
+     * modes[] and timeouts[] are in their enum's order (enum gpu_fit_mode, enum
+     * gpu_fit_timeout); listed[] is the order messages name the modes in, the default first.
+     */
+    static const char *const modes[] = {"downgrade", "reject", "ignore", "queue"};
+    static const char *const listed[] = {"queue", "downgrade", "reject", "ignore"};
+    static const char *const timeouts[] = {"downgrade", "reject"};
     bool lite_ok = true, original_ok = true;
 
     if (!cJSON_IsObject(fit)) {
@@ -555,23 +588,33 @@ static void select_parse_gpu_fit(struct select_parse *sp, const cJSON *fit,
                      "lite_min_free_mib (%ld) is more than original_min_free_mib (%ld)",
                      policy->lite_min_free_mib, policy->original_min_free_mib);
 
-    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(fit, "on_insufficient");
-    if (!mode)
-        return;
-    if (!cJSON_IsString(mode)) {
-        select_error(sp, ".selection.gpu_fit.on_insufficient", "expected a string");
-        return;
-    }
-    /* modes[] is in enum gpu_fit_mode order. */
-    for (int i = 0; i < 3; i++) {
-        if (strcmp(mode->valuestring, modes[i]) == 0) {
+    int mode = -1;
+    select_parse_choice(sp, fit, "on_insufficient", listed, 4, &mode);
+    for (int i = 0; mode >= 0 && i < 4; i++)
+        if (strcmp(listed[mode], modes[i]) == 0) {
             policy->on_insufficient = i;
-            return;
+            break;
         }
+    select_parse_choice(sp, fit, "on_timeout", timeouts, 2, &policy->on_timeout);
+
+    const cJSON *wait = cJSON_GetObjectItemCaseSensitive(fit, "max_wait_seconds");
+    if (!wait)
+        return;
+    if (!cJSON_IsNumber(wait)) {
+        select_error(sp, ".selection.gpu_fit.max_wait_seconds", "expected a number of seconds");
+        return;
     }
-    select_quote(quoted, sizeof(quoted), mode->valuestring);
-    select_error(sp, ".selection.gpu_fit.on_insufficient",
-                 "%s is not one of downgrade, reject, ignore", quoted);
+    double d = wait->valuedouble;
+    if (d < 0)
+        select_error(sp, ".selection.gpu_fit.max_wait_seconds",
+                     "%.15g must not be negative (0 waits for ever)", d);
+    else if (d > (double)SELECT_WAIT_MAX)
+        select_error(sp, ".selection.gpu_fit.max_wait_seconds", "%.15g is more than %ld", d,
+                     SELECT_WAIT_MAX);
+    else if ((double)(long)d != d)
+        select_error(sp, ".selection.gpu_fit.max_wait_seconds", "%.15g is not a whole number", d);
+    else
+        policy->max_wait_seconds = (long)d;
 }
 
 void select_rules_free(struct select_rules *rules) {

@@ -51,6 +51,7 @@ static void serve_reload(struct app *app, const char *path) {
     serve_apply(cfg);
     gpu_set_options(&cfg->gpu);
     gpu_set_fit_policy(select_rules_gpu_fit(cfg->rules));
+    admission_set_fit(admission_get(), cfg);
     app_config_swap(app, cfg);
     LOGGER_INFO_("config reloaded", "config", path);
     errlist_cleanup(&el);
@@ -98,7 +99,7 @@ int serve_run(struct config *cfg, const char *config_path) {
         return 2;
     }
     if (delivery_watcher(delivery) &&
-        admission_new(cfg, delivery_watcher(delivery), &admission) != 0) {
+        admission_new(cfg, delivery_watcher(delivery), delivery_kube(delivery), &admission) != 0) {
         LOGGER_ERROR_("cannot start the admission queue");
         delivery_free(delivery);
         config_unref(cfg);

@@ -21,7 +21,9 @@
 
 #include "gpuhook/config.h"
 #include "gpuhook/error.h"
+#include "gpuhook/gpu.h"
 #include "gpuhook/logger.h"
+#include "gpuhook/select.h"
 
 struct fixture {
     char dir[256];
@@ -265,9 +267,59 @@ static void test_config_every_key_has_a_reload_flag(void **state) {
     assert_int_equal(i, sizeof(reload_cases) / sizeof(reload_cases[0]));
 }
 
+/*
+ * The gpu_fit keys live inside .selection (select.c parses them, not config.c's table), so
+ * the table walk above does not see them. Each one is changed alone here: SIGHUP applies
+ * it (the scheduler takes it through admission_set_fit), and the new value is loaded.
+ */
+static void test_config_gpu_fit_keys_are_applied_by_sighup(void **state) {
+    struct fixture *fx = *state;
+    static const struct {
+        const char *key, *fit;
+    } cases[] = {
+        {".selection.gpu_fit.lite_min_free_mib", "\"lite_min_free_mib\":1024"},
+        {".selection.gpu_fit.original_min_free_mib", "\"original_min_free_mib\":4096"},
+        {".selection.gpu_fit.on_insufficient", "\"on_insufficient\":\"reject\""},
+        {".selection.gpu_fit.max_wait_seconds", "\"max_wait_seconds\":30"},
+        {".selection.gpu_fit.on_timeout", "\"on_timeout\":\"reject\""},
+    };
+    const char *from = "\"selection\":{\"default\":\"lite\"}";
+    struct config *base = reload_load(fx, RELOAD_BASE);
+    const struct gpu_fit_policy *b = select_rules_gpu_fit(base->rules);
+    struct errlist changed;
+
+    assert_int_equal(b->on_insufficient, GPU_FIT_QUEUE);
+    const char *at = strstr(RELOAD_BASE, from);
+    assert_non_null(at);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char json[4096];
+        snprintf(json, sizeof(json), "%.*s\"selection\":{\"default\":\"lite\",\"gpu_fit\":{%s}}%s",
+                 (int)(at - RELOAD_BASE), RELOAD_BASE, cases[i].fit, at + strlen(from));
+        struct config *cfg = reload_load(fx, json);
+        const struct gpu_fit_policy *p = select_rules_gpu_fit(cfg->rules);
+        errlist_init(&changed);
+        size_t n = config_restart_changes(base, cfg, &changed);
+        if (n != 0)
+            fail_msg("%s: applied by SIGHUP, but reported as restart-only (%s)", cases[i].key,
+                     changed.items[0]);
+        /* Exactly the one key differs from the defaults. */
+        int differs = (p->lite_min_free_mib != b->lite_min_free_mib) +
+                      (p->original_min_free_mib != b->original_min_free_mib) +
+                      (p->on_insufficient != b->on_insufficient) +
+                      (p->max_wait_seconds != b->max_wait_seconds) +
+                      (p->on_timeout != b->on_timeout);
+        if (differs != 1)
+            fail_msg("%s: %d gpu_fit values changed, expected 1", cases[i].key, differs);
+        errlist_cleanup(&changed);
+        config_unref(cfg);
+    }
+    config_unref(base);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config_restart_changes_name_exactly_the_restart_only_keys),
+        cmocka_unit_test(test_config_gpu_fit_keys_are_applied_by_sighup),
         cmocka_unit_test(test_config_every_key_has_a_reload_flag),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

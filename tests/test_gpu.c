@@ -765,6 +765,19 @@ static void test_fit_policies_downgrade_reject_ignore(void **state) {
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 0, FATAL_XID, GPU_FIT_REJECTED, 0,
          "Rejected lite, which needs 2048 MiB: the GPU is unavailable (xid_fatal)."},
         {GPU_FIT_DOWNGRADE, 2048, 8192, false, 2, 100, GPU_FIT_KEEP, 2, ""},
+        /* queue keeps the variant and waits for memory only; no usable GPU still rejects. */
+        {GPU_FIT_QUEUE, 2048, 8192, false, 1, 5000, GPU_FIT_QUEUED, 1,
+         "Queued original for the GPU: 5000 MiB free is below the 8192 MiB it needs."},
+        {GPU_FIT_QUEUE, 2048, 8192, false, 0, 1000, GPU_FIT_QUEUED, 0,
+         "Queued lite for the GPU: 1000 MiB free is below the 2048 MiB it needs."},
+        {GPU_FIT_QUEUE, 2048, 8192, false, 1, 9000, GPU_FIT_KEEP, 1,
+         "Original fits: 9000 MiB free, 8192 MiB needed."},
+        {GPU_FIT_QUEUE, 2048, 8192, false, 1, NO_GPU, GPU_FIT_KEEP, 1, ""},
+        {GPU_FIT_QUEUE, 2048, 8192, true, 1, NO_GPU, GPU_FIT_REJECTED, 1,
+         "Rejected original, which needs 8192 MiB: gpu.required is true and no GPU is seen "
+         "(no_driver)."},
+        {GPU_FIT_QUEUE, 2048, 8192, false, 0, FATAL_XID, GPU_FIT_REJECTED, 0,
+         "Rejected lite, which needs 2048 MiB: the GPU is unavailable (xid_fatal)."},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct gpu_fit_policy p = {.lite_min_free_mib = cases[i].lite,
@@ -799,6 +812,11 @@ static void test_fit_policies_downgrade_reject_ignore(void **state) {
             fail_msg("case %zu: got %s, variant %d, \"%s\"; expected %s, variant %d, \"%s\"", i,
                      gpu_fit_outcome_name(outcome), out, reason,
                      gpu_fit_outcome_name(cases[i].outcome), cases[i].variant_out, cases[i].reason);
+        /* The scheduler's figure is the one the check judged by. */
+        bool seen = true;
+        long long free_mib = gpu_free_mib(&seen);
+        assert_int_equal(seen, cases[i].free_mib != NO_GPU);
+        assert_int_equal(free_mib, cases[i].free_mib < 0 ? -1 : cases[i].free_mib);
         gpu_stop();
     }
 }
@@ -811,14 +829,19 @@ static void test_fit_reason_is_truncated_not_overrun(void **state) {
                          .usable_count = 1,
                          .free_mib = 5000,
                          .age_ms = 10};
+    /* Downgrade set explicitly: the default is queue now (issue 18). */
+    struct gpu_fit_policy p;
+    gpu_fit_policy_init(&p);
+    p.on_insufficient = GPU_FIT_DOWNGRADE;
     char reason[16];
     int out = -1;
     memset(reason, 'x', sizeof(reason));
-    assert_int_equal(gpu_fit_decide(&v, NULL, false, 1, &out, reason, sizeof(reason)),
+    assert_int_equal(gpu_fit_decide(&v, &p, false, 1, &out, reason, sizeof(reason)),
                      GPU_FIT_DOWNGRADED);
     assert_int_equal(out, 0);
     assert_int_equal(strlen(reason), sizeof(reason) - 1);
-    assert_int_equal(gpu_fit_decide(&v, NULL, false, 1, &out, NULL, 0), GPU_FIT_DOWNGRADED);
+    assert_int_equal(gpu_fit_decide(&v, &p, false, 1, &out, NULL, 0), GPU_FIT_DOWNGRADED);
+    assert_int_equal(gpu_fit_decide(&v, NULL, false, 1, &out, NULL, 0), GPU_FIT_QUEUED);
 }
 
 /* ---------- Metrics ---------- */

@@ -20,6 +20,8 @@ static void assert_same_policy(const struct gpu_fit_policy *a, const struct gpu_
     assert_int_equal(a->lite_min_free_mib, b->lite_min_free_mib);
     assert_int_equal(a->original_min_free_mib, b->original_min_free_mib);
     assert_int_equal(a->on_insufficient, b->on_insufficient);
+    assert_int_equal(a->max_wait_seconds, b->max_wait_seconds);
+    assert_int_equal(a->on_timeout, b->on_timeout);
 }
 
 static void test_gpufit_defaults_are_gpu_h_defaults(void **state) {
@@ -34,7 +36,10 @@ static void test_gpufit_defaults_are_gpu_h_defaults(void **state) {
     /* The documented values (README, docs/gpu.md); config/gpuhook.json sets lite to 4096. */
     assert_int_equal(p.lite_min_free_mib, 2048);
     assert_int_equal(p.original_min_free_mib, 8192);
-    assert_int_equal(p.on_insufficient, GPU_FIT_DOWNGRADE);
+    /* Issue 18: queue is the default; it waits for ever, and downgrade applies after a wait. */
+    assert_int_equal(p.on_insufficient, GPU_FIT_QUEUE);
+    assert_int_equal(p.max_wait_seconds, 0);
+    assert_int_equal(p.on_timeout, GPU_FIT_TIMEOUT_DOWNGRADE);
     assert_int_equal(select_rules_parse(sel, "t.json", &rules, &el), 0);
     assert_int_equal(select_rules_parse(NULL, "t.json", &none, &el), 0);
     assert_same_policy(select_rules_gpu_fit(rules), &p);

@@ -26,7 +26,7 @@
 struct trun {
     char name[64], rv[16], variant[16], group[64], waiting_for[32];
     char superseded_by[64], rejected[256], downgraded_from[64], downgraded_to[16];
-    char pipeline[64], waited[64];
+    char pipeline[64], waited[64], downgrade_pipeline[64];
     enum queue_spec spec;
     enum queue_cond cond;
     long long created, queued_since, started;
@@ -67,6 +67,8 @@ static cJSON *object_of(const struct trun *r) {
         cJSON_AddStringToObject(notes, QUEUE_NOTE_QUEUED_SINCE, clock_rfc3339(r->queued_since, ts));
     if (r->waiting_for[0])
         cJSON_AddStringToObject(notes, QUEUE_NOTE_WAITING_FOR, r->waiting_for);
+    if (r->downgrade_pipeline[0])
+        cJSON_AddStringToObject(notes, QUEUE_NOTE_DOWNGRADE_PIPELINE, r->downgrade_pipeline);
     cJSON *spec = cJSON_AddObjectToObject(o, "spec");
     snprintf(pipeline, sizeof(pipeline), "gpu-real-8-step-workflow-%s", r->variant);
     cJSON_AddStringToObject(cJSON_AddObjectToObject(spec, "pipelineRef"), "name",
@@ -139,7 +141,8 @@ static size_t view(struct cluster *c) {
                                         r->started,
                                         r->waiting_for[0] ? r->waiting_for : NULL,
                                         r->downgraded_from[0] ? r->downgraded_from : NULL,
-                                        c->objects[i]};
+                                        c->objects[i],
+                                        r->downgrade_pipeline[0] ? r->downgrade_pipeline : NULL};
     }
     return c->n;
 }
@@ -486,6 +489,41 @@ static void test_queue_max_wait_falls_back_as_configured(void **state) {
     EXPECT(&f, &cfg, &plenty, T0 + 700000, "");
 }
 
+/*
+ * The server renders the smaller variant's Pipeline name at delivery time and leaves it on the
+ * run (downgrade-pipeline): it wins over the config's, and stands in when the config has none.
+ */
+static void test_queue_downgrade_uses_the_runs_own_pipeline_name(void **state) {
+    (void)state;
+    static const struct queue_variant bare[] = {
+        {"original", 1, 8192, NULL},
+        {"lite", 4, 4096, NULL},
+    };
+    struct queue_gpu tight = {true, 5000};
+    struct queue_config cfg = base_config();
+    cfg.variants = bare;
+    cfg.max_wait_ms = 2000;
+    cfg.fallback = QUEUE_FALLBACK_DOWNGRADE;
+    struct cluster c = {0};
+    struct trun *o = add(&c, "o1", "original", "g", T0, true);
+    snprintf(o->downgrade_pipeline, sizeof(o->downgrade_pipeline), "team-lite-pipeline");
+    /* Without a name from either, nothing to switch to: it keeps waiting. */
+    add(&c, "o2", "original", "h", T0, true);
+    EXPECT(&c, &cfg, &tight, T0 + 2000, "downgrade o1, note o2");
+    assert_string_equal(find(&c, "o1-lite")->pipeline, "team-lite-pipeline");
+    assert_int_equal(find(&c, "o2")->spec, QUEUE_SPEC_PENDING);
+    assert_int_equal(running_of(&c, "lite"), 1);
+    cluster_cleanup(&c);
+
+    struct cluster d = {0};
+    cfg.variants = VARIANTS;
+    o = add(&d, "o1", "original", "g", T0, true);
+    snprintf(o->downgrade_pipeline, sizeof(o->downgrade_pipeline), "team-lite-pipeline");
+    EXPECT(&d, &cfg, &tight, T0 + 2000, "downgrade o1");
+    assert_string_equal(find(&d, "o1-lite")->pipeline, "team-lite-pipeline");
+    cluster_cleanup(&d);
+}
+
 /* Round robin of the groups' heads, oldest head first; FIFO inside a group. */
 static void test_queue_fair_across_groups_fifo_within(void **state) {
     (void)state;
@@ -705,6 +743,7 @@ int main(void) {
         cmocka_unit_test(test_queue_waits_for_gpu_memory_then_starts),
         cmocka_unit_test(test_queue_gpu_memory_is_reserved_for_runs_just_started),
         cmocka_unit_test(test_queue_max_wait_falls_back_as_configured),
+        cmocka_unit_test(test_queue_downgrade_uses_the_runs_own_pipeline_name),
         cmocka_unit_test(test_queue_fair_across_groups_fifo_within),
         cmocka_unit_test(test_queue_restart_continues_from_the_cluster_state),
         cmocka_unit_test(test_queue_random_states_keep_the_caps),

@@ -378,7 +378,9 @@ static void test_select_null_selection_means_default_lite_and_default_gpu_fit(vo
     const struct gpu_fit_policy *fit = select_rules_gpu_fit(rules);
     assert_int_equal(fit->lite_min_free_mib, 2048);
     assert_int_equal(fit->original_min_free_mib, 8192);
-    assert_int_equal(fit->on_insufficient, GPU_FIT_DOWNGRADE);
+    assert_int_equal(fit->on_insufficient, GPU_FIT_QUEUE);
+    assert_int_equal(fit->max_wait_seconds, 0);
+    assert_int_equal(fit->on_timeout, GPU_FIT_TIMEOUT_DOWNGRADE);
     event_from_spec(&ev, &spec);
     select_decide(rules, &ev, &d);
     assert_int_equal(d.variant, SELECT_LITE);
@@ -405,6 +407,20 @@ static void test_select_gpu_fit_values_are_loaded(void **state) {
     assert_int_equal(fit->lite_min_free_mib, 8192);
     assert_int_equal(fit->original_min_free_mib, 8192);
     assert_int_equal(fit->on_insufficient, GPU_FIT_IGNORE);
+    select_rules_free(rules);
+
+    rules = load_rules("{\"gpu_fit\":{\"on_insufficient\":\"queue\",\"max_wait_seconds\":600,"
+                       "\"on_timeout\":\"reject\"}}");
+    fit = select_rules_gpu_fit(rules);
+    assert_int_equal(fit->on_insufficient, GPU_FIT_QUEUE);
+    assert_int_equal(fit->max_wait_seconds, 600);
+    assert_int_equal(fit->on_timeout, GPU_FIT_TIMEOUT_REJECT);
+    select_rules_free(rules);
+
+    rules = load_rules("{\"gpu_fit\":{\"max_wait_seconds\":0,\"on_timeout\":\"downgrade\"}}");
+    fit = select_rules_gpu_fit(rules);
+    assert_int_equal(fit->max_wait_seconds, 0);
+    assert_int_equal(fit->on_timeout, GPU_FIT_TIMEOUT_DOWNGRADE);
     select_rules_free(rules);
 }
 
@@ -574,8 +590,21 @@ static const struct error_case error_cases[] = {
      {"gpuhook.json: .selection.gpu_fit: lite_min_free_mib (9000) is more than "
       "original_min_free_mib (8192)"}},
     {"{\"gpu_fit\":{\"on_insufficient\":\"explode\"}}",
-     {"gpuhook.json: .selection.gpu_fit.on_insufficient: \"explode\" is not one of downgrade, "
-      "reject, ignore"}},
+     {"gpuhook.json: .selection.gpu_fit.on_insufficient: \"explode\" is not one of queue, "
+      "downgrade, reject, ignore"}},
+    {"{\"gpu_fit\":{\"max_wait_seconds\":-1}}",
+     {"gpuhook.json: .selection.gpu_fit.max_wait_seconds: -1 must not be negative (0 waits "
+      "for ever)"}},
+    {"{\"gpu_fit\":{\"max_wait_seconds\":2.5}}",
+     {"gpuhook.json: .selection.gpu_fit.max_wait_seconds: 2.5 is not a whole number"}},
+    {"{\"gpu_fit\":{\"max_wait_seconds\":\"1h\"}}",
+     {"gpuhook.json: .selection.gpu_fit.max_wait_seconds: expected a number of seconds"}},
+    {"{\"gpu_fit\":{\"max_wait_seconds\":1e9}}",
+     {"gpuhook.json: .selection.gpu_fit.max_wait_seconds: 1000000000 is more than 604800"}},
+    {"{\"gpu_fit\":{\"on_timeout\":\"queue\"}}",
+     {"gpuhook.json: .selection.gpu_fit.on_timeout: \"queue\" is not one of downgrade, reject"}},
+    {"{\"gpu_fit\":{\"on_timeout\":true}}",
+     {"gpuhook.json: .selection.gpu_fit.on_timeout: expected a string"}},
     {"{\"gpu_fit\":{\"on_insufficient\":0}}",
      {"gpuhook.json: .selection.gpu_fit.on_insufficient: expected a string"}},
     {"{\"gpu_fit\":{\"lite_free\":1}}",
@@ -617,7 +646,8 @@ static const struct error_case error_cases[] = {
       "gpuhook.json: .selection.rules[1].name: missing",
       "gpuhook.json: .selection.rules[2].name: duplicate rule name \"r1\" (also "
       ".selection.rules[0])",
-      "gpuhook.json: .selection.gpu_fit.on_insufficient: \"x\" is not one of downgrade, reject, "
+      "gpuhook.json: .selection.gpu_fit.on_insufficient: \"x\" is not one of queue, downgrade, "
+      "reject, "
       "ignore"}},
 };
 

@@ -43,6 +43,13 @@ int clusterview_place(struct buf *run, const char *affinity);
  */
 char *clusterview_json(const struct config *cfg, const char *node, bool *found);
 
+/*
+ * The admission scheduler's GPU figure (issue 18), by the fit check's rules: the most free
+ * memory on one usable GPU of a fresh node (gpuview_fit with no need), -1 when no GPU is
+ * usable. Returns false when the view is off or has no data (then the local view applies).
+ */
+bool clusterview_free_mib(long long *free_mib);
+
 /* The per-node, per-GPU metrics; 0 and nothing when the view is off. */
 int clusterview_metrics_append(struct buf *b);
 

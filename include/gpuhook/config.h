@@ -144,6 +144,12 @@ const char *config_key_at(size_t index, int *reload);
 /* Returns "local", "url", "in-cluster" or "dry-run". */
 const char *config_kube_mode_name(int mode);
 
+/*
+ * True when selection.gpu_fit.on_insufficient is "queue" (the default): the API modes then
+ * build the watcher and the admission scheduler even without a concurrency block.
+ */
+bool config_gpu_queues(const struct config *cfg);
+
 /* Reads a secret file: contents with one trailing newline (\n or \r\n) trimmed;
  * empty counts as an error. Returns 0 and sets *out (caller frees) or an error. */
 int config_read_secret(const char *path, char **out, size_t *len);

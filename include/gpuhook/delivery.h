@@ -51,11 +51,14 @@ int delivery_start(struct delivery *d);
 struct watcher;
 /*
  * The one shared watcher (watcher.h) of the process: in the API modes when the config has
- * concurrency or github.report (the Lease from concurrency.lease), built by delivery_new, started last by
- * delivery_start, freed by delivery_free; NULL otherwise. Consumers call watcher_subscribe
- * between delivery_new and delivery_start.
+ * concurrency, github.report or gpu_fit "queue" (the Lease from concurrency.lease), built by
+ * delivery_new, started last by delivery_start, freed by delivery_free; NULL otherwise. Consumers
+ * call watcher_subscribe between delivery_new and delivery_start.
  */
 struct watcher *delivery_watcher(struct delivery *d);
+struct kube;
+/* The API client of the API modes (the scheduler posts a downgrade's copy with it), or NULL. */
+struct kube *delivery_kube(struct delivery *d);
 struct ghreport;
 /* GitHub feedback (github.report), or NULL when off. */
 struct ghreport *delivery_report(struct delivery *d);

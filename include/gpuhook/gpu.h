@@ -18,7 +18,20 @@ struct gpu_options {
     bool required;       /* gpu.required */
 };
 
-enum gpu_fit_mode { GPU_FIT_DOWNGRADE = 0, GPU_FIT_REJECT = 1, GPU_FIT_IGNORE = 2 };
+/*
+ * What a variant that does not fit gets. QUEUE (the default) needs the admission
+ * scheduler (admission.h): the run is created pending and waits for the GPU; where
+ * there is no scheduler (dry_run, local) it acts as DOWNGRADE and the reason says so.
+ */
+enum gpu_fit_mode {
+    GPU_FIT_DOWNGRADE = 0,
+    GPU_FIT_REJECT = 1,
+    GPU_FIT_IGNORE = 2,
+    GPU_FIT_QUEUE = 3,
+};
+
+/* gpu_fit.on_timeout: what a run that waited max_wait_seconds for the GPU gets. */
+enum gpu_fit_timeout { GPU_FIT_TIMEOUT_DOWNGRADE = 0, GPU_FIT_TIMEOUT_REJECT = 1 };
 
 /*
  * selection.gpu_fit: parsed once, by select_rules_parse, into the config's
@@ -28,14 +41,20 @@ enum gpu_fit_mode { GPU_FIT_DOWNGRADE = 0, GPU_FIT_REJECT = 1, GPU_FIT_IGNORE = 
 struct gpu_fit_policy {
     long lite_min_free_mib;
     long original_min_free_mib;
-    int on_insufficient; /* enum gpu_fit_mode */
+    int on_insufficient;   /* enum gpu_fit_mode */
+    long max_wait_seconds; /* QUEUE: how long a run waits for the GPU; 0 for ever */
+    int on_timeout;        /* enum gpu_fit_timeout, after max_wait_seconds */
 };
 
-/* The gpu_fit defaults: 2048 MiB for lite, 8192 MiB for original, downgrade. */
+/*
+ * The gpu_fit defaults: 2048 MiB for lite, 8192 MiB for original, queue, waiting
+ * for ever (on_timeout downgrade applies once max_wait_seconds is set).
+ */
 #define GPU_FIT_POLICY_DEFAULTS                                                                    \
     {                                                                                              \
         .lite_min_free_mib = 2048, .original_min_free_mib = 8192,                                  \
-        .on_insufficient = GPU_FIT_DOWNGRADE                                                       \
+        .on_insufficient = GPU_FIT_QUEUE, .max_wait_seconds = 0,                                   \
+        .on_timeout = GPU_FIT_TIMEOUT_DOWNGRADE                                                    \
     }
 
 /* Starts the refresh thread (probing CUDA once). Returns 0 or an error code. */
@@ -61,16 +80,29 @@ int gpu_metrics_append(struct buf *b);
 /* True when the snapshot says the GPU is usable (status ok or degraded). */
 bool gpu_ready(void);
 
-enum gpu_fit_outcome { GPU_FIT_KEEP = 0, GPU_FIT_DOWNGRADED = 1, GPU_FIT_REJECTED = 2 };
+enum gpu_fit_outcome {
+    GPU_FIT_KEEP = 0,
+    GPU_FIT_DOWNGRADED = 1,
+    GPU_FIT_REJECTED = 2,
+    GPU_FIT_QUEUED = 3, /* QUEUE: a usable GPU has too little free memory; the variant is kept */
+};
 
 /*
  * Applies the gpu_fit policy to a chosen variant (0 lite, 1 original) given the
  * cached free memory. Sets *variant_out, and writes one readable sentence with
  * the numbers into reason (or leaves it empty when the check was skipped
  * because no GPU is seen and required is false). Returns an enum gpu_fit_outcome.
+ * QUEUE queues only for memory: no usable GPU is still a rejection.
  */
 int gpu_fit_check(const struct gpu_fit_policy *policy, bool required, int variant, int *variant_out,
                   char *reason, size_t reason_len);
+
+/*
+ * The figure the fit check judges by, for the admission scheduler: the most free memory
+ * on one usable device of the cached snapshot, -1 when no device is usable. *seen says
+ * whether any device is seen at all.
+ */
+long long gpu_free_mib(bool *seen);
 
 /* "cuda <runtime version>" or "cuda off" (static string). */
 const char *gpu_build_string(void);
@@ -84,7 +116,7 @@ void gpu_fit_policy_init(struct gpu_fit_policy *p);
  */
 void gpu_set_fit_policy(const struct gpu_fit_policy *policy);
 
-/* "keep", "downgraded" or "rejected", for logs and annotations. */
+/* "keep", "downgraded", "rejected" or "queued", for logs and annotations. */
 const char *gpu_fit_outcome_name(int outcome);
 
 /*

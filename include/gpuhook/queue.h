@@ -29,6 +29,8 @@
 #define QUEUE_NOTE_REJECTED "gpuhook.dev/rejected"
 #define QUEUE_NOTE_DOWNGRADED_FROM "gpuhook.dev/downgraded-from"
 #define QUEUE_NOTE_DOWNGRADED_TO "gpuhook.dev/downgraded-to"
+/* The Pipeline of downgrade_to for this run, rendered at delivery; wins over the config's. */
+#define QUEUE_NOTE_DOWNGRADE_PIPELINE "gpuhook.dev/downgrade-pipeline"
 
 /* spec.status of a PipelineRun. */
 enum queue_spec {
@@ -63,6 +65,7 @@ struct queue_run {
     const char *waiting_for;     /* annotation waiting-for, or NULL */
     const char *downgraded_from; /* annotation downgraded-from: the run this one replaces */
     const cJSON *object;         /* the PipelineRun itself, for a downgrade's copy; may be NULL */
+    const char *downgrade_pipeline; /* annotation downgrade-pipeline, or NULL */
 };
 
 /* Per variant: the cap on running runs, the GPU memory it needs, its Pipeline. */
@@ -70,7 +73,7 @@ struct queue_variant {
     const char *name;
     int max_running;      /* 0: no cap */
     long long need_mib;   /* 0: needs no GPU memory */
-    const char *pipeline; /* spec.pipelineRef.name of this variant, for a downgrade */
+    const char *pipeline; /* spec.pipelineRef.name of this variant, for a downgrade; may be NULL */
 };
 
 enum queue_fallback {

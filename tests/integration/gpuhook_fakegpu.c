@@ -4,8 +4,10 @@
  * built only for tests; the shipped binary has no such switch.
  *
  * GPUHOOK_FAKE_FREE_MIB: free memory of the one fake device, or "none" for a
- * machine that sees no GPU at all. GPUHOOK_FAKE_COMPUTE_PROCS: the device's compute
- * process count (default 0).
+ * machine that sees no GPU at all. GPUHOOK_FAKE_FREE_MIB_FILE: a file holding the free
+ * memory in MiB, read again at every probe (it wins over GPUHOOK_FAKE_FREE_MIB while it
+ * holds a number), so a test can change the memory while the server runs.
+ * GPUHOOK_FAKE_COMPUTE_PROCS: the device's compute process count (default 0).
  *
  * `gpuhook_fakegpu agent [--listen HOST:PORT] [--node NAME]` runs `gpuhook agent`
  * on the same fake device, for the cluster view's tests.
@@ -56,12 +58,25 @@ static int fake_nvml_open(void *ctx, struct gpu_snapshot *s) {
     return 0;
 }
 
+/* The file's number, else the start value: a test rewrites the file with rename(2). */
+static unsigned long long fake_free_now(void) {
+    const char *path = getenv("GPUHOOK_FAKE_FREE_MIB_FILE");
+    unsigned long long v;
+    FILE *f = path ? fopen(path, "r") : NULL;
+    if (!f)
+        return fake_free_mib;
+    int n = fscanf(f, "%llu", &v);
+    fclose(f);
+    return n == 1 ? v : fake_free_mib;
+}
+
 static void fake_nvml_read(void *ctx, struct gpu_snapshot *s) {
     (void)ctx;
     struct gpu_nvml_device *d = &s->devices[0];
+    unsigned long long free_mib = fake_free_now();
     d->has_memory = true;
     d->mem_total = 16ULL << 30;
-    d->mem_free = fake_free_mib << 20;
+    d->mem_free = free_mib << 20;
     d->mem_used = d->mem_total - d->mem_free;
     d->temperature_c = 40;
     d->ecc_mode = -1;

@@ -78,6 +78,11 @@ def default_config(tmp):
                 {"name": "main-original", "when": {"event": "push", "branch": "main"},
                  "variant": "original"},
             ],
+            # Issue 18 made "queue" the default, which runs the scheduler (a watch and a
+            # Lease) in the API modes. The suites written before it test the delivery
+            # without one, so they keep the old default explicitly; test_gpu_queue.py
+            # removes this to test the default.
+            "gpu_fit": {"on_insufficient": "downgrade"},
         },
         "spool_dir": os.path.join(tmp, "spool"),
         "gpu": {"refresh_seconds": 1},

@@ -222,3 +222,54 @@ def test_queue_route_without_concurrency_says_why(api):
         run = api.run(d.json["pipelinerun"])
         assert "status" not in run.get("spec", {})
         assert "gpuhook.dev/group" not in (run["metadata"].get("labels") or {})
+
+
+POSTS = ["/apis/tekton.dev/v1/namespaces/*/pipelineruns"]
+
+
+def api_down(api):
+    """Every create answers 503 until api_up: deliveries are spooled."""
+    api.set_faults([{"mode": "status", "code": 503, "count": -1, "paths": POSTS,
+                     "methods": ["POST"]}])
+
+
+def api_up(api):
+    api.set_faults([])
+
+
+def test_a_run_spooled_while_the_slot_was_free_is_created_pending_and_started_by_the_scheduler(api):
+    with hook(api) as g:  # max_running.original 1, nothing running
+        assert wait_for(lambda: leader(g))
+        api_down(api)
+        r = g.deliver("push", push(sha="%040x" % 1))
+        assert r.status == 202 and r.json["status"] == "queued", r.body  # spooled
+        b = r.json["pipelinerun"]
+        assert api.run(b) is None
+        api_up(api)
+        # Spooled pending, not started: the scheduler starts it from the cluster's state.
+        assert wait_for(lambda: started(api, b), timeout=20), api.run(b)
+        assert len(start_patches(api, b)) == 1, start_patches(api, b)
+        assert notes(api, b).get("gpuhook.dev/started-at")
+        c = g.deliver("push", push(sha="%040x" % 2))
+        assert c.status == 202 and c.json["position"] == 1, c.body
+        time.sleep(1.0)
+        assert spec_status(api, c.json["pipelinerun"]) == "PipelineRunPending"
+
+
+def test_a_run_spooled_while_max_running_is_full_waits_for_the_slot(api):
+    with hook(api) as g:
+        assert wait_for(lambda: leader(g))
+        a = g.deliver("push", push(sha="%040x" % 1))
+        assert a.status == 201, a.body
+        api_down(api)
+        r = g.deliver("push", push(sha="%040x" % 2))
+        assert r.status == 202 and r.json["status"] == "queued", r.body
+        b = r.json["pipelinerun"]
+        api_up(api)
+        assert wait_for(lambda: api.run(b) is not None, timeout=20)
+        assert spec_status(api, b) == "PipelineRunPending"
+        time.sleep(1.5)
+        assert spec_status(api, b) == "PipelineRunPending"  # the slot is a's
+        api.set_run_status(a.json["pipelinerun"], "Succeeded")
+        assert wait_for(lambda: started(api, b))
+        assert len(start_patches(api, b)) == 1
