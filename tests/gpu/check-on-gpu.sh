@@ -382,8 +382,9 @@ run() {
     fi
     if [ -x "$CARRY/gpuhook" ] && [ -x "$CARRY/hold_memory" ]; then
         run_cluster
+        run_queue
     else
-        note "SKIP cluster: gpuhook or hold_memory not built"
+        note "SKIP cluster and queue: gpuhook or hold_memory not built"
     fi
     note "overall: $([ "$FAILED" = 0 ] && echo PASS || echo FAIL)"
     return "$FAILED"
@@ -392,8 +393,13 @@ run() {
 # ---------- the cluster view (issue 19): agent + server ----------
 
 # POST JSON $2 to path $1 of the cluster server with the trigger token; body to $3, status out.
-cluster_trigger() {
-    python3 - "http://127.0.0.1:$CPORT$1" "$2" "$3" "$CFGDIR/trigger-token" <<'EOF'
+cluster_trigger() { cluster_trigger_at "$CPORT" "$@"; }
+
+# The same on port $1.
+cluster_trigger_at() {
+    local port=$1
+    shift
+    python3 - "http://127.0.0.1:$port$1" "$2" "$3" "$CFGDIR/trigger-token" <<'EOF'
 import sys, urllib.request, urllib.error
 tok = open(sys.argv[4]).read().strip()
 req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST",
@@ -549,6 +555,122 @@ EOF
         cluster_has_pid "$apps" "$hold_pid"
     kill -TERM "$hold_pid" "$server_pid" "$agent_pid" "$apid" 2>/dev/null
     wait "$hold_pid" "$server_pid" "$agent_pid" "$apid" 2>/dev/null
+}
+
+# ---------- the GPU queue (issue 18): the server's scheduler on the real GPU ----------
+
+# The stand-in API's PipelineRuns in gpu-runs as "name|spec.status|waiting-for|started-at" lines.
+queue_runs() {
+    python3 - "http://127.0.0.1:$QAPI/apis/tekton.dev/v1/namespaces/gpu-runs/pipelineruns" <<'EOF'
+import json, sys, urllib.request
+for r in json.load(urllib.request.urlopen(sys.argv[1], timeout=5))["items"]:
+    a = r["metadata"].get("annotations", {})
+    print("%s|%s|%s|%s" % (r["metadata"]["name"], r["spec"].get("status", ""),
+                           a.get("gpuhook.dev/waiting-for", ""), a.get("gpuhook.dev/started-at", "")))
+EOF
+}
+
+# Waits (up to $1 s) until the run $2 has no spec.status and a started-at annotation.
+queue_wait_started() {
+    local _i
+    for _i in $(seq 1 $(($1 * 10))); do
+        if queue_runs | grep -qE "^$2\|\|.*\|.+$"; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+# Waits until the server's local /gpu shows device 0 with free memory satisfying $1 (on f).
+queue_wait_free() {
+    for _ in $(seq 1 150); do
+        PORT=$QPORT http_get "/gpu?verbose" "$2" >/dev/null
+        if python3 - "$2" "$1" <<'EOF'; then
+import json, sys
+b = json.load(open(sys.argv[1]))
+f = b["devices"][0]["memory"]["free_mib"]
+sys.exit(0 if eval(sys.argv[2]) else 1)
+EOF
+            return 0
+        fi
+        sleep 0.2
+    done
+    return 1
+}
+
+run_queue() {
+    local dir=$CFGDIR/queue apid server_pid hold_pid name t0 t1 apps
+    QPORT=$((PORT + 3))
+    mkdir -p "$dir/spool" "$dir/state"
+    # The full stand-in (watch, merge patch, Leases, Tekton's controller) over plain http; the
+    # machine has no python3-jsonschema, so the CRD schema prunes but does not validate.
+    GPUHOOK_STANDIN_WITHOUT_JSONSCHEMA=1 python3 "$ROOT/tests/kubeapi/fake_apiserver.py" \
+        --state-dir "$dir/state" --port-file "$dir/api-port" --bookmark-seconds 1 \
+        >"$OUTDIR/queue-kubeapi.out" 2>"$OUTDIR/queue-kubeapi.log" &
+    apid=$!
+    for _ in $(seq 1 100); do [ -s "$dir/api-port" ] && break; sleep 0.05; done
+    QAPI=$(cat "$dir/api-port" 2>/dev/null)
+    check "queue: the stand-in API started" test -n "$QAPI"
+    # Another workload takes all but 1000 MiB before the delivery.
+    "$CARRY/hold_memory" 1000 >"$OUTDIR/queue-hold.txt" 2>&1 &
+    hold_pid=$!
+    for _ in $(seq 1 200); do grep -q holding "$OUTDIR/queue-hold.txt" && break; sleep 0.05; done
+    note "queue: hold_memory: $(cat "$OUTDIR/queue-hold.txt")"
+    cat >"$dir/gpuhook.json" <<EOF
+{
+  "listen": "127.0.0.1:$QPORT",
+  "shutdown_grace_seconds": 2,
+  "github": { "secret_files": ["$CFGDIR/webhook-secret"], "events": ["push"] },
+  "trigger": { "token_file": "$CFGDIR/trigger-token", "default_repo_url": "https://github.com/o/r.git" },
+  "kubernetes": { "mode": "url", "url": "http://127.0.0.1:$QAPI", "namespace": "gpu-runs", "timeout_seconds": 5 },
+  "template": "$ROOT/k8s/triggers/trigger-template.yaml",
+  "bindings": "$ROOT/k8s/triggers/trigger-binding.yaml",
+  "selection": { "default": "lite",
+                 "gpu_fit": { "lite_min_free_mib": 2048, "original_min_free_mib": 8192 } },
+  "spool_dir": "$dir/spool",
+  "gpu": { "refresh_seconds": 1 },
+  "concurrency": { "group": "{repo_full_name}/{branch}",
+                   "lease": { "name": "gpuhook-scheduler", "duration_seconds": 4 } }
+}
+EOF
+    "$CARRY/gpuhook" --config "$dir/gpuhook.json" 2>"$OUTDIR/server-queue.log" &
+    server_pid=$!
+    check "queue: the server's probe sees less than 8192 MiB free" \
+        queue_wait_free "f < 8192" "$OUTDIR/queue-gpu-held.json"
+    note "queue: nvidia-smi memory.free (held): $(nvidia-smi --query-gpu=memory.free --format=csv,noheader 2>&1 | head -1)"
+    for _ in $(seq 1 50); do
+        PORT=$QPORT http_get /metrics "$dir/metrics.txt" >/dev/null
+        grep -q '^gpuhook_queue_leader 1' "$dir/metrics.txt" && break
+        sleep 0.2
+    done
+    cluster_trigger_at "$QPORT" "/trigger" '{"variant":"original","revision":"main"}' \
+        "$OUTDIR/queue-trigger.json" >"$OUTDIR/queue-trigger.status"
+    note "queue: original with 1000 MiB left: HTTP $(cat "$OUTDIR/queue-trigger.status") $(head -c 600 "$OUTDIR/queue-trigger.json")"
+    check "queue: the delivery is answered 202 queued, as original" \
+        python3 -c 'import json, sys; b = json.load(open(sys.argv[1])); assert b["status"] == "queued" and b["variant"] == "original", b' "$OUTDIR/queue-trigger.json"
+    name=$(json_get "$OUTDIR/queue-trigger.json" pipelinerun)
+    sleep 3
+    queue_runs >"$OUTDIR/queue-runs-held.txt"
+    note "queue: runs while held: $(tr '\n' ';' <"$OUTDIR/queue-runs-held.txt")"
+    check "queue: 3 s later the run still waits (PipelineRunPending, waiting-for gpu)" \
+        grep -qE "^$name\|PipelineRunPending\|gpu: original needs 8192 MiB" "$OUTDIR/queue-runs-held.txt"
+    PORT=$QPORT http_get /queue "$OUTDIR/queue-held.json" >/dev/null
+    note "queue: GET /queue (held): $(head -c 600 "$OUTDIR/queue-held.json")"
+    apps=$(nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader 2>&1)
+    check "queue: the server holds no GPU memory" cluster_no_pid "$apps" "$server_pid"
+    # The other workload ends: the scheduler must start the run from the real figure.
+    t0=$(date +%s.%N)
+    kill -TERM "$hold_pid" 2>/dev/null
+    wait "$hold_pid" 2>/dev/null
+    check "queue: the run starts once the memory is free (within 20 s)" \
+        queue_wait_started 20 "$name"
+    t1=$(date +%s.%N)
+    queue_runs >"$OUTDIR/queue-runs-freed.txt"
+    note "queue: started $(python3 -c "print('%.1f' % ($t1 - $t0))") s after the holder exited; runs: $(tr '\n' ';' <"$OUTDIR/queue-runs-freed.txt")"
+    note "queue: nvidia-smi memory.free (freed): $(nvidia-smi --query-gpu=memory.free --format=csv,noheader 2>&1 | head -1)"
+    PORT=$QPORT http_get /metrics "$dir/metrics.txt" >/dev/null
+    note "queue: metrics: $(grep -E '^gpuhook_queue_(actions_total|wait_seconds_count|wait_seconds_sum)' "$dir/metrics.txt" | tr '\n' ';')"
+    kill -TERM "$server_pid" "$apid" 2>/dev/null
+    wait "$server_pid" "$apid" 2>/dev/null
 }
 
 case "${1:-}" in
