@@ -161,6 +161,12 @@ void delivery_free(struct delivery *d) {
     watcher_free(d->watcher); /* first: it borrows the API client */
     ghreport_free(d->report);
     workpool_free(d->pool);
+    /*
+     * The API client first: a spool attempt in flight ends at once instead of at its
+     * deadline (the entry stays in the spool for the next start), so SIGTERM with the
+     * API down does not wait 5 s for it.
+     */
+    kube_stop(d->kube);
     spool_free(d->spool);
     kube_free(d->kube);
     free(d->namespace);

@@ -215,6 +215,11 @@ fail:
     return rc;
 }
 
+void kube_stop(struct kube *k) {
+    if (k)
+        kube_loop_stop(k);
+}
+
 void kube_free(struct kube *k) {
     if (!k)
         return;

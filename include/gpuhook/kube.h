@@ -79,6 +79,13 @@ int kube_new(const struct config *cfg, struct kube **out, struct errlist *el);
  * kube_free must not be called from a kube_done_fn.
  */
 void kube_free(struct kube *k);
+/*
+ * Stops the loop thread the same way, without freeing: every create queued, waiting or
+ * in flight completes at once with the shutting-down message, and later creates fail
+ * the same way, synchronously. For a shutdown that must not wait out a retry deadline
+ * (the spool's attempts, 5 s each). Idempotent; kube_free still frees.
+ */
+void kube_stop(struct kube *k);
 
 /* The namespace runs are created in (config, or the service account's). */
 const char *kube_namespace(const struct kube *k);

@@ -168,6 +168,25 @@ def test_api_down_five_spooled_restart_then_api_back_exactly_five(tmp_path):
         api.stop()
 
 
+def test_sigterm_with_the_api_down_ends_the_spool_attempt_at_once_and_keeps_the_run():
+    """A spool attempt retries to its 5 s deadline while the API refuses connections; a
+    SIGTERM must not wait that out (the run stays in the spool for the next start)."""
+    g = GpuHook()
+    g.config["kubernetes"] = {"mode": "url", "url": "http://127.0.0.1:9", "timeout_seconds": 1}
+    with g:
+        r = g.deliver("push", push(0), delivery="stop-while-down")
+        assert r.status == 202 and r.json["status"] == "queued", r.body
+        name = r.json["pipelinerun"]
+        # The spool's worker picks the entry up at once and keeps retrying.
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        assert g.stop() == 0
+        took = time.monotonic() - t0
+    print("SIGTERM with a spool attempt in flight: %.2f s" % took)
+    assert took < 2.5, took
+    assert name + ".json" in os.listdir(os.path.join(g.tmp, "spool"))
+
+
 def test_422_goes_to_502_and_spooled_422_goes_to_failed_with_reason(tmp_path):
     api = FakeApiServer(str(tmp_path / "api"), faults=[
         {"mode": "status", "code": 422, "message": "spec.params: Invalid value", "count": 1}]).start()
