@@ -68,6 +68,7 @@ printf 'token' >"$WORK/token"
 mkdir -p "$WORK/spool"
 SIGNATURE=$("$TOOLS/benchtool" sign "$WORK/secret" "$FIXTURE")
 
+# gpu_fit is downgrade, not the default queue: see bench/run.sh's write_config.
 config() {
     cat >"$1" <<EOF
 {
@@ -81,7 +82,8 @@ config() {
   "bindings": "$ROOT/k8s/triggers/trigger-binding.yaml",
   "selection": { "default": "lite", "rules": [
       { "name": "skip-marker", "when": { "message_contains": "[skip gpu]" }, "variant": "skip" },
-      { "name": "main-original", "when": { "event": "push", "branch": "main" }, "variant": "original" } ] },
+      { "name": "main-original", "when": { "event": "push", "branch": "main" }, "variant": "original" } ],
+    "gpu_fit": { "on_insufficient": "downgrade" } },
   "spool_dir": "$WORK/spool"
 }
 EOF

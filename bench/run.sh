@@ -116,7 +116,10 @@ SECRET=$(cat "$WORK/secret")
 mkdir -p "$WORK/spool"
 SIGNATURE=$("$BENCHTOOL" sign "$WORK/secret" "$FIXTURE")
 
-# gpuhook's config: the shipped selection rules, dry-run or the stand-in API.
+# gpuhook's config: the shipped selection rules, dry-run or the stand-in API. gpu_fit is
+# downgrade, not the default queue: bench/fakeapi.c has no watch, so the admission queue would
+# hold every run it created for 30 s and the figures would measure that (see
+# bench/results/2026-12-02-admission-queue.md).
 # $1 file, $2 port, $3 log level, $4 kubernetes object.
 write_config() {
     cat >"$1" <<EOF
@@ -138,7 +141,8 @@ write_config() {
       { "name": "original-marker", "when": { "message_contains": "[gpu:original]" }, "variant": "original" },
       { "name": "original-label", "when": { "event": "pull_request", "label": "gpu:original" }, "variant": "original" },
       { "name": "main-original", "when": { "event": "push", "branch": "main" }, "variant": "original" }
-    ]
+    ],
+    "gpu_fit": { "on_insufficient": "downgrade" }
   },
   "spool_dir": "$WORK/spool",
   "gpu": { "refresh_seconds": 5, "required": false }

@@ -163,9 +163,34 @@ static const char *admission_name_of(const cJSON *obj) {
     return cJSON_IsString(n) ? n->valuestring : NULL;
 }
 
+/* True when the run's Succeeded condition is True or False: it holds no slot any more. */
+static bool admission_finished(const cJSON *obj) {
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(
+                              cJSON_GetObjectItemCaseSensitive(obj, "status"), "conditions")) {
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(c, "type");
+        const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "status");
+        if (cJSON_IsString(type) && strcmp(type->valuestring, "Succeeded") == 0)
+            return cJSON_IsString(st) && (strcmp(st->valuestring, "True") == 0 ||
+                                          strcmp(st->valuestring, "False") == 0);
+    }
+    return false;
+}
+
+/*
+ * Keeps the watch's view of a run, or forgets it once it finished: a finished run
+ * takes no slot and waits for nothing, and every decision walks the whole store, so
+ * the store holds the runs that are pending or running, not the namespace's history
+ * (Tekton keeps finished PipelineRuns until they are pruned).
+ */
 static void admission_put(struct admission *a, const cJSON *obj) {
     const char *name = admission_name_of(obj);
     cJSON *copy;
+    if (name && admission_finished(obj)) {
+        cJSON_DeleteItemFromObjectCaseSensitive(a->store, name);
+        cJSON_DeleteItemFromObjectCaseSensitive(a->phantoms, name);
+        return;
+    }
     if (!name || !(copy = cJSON_Duplicate(obj, 1)))
         return;
     if (cJSON_GetObjectItemCaseSensitive(a->store, name))
