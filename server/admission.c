@@ -171,8 +171,8 @@ static bool admission_finished(const cJSON *obj) {
         const cJSON *type = cJSON_GetObjectItemCaseSensitive(c, "type");
         const cJSON *st = cJSON_GetObjectItemCaseSensitive(c, "status");
         if (cJSON_IsString(type) && strcmp(type->valuestring, "Succeeded") == 0)
-            return cJSON_IsString(st) && (strcmp(st->valuestring, "True") == 0 ||
-                                          strcmp(st->valuestring, "False") == 0);
+            return cJSON_IsString(st) &&
+                   (strcmp(st->valuestring, "True") == 0 || strcmp(st->valuestring, "False") == 0);
     }
     return false;
 }
@@ -361,10 +361,9 @@ static size_t admission_plan_locked(struct admission *a, struct admission_patch 
         admission_depth(runs, n, &plan);
         for (size_t i = 0; i < plan.count; i++) {
             const struct queue_action *act = &plan.actions[i];
-            /* Notes are for display: sending one per tick would only churn the runs. */
+            /* A note comes only when the reason's word changes (queue.c), not every tick. */
             const struct queue_run *r = admission_find(runs, n, act->name);
-            if (act->kind == QUEUE_ACT_NOTE ||
-                (act->kind == QUEUE_ACT_DOWNGRADE && act->create && !a->kube))
+            if (act->kind == QUEUE_ACT_DOWNGRADE && act->create && !a->kube)
                 continue;
             /* A run the watch has not shown (admitted here, or in the spool) cannot be
              * patched yet: its precondition would fail. The watch's event decides again. */

@@ -464,17 +464,46 @@ static void fall_back(struct state *st, const struct queue_config *cfg, const st
     }
 }
 
-static void note_reasons(struct state *st, struct builder *b) {
+/* Whether waiting-for (as written: "gpu: original needs ...", or a bare WHY_*) says why. */
+static bool same_reason(const char *written, const char *why) {
+    size_t n = strlen(why);
+    return written && strncmp(written, why, n) == 0 && (written[n] == '\0' || written[n] == ':');
+}
+
+/* waiting-for for a person: the reason's word, then what it is about. */
+static void reason_text(const struct state *st, const struct queue_config *cfg,
+                        const struct slot *s, char *out, size_t n) {
+    const struct queue_variant *qv = s->variant >= 0 ? &cfg->variants[s->variant] : NULL;
+    if (qv && strcmp(s->why, WHY_SLOT) == 0)
+        snprintf(out, n, "%s: %d of %d %s runs are running", WHY_SLOT, st->running[s->variant],
+                 qv->max_running, qv->name);
+    else if (qv && strcmp(s->why, WHY_GPU) == 0)
+        snprintf(out, n, "%s: %s needs %lld MiB, %lld MiB free on the best GPU", WHY_GPU, qv->name,
+                 qv->need_mib, st->free_mib > 0 ? st->free_mib : 0);
+    else if (strcmp(s->why, WHY_FIFO) == 0)
+        snprintf(out, n, "%s: an older run of its group waits first", WHY_FIFO);
+    else
+        snprintf(out, n, "%s", s->why);
+}
+
+/*
+ * A waiting run whose reason changed (behind its group, then for the cap, then for the
+ * GPU) gets waiting-for patched. Only the reason's word is compared, not its numbers, so
+ * free memory that moves does not patch the run on every decision.
+ */
+static void note_reasons(struct state *st, const struct queue_config *cfg, struct builder *b) {
+    char text[256];
     for (size_t k = 0; k < st->nwaiting && b->rc == 0; k++) {
         struct slot *s = &st->slots[st->order[k]];
         if (s->acted || s->act >= 0 || !s->why)
             continue;
-        if (s->r->waiting_for && strcmp(s->r->waiting_for, s->why) == 0)
+        if (same_reason(s->r->waiting_for, s->why))
             continue;
         cJSON *notes;
         cJSON *p = patch_new(s->r, &notes);
+        reason_text(st, cfg, s, text, sizeof(text));
         if (p)
-            cJSON_AddStringToObject(notes, QUEUE_NOTE_WAITING_FOR, s->why);
+            cJSON_AddStringToObject(notes, QUEUE_NOTE_WAITING_FOR, text);
         s->act = plan_add(b, QUEUE_ACT_NOTE, s->r, false, p);
     }
 }
@@ -506,7 +535,7 @@ static int compute(const struct queue_run *runs, size_t n, const struct queue_co
     if (b.rc == 0)
         fall_back(st, cfg, gpu, now_ms, &b);
     if (b.rc == 0)
-        note_reasons(st, &b);
+        note_reasons(st, cfg, &b);
     if (b.rc) {
         queue_plan_cleanup(plan);
         state_cleanup(st);

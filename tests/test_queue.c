@@ -24,7 +24,7 @@
 #define MAXRUNS 64
 
 struct trun {
-    char name[64], rv[16], variant[16], group[64], waiting_for[32];
+    char name[64], rv[16], variant[16], group[64], waiting_for[256];
     char superseded_by[64], rejected[256], downgraded_from[64], downgraded_to[16];
     char pipeline[64], waited[64], downgrade_pipeline[64];
     enum queue_spec spec;
@@ -371,10 +371,13 @@ static void test_queue_cancel_running_uses_cancelled_run_finally(void **state) {
     add(&d, "p2", "original", "g", T0 + 1000, true);
     add(&d, "p3", "original", "g", T0 + 2000, true);
     EXPECT(&d, &cfg, &NO_GPU, T0 + 3000, "note p3");
-    assert_string_equal(find(&d, "p3")->waiting_for, "fifo");
+    assert_string_equal(find(&d, "p3")->waiting_for, "fifo: an older run of its group waits first");
+    /* Only the reason's word counts: the same reason again patches nothing. */
+    EXPECT(&d, &cfg, &NO_GPU, T0 + 3500, "");
     finish(&d, "p1", QUEUE_COND_TRUE);
     EXPECT(&d, &cfg, &NO_GPU, T0 + 4000, "start p2, note p3");
-    assert_string_equal(find(&d, "p3")->waiting_for, "max_running");
+    assert_string_equal(find(&d, "p3")->waiting_for,
+                        "max_running: 1 of 1 original runs are running");
 }
 
 static void test_queue_waits_for_gpu_memory_then_starts(void **state) {
@@ -384,11 +387,19 @@ static void test_queue_waits_for_gpu_memory_then_starts(void **state) {
     add(&c, "o1", "original", "g1", T0, true);
     struct queue_gpu short_gpu = {true, 1024};
     EXPECT(&c, &cfg, &short_gpu, T0 + 1000, "note o1");
-    assert_string_equal(find(&c, "o1")->waiting_for, "gpu");
+    assert_string_equal(find(&c, "o1")->waiting_for,
+                        "gpu: original needs 8192 MiB, 1024 MiB free on the best GPU");
     EXPECT(&c, &cfg, &short_gpu, T0 + 5000, "");
+    /* Free memory that moves but still falls short patches nothing (no churn). */
+    struct queue_gpu moved = {true, 2048};
+    EXPECT(&c, &cfg, &moved, T0 + 6000, "");
+    /* admission.c writes the GPU's words at delivery; they count as the same reason. */
+    snprintf(find(&c, "o1")->waiting_for, sizeof(find(&c, "o1")->waiting_for), "%s",
+             "gpu: original needs 8192 MiB, 999 MiB free on the best GPU");
+    EXPECT(&c, &cfg, &moved, T0 + 7000, "");
     struct queue_gpu freed = {true, 80000};
     EXPECT(&c, &cfg, &freed, T0 + 9000, "start o1");
-    assert_string_equal(find(&c, "o1")->waited, "9s for gpu");
+    assert_true(strncmp(find(&c, "o1")->waited, "9s for gpu: original needs 8192 MiB", 35) == 0);
 }
 
 /* Memory counts the runs started in the same pass and those still settling. */
@@ -401,7 +412,7 @@ static void test_queue_gpu_memory_is_reserved_for_runs_just_started(void **state
     add(&c, "l3", "lite", "c", T0 + 2, true);
     struct queue_gpu gpu = {true, 10000};
     EXPECT(&c, &cfg, &gpu, T0 + 1000, "start l1, start l2, note l3");
-    assert_string_equal(find(&c, "l3")->waiting_for, "gpu");
+    assert_true(strncmp(find(&c, "l3")->waiting_for, "gpu: lite needs 4096 MiB, ", 26) == 0);
     /* 30 s later the probe still says 10000 free (the two have not allocated yet). */
     EXPECT(&c, &cfg, &gpu, T0 + 31000, "");
     /* After the settle time the probe's number is trusted: the two hold theirs by now. */
@@ -546,7 +557,7 @@ static void test_queue_fair_across_groups_fifo_within(void **state) {
     add(&d, "zz", "lite", "G", T0, true);
     add(&d, "aa", "lite", "G", T0, true);
     EXPECT(&d, &cfg, &NO_GPU, T0 + 1000, "start aa");
-    assert_string_equal(find(&d, "zz")->waiting_for, "max_running");
+    assert_string_equal(find(&d, "zz")->waiting_for, "max_running"); /* as written: same word */
     /* A head that cannot start blocks its own group only. */
     struct cluster e = {0};
     cfg.variants = VARIANTS;
@@ -556,7 +567,7 @@ static void test_queue_fair_across_groups_fifo_within(void **state) {
     add(&e, "l1", "lite", "A", T0 + 1, true);
     add(&e, "l2", "lite", "B", T0 + 2, true);
     EXPECT(&e, &cfg, &NO_GPU, T0 + 1000, "start l2, note l1");
-    assert_string_equal(find(&e, "l1")->waiting_for, "fifo");
+    assert_string_equal(find(&e, "l1")->waiting_for, "fifo: an older run of its group waits first");
 }
 
 /* A restarted scheduler sees only the cluster: the same state gives the same decisions. */

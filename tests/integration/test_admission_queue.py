@@ -110,6 +110,10 @@ def test_max_running_one_runs_one_and_queues_two_in_order(api):
         assert notes(api, names[1]).get("gpuhook.dev/started-at")
         time.sleep(1.5)
         assert spec_status(api, names[2]) == "PipelineRunPending"
+        # The third waited behind the second (its group's order); now it heads the group and
+        # waits for the cap: the scheduler's note says so on the object, with the numbers.
+        assert wait_for(lambda: notes(api, names[2])["gpuhook.dev/waiting-for"].startswith(
+            "max_running: 1 of 1 original runs are running")), notes(api, names[2])
 
         api.set_run_status(names[1], "Failed")
         assert wait_for(lambda: started(api, names[2]))
@@ -157,7 +161,8 @@ def test_restart_in_the_middle_continues_from_the_cluster(api):
 def start_patches(api, name):
     """PATCHes of the run that the API applied and that removed spec.status (started it)."""
     return [q for q in api.requests() if q["method"] == "PATCH" and q["status"] == 200
-            and q["path"].endswith("/pipelineruns/" + name)]
+            and q["path"].endswith("/pipelineruns/" + name)
+            and "spec.status" in (q.get("patch_fields") or [])]
 
 
 def test_two_replicas_kill_the_leader_the_other_goes_on_each_run_starts_once(api):

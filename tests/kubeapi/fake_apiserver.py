@@ -838,6 +838,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.status = None
         self.auth_state = "not-required"
         self.obj_name = None
+        self.patch_fields = None
         entry = {"time": started, "method": self.command, "path": url.path,
                  "query": url.query, "conn": self.conn_id,
                  "user_agent": self.headers.get("User-Agent"),
@@ -866,7 +867,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 entry.update({"status": self.status, "auth_ok": self.auth_state in
                               ("ok", "not-required"), "auth": self.auth_state,
                               "fault": fault["mode"] if fault else None,
-                              "name": self.obj_name, "duration": time.time() - started})
+                              "name": self.obj_name, "patch_fields": self.patch_fields,
+                              "duration": time.time() - started})
                 self.server.record(entry)
 
     def _ns(self):

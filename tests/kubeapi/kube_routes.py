@@ -307,6 +307,11 @@ class Extension:
         kind, patch = self._decode(h, body, rt, patch=True)
         if kind in ("merge", "strategic") and not isinstance(patch, dict):
             raise bad_request("the patch must be a JSON object")
+        if isinstance(patch, dict):
+            # For the request log: which fields the patch touches (two levels), no values.
+            h.patch_fields = sorted(
+                k + "." + k2 if isinstance(v, dict) and v else k
+                for k, v in patch.items() for k2 in (v if isinstance(v, dict) and v else [""]))
 
         def change(cur):
             try:
