@@ -159,10 +159,16 @@ def test_restart_in_the_middle_continues_from_the_cluster(api):
 
 
 def start_patches(api, name):
-    """PATCHes of the run that the API applied and that removed spec.status (started it)."""
-    return [q for q in api.requests() if q["method"] == "PATCH" and q["status"] == 200
-            and q["path"].endswith("/pipelineruns/" + name)
-            and "spec.status" in (q.get("patch_fields") or [])]
+    """PATCHes of the run that the API applied and that touched spec.status (started it).
+    The stand-in logs a request once its answer is sent, a moment after the store shows the
+    change, so this waits until the run's start is in the log (then counts them all)."""
+    def get():
+        return [q for q in api.requests() if q["method"] == "PATCH" and q["status"] == 200
+                and q["path"].endswith("/pipelineruns/" + name)
+                and "spec.status" in (q.get("patch_fields") or [])]
+    if started(api, name):
+        wait_for(get, timeout=2)
+    return get()
 
 
 def test_two_replicas_kill_the_leader_the_other_goes_on_each_run_starts_once(api):
