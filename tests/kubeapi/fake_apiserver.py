@@ -769,6 +769,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._headers_buffer.append(b"\r\n")
         if self.command != "HEAD":
             self._headers_buffer.append(body)
+        self._log_request(code)
         self.wfile.write(b"".join(self._headers_buffer))
         self._headers_buffer = []
         self.wfile.flush()
@@ -843,13 +844,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
                  "query": url.query, "conn": self.conn_id,
                  "user_agent": self.headers.get("User-Agent"),
                  "content_type": self.headers.get("Content-Type")}
+        self.log_entry, self.logged, self.fault_mode = None, False, None
         fault = None
         try:
             body = self._read_body()
             if self.req_path.startswith("/_test/"):
                 self._control(body)
                 return
+            self.log_entry = entry
             fault = self.server.faults.take(self.command, self.req_path)
+            self.fault_mode = fault["mode"] if fault else None
             if fault and fault["mode"] == "delay":
                 time.sleep(fault["seconds"])
             self.pad_response = fault.get("pad_response", 0) if fault else 0
@@ -864,12 +868,22 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             if not self.req_path.startswith("/_test/"):
-                entry.update({"status": self.status, "auth_ok": self.auth_state in
-                              ("ok", "not-required"), "auth": self.auth_state,
-                              "fault": fault["mode"] if fault else None,
-                              "name": self.obj_name, "patch_fields": self.patch_fields,
-                              "duration": time.time() - started})
-                self.server.record(entry)
+                self._log_request(self.status)
+                entry["duration"] = time.time() - started
+
+    def _log_request(self, status):
+        """Records the request once: just before its answer is written (so a client that has
+        the answer finds it in the log), or at the end for one that got none (dropped, reset,
+        a watch stream)."""
+        entry = getattr(self, "log_entry", None)  # None: a control request, or a subclass
+        if entry is None or self.logged:          # (tests/githubapi) that logs its own way
+            return
+        self.logged = True
+        entry.update({"status": status, "auth_ok": self.auth_state in ("ok", "not-required"),
+                      "auth": self.auth_state, "fault": self.fault_mode,
+                      "name": self.obj_name, "patch_fields": self.patch_fields,
+                      "duration": time.time() - entry["time"]})
+        self.server.record(entry)
 
     def _ns(self):
         m = CREATE_PATH.match(self.req_path) or ITEM_PATH.match(self.req_path)
