@@ -32,6 +32,21 @@ SECRET = "It's a Secret to Everybody"
 TOKEN = "trigger-token-" + "x" * 20
 
 
+# Sanitizer and valgrind builds run several times slower: waits stretch by this much.
+SLOW = 3.0 if (WRAPPER or os.environ.get("GPUHOOK_SANITIZED") == "1") else 1.0
+
+
+def wait_for(pred, timeout=15, slow=True):
+    """pred's first true value within timeout seconds (times SLOW when slow), else its last."""
+    deadline = time.time() + timeout * (SLOW if slow else 1.0)
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(0.1)
+    return pred()
+
+
 def timing_free(reason="latency bounds mean nothing under valgrind or the sanitizers"):
     """Skips a test whose assertion is a latency bound under valgrind or ASan/UBSan; the plain
     build (the first half of CI) still runs it."""

@@ -4,7 +4,6 @@ API server and its Tekton controller stand-in. Pending runs are real PipelineRun
 them by a merge patch when a slot frees, supersedes pending runs of a group, survives a
 restart (the state is in the cluster) and a kill -9 of the leader, and a flapping API."""
 import json
-import os
 import signal
 import subprocess
 import tempfile
@@ -12,11 +11,10 @@ import time
 
 import pytest
 
-from harness import BINARY, WRAPPER, GpuHook, fixture
+from harness import wait_for, BINARY, GpuHook, fixture
 from fake_apiserver import FakeApiServer
 
 PUSH = fixture("push_with-new-branch.json")
-SLOW = 3.0 if (WRAPPER or os.environ.get("GPUHOOK_SANITIZED") == "1") else 1.0
 LEASE_S = 2
 
 
@@ -40,16 +38,6 @@ def hook(api, cancel_pending=False, original=1, lease_s=LEASE_S):
                                "lease": {"name": "gpuhook-scheduler",
                                          "duration_seconds": lease_s}}
     return g
-
-
-def wait_for(pred, timeout=15):
-    deadline = time.time() + timeout * SLOW
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    return pred()
 
 
 def leader(g):

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from harness import GpuHook, fixture
+from harness import wait_for as harness_wait_for, GpuHook, fixture
 from fake_apiserver import FakeApiServer
 from kube_client import sample_endpointslice, sample_node, sample_pod
 
@@ -88,13 +88,7 @@ def server(api, nodes=False, service=SERVICE):
 
 
 def wait_for(pred, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    return pred()
+    return harness_wait_for(pred, timeout, slow=False)
 
 
 def node_states(g):

@@ -11,12 +11,11 @@ import time
 
 import pytest
 
-from harness import WRAPPER, GpuHook, fixture
+from harness import wait_for, GpuHook, fixture
 from fake_apiserver import FakeApiServer
 
 FAKE = os.environ.get("GPUHOOK_FAKEGPU_BIN") or os.path.join(
     os.path.dirname(os.environ.get("GPUHOOK_BIN", "build/gpuhook")), "tests", "gpuhook_fakegpu")
-SLOW = 3.0 if (WRAPPER or os.environ.get("GPUHOOK_SANITIZED") == "1") else 1.0
 
 
 def main_push(sha="1" * 40):
@@ -26,16 +25,6 @@ def main_push(sha="1" * 40):
     if p.get("head_commit"):
         p["head_commit"]["id"] = sha
     return json.dumps(p).encode()
-
-
-def wait_for(pred, timeout=10):
-    deadline = time.time() + timeout * SLOW
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    return pred()
 
 
 class FreeMemory:
